@@ -1,0 +1,43 @@
+"""The one door to TensorFlow.
+
+tensorflow-model-optimization and tf2onnx need the Keras 2 API, so ``TF_USE_LEGACY_KERAS=1`` must be
+set before TensorFlow is first imported. Every module that needs TensorFlow calls :func:`tf` or
+:func:`keras` from here, inside a function, so ``toolkit --help`` and the door runtime stay fast and
+TensorFlow-free.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from toolkit.errors import ToolkitError
+
+INSTALL_HINT = "TensorFlow is not installed: install the training extra with pip install 'toolkit[train]'"
+
+
+def _setup_env() -> None:
+    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        raise RuntimeError("tensorflow was imported before toolkit._keras: import TensorFlow through toolkit._keras")
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off the console
+
+
+def tf():
+    """Return the ``tensorflow`` module, configured for the Keras 2 API."""
+    _setup_env()
+    try:
+        import tensorflow
+    except ImportError as exc:  # pragma: no cover - exercised in the runtime-only venv
+        raise ToolkitError(INSTALL_HINT) from exc
+    return tensorflow
+
+
+def keras():
+    """Return ``tf_keras`` (Keras 2). Never ``tf.keras`` and never Keras 3."""
+    tf()
+    try:
+        import tf_keras
+    except ImportError as exc:  # pragma: no cover
+        raise ToolkitError(INSTALL_HINT) from exc
+    return tf_keras

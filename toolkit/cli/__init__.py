@@ -1,0 +1,72 @@
+"""The ``toolkit`` command.
+
+Each subcommand parses its flags into a config and calls one library function. Modules here import
+only typer at import time (``toolkit --help`` must answer in well under a second); TensorFlow and
+friends are imported inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from toolkit import __version__
+from toolkit.errors import ToolkitError
+
+app = typer.Typer(
+    name="toolkit",
+    help="Train, quantize, export and serve small image classifiers, from photos to a door camera.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"toolkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Train, quantize, export and serve small image classifiers, from photos to a door camera."""
+
+
+# Each module adds its commands to ``app`` when imported; each imports only typer at module level.
+COMMAND_MODULES = ("data", "models", "train")
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"toolkit.cli.{_name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user mistakes become one ``error:`` line and exit status 2."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="toolkit", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "toolkit"
+        typer.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        return 2
+    except click.exceptions.Abort:
+        typer.echo("error: aborted", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except ToolkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Image decoding shared by training, prediction and the door runtime (numpy and Pillow only).
+
+Every path that turns a photo into model input goes through :func:`decode_image`, so the door sees
+exactly the pixels training saw: EXIF orientation applied, any mode converted to RGB, resized to the
+model's input with the same filter.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from toolkit.errors import ImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# A 64x64 model never needs more than this; larger files are refused before decoding (zip bombs).
+DEFAULT_MAX_PIXELS = 40_000_000
+RESAMPLE = Image.Resampling.BILINEAR
+
+ImageSource = Union[bytes, bytearray, memoryview, str, Path, np.ndarray, Image.Image]
+
+
+def is_image_file(path: Path) -> bool:
+    """True when the file name has an image suffix, in any letter case."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Open and fully decode an image as RGB with its EXIF orientation applied.
+
+    Args:
+        source: encoded bytes, a file path, an HxW / HxWxC uint8 array, or a PIL image.
+        max_pixels: refuse images with more pixels than this (decompression bombs).
+        name: how to call the source in error messages (defaults to the path or "image").
+
+    Raises:
+        ImageError: the data is not a readable image or breaks the pixel limit.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+        label = name or "image"
+    elif isinstance(source, np.ndarray):
+        return Image.fromarray(_array_to_rgb(source, name or "array"))
+    else:
+        if isinstance(source, (str, Path)):
+            label = name or str(source)
+            try:
+                data = Path(source).read_bytes()
+            except OSError as exc:
+                raise ImageError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
+        else:
+            label = name or "image"
+            data = bytes(source)
+        if not data:
+            raise ImageError(f"{label}: empty file (0 bytes), not an image")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+                if img.width * img.height > max_pixels:
+                    raise ImageError(
+                        f"{label}: {img.width}x{img.height} pixels exceeds the limit of {max_pixels:,}; "
+                        "downscale the image first"
+                    )
+                img.load()
+        except ImageError:
+            raise
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"{label}: not a readable image ({exc})") from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(f"{label}: corrupt or truncated image ({exc})") from exc
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose an otherwise good photo
+        pass
+    return _to_rgb(img)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite on white: transparent pixels are background, not black.
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() or 1.0
+        return Image.fromarray((arr * (255.0 / max(hi, 255.0))).clip(0, 255).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def _array_to_rgb(arr: np.ndarray, label: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageError(f"{label}: expected an HxW, HxWx1, HxWx3 or HxWx4 array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+            raise ImageError(f"{label}: array must hold finite numbers in 0..255, got dtype {arr.dtype}")
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def resize(img: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    """Resize to ``size`` (an int for a square, or (height, width)) with the toolkit's one filter."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if img.size == (w, h):
+        return img
+    return img.resize((w, h), RESAMPLE)
+
+
+def decode_image(
+    source: ImageSource,
+    size: int | tuple[int, int] | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode any image into an HxWx3 uint8 RGB array, resized to ``size`` when given.
+
+    Raises:
+        ImageError: unreadable, truncated or oversized input; the message names ``name`` or the path.
+    """
+    img = open_image(source, max_pixels=max_pixels, name=name)
+    if size is not None:
+        img = resize(img, size)
+    return np.asarray(img, dtype=np.uint8)
