@@ -1,0 +1,78 @@
+"""A registry of plain model builders, looked up by name.
+
+Every builder takes ``input_shape`` (H, W, 3) and ``classes`` and returns a flat tf_keras ``Model``
+whose input is RGB in 0-255: preprocessing is the model's first layer, so exported files need only a
+resize. Tiny variants are registered like the real ones so tests can parametrize over
+:func:`list_models`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from toolkit.errors import ToolkitError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable
+    penultimate: str  # the layer whose output feeds the classifier head (cached by feature caching)
+    head: tuple  # names of the layers after ``penultimate`` that transfer learning replaces
+    default_input: int = 64
+    description: str = ""
+    tiny: bool = False  # a small stand-in for tests: same code path, a fraction of the weights
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str, *, penultimate: str, head: tuple = (), default_input: int = 64, tiny: bool = False
+) -> Callable:
+    """Decorator: add a builder to the registry under ``name``."""
+
+    def wrap(fn: Callable) -> Callable:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelSpec(name, fn, penultimate, tuple(head), default_input, doc[0] if doc else "", tiny)
+        return fn
+
+    return wrap
+
+
+def list_models(include_tiny: bool = True) -> list[str]:
+    """Names of the registered models, sorted."""
+    _load_builders()
+    return sorted(n for n, s in _REGISTRY.items() if include_tiny or not s.tiny)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name``; raises a one-line ToolkitError listing the known names."""
+    _load_builders()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ToolkitError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+
+
+def build_model(name: str, input_shape: tuple | int = 64, classes: int = 2, **kwargs):
+    """Build the registered model ``name`` for ``input_shape`` (an int means a square RGB image).
+
+    Raises:
+        ToolkitError: unknown model name, fewer than 2 classes, or an input too small for the model.
+    """
+    spec = get_spec(name)
+    if isinstance(input_shape, int):
+        input_shape = (input_shape, input_shape, 3)
+    input_shape = tuple(int(v) for v in input_shape)
+    if len(input_shape) != 3 or input_shape[2] != 3:
+        raise ToolkitError(f"input shape must be (height, width, 3) RGB, got {input_shape}")
+    if classes < 2:
+        raise ToolkitError(f"a classifier needs at least 2 classes, got {classes}")
+    return spec.builder(input_shape=input_shape, classes=classes, **kwargs)
+
+
+def _load_builders() -> None:
+    # Importing the modules runs their @register_model decorators; they import TF only when called.
+    from toolkit.models import happy, resnet50  # noqa: F401
