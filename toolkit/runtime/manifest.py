@@ -108,17 +108,25 @@ def load_manifest(folder: str | Path) -> Manifest:
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         raise ToolkitError(f"{path}: field 'schema' must be {SCHEMA!r}; re-run 'toolkit export'")
     try:
-        inp = InputSpec(**{**raw["input"], "shape": tuple(raw["input"]["shape"]), "range": tuple(raw["input"]["range"])})
+        inp = InputSpec(
+            **{**raw["input"], "shape": tuple(raw["input"]["shape"]), "range": tuple(raw["input"]["range"])}
+        )
         files = {name: FileEntry(**entry) for name, entry in raw["files"].items()}
         kwargs = {f.name: raw[f.name] for f in dataclasses.fields(Manifest) if f.name in raw}
         kwargs.update(labels=tuple(raw["labels"]), input=inp, files=files)
         manifest = Manifest(**kwargs)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ToolkitError(f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-run 'toolkit export'") from exc
+        raise ToolkitError(
+            f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-run 'toolkit export'"
+        ) from exc
     if manifest.output_kind not in ("sigmoid", "softmax"):
-        raise ToolkitError(f"{path}: field 'output_kind' must be 'sigmoid' or 'softmax', got {manifest.output_kind!r}")
+        raise ToolkitError(
+            f"{path}: field 'output_kind' must be 'sigmoid' or 'softmax', got {manifest.output_kind!r}"
+        )
     if manifest.output_kind == "sigmoid" and len(manifest.labels) != 2:
         raise ToolkitError(f"{path}: a sigmoid output needs exactly 2 labels, got {len(manifest.labels)}")
     if len(inp.shape) != 4 or inp.shape[3] != 3:
-        raise ToolkitError(f"{path}: field 'input.shape' must be [batch, height, width, 3], got {list(inp.shape)}")
+        raise ToolkitError(
+            f"{path}: field 'input.shape' must be [batch, height, width, 3], got {list(inp.shape)}"
+        )
     return manifest

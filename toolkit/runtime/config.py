@@ -1,0 +1,87 @@
+"""Configs for the door runtime: frozen dataclasses, one field per ``toolkit door`` flag (TF-free).
+
+Defaults are the safe choice: bind loopback, lock the door, require several agreeing frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.images import DEFAULT_MAX_PIXELS
+
+# The env var that holds the manual-unlock bearer token; no token configured means no manual unlock.
+DEFAULT_TOKEN_ENV = "TOOLKIT_DOOR_TOKEN"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    folder: Path  # an export folder with manifest.json (``toolkit export`` writes one)
+    file: str | None = None  # ONNX file inside it; None = the manifest's ``serve`` entry
+    threads: int = 1  # onnxruntime intra-op threads: 1 keeps latency steady on a 4-core Pi sharing a camera
+    max_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger photos before decoding (decompression bombs)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # loopback unless told otherwise: the API can unlock a door
+    port: int = 8000
+    max_body_bytes: int = 8 << 20  # a 12 MP JPEG is ~5 MB; anything bigger is refused unread (413)
+    max_pixels: int = 25_000_000  # decoded-pixel ceiling for uploads, tighter than files on disk
+    max_batch: int = 64  # v2 infer batch ceiling: bounds memory per request
+    token_env: str = DEFAULT_TOKEN_ENV  # where the manual-unlock token comes from...
+    token_file: Path | None = None  # ...or a file (wins over the env var; keep it mode 600)
+    reload_poll_seconds: float = 0.0  # >0: watch the model folder and hot-reload on change
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    k: int = 3  # happy frames needed...
+    n: int = 5  # ...among the last n frames: one lucky frame never opens the door
+    threshold: float | None = None  # None = the manifest's per-file threshold (chosen at export)
+    open_seconds: float = 3.0  # how long the relay stays energised
+    cooldown_seconds: float = 5.0  # locked time after an opening, so one smile opens the door once
+    stale_seconds: float = 2.0  # no frame for this long = in doubt = locked and not ready
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= self.n:
+            raise ValueError(f"k-of-n needs 1 <= k <= n, got k={self.k} n={self.n}")
+        if self.open_seconds <= 0 or self.cooldown_seconds < 0 or self.stale_seconds <= 0:
+            raise ValueError("open/stale seconds must be > 0 and cooldown >= 0")
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    camera: str  # device index, RTSP/HTTP URL, video file, 'picamera2', or a folder of images
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    relay: str = "log"  # 'log' (dry run) or 'gpio'
+    relay_pin: int = 17  # BCM pin number of the relay driver
+    active_high: bool = True  # False for relay boards that energise on a low pin
+    face: str = "none"  # 'haar' crops the largest face first; no face, no vote
+    fps: float = 0.0  # >0 caps the frame rate (saves CPU); 0 = as fast as frames come
+    event_log: Path | None = None  # JSON lines: time, probability, decision, latency
+    snapshots: Path | None = None  # opt-in: save the frames that opened the door
+    reconnect_min_seconds: float = 0.5  # camera loss: first retry delay...
+    reconnect_max_seconds: float = 30.0  # ...doubling up to this
+    max_frames: int = 0  # >0 stops after this many frames (tests, dry runs)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    camera: str  # same sources as ``door run``
+    label: str  # the class folder the photos go to, e.g. 'smile'
+    out: Path  # dataset root: photos land in out/label/
+    every: float = 1.0  # seconds between saved photos, so consecutive shots differ
+    count: int = 0  # >0 stops after this many photos; 0 = until the source ends or Ctrl-C
+    face: str = "none"  # 'haar' saves face crops, like the door sees them
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[Path, ...]  # export folders to time, e.g. a HappyModel and a ResNet50 int8
+    threads: int = 1  # onnxruntime threads: 1 is what the door uses
+    n: int = 200  # frames per latency measurement
+    frame_size: tuple[int, int] = (480, 640)  # camera frame (h, w) decoded and resized like the door does
+    clients: int = 0  # >0 runs the HTTP load test with this many concurrent clients...
+    seconds: float = 5.0  # ...for this long
+    http: bool = True  # measure /predict overhead over the bare Predictor on loopback

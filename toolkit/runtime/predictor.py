@@ -1,0 +1,257 @@
+"""Run an exported ONNX file with onnxruntime: the door's only model code (numpy, onnxruntime, Pillow).
+
+:class:`Predictor` trusts nothing it has not checked: the file's sha256 must match the manifest, and the
+session's input and output names, dtypes and shapes must match the manifest's input spec and output
+kind. Preprocessing is inside the model, so a prediction is decode → resize → cast → run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from toolkit.errors import ToolkitError
+from toolkit.images import DEFAULT_MAX_PIXELS, ImageSource, decode_image
+from toolkit.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
+
+DEFAULT_THRESHOLD = 0.5  # binary tasks whose manifest names no threshold
+_ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result.
+
+    ``probability`` is P(positive label) for a sigmoid model (what the door thresholds), the top class's
+    probability for softmax. ``decision`` is ``probability >= threshold`` for sigmoid models, None otherwise.
+    """
+
+    label: str
+    probability: float
+    threshold: float | None
+    decision: bool | None
+    latency_ms: float
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "probability": self.probability,
+            "threshold": self.threshold,
+            "decision": self.decision,
+            "latency_ms": self.latency_ms,
+            "probabilities": self.probabilities,
+        }
+
+
+class Predictor:
+    """An export folder's ONNX file, checked against its manifest and ready to classify images.
+
+    Thread-safe: the object is immutable after construction and ``InferenceSession.run`` may be called
+    from many threads at once.
+
+    Args:
+        folder: export folder holding ``manifest.json`` and the ONNX file.
+        file: ONNX file name inside ``folder``; None = the manifest's ``serve`` entry.
+        threads: onnxruntime intra-op threads (1 = steady latency next to a camera).
+        max_pixels: refuse images with more decoded pixels than this.
+        threshold: override the manifest's per-file threshold (binary tasks).
+
+    Raises:
+        ToolkitError: missing or tampered file, or a file that does not match its manifest.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        file: str | None = None,
+        *,
+        threads: int = 1,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        threshold: float | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.manifest: Manifest = load_manifest(self.folder)
+        where = self.folder / MANIFEST_NAME
+        self.file = file or self.manifest.serve or _only_onnx(self.manifest, where)
+        entry = self.manifest.files.get(self.file)
+        if entry is None:
+            raise ToolkitError(
+                f"{where}: field 'files' has no entry {self.file!r}; "
+                f"pick one of {sorted(self.manifest.files)}"
+            )
+        if entry.format != "onnx":
+            raise ToolkitError(
+                f"{where}: files[{self.file!r}] is {entry.format!r}, the runtime runs 'onnx' files only"
+            )
+        self.path = self.folder / self.file
+        if not self.path.is_file():
+            raise ToolkitError(f"{self.path}: listed in the manifest but missing; re-run 'toolkit export'")
+        digest = sha256_file(self.path)
+        if digest != entry.sha256:
+            raise ToolkitError(
+                f"{self.path}: sha256 {digest[:12]}... does not match files[{self.file!r}].sha256 "
+                f"{str(entry.sha256)[:12]}... in {where}; "
+                "the file changed after export, re-run 'toolkit export'"
+            )
+        self.labels: tuple[str, ...] = tuple(self.manifest.labels)
+        self.size = self.manifest.input.size
+        self.dtype = np.dtype(entry.input_dtype or self.manifest.input.dtype)
+        self.max_pixels = max_pixels
+        if self.manifest.output_kind == "sigmoid":
+            self.threshold: float | None = float(
+                threshold
+                if threshold is not None
+                else entry.threshold
+                if entry.threshold is not None
+                else DEFAULT_THRESHOLD
+            )
+        else:
+            self.threshold = None
+        self.threads = threads
+        self._session = _open_session(self.path, threads)
+        self.input_name, self.output_name = _check_session(
+            self._session, self.manifest, self.dtype, self.path, where
+        )
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def positive_label(self) -> str | None:
+        return self.manifest.positive_label
+
+    def load(self, source: ImageSource, name: str | None = None) -> np.ndarray:
+        """Decode any image (bytes, path, RGB array, PIL image) into one HxWx3 model input."""
+        return decode_image(source, self.size, max_pixels=self.max_pixels, name=name)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on an NHWC batch already at the input size; returns (N, K) probabilities.
+
+        Raises:
+            ToolkitError: the batch has the wrong shape.
+        """
+        h, w = self.size
+        if batch.ndim != 4 or batch.shape[1:] != (h, w, 3) or batch.shape[0] < 1:
+            raise ToolkitError(
+                f"input {self.input_name!r}: expected shape [N, {h}, {w}, 3], got {list(batch.shape)}"
+            )
+        out = self._session.run([self.output_name], {self.input_name: batch.astype(self.dtype, copy=False)})[
+            0
+        ]
+        return np.asarray(out, dtype=np.float32).reshape(batch.shape[0], -1)
+
+    def predict(self, source: ImageSource, name: str | None = None) -> Prediction:
+        """Classify one image: bytes, a file path, an RGB array (camera frame) or a PIL image.
+
+        Raises:
+            ImageError: the image cannot be decoded or is too large.
+        """
+        return self.predict_batch([source], names=[name])[0]
+
+    def predict_batch(
+        self, sources: Sequence[ImageSource], names: Sequence[str | None] | None = None
+    ) -> list[Prediction]:
+        """Classify several images in one session run; latency is per batch divided by its size."""
+        if not sources:
+            return []
+        start = time.perf_counter()
+        names = names or [None] * len(sources)
+        batch = np.stack([self.load(s, n) for s, n in zip(sources, names, strict=False)])
+        probs = self.run(batch)
+        latency = (time.perf_counter() - start) * 1000.0 / len(sources)
+        return [self.interpret(row, latency) for row in probs]
+
+    def interpret(self, row: np.ndarray, latency_ms: float = 0.0) -> Prediction:
+        """Turn one output row into a :class:`Prediction` (label, probability, decision)."""
+        if self.manifest.output_kind == "sigmoid":
+            p = float(row[0])
+            decision = bool(p >= self.threshold)
+            label = self.labels[1] if decision else self.labels[0]
+            probs = {self.labels[0]: 1.0 - p, self.labels[1]: p}
+            return Prediction(label, p, self.threshold, decision, latency_ms, probs)
+        top = int(np.argmax(row))
+        probs = {lab: float(v) for lab, v in zip(self.labels, row, strict=False)}
+        return Prediction(self.labels[top], float(row[top]), None, None, latency_ms, probs)
+
+    def describe(self) -> dict:
+        """The model's identity for logs and the v2 metadata endpoint."""
+        return {
+            "name": self.name,
+            "file": self.file,
+            "sha256": self.manifest.files[self.file].sha256,
+            "labels": list(self.labels),
+            "output_kind": self.manifest.output_kind,
+            "threshold": self.threshold,
+            "input": {"name": self.input_name, "dtype": self.dtype.name, "shape": [-1, *self.size, 3]},
+            "output": {"name": self.output_name, "shape": [-1, self.output_width]},
+        }
+
+    @property
+    def output_width(self) -> int:
+        return 1 if self.manifest.output_kind == "sigmoid" else len(self.labels)
+
+
+def _only_onnx(manifest: Manifest, where: Path) -> str:
+    onnx_files = [name for name, e in manifest.files.items() if e.format == "onnx"]
+    if len(onnx_files) != 1:
+        raise ToolkitError(
+            f"{where}: field 'serve' is empty and there are {len(onnx_files)} ONNX files; pass --file"
+        )
+    return onnx_files[0]
+
+
+def _open_session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1  # the door's graphs are sequential; extra pools only cost memory
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for corrupt graphs
+        raise ToolkitError(
+            f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]}); re-run 'toolkit export'"
+        ) from exc
+
+
+def _check_session(
+    session: ort.InferenceSession, manifest: Manifest, dtype: np.dtype, path: Path, where: Path
+):
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != manifest.input.name:
+        raise ToolkitError(
+            f"{path}: inputs {[i.name for i in inputs]} do not match "
+            f"input.name {manifest.input.name!r} in {where}"
+        )
+    inp = inputs[0]
+    if inp.type != _ORT_TYPES.get(dtype.name):
+        raise ToolkitError(
+            f"{path}: input type {inp.type} does not match input.dtype {dtype.name!r} in {where}"
+        )
+    expected = [None, *manifest.input.size, 3]
+    dims = zip(inp.shape[1:], expected[1:], strict=False)
+    if len(inp.shape) != 4 or any(isinstance(a, int) and a != b for a, b in dims):
+        raise ToolkitError(
+            f"{path}: input shape {inp.shape} does not match input.shape {expected} in {where}"
+        )
+    if len(outputs) != 1:
+        raise ToolkitError(f"{path}: has {len(outputs)} outputs; the runtime expects one probability tensor")
+    out = outputs[0]
+    width = 1 if manifest.output_kind == "sigmoid" else len(manifest.labels)
+    if (
+        out.type != "tensor(float)"
+        or len(out.shape) != 2
+        or (isinstance(out.shape[1], int) and out.shape[1] != width)
+    ):
+        raise ToolkitError(
+            f"{path}: output {out.name!r} {out.type} {out.shape} does not match output_kind "
+            f"{manifest.output_kind!r} with {len(manifest.labels)} labels "
+            f"(expected float [N, {width}]) in {where}"
+        )
+    return inp.name, out.name
