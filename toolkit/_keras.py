@@ -8,6 +8,7 @@ TensorFlow-free.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -23,11 +24,34 @@ def _setup_env() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off the console
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence TensorFlow's native start-up lines (oneDNN, CUDA probing) that ignore TF_CPP_MIN_LOG_LEVEL.
+
+    Python exceptions are unaffected: they are raised after the descriptor is restored.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def tf():
     """Return the ``tensorflow`` module, configured for the Keras 2 API."""
+    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") == "1":
+        return sys.modules["tensorflow"]
     _setup_env()
     try:
-        import tensorflow
+        with _quiet_native_stderr():
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # the CUDA probe logs here, once
     except ImportError as exc:  # pragma: no cover - exercised in the runtime-only venv
         raise ToolkitError(INSTALL_HINT) from exc
     return tensorflow

@@ -8,6 +8,7 @@ friends are imported inside the command bodies.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import click
@@ -40,13 +41,31 @@ def _root(
 
 
 # Each module adds its commands to ``app`` when imported; each imports only typer at module level.
-COMMAND_MODULES = ("data",)
+COMMAND_MODULES = ("data", "models", "train")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"toolkit.cli.{_name}")
 
 
+def _setup_logging() -> None:
+    # Library warnings and progress reach the console as "warning: ..." lines, not tracebacks.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("toolkit")
+    if not root.handlers:
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+class _LowerLevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes become one ``error:`` line and exit status 2."""
+    _setup_logging()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="toolkit", standalone_mode=False)

@@ -1,0 +1,46 @@
+"""``toolkit summary``: a model's layers, parameters and multiply-accumulates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from toolkit.cli import app
+
+
+@app.command()
+def summary(
+    model: str = typer.Argument(..., help="Registered model name (see 'toolkit models')."),
+    input: int = typer.Option(64, "--input", help="Input height and width in pixels."),
+    classes: int = typer.Option(2, "--classes", help="Number of classes of the head."),
+    stem: str = typer.Option(None, "--stem", help="ResNet only: 'seed' (default) or 'keras'."),
+    plot: Path = typer.Option(None, "--plot", help="Also draw the graph to this PNG (needs graphviz)."),
+) -> None:
+    """Print the layer table with parameter counts and multiply-accumulates (MACs)."""
+    from toolkit.errors import ToolkitError
+    from toolkit.models import build_model
+    from toolkit.models.summary import format_summary
+
+    kwargs = {"stem": stem} if stem else {}
+    net = build_model(model, input, classes, **kwargs)
+    typer.echo(format_summary(net))
+    if plot:
+        from toolkit._keras import keras
+
+        try:
+            keras().utils.plot_model(net, to_file=str(plot), show_shapes=True)
+        except ImportError as exc:
+            raise ToolkitError("drawing the graph needs pydot and graphviz: pip install pydot; "
+                               "apt-get install graphviz (or brew install graphviz)") from exc
+        typer.echo(f"graph written to {plot}")
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered models."""
+    from toolkit.models import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        typer.echo(f"{name:<12} {spec.description}")

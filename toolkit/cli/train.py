@@ -1,0 +1,96 @@
+"""``toolkit train``, ``toolkit evaluate`` and ``toolkit predict``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from toolkit.cli import app
+
+
+def split_list(value: str | None) -> tuple:
+    """'flip,pca' -> ('flip', 'pca'); empty or None -> ()."""
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+@app.command()
+def train(
+    model: str = typer.Argument(..., help="Registered model name: happy, resnet50 (see 'toolkit models')."),
+    data: str = typer.Option(..., "--data", help="Image folder, course .h5 file/folder, or synthetic:happy|signs."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create (e.g. runs/happy)."),
+    epochs: int = typer.Option(20, help="Maximum number of epochs."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    optimizer: str = typer.Option("adam", help="adam, sgd (momentum 0.9) or rmsprop."),
+    seed: int = typer.Option(0, help="Seed for the split, initial weights, shuffling and augmentation."),
+    image_size: int = typer.Option(None, "--image-size", help="Input size in pixels (default: the model's, 64)."),
+    val: float = typer.Option(0.15, help="Fraction held out for validation (early stopping, best checkpoint)."),
+    test: float = typer.Option(0.15, help="Fraction held out for the final test."),
+    augment: str = typer.Option("", help="Comma list of: flip, rotate, zoom, shear, color, pca."),
+    patience: int = typer.Option(5, help="Early-stopping patience in epochs (0: off)."),
+    stem: str = typer.Option(None, help="ResNet only: 'seed' (default) or 'keras' (Keras Applications' stem)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error, not a warning."),
+    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Reproducible ops (a little slower)."),
+) -> None:
+    """Train a model from scratch and write a run folder (model, config, history, metrics, plots)."""
+    from toolkit.config import TrainConfig
+    from toolkit.train.fit import train as train_fn
+
+    config = TrainConfig(
+        model=model, data=data, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        seed=seed, image_size=image_size, val=val, test=test, augment=split_list(augment), patience=patience,
+        resume=resume, strict=strict, deterministic=deterministic, model_kwargs={"stem": stem} if stem else {},
+    )
+    run = train_fn(config)
+    _print_result(run.path)
+
+
+def _print_result(path: Path) -> None:
+    metrics_file = path / "metrics.json"
+    if metrics_file.is_file():
+        m = json.loads(metrics_file.read_text())
+        typer.echo(f"test accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  on {m['n']} images")
+    typer.echo(f"run folder: {path}  (model.keras, config.json, history.csv, metrics.json, curves.png, "
+               "confusion.png; TensorBoard: tensorboard --logdir " + str(path / "logs") + ")")
+
+
+@app.command()
+def evaluate(
+    source: str = typer.Argument(..., help="A run folder or a .keras/.h5 model file."),
+    data: str = typer.Option(None, "--data", help="Evaluate on this data instead of the run's test split."),
+    tta: bool = typer.Option(False, "--tta", help="Average over 10 views: 5 crops and their mirror images."),
+    out: Path = typer.Option(None, "--out", help="Write metrics.json here (default: the run folder)."),
+) -> None:
+    """Accuracy, loss, per-class precision/recall/F1, confusion matrix; FAR/FRR table for 2 classes."""
+    from toolkit.train.evaluate import evaluate as evaluate_fn
+
+    report = evaluate_fn(source, data=data, tta=tta, out=str(out) if out else None)
+    typer.echo(format_report(report))
+
+
+def format_report(report: dict) -> str:
+    lines = [f"accuracy {report['accuracy']:.4f}  loss {report['loss']:.4f}  n={report['n']}"
+             + ("  (TTA: 10 views)" if report.get("tta") else "")]
+    lines.append(f"{'class':<12} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}")
+    for name, s in report["per_class"].items():
+        lines.append(f"{name:<12} {s['precision']:>9.3f} {s['recall']:>7.3f} {s['f1']:>6.3f} {s['support']:>8}")
+    lines.append("confusion (rows true, columns predicted): " + json.dumps(report["confusion"]))
+    if "thresholds" in report:
+        lines.append(f"{'threshold':>9} {'FAR':>7} {'FRR':>7}   (door opens when P >= threshold)")
+        lines += [f"{r['threshold']:>9.2f} {r['far']:>7.3f} {r['frr']:>7.3f}" for r in report["thresholds"]]
+    return "\n".join(lines)
+
+
+@app.command()
+def predict(
+    source: str = typer.Argument(..., help="A run folder or a .keras/.h5 model file."),
+    images: list[Path] = typer.Argument(..., help="Image files, any size or mode."),
+) -> None:
+    """Print the label and probability of each image."""
+    from toolkit.train.evaluate import predict as predict_fn
+
+    for row in predict_fn(source, [str(p) for p in images]):
+        typer.echo(f"{row['image']}\t{row['label']}\t{row['probability']:.4f}")

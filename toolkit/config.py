@@ -1,0 +1,70 @@
+"""Frozen configs: one field per CLI flag, with the reason for each default.
+
+A config is everything needed to reproduce a run; it is written into the run folder as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from toolkit.errors import ToolkitError
+
+AUGMENTATIONS = ("flip", "rotate", "zoom", "shear", "color", "pca")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str  # a name from toolkit.models.list_models()
+    data: str  # a data spec: folder, .h5 file, or synthetic:NAME
+    out: str  # the run folder
+    epochs: int = 20  # HappyModel reaches 98% on synthetic:happy well within this
+    batch_size: int = 32  # the seed's choice; small data sets, small batches
+    lr: float = 1e-3  # Adam's default
+    optimizer: str = "adam"
+    seed: int = 0  # one seed drives the split, the weights' init, shuffling and augmentation
+    image_size: int | None = None  # None: the model's default input (64)
+    val: float = 0.15  # fraction held out for early stopping and the best checkpoint
+    test: float = 0.15  # fraction held out for the final, untouched evaluation
+    augment: tuple = ()  # any of AUGMENTATIONS; applied to training batches only
+    patience: int = 5  # early-stopping patience on val loss; 0 switches it off
+    resume: bool = False  # continue an interrupted run from its last finished epoch
+    strict: bool = False  # unreadable images are an error instead of a skipped warning
+    deterministic: bool = True  # same seed and data -> same weights (TF op determinism)
+    model_kwargs: dict = field(default_factory=dict)  # builder options, e.g. {"stem": "keras"}
+
+    def __post_init__(self):
+        check_positive("epochs", self.epochs)
+        check_positive("batch_size", self.batch_size)
+        if not self.lr > 0:
+            raise ToolkitError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ToolkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        bad = [a for a in self.augment if a not in AUGMENTATIONS]
+        if bad:
+            raise ToolkitError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
+        if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
+            raise ToolkitError(f"val and test fractions must be in [0, 1) and sum below 1, got {self.val}, {self.test}")
+        if self.patience < 0:
+            raise ToolkitError(f"patience must be >= 0, got {self.patience}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ToolkitError(f"unknown training setting {unknown[0]!r}")
+        d = dict(d)
+        d["augment"] = tuple(d.get("augment", ()))
+        return cls(**d)
+
+
+def check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ToolkitError(f"{name} must be a positive integer, got {value!r}")

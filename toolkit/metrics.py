@@ -1,0 +1,87 @@
+"""Classification metrics in numpy (no TensorFlow), shared by evaluation, export and the runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_class_probs(outputs: np.ndarray) -> np.ndarray:
+    """Model outputs -> (N, K) class probabilities; a single sigmoid column becomes [1 - p, p]."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim == 1:
+        outputs = outputs[:, None]
+    if outputs.shape[1] == 1:
+        return np.concatenate([1.0 - outputs, outputs], axis=1)
+    return outputs
+
+
+def log_loss(probs: np.ndarray, y: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean cross-entropy of the true class."""
+    p = np.clip(probs[np.arange(len(y)), y], eps, 1.0)
+    return float(-np.mean(np.log(p))) if len(y) else float("nan")
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """Counts with true labels in rows and predicted labels in columns."""
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (y, pred), 1)
+    return m
+
+
+def classification_report(y: np.ndarray, probs: np.ndarray, labels: tuple) -> dict:
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix."""
+    y = np.asarray(y, dtype=np.int64)
+    pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y, pred, len(labels))
+    per_class = {}
+    for i, name in enumerate(labels):
+        tp, fp, fn = cm[i, i], cm[:, i].sum() - cm[i, i], cm[i, :].sum() - cm[i, i]
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                           "support": int(cm[i, :].sum())}
+    return {
+        "n": int(len(y)),
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "loss": log_loss(probs, y),
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+    }
+
+
+def far_frr(p_positive: np.ndarray, is_positive: np.ndarray, threshold: float) -> tuple[float, float]:
+    """False-accept rate (negatives with p >= t) and false-reject rate (positives with p < t)."""
+    neg, pos = p_positive[~is_positive], p_positive[is_positive]
+    far = float((neg >= threshold).mean()) if len(neg) else 0.0
+    frr = float((pos < threshold).mean()) if len(pos) else 0.0
+    return far, frr
+
+
+def threshold_table(p_positive: np.ndarray, is_positive: np.ndarray, thresholds=None) -> list[dict]:
+    """FAR and FRR at each threshold (binary tasks: the door opens when p >= threshold)."""
+    if thresholds is None:
+        thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+    rows = []
+    for t in thresholds:
+        far, frr = far_frr(p_positive, is_positive, t)
+        rows.append({"threshold": float(t), "far": far, "frr": frr})
+    return rows
+
+
+def threshold_for_far(p_positive: np.ndarray, is_positive: np.ndarray, target_far: float) -> dict:
+    """The lowest threshold whose false-accept rate is at most ``target_far``, and the FRR it costs.
+
+    Candidates are the observed scores (plus 1.0 + eps, which accepts nothing), so the result is exact
+    on this data. With few negatives the achievable FAR moves in steps of 1/len(negatives); the
+    returned ``negatives`` count says how much to trust it.
+    """
+    p_positive = np.asarray(p_positive, dtype=np.float64)
+    is_positive = np.asarray(is_positive, dtype=bool)
+    candidates = np.unique(np.concatenate([p_positive, [0.5, np.nextafter(1.0, 2.0)]]))
+    for t in candidates:
+        far, frr = far_frr(p_positive, is_positive, t)
+        if far <= target_far:
+            return {"threshold": float(t), "far": far, "frr": frr, "target_far": float(target_far),
+                    "negatives": int((~is_positive).sum()), "positives": int(is_positive.sum())}
+    raise AssertionError("unreachable: a threshold above every score accepts nothing")

@@ -1,0 +1,188 @@
+"""``toolkit train``: fit a registered model from scratch with tf.data and Keras callbacks."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.config import TrainConfig
+from toolkit.errors import ToolkitError
+from toolkit.train import runs
+
+log = logging.getLogger("toolkit.train")
+BACKUP = "backup"
+
+
+def compile_model(model, n_classes: int, optimizer: str, lr: float) -> None:
+    """Compile with the loss that matches the head: sigmoid for 2 classes, softmax otherwise."""
+    k = _k()
+    opt = {"adam": k.optimizers.Adam, "sgd": lambda learning_rate: k.optimizers.SGD(learning_rate, momentum=0.9),
+           "rmsprop": k.optimizers.RMSprop}[optimizer](learning_rate=lr)
+    if n_classes == 2:
+        model.compile(opt, k.losses.BinaryCrossentropy(), metrics=[k.metrics.BinaryAccuracy(name="accuracy")])
+    else:
+        model.compile(opt, k.losses.SparseCategoricalCrossentropy(),
+                      metrics=[k.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
+def batches(split, batch_size: int, *, shuffle: bool = False, seed: int = 0, augment=None):
+    """A split as batched float32 (images 0-255, labels) with prefetch; augmentation only if given."""
+    t = _tf()
+    ds = split.tf_dataset(shuffle=shuffle, seed=seed).batch(batch_size)
+    ds = ds.map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=t.data.AUTOTUNE)
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=t.data.AUTOTUNE)
+    return ds.prefetch(t.data.AUTOTUNE)
+
+
+class EpochTimer:
+    """Adds ``epoch_time`` (seconds) to each epoch's logs, so history.csv records it."""
+
+    def __new__(cls):
+        k = _k()
+
+        class _Timer(k.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if logs is not None:
+                    logs["epoch_time"] = time.perf_counter() - self._t0
+
+        return _Timer()
+
+
+def prepare_run_dir(config: TrainConfig) -> Path:
+    """Check the run folder: new (or empty), or an unfinished run when resuming."""
+    out = Path(config.out)
+    has_run = (out / runs.CONFIG).is_file()
+    if config.resume:
+        if not has_run:
+            raise ToolkitError(f"{out}: nothing to resume (no {runs.CONFIG}); drop --resume to start a new run")
+    elif has_run or (out.exists() and any(out.iterdir())):
+        raise ToolkitError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train(config: TrainConfig, *, data=None) -> runs.Run:
+    """Train ``config.model`` on ``config.data`` and write a complete run folder.
+
+    Args:
+        config: every setting of the run; saved as ``config.json``.
+        data: an already loaded :class:`toolkit.data.Dataset` (saves re-reading it); else loaded from
+            ``config.data``.
+
+    Returns:
+        The finished run (its ``model.keras`` is the best checkpoint by validation loss).
+
+    Raises:
+        ToolkitError: bad data, an occupied run folder, or a config that contradicts a resumed run.
+    """
+    from toolkit.data import load_data
+    from toolkit.models import build_model, get_spec
+
+    spec = get_spec(config.model)
+    out = prepare_run_dir(config)
+    if config.resume:
+        saved = runs.load_run_config(out)
+        if saved.to_dict() != {**config.to_dict(), "resume": saved.resume}:
+            raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: "
+                               f"{_first_difference(saved.to_dict(), config.to_dict())}")
+    size = config.image_size or spec.default_input
+    ds = data if data is not None else load_data(config.data, size, strict=config.strict)
+    splits = ds.split(seed=config.seed, val=config.val, test=config.test)
+    n_classes = len(ds.labels)
+    if len(splits.train) == 0:
+        raise ToolkitError(f"{config.data}: no training images (a test-only set cannot be trained on)")
+    if len(splits.train) < config.batch_size:
+        log.warning("batch size %d is larger than the %d training images; each epoch is one batch",
+                    config.batch_size, len(splits.train))
+
+    k, t = _k(), _tf()
+    k.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        t.config.experimental.enable_op_determinism()
+    model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **config.model_kwargs)
+    compile_model(model, n_classes, config.optimizer, config.lr)
+
+    record = {
+        "train": config.to_dict(),
+        "labels": list(ds.labels),
+        "image_size": list(splits.train.image_size),
+        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "fingerprints": splits.fingerprints(),
+        "params": int(model.count_params()),
+        "versions": runs.versions(),
+    }
+    if not config.resume:
+        runs.write_json_atomic(out / runs.CONFIG, record)
+
+    augment = None
+    if config.augment:
+        from toolkit.train.augment import make_augmenter, pca_colour_basis
+
+        basis = pca_colour_basis(splits.train.numpy()[0], seed=config.seed) if "pca" in config.augment else None
+        augment = make_augmenter(tuple(config.augment), config.seed, basis)
+    train_ds = batches(splits.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment)
+    val_ds = batches(splits.val, config.batch_size) if len(splits.val) else None
+    monitor = "val_loss" if val_ds is not None else "loss"
+
+    history = runs.read_history(out)
+    best = min((row[monitor] for row in history if monitor in row), default=None)
+    callbacks = [
+        EpochTimer(),
+        # Saves weights, optimizer and epoch after every epoch; a killed run resumes after the last one.
+        k.callbacks.BackupAndRestore(str(out / BACKUP)),
+        k.callbacks.ModelCheckpoint(str(out / runs.MODEL), monitor=monitor, save_best_only=True,
+                                    initial_value_threshold=best),
+        k.callbacks.CSVLogger(str(out / runs.HISTORY), append=True),
+        k.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
+    ]
+    if config.patience:
+        callbacks.append(k.callbacks.EarlyStopping(monitor=monitor, patience=config.patience))
+    log.info("training %s (%s params) on %d images, validating on %d, %d classes",
+             model.name, f"{model.count_params():,}", len(splits.train), len(splits.val), n_classes)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+    if not (out / runs.MODEL).is_file():  # no epoch improved on a resumed run's best: keep the last
+        model.save(out / runs.MODEL)
+    shutil.rmtree(out / BACKUP, ignore_errors=True)
+
+    run = runs.load_run(out)
+    from toolkit.train.evaluate import evaluate_run
+    from toolkit.train.plots import plot_history
+
+    plot_history(runs.read_history(out), out / "curves.png")
+    if len(splits.test):
+        evaluate_run(run, split=splits.test)
+    return run
+
+
+def _first_difference(a: dict, b: dict) -> str:
+    for key in a:
+        if key != "resume" and a.get(key) != b.get(key):
+            return f"{key}={b.get(key)!r} (run: {a.get(key)!r})"
+    return "none"
+
+
+def _k():
+    from toolkit._keras import keras
+
+    return keras()
+
+
+def _tf():
+    from toolkit._keras import tf
+
+    return tf()
+
+
+def epoch_times(history: list[dict]) -> np.ndarray:
+    """Seconds per epoch recorded in history.csv."""
+    return np.array([row["epoch_time"] for row in history if "epoch_time" in row])

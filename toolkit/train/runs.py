@@ -1,0 +1,183 @@
+"""The run folder: everything one training run produced, and how to load it back.
+
+```
+runs/NAME/
+  config.json    the TrainConfig, labels, image size, split fingerprints, library versions
+  model.keras    the best checkpoint (lowest validation loss)
+  history.csv    one row per finished epoch
+  metrics.json   test-split metrics (rewritten by `toolkit evaluate`)
+  curves.png     loss and accuracy per epoch
+  backup/        BackupAndRestore state while a run is unfinished (removed when it completes)
+  logs/          TensorBoard logs
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+
+CONFIG = "config.json"
+MODEL = "model.keras"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict  # the JSON written by toolkit train
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.config["labels"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        h, w = self.config["image_size"]
+        return int(h), int(w)
+
+    @property
+    def model_name(self) -> str:
+        return self.config["train"]["model"]
+
+    def load_model(self):
+        return load_keras_model(self.model_file)
+
+    def splits(self, data: str | None = None):
+        """Re-create the run's train/val/test splits (or load ``data`` instead) at the run's image size.
+
+        Raises:
+            ToolkitError: the data changed since training (its fingerprints differ) or its labels differ.
+        """
+        from toolkit.data import load_data
+
+        train = self.config["train"]
+        spec = data or train["data"]
+        ds = load_data(spec, self.image_size, strict=train.get("strict", False))
+        if tuple(ds.labels) != self.labels:
+            raise ToolkitError(f"{spec}: labels {list(ds.labels)} differ from the run's {list(self.labels)}")
+        splits = ds.split(seed=train["seed"], val=train["val"], test=train["test"])
+        if data is None:
+            recorded = self.config.get("fingerprints", {})
+            now = splits.fingerprints()
+            changed = [k for k in recorded if recorded[k] != now.get(k)]
+            if changed:
+                raise ToolkitError(f"{spec}: the {changed[0]} split differs from the one {self.path} was trained on "
+                                   "(data changed); pass --data to evaluate on other data explicitly")
+        return splits
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run folder written by ``toolkit train``.
+
+    Raises:
+        ToolkitError: not a folder, or no config / model in it.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ToolkitError(f"{path}: run folder not found")
+    cfg = path / CONFIG
+    if not cfg.is_file():
+        raise ToolkitError(f"{path}: no {CONFIG}; is this a run folder written by 'toolkit train'?")
+    try:
+        config = json.loads(cfg.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ToolkitError(f"{cfg}: unreadable ({exc})") from exc
+    if not (path / MODEL).is_file():
+        raise ToolkitError(f"{path}: no {MODEL}; the run did not finish an epoch (re-run with --resume)")
+    return Run(path, config)
+
+
+def load_keras_model(path: str | Path):
+    """Load a ``.keras`` or ``.h5`` model file safely (no code from the file is executed).
+
+    Raises:
+        ToolkitError: missing, truncated or corrupt file.
+    """
+    from toolkit._keras import keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"{path}: model file not found")
+    k = keras()
+    try:
+        if path.suffix == ".keras":
+            return k.models.load_model(path, compile=False, safe_mode=True)
+        return k.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a bad file; all mean the same to a user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ToolkitError(f"{path}: not a loadable Keras model ({first[:200]})") from exc
+
+
+def resolve_model(source: str | Path):
+    """A run folder or a model file -> (keras model, Run or None)."""
+    source = Path(source)
+    if source.is_dir():
+        run = load_run(source)
+        return run.load_model(), run
+    return load_keras_model(source), None
+
+
+def versions() -> dict[str, str]:
+    """Versions of the toolkit and the libraries that shape its results."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("toolkit", "tensorflow", "tf-keras", "numpy", "onnx", "onnxruntime", "tf2onnx",
+                 "tensorflow-model-optimization", "ai-edge-litert"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON so a crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_run_config(path: str | Path):
+    """The TrainConfig recorded in a run folder."""
+    from toolkit.config import TrainConfig
+
+    cfg = Path(path) / CONFIG
+    try:
+        return TrainConfig.from_dict(json.loads(cfg.read_text())["train"])
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise ToolkitError(f"{cfg}: unreadable run config ({exc})") from exc
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """Rows of history.csv as dicts of floats, one per finished epoch (a resumed run's repeats dropped)."""
+    import csv
+
+    file = Path(path) / HISTORY
+    if not file.is_file():
+        return []
+    rows: dict[int, dict] = {}
+    with open(file, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                parsed = {k: float(v) for k, v in row.items() if k and v not in (None, "")}
+            except ValueError:
+                continue  # a header repeated by an appending logger, or a half-written line
+            if "epoch" in parsed:
+                rows[int(parsed["epoch"])] = parsed
+    return [rows[e] for e in sorted(rows)]
