@@ -94,3 +94,26 @@ def predict(
 
     for row in predict_fn(source, [str(p) for p in images]):
         typer.echo(f"{row['image']}\t{row['label']}\t{row['probability']:.4f}")
+
+
+@app.command("train-benchmark")
+def train_benchmark(
+    model: str = typer.Argument("resnet50", help="Registered model name."),
+    data: str = typer.Option("synthetic:signs", "--data", help="Data spec to train on."),
+    epochs: int = typer.Option(2, help="Epochs per side; the last one is compared (the first traces graphs)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    image_size: int = typer.Option(None, "--image-size"),
+    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Op determinism on the toolkit side."),
+) -> None:
+    """Seconds per epoch of 'toolkit train' against plain model.fit on the same numpy arrays."""
+    from toolkit.train.bench import benchmark_training
+
+    r = benchmark_training(model, data, epochs=epochs, batch_size=batch_size, image_size=image_size,
+                           deterministic=deterministic)
+    typer.echo(f"{r['model']} on {r['data']}: {r['train_images']} training images, batch {r['batch_size']}, "
+               f"deterministic={r['deterministic']}")
+    typer.echo(f"{'epoch':>5} {'toolkit train s':>16} {'plain fit s':>12}")
+    for i, (a, b) in enumerate(zip(r["toolkit_epoch_s"], r["plain_fit_epoch_s"]), start=1):
+        typer.echo(f"{i:>5} {a:>16.2f} {b:>12.2f}")
+    typer.echo(f"ratio toolkit/plain (epoch {len(r['toolkit_epoch_s'])}): {r['ratio_last_epoch']:.3f}"
+               + ("  (<= 1: no slower)" if r["ratio_last_epoch"] <= 1 else ""))

@@ -88,6 +88,8 @@ def eval_split(spec: str, image_size, labels: tuple | None = None):
 def evaluate(source: str, *, data: str | None = None, tta: bool = False, out: str | None = None) -> dict:
     """Evaluate a run folder or a model file; a bare model file needs ``data`` and writes to ``out``."""
     path = Path(source)
+    if not path.exists():
+        raise ToolkitError(f"{source}: not found; pass a run folder or a .keras/.h5 model file")
     if path.is_dir():
         return evaluate_run(runs.load_run(path), data=data, tta=tta, out=Path(out) if out else None)
     if not data:

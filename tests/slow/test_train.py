@@ -1,0 +1,151 @@
+"""Training end to end on small inputs: run folder, resume, determinism, evaluate, predict, augmentation."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from toolkit.cli import main
+from toolkit.config import TrainConfig
+from toolkit.errors import ToolkitError
+from toolkit.train import runs
+from toolkit.train.fit import train
+
+pytestmark = pytest.mark.slow
+DATA = "synthetic:happy?n=96&seed=3"
+
+
+def _config(out, **kw):
+    base = dict(model="happy", data=DATA, out=str(out), epochs=2, batch_size=16, image_size=32, patience=0)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train(_config(tmp_path_factory.mktemp("runs") / "happy"))
+
+
+def test_run_folder_is_complete(run):
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.json", "model.keras", "history.csv", "metrics.json", "curves.png", "confusion.png", "logs"} <= names
+    assert "backup" not in names  # a finished run leaves no resume state behind
+    config = json.loads((run.path / "config.json").read_text())
+    assert config["labels"] == ["no_smile", "smile"]
+    assert set(config["fingerprints"]) == {"train", "val", "test"}
+    assert config["train"]["seed"] == 0 and config["versions"]["tensorflow"].startswith("2.21")
+    history = runs.read_history(run.path)
+    assert [int(r["epoch"]) for r in history] == [0, 1]
+    assert all(r["epoch_time"] > 0 for r in history)
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["n"] == config["sizes"]["test"] and 0 <= metrics["accuracy"] <= 1
+    assert len(metrics["thresholds"]) > 5
+
+
+def test_same_seed_same_weights(run, tmp_path):
+    again = train(_config(tmp_path / "again"))
+    a, b = run.load_model().get_weights(), again.load_model().get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    other = train(_config(tmp_path / "other", seed=1))
+    assert not np.array_equal(other.load_model().get_weights()[0], a[0])
+
+
+def test_occupied_run_folder_is_refused(run):
+    with pytest.raises(ToolkitError, match="already holds a run"):
+        train(_config(run.path))
+
+
+def test_resume_continues_after_the_last_finished_epoch(tmp_path):
+    out = tmp_path / "r"
+    train(_config(out, epochs=1))
+    (out / "model.keras").unlink()  # as if killed before the checkpoint of a later epoch
+    cfg = _config(out, epochs=1)
+    with pytest.raises(ToolkitError, match="--resume must use the run's own settings"):
+        train(TrainConfig(**{**cfg.to_dict(), "augment": (), "resume": True, "lr": 0.5}))
+    with pytest.raises(ToolkitError, match="nothing to resume"):
+        train(_config(tmp_path / "none", resume=True))
+
+
+def test_resume_after_interrupt_keeps_finished_epochs(tmp_path):
+    from toolkit._keras import keras
+
+    out = tmp_path / "r"
+
+    class Interrupt(keras().callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    # Simulate a crash during epoch 3 of 4 by patching fit's callback list through Keras' own hook.
+    import toolkit.train.fit as fit
+
+    real_fit = keras().Model.fit
+
+    def fit_with_interrupt(self, *a, callbacks=None, **kw):
+        return real_fit(self, *a, callbacks=[*callbacks, Interrupt()], **kw)
+
+    keras().Model.fit = fit_with_interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit.train(_config(out, epochs=4))
+    finally:
+        keras().Model.fit = real_fit
+    assert (out / "backup").is_dir()
+    assert [int(r["epoch"]) for r in runs.read_history(out)] == [0, 1]
+    fit.train(_config(out, epochs=4, resume=True))
+    assert [int(r["epoch"]) for r in runs.read_history(out)] == [0, 1, 2, 3]
+    assert not (out / "backup").exists()
+
+
+def test_augmentations_run_and_keep_pixel_range():
+    from toolkit._keras import tf
+    from toolkit.config import AUGMENTATIONS
+    from toolkit.train.augment import make_augmenter, pca_colour_basis
+
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    aug = make_augmenter(AUGMENTATIONS, seed=0, pca_basis=pca_colour_basis(x))
+    out = aug(tf().constant(x.astype("float32"))).numpy()
+    assert out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, x)
+
+
+def test_train_with_augmentation_writes_a_model(tmp_path):
+    r = train(_config(tmp_path / "aug", epochs=1, augment=("flip", "shear", "pca")))
+    assert r.model_file.is_file()
+
+
+def test_evaluate_and_predict_cli(run, tmp_path, capsys):
+    assert main(["evaluate", str(run.path), "--tta"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "TTA" in out and "FAR" in out
+    img = tmp_path / "big.png"
+    Image.fromarray(np.full((300, 200, 4), 200, np.uint8)).save(img)  # RGBA, not the model's size
+    assert main(["predict", str(run.path), str(img)]) == 0
+    line = capsys.readouterr().out.strip().split("\t")
+    assert line[0] == str(img) and line[1] in ("no_smile", "smile") and 0.5 <= float(line[2]) <= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "happy", "--data", "synthetic:happy", "--out", "{tmp}/x", "--epochs", "0"], "epochs must be"),
+    (["train", "vgg", "--data", "synthetic:happy", "--out", "{tmp}/x"], "unknown model 'vgg'"),
+    (["train", "happy", "--data", "synthetic:happy", "--out", "{tmp}/x", "--augment", "blur"], "unknown augmentation"),
+    (["evaluate", "{tmp}/nothing"], "not found"),
+    (["predict", "{tmp}/nothing.keras", "{tmp}/a.jpg"], "model file not found"),
+    (["evaluate", "{tmp}/corrupt.keras", "--data", "synthetic:happy"], "not a loadable Keras model"),
+])
+def test_cli_errors_are_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "corrupt.keras").write_bytes(b"PK\x03\x04 truncated")
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_history_reader_drops_repeated_epochs(tmp_path):
+    with open(tmp_path / "history.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerows([["epoch", "loss"], [0, 1.0], [1, 0.9], ["epoch", "loss"], [1, 0.8], [2, 0.7]])
+    assert [(r["epoch"], r["loss"]) for r in runs.read_history(tmp_path)] == [(0, 1.0), (1, 0.8), (2, 0.7)]
