@@ -19,7 +19,8 @@ class ModelConfig:
     folder: Path  # an export folder with manifest.json (``toolkit export`` writes one)
     file: str | None = None  # ONNX file inside it; None = the manifest's ``serve`` entry
     threads: int = 1  # onnxruntime intra-op threads: 1 keeps latency steady on a 4-core Pi sharing a camera
-    max_pixels: int = DEFAULT_MAX_PIXELS  # refuse larger photos before decoding (decompression bombs)
+    # Refuse larger photos before decoding (decompression bombs); 25 MP = ~75 MB of RGB per request.
+    max_pixels: int = min(DEFAULT_MAX_PIXELS, 25_000_000)
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,6 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise: the API can unlock a door
     port: int = 8000
     max_body_bytes: int = 8 << 20  # a 12 MP JPEG is ~5 MB; anything bigger is refused unread (413)
-    max_pixels: int = 25_000_000  # decoded-pixel ceiling for uploads, tighter than files on disk
     max_batch: int = 64  # v2 infer batch ceiling: bounds memory per request
     token_env: str = DEFAULT_TOKEN_ENV  # where the manual-unlock token comes from...
     token_file: Path | None = None  # ...or a file (wins over the env var; keep it mode 600)

@@ -1,0 +1,279 @@
+"""The HTTP API (FastAPI): KServe v2 inference, ``/predict``, manual unlock, Prometheus metrics.
+
+Only ``toolkit door serve``/``run`` import this module (fastapi, prometheus-client come with the
+``door`` extra). Every bad request gets a 4xx with ``{"error": "..."}`` saying what is wrong; nothing
+a client sends can take the server down or move the door without the bearer token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from toolkit import __version__
+from toolkit.errors import ImageError, ToolkitError
+from toolkit.runtime.config import ServeConfig
+from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.metrics import Metrics
+from toolkit.runtime.v2 import INFER_REQUEST_SCHEMA, V2Error, encode_response, parse_infer_request
+
+_IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
+_PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+        },
+        "image/jpeg": _IMAGE_BODY,
+        "image/png": _IMAGE_BODY,
+        "application/octet-stream": _IMAGE_BODY,
+    },
+}
+_ERRORS = {
+    code: {"description": why}
+    for code, why in [(400, "bad input"), (404, "unknown model"), (413, "too large")]
+}
+
+
+class BodyTooLarge(Exception):
+    """Raised from the receive channel once a request body passes the configured limit."""
+
+
+def load_token(config: ServeConfig) -> str | None:
+    """The manual-unlock token from ``--token-file`` or the env var; None disables manual unlock.
+
+    Raises:
+        ToolkitError: the token file is unreadable.
+    """
+    if config.token_file is not None:
+        try:
+            token = Path(config.token_file).read_text().strip()
+        except OSError as exc:
+            raise ToolkitError(f"{config.token_file}: cannot read the token file ({exc.strerror})") from exc
+    else:
+        token = os.environ.get(config.token_env, "").strip()
+    return token or None
+
+
+def create_app(
+    holder: ModelHolder, config: ServeConfig, door: Any = None, token: str | None = None
+) -> FastAPI:
+    """Build the API around a model holder and, when running the camera loop too, its door.
+
+    Args:
+        holder: the serving model (hot-reloadable).
+        config: limits and auth settings.
+        door: a :class:`~toolkit.runtime.door.DoorLoop` for manual unlock and readiness, or None.
+        token: the bearer token for ``POST /door/open``; None refuses every manual unlock.
+    """
+    app = FastAPI(title="toolkit door", version=__version__, description=__doc__)
+    metrics = Metrics()
+    app.state.metrics = metrics
+    holder.listeners.append(metrics.door_event)
+    if door is not None:
+        door.listeners.append(metrics.door_event)
+    app.add_middleware(_LimitAndMeasure, metrics=metrics, max_body=config.max_body_bytes)
+    bearer = HTTPBearer(auto_error=False, description="the manual-unlock token")
+
+    def model_for(name: str):
+        predictor = holder.predictor
+        if name != predictor.name:
+            raise HTTPException(404, f"model {name!r} not found; this server serves {predictor.name!r}")
+        return predictor
+
+    def is_ready() -> tuple[bool, str]:
+        if door is not None:
+            return door.ready()
+        return True, "model loaded"
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _error(413, f"request body exceeds {config.max_body_bytes:,} bytes")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(ToolkitError)
+    async def _user_error(request: Request, exc: ToolkitError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.get("/v2", tags=["v2"])
+    def server_metadata() -> dict:
+        return {"name": "toolkit-door", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @app.get("/v2/health/live", tags=["v2"])
+    def live() -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["v2"], responses={503: {"description": "not ready: door locked"}})
+    def ready() -> Response:
+        ok, reason = is_ready()
+        return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
+
+    @app.get("/v2/models/{name}", tags=["v2"], responses=_ERRORS)
+    def model_metadata(name: str) -> dict:
+        p = model_for(name)
+        d = p.describe()
+        return {
+            "name": p.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": p.input_name, "datatype": "FP32", "shape": d["input"]["shape"]}],
+            "outputs": [{"name": p.output_name, "datatype": "FP32", "shape": d["output"]["shape"]}],
+            "parameters": {k: d[k] for k in ("labels", "output_kind", "threshold", "file", "sha256")},
+        }
+
+    @app.get("/v2/models/{name}/ready", tags=["v2"], responses=_ERRORS)
+    def model_ready(name: str) -> dict:
+        model_for(name)
+        return {"name": name, "ready": True}
+
+    @app.post(
+        "/v2/models/{name}/infer",
+        tags=["v2"],
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": INFER_REQUEST_SCHEMA}}
+        },
+    )
+    async def infer(name: str, request: Request) -> Response:
+        p = model_for(name)
+        body = await request.body()
+        try:
+            req = parse_infer_request(
+                body, request.headers.get("inference-header-content-length"), p, config.max_batch
+            )
+        except V2Error as exc:
+            return _error(400, str(exc))
+        start = time.perf_counter()
+        probs = await run_in_threadpool(p.run, req.batch)
+        metrics.inference.observe(time.perf_counter() - start)
+        content, headers = encode_response(p, req, probs)
+        return Response(content, headers=headers, media_type=headers.pop("content-type"))
+
+    @app.post("/predict", tags=["door"], responses=_ERRORS, openapi_extra={"requestBody": _PREDICT_BODY})
+    async def predict(request: Request) -> dict:
+        """Classify one image (multipart field ``file`` or the raw body). Never moves the door."""
+        data = await _image_bytes(request)
+        p = holder.predictor
+        try:
+            result = await run_in_threadpool(p.predict, data, "upload")
+        except ImageError as exc:
+            return _error(400, str(exc))
+        metrics.inference.observe(result.latency_ms / 1000.0)
+        return {"model": p.name, **result.to_dict()}
+
+    @app.post(
+        "/door/open",
+        tags=["door"],
+        responses={
+            401: {"description": "bad token"},
+            403: {"description": "disabled"},
+            409: {"description": "no door"},
+        },
+    )
+    def door_open(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict:
+        """Manual unlock for the open period; needs ``Authorization: Bearer <token>``."""
+        if token is None:
+            raise HTTPException(403, f"manual unlock is disabled: set {config.token_env} or --token-file")
+        given = credentials.credentials.encode() if credentials else b""
+        if not hmac.compare_digest(given, token.encode()):  # constant time: no token guessing by timing
+            metrics.door_event("unlock_refused")
+            raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        if door is None:
+            raise HTTPException(409, "no door attached to this server; run 'toolkit door run --serve'")
+        return door.manual_open()
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def prometheus() -> Response:
+        ok, _ = is_ready()
+        metrics.ready.set(1 if ok else 0)
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return app
+
+
+async def _image_bytes(request: Request) -> bytes:
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=8)
+        uploads = [v for v in form.values() if isinstance(v, UploadFile)]
+        if not uploads:
+            raise HTTPException(400, "multipart body has no file; send the image as form field 'file'")
+        return await uploads[0].read()
+    return await request.body()
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _LimitAndMeasure:
+    """ASGI middleware: refuse oversized bodies (413) and count every request for Prometheus."""
+
+    def __init__(self, app, metrics: Metrics, max_body: int) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_body:
+            # Refused before reading a byte: a client cannot make us buffer a huge body.
+            message = (
+                f"request body exceeds {self.max_body:,} bytes" if length.isdigit() else "bad Content-Length"
+            )
+            response = _error(413 if length.isdigit() else 400, message)
+            await response(scope, receive, send)
+            self.metrics.request(
+                "unmatched", scope["method"], response.status_code, time.perf_counter() - start
+            )
+            return
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:  # chunked uploads carry no Content-Length
+                raise BodyTooLarge()
+            return message
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_status)
+        finally:
+            route = getattr(
+                scope.get("route"), "path", "unmatched"
+            )  # templates, not raw paths: bounded labels
+            self.metrics.request(route, scope["method"], status[0], time.perf_counter() - start)
+
+
+def serve(app: FastAPI, config: ServeConfig) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
