@@ -1,0 +1,270 @@
+"""``export(config) -> Path``: the one library function behind ``toolkit export``.
+
+Every file is converted, run on held-out data, compared with the float Keras model and only then
+kept; the folder appears complete (files + manifest.json + report.md) or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import __version__
+from toolkit.errors import ToolkitError
+from toolkit.export.config import ExportConfig
+from toolkit.export.formats import Context, select
+from toolkit.export.manifest import build_manifest, file_entry, relative
+from toolkit.export.quantize import calibration_images, check_images
+from toolkit.export.validate import choose_threshold, compare, load_runner, predict
+from toolkit.runtime.manifest import sha256_file
+
+BARE_SPLIT = {"val": 0.15, "test": 0.15}  # how a bare model file's --data is split (the run defaults)
+
+
+def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Path:
+    """Export ``config.source`` to ``config.out``; returns the folder.
+
+    Raises:
+        ToolkitError: bad source, data, combination, or a file that fails validation (nothing is written).
+    """
+    from toolkit.train.runs import resolve_model
+
+    out = Path(config.out)
+    _check_out(out, config.overwrite)
+    select(config)  # reject unknown combinations before loading anything heavy
+    model, run = resolve_model(config.source)
+    if run is not None:
+        splits = run.splits(config.data)
+        return export_model(
+            model,
+            labels=run.labels,
+            splits=splits,
+            config=config,
+            model_name=run.model_name,
+            source_file=run.model_file,
+            run_dir=run.path,
+            data_spec=config.data or run.config["train"]["data"],
+            log=log,
+        )
+    if not config.data:
+        raise ToolkitError(
+            f"{config.source}: a bare model file has no labels or test split; "
+            "pass --data SPEC (or export the run folder instead)"
+        )
+    from toolkit.data import load_data
+
+    h, w = _input_size(model)
+    ds = load_data(config.data, (h, w))
+    splits = ds.split(seed=config.seed, **BARE_SPLIT)
+    return export_model(
+        model,
+        labels=tuple(ds.labels),
+        splits=splits,
+        config=config,
+        model_name=model.name,
+        source_file=Path(config.source),
+        run_dir=None,
+        data_spec=config.data,
+        log=log,
+    )
+
+
+def export_model(
+    model,
+    *,
+    labels: tuple,
+    splits,
+    config: ExportConfig,
+    model_name: str,
+    source_file: Path,
+    run_dir: Path | None = None,
+    data_spec: str = "",
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Export an in-memory model with explicit labels and splits (what :func:`export` resolves)."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(config.out)
+    _check_out(out, config.overwrite)
+    formats = select(config)
+    image_size = _input_size(model)
+    output_kind = _output_kind(model, labels)
+    held_out = splits.test if len(splits.test) else splits.val
+    if not len(held_out):
+        raise ToolkitError(
+            f"{data_spec or 'data'}: no test or validation images to validate the export on; "
+            "pass --data with held-out images"
+        )
+    x_val, y_val = held_out.numpy()
+    check_images(x_val, image_size, f"validation data ({held_out.name} split)")
+    x_val = x_val.astype(np.float32)
+    reference = model.predict(x_val, batch_size=32, verbose=0).reshape(len(x_val), -1)
+    needs_calibration = any(f.quantization in ("int8", "qat") for f in formats)
+    calibration, calibration_fp = (
+        calibration_images(splits.train, config.calibration, image_size, config.seed)
+        if needs_calibration
+        else (None, None)
+    )
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    workdir = Path(tempfile.mkdtemp(prefix="toolkit-export-"))
+    try:
+        metadata = {
+            "labels": list(labels),
+            "toolkit_version": __version__,
+            "output_kind": output_kind,
+            "model": model_name,
+            "input": "image: float32 NHWC RGB 0-255",
+        }
+        ctx = Context(model, tuple(labels), image_size, calibration, splits.train, config, metadata, workdir)
+        entries = {}
+        for fmt in formats:
+            path = staging / fmt.filename
+            log(f"export {fmt.filename} ...")
+            fmt.export_fn(ctx, path)
+            runner = load_runner(path)
+            probs = predict(runner, x_val)
+            validation = compare(probs, reference, y_val)
+            source_ref = reference
+            if fmt.quantization == "qat":
+                source_ref = ctx.qat_model().predict(x_val, batch_size=32, verbose=0).reshape(reference.shape)
+            validation["max_abs_dprob_source"] = float(np.abs(probs - source_ref).max())
+            validation["atol"] = fmt.atol
+            _gate(fmt, validation, config.max_drop)
+            threshold = None
+            if output_kind == "sigmoid":
+                threshold = choose_threshold(probs[:, 0], y_val, config.target_far)
+                validation.update({k: threshold[k] for k in ("negatives", "positives", "far_upper_95")})
+            entries[fmt.filename] = file_entry(path, fmt, validation, threshold, runner.input_dtype)
+            log(
+                f"  {fmt.filename}: accuracy {validation['accuracy']:.1f}% "
+                f"(float {validation['float_accuracy']:.1f}%), "
+                f"agreement {validation['agreement']:.1f}%, max|dp| {validation['max_abs_dprob']:.4f}"
+            )
+        source = {"path": relative(source_file, out), "sha256": sha256_file(source_file)}
+        if run_dir is not None:
+            source["run"] = relative(run_dir, out)
+        data = {
+            "spec": data_spec,
+            "validation_split": held_out.name,
+            "validation_fingerprint": held_out.fingerprint,
+            "fingerprints": splits.fingerprints(),
+            "calibration": None
+            if calibration is None
+            else {
+                "n": int(len(calibration)),
+                "fingerprint": calibration_fp,
+                "split": "train",
+                "onnx_method": config.calibration_method,
+            },
+        }
+        from toolkit.train.runs import versions
+
+        manifest = build_manifest(
+            name=out.name,
+            model_name=model_name,
+            labels=labels,
+            image_size=image_size,
+            output_kind=output_kind,
+            entries=entries,
+            target_far=config.target_far,
+            source=source,
+            data=data,
+            versions=versions(),
+        )
+        manifest.write(staging)
+        (staging / "report.md").write_text(report_markdown(manifest))
+        _publish(staging, out, config.overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log(f"wrote {out} (serve: {manifest.serve})")
+    return out
+
+
+def _gate(fmt, validation: dict, max_drop: float) -> None:
+    name = fmt.filename
+    if not fmt.lossy and validation["max_abs_dprob_source"] > fmt.atol:
+        raise ToolkitError(
+            f"{name}: outputs differ from the Keras model by {validation['max_abs_dprob_source']:.2e} "
+            f"> tolerance {fmt.atol:g}: the conversion is wrong; nothing written"
+        )
+    drop = validation["float_accuracy"] - validation["accuracy"]
+    if drop > max_drop:
+        raise ToolkitError(
+            f"{name}: accuracy {validation['accuracy']:.1f}% vs float {validation['float_accuracy']:.1f}% on "
+            f"{validation['n']} images (drop {drop:.1f} points > --max-drop {max_drop:g}); nothing written; "
+            "try --quantize qat, more --calibration images, another --calibration-method "
+            "or a larger --max-drop"
+        )
+
+
+def _input_size(model) -> tuple[int, int]:
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[3] != 3 or shape[1] is None or shape[2] is None:
+        raise ToolkitError(f"model input shape {shape} is not (batch, height, width, 3) with a fixed size")
+    return int(shape[1]), int(shape[2])
+
+
+def _output_kind(model, labels: tuple) -> str:
+    units = int(model.output_shape[-1])
+    if units == 1 and len(labels) == 2:
+        return "sigmoid"
+    if units == len(labels) and units > 1:
+        return "softmax"
+    raise ToolkitError(
+        f"model has {units} output unit(s) but the data has {len(labels)} labels {list(labels)}; "
+        "export with the data the model was trained on"
+    )
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise ToolkitError(f"{out}: already exists; choose another --out or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise ToolkitError(f"{out}: exists and is not a folder; choose another --out")
+
+
+def _publish(staging: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished staging folder into place; an old folder is swapped out, then removed."""
+    os.chmod(staging, 0o755)
+    if out.exists() and overwrite:
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)
+
+
+def report_markdown(manifest) -> str:
+    """A human summary of the validation numbers (the manifest is the machine-readable copy)."""
+    lines = [
+        f"# Export {manifest.name}: {manifest.model}",
+        "",
+        f"Labels: {', '.join(manifest.labels)} ({manifest.output_kind}); serve: `{manifest.serve}`",
+        "",
+        "| file | format | quantization | KB | accuracy % | float % | agreement % | max abs dp "
+        "| threshold | FAR | FRR |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, e in manifest.files.items():
+        v = e.validation
+
+        def fmt(x, spec=".3f"):
+            return "" if x is None else format(x, spec)
+
+        lines.append(
+            f"| {name} | {e.format} | {e.quantization} | {e.bytes / 1024:.1f} | {v['accuracy']:.2f} | "
+            f"{v['float_accuracy']:.2f} | {v['agreement']:.2f} | {v['max_abs_dprob']:.4f} | "
+            f"{fmt(e.threshold, '.4f')} | {fmt(e.far)} | {fmt(e.frr)} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,79 @@
+"""Build the export folder's ``manifest.json`` from the runtime's manifest dataclasses."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from toolkit.runtime.manifest import FileEntry, InputSpec, Manifest, sha256_file
+
+# The file the door serves by default: an int8 ONNX beats float on a Pi core, QAT before PTQ only on accuracy.
+SERVE_ORDER = ("int8", "qat", "none", "float16", "dynamic")
+
+
+def relative(path: Path, folder: Path) -> str:
+    """``path`` relative to the final export folder when possible (folders move together), else absolute."""
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+    except ValueError:  # another drive on Windows
+        return str(Path(path).resolve())
+
+
+def choose_serve(entries: dict) -> str | None:
+    """The best validated ONNX file: int8 (static or QAT, higher accuracy first), else float."""
+    onnx = {name: e for name, e in entries.items() if e.format == "onnx"}
+    int8 = [n for n, e in onnx.items() if e.quantization in ("int8", "qat")]
+    if int8:
+        return max(
+            int8, key=lambda n: (onnx[n].validation.get("accuracy", 0), onnx[n].quantization == "int8")
+        )
+    for q in SERVE_ORDER:
+        for name, e in onnx.items():
+            if e.quantization == q:
+                return name
+    return None
+
+
+def file_entry(path: Path, fmt, validation: dict, threshold: dict | None, input_dtype: str) -> FileEntry:
+    return FileEntry(
+        format=fmt.name,
+        quantization=fmt.quantization,
+        sha256=sha256_file(path),
+        bytes=path.stat().st_size,
+        validation=validation,
+        threshold=None if threshold is None else threshold["threshold"],
+        far=None if threshold is None else threshold["far"],
+        frr=None if threshold is None else threshold["frr"],
+        input_dtype=None if input_dtype == "float32" else input_dtype,
+    )
+
+
+def build_manifest(
+    *,
+    name: str,
+    model_name: str,
+    labels: tuple,
+    image_size: tuple,
+    output_kind: str,
+    entries: dict,
+    target_far: float,
+    source: dict,
+    data: dict,
+    versions: dict,
+) -> Manifest:
+    h, w = image_size
+    return Manifest(
+        name=name,
+        model=model_name,
+        labels=tuple(labels),
+        input=InputSpec(shape=(None, int(h), int(w), 3)),
+        output_kind=output_kind,
+        files=entries,
+        serve=choose_serve(entries),
+        target_far=target_far if output_kind == "sigmoid" else None,
+        source_model=source,
+        data=data,
+        versions=versions,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )

@@ -1,0 +1,86 @@
+"""ONNX export: tf2onnx from the tf_keras model (input ``image``), float16, and ORT int8 / dynamic / QAT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.export.config import one_line
+
+
+def convert(model, image_size: tuple, opset: int, path: Path) -> Path:
+    """Convert a tf_keras model to ONNX with one float32 NHWC input named ``image``; check and save it."""
+    from toolkit._keras import tf
+
+    tf = tf()
+    import tf2onnx
+
+    h, w = image_size
+    spec = [tf.TensorSpec((None, h, w, 3), tf.float32, name="image")]
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as exc:
+        raise ToolkitError(f"ONNX conversion failed (opset {opset}): {one_line(exc)}") from exc
+    save_checked(proto, path)
+    return Path(path)
+
+
+def save_checked(proto, path: Path, metadata: dict | None = None) -> None:
+    """Attach ``metadata`` as metadata_props, run onnx.checker, then save."""
+    import onnx
+
+    if metadata:
+        keep = [p for p in proto.metadata_props if p.key not in metadata]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(keep)
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ToolkitError(
+            f"{Path(path).name}: onnx.checker rejected the exported graph: {one_line(exc)}"
+        ) from exc
+    onnx.save(proto, str(path))
+
+
+def to_float16(src: Path, dst: Path) -> None:
+    """Half-precision weights and activations, float32 input and output (the caller's contract is unchanged).
+
+    Sound on CPU because ORT inserts no silent fallbacks: the file is run and validated like any other.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True))
+    model.topological_sort()  # the converter appends the input casts after their consumers
+    onnx.save(model.model, str(dst))
+
+
+def export(ctx, path: Path, quantization: str) -> None:
+    """Write ``path``: the float ONNX model, or its float16 / dynamic / int8 / QAT variant, with metadata."""
+    import onnx
+
+    from toolkit.export import quantize
+
+    path = Path(path)
+    work = ctx.workdir / path.name
+    if quantization == "none":
+        work = ctx.float_onnx()
+    elif quantization == "float16":
+        to_float16(ctx.float_onnx(), work)
+    elif quantization == "dynamic":
+        quantize.quantize_onnx_dynamic(ctx.float_onnx(), work, ctx.workdir)
+    elif quantization == "int8":
+        quantize.quantize_onnx_static(
+            ctx.float_onnx(), work, ctx.calibration, ctx.config.calibration_method, ctx.workdir
+        )
+    elif quantization == "qat":
+        # tf2onnx turns the fake-quant nodes into QuantizeLinear/DequantizeLinear pairs: a QDQ model.
+        convert(ctx.qat_model(), ctx.image_size, ctx.config.opset, work)
+    else:
+        raise ToolkitError(f"unknown ONNX quantization {quantization!r}")
+    save_checked(onnx.load(str(work)), path, {**ctx.metadata, "quantization": quantization})

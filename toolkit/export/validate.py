@@ -1,0 +1,149 @@
+"""Run any exported file (ONNX via onnxruntime, TFLite via ai-edge-litert) and score it against Keras.
+
+Nothing here imports TensorFlow: the benchmark and the tests use the same runners as export.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import ToolkitError
+from toolkit.export.config import one_line
+
+
+class OnnxRunner:
+    """An onnxruntime session over one file; ``threads=None`` lets ORT use every core."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ToolkitError(f"{path}: onnxruntime cannot load it ({one_line(exc, 200)})") from exc
+        self.input = self.session.get_inputs()[0].name
+        self.input_dtype = "float32"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x.astype(np.float32, copy=False)})[0]
+
+
+class TFLiteRunner:
+    """An ai-edge-litert interpreter; quantized (uint8/int8) inputs and outputs are handled here."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or _cpu_count())
+        except Exception as exc:
+            raise ToolkitError(f"{path}: ai-edge-litert cannot load it ({one_line(exc, 200)})") from exc
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        self.input_dtype = np.dtype(self._in["dtype"]).name
+        self._batch = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        it = self.interpreter
+        if self._batch != len(x):
+            it.resize_tensor_input(self._in["index"], [len(x), *self._in["shape"][1:]])
+            it.allocate_tensors()
+            self._batch = len(x)
+        scale, zero = self._in["quantization"]
+        dtype = self._in["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x.astype(np.float32) / scale + zero), info.min, info.max)
+        it.set_tensor(self._in["index"], x.astype(dtype))
+        it.invoke()
+        y = it.get_tensor(self._out["index"])
+        scale, zero = self._out["quantization"]
+        if np.issubdtype(y.dtype, np.integer):
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)
+
+
+def load_runner(path: str | Path, threads: int | None = None):
+    """A callable ``(N, H, W, 3) 0-255 -> (N, C) probabilities`` for an .onnx or .tflite file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return OnnxRunner(path, threads)
+    if path.suffix == ".tflite":
+        return TFLiteRunner(path, threads)
+    raise ToolkitError(f"{path}: unknown model file type; expected .onnx or .tflite")
+
+
+def predict(runner, x: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Run ``runner`` over ``x`` in batches; returns float32 (N, C)."""
+    outs = [runner(x[i : i + batch]) for i in range(0, len(x), batch)]
+    return np.concatenate(outs).reshape(len(x), -1).astype(np.float32)
+
+
+def classes(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Predicted class per row: sigmoid column -> p >= threshold, softmax -> argmax."""
+    probs = np.asarray(probs).reshape(len(probs), -1)
+    if probs.shape[1] == 1:
+        return (probs[:, 0] >= threshold).astype(np.int64)
+    return probs.argmax(axis=1).astype(np.int64)
+
+
+def compare(probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict:
+    """Accuracy (percent) of ``probs`` and of the float ``reference``, top-1 agreement and |dp|."""
+    pred, ref = classes(probs), classes(reference)
+    dp = np.abs(probs.reshape(reference.shape) - reference)
+    return {
+        "n": int(len(y)),
+        "accuracy": round(100.0 * float(np.mean(pred == y)), 3),
+        "float_accuracy": round(100.0 * float(np.mean(ref == y)), 3),
+        "agreement": round(100.0 * float(np.mean(pred == ref)), 3),
+        "max_abs_dprob": float(dp.max()) if dp.size else 0.0,
+        "mean_abs_dprob": float(dp.mean()) if dp.size else 0.0,
+    }
+
+
+def choose_threshold(p_pos: np.ndarray, y: np.ndarray, target_far: float) -> dict:
+    """The lowest threshold t whose false-accept rate on this data is <= ``target_far``.
+
+    FAR(t) = fraction of negatives (y == 0) with p >= t; FRR(t) = fraction of positives with p < t.
+    With n negatives at most floor(target_far * n) may score >= t, so t sits just above the
+    (k+1)-th highest negative score. On a small test split (n < 1 / target_far) k is 0 and t lands
+    just above the highest negative: FAR is 0 on the sample, but the real rate is only known to be
+    below ``far_upper_95`` (the rule of three, 3 / n), which the manifest records next to it.
+
+    Raises:
+        ToolkitError: no negatives to measure a false-accept rate on.
+    """
+    p_pos = np.asarray(p_pos, dtype=np.float64).reshape(-1)
+    y = np.asarray(y).reshape(-1)
+    neg, pos = np.sort(p_pos[y == 0])[::-1], p_pos[y == 1]
+    if not len(neg):
+        raise ToolkitError(
+            "the validation data has no negative examples: cannot choose a threshold for --target-far"
+        )
+    k = int(math.floor(target_far * len(neg) + 1e-9))
+    t = 0.0 if k >= len(neg) else float(np.nextafter(neg[k], np.inf))
+    t = min(max(t, 0.0), 1.0)
+    far = float(np.mean(neg >= t))
+    frr = float(np.mean(pos < t)) if len(pos) else 0.0
+    return {
+        "threshold": t,
+        "far": far,
+        "frr": frr,
+        "negatives": int(len(neg)),
+        "positives": int(len(pos)),
+        "far_upper_95": round(min(1.0, 3.0 / len(neg)), 6) if k == 0 else None,
+    }
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
