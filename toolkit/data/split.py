@@ -189,8 +189,8 @@ def take_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     classes, counts = np.unique(y, return_counts=True)
     exact = n * counts / counts.sum()
     quota = np.floor(exact).astype(int)
-    if n >= len(classes):
-        quota = np.maximum(quota, 1)  # few-shot: every class must appear
+    floor = 1 if n >= len(classes) else 0  # few-shot: every class must appear when n allows
+    quota = np.maximum(quota, floor)
     quota = np.minimum(quota, counts)
     # Hand out what is left by largest remainder, then trim if the minimum of 1 overshot.
     order = np.argsort(-(exact - np.floor(exact)), kind="stable")
@@ -199,7 +199,7 @@ def take_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
             if quota.sum() < n and quota[j] < counts[j]:
                 quota[j] += 1
     while quota.sum() > n:
-        j = int(np.argmax(quota - exact))
-        quota[j] -= 1
+        over = np.where(quota > floor, quota - exact, -np.inf)
+        quota[int(np.argmax(over))] -= 1
     chosen = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota, strict=True)]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)

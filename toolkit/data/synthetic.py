@@ -225,7 +225,8 @@ def _signs(rng, label: int, size):
 
 # task name -> (labels, default n, drawing function)
 TASKS = {
-    "happy": (("no_smile", "smile"), 600, _happy),  # smile = index 1 = the class that opens the door
+    # 1000 faces: HappyModel reaches >= 98% test accuracy in 20 epochs (600 leaves it near 97%).
+    "happy": (("no_smile", "smile"), 1000, _happy),  # smile = index 1 = the class that opens the door
     "signs": (("0", "1", "2", "3", "4", "5"), 1080, _signs),  # 180 per class, like the course set
 }
 
