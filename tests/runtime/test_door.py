@@ -1,0 +1,272 @@
+"""Door policy (fake clock), actuators (gpiozero MockFactory), the loop with an image-folder camera."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from conftest import frame
+from PIL import Image
+
+from toolkit.errors import ToolkitError
+from toolkit.runtime.actuator import GpioActuator, LogActuator, make_actuator
+from toolkit.runtime.camera import CameraError, FolderSource, FrameSource, make_cropper, open_source
+from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig
+from toolkit.runtime.door import DoorLoop
+from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.policy import DoorPolicy
+
+HAPPY, SAD = 220, 40
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class ListSource(FrameSource):
+    """Frames from a list; the string 'error' raises CameraError (a lost camera)."""
+
+    def __init__(self, frames) -> None:
+        self.frames = list(frames)
+        self.opened = 0
+
+    def open(self) -> None:
+        self.opened += 1
+
+    def read(self):
+        if not self.frames:
+            return None
+        f = self.frames.pop(0)
+        if isinstance(f, str):
+            raise CameraError("USB camera unplugged")
+        return f
+
+
+@pytest.fixture
+def mock_pins():
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    old = Device.pin_factory
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = old
+
+
+def test_policy_k_of_n_open_period_and_cooldown():
+    clock = FakeClock()
+    cfg = PolicyConfig(k=3, n=5, open_seconds=2.0, cooldown_seconds=3.0, stale_seconds=10)
+    p = DoorPolicy(cfg, threshold=0.8, clock=clock)
+    assert p.ready() == (False, "no frame yet")
+    # Two happy frames and a sad one: not enough; one lucky frame never opens.
+    assert [p.observe(x).open for x in (0.9, 0.1, 0.95)] == [False, False, False]
+    assert p.observe(0.79).open is False  # just below threshold votes no
+    v = p.observe(0.8)  # third happy frame of the last five
+    assert v.open and v.opened and v.votes == 3
+    clock.advance(1.9)
+    assert p.tick().open
+    clock.advance(0.2)
+    assert not p.tick().open  # the open period is over
+    for _ in range(5):  # cooldown: even a run of happy frames keeps it locked
+        assert p.observe(0.99).reason in ("cooldown",)
+    clock.advance(3.0)
+    assert p.observe(0.99).opened  # after the cooldown, fresh evidence opens it again
+    # None (no face) votes no
+    p2 = DoorPolicy(PolicyConfig(k=2, n=2), 0.5, clock)
+    assert not p2.observe(0.9).open and not p2.observe(None).open and not p2.observe(0.9).open
+
+
+def test_policy_fails_closed_on_faults_and_stale_camera():
+    clock = FakeClock()
+    p = DoorPolicy(PolicyConfig(k=1, n=1, open_seconds=5, cooldown_seconds=1, stale_seconds=2), 0.5, clock)
+    assert p.observe(0.9).open and p.ready()[0]
+    v = p.fail("model failure: boom")
+    assert not v.open and not p.is_open() and p.ready() == (False, "model failure: boom")
+    assert p.observe(0.1).open is False and p.ready()[0]  # a good frame clears the fault
+    assert p.observe(0.9).reason == "cooldown"  # the cut-short opening's cooldown starts at the fault
+    clock.advance(1.1)
+    assert p.observe(0.9).open
+    clock.advance(2.5)  # no frame for longer than stale_seconds: locked, not ready
+    v = p.tick()
+    assert not v.open and v.reason.startswith("no frame for 2.5 s")
+    assert p.ready()[0] is False
+    m = p.manual_open()
+    assert m.open and m.opened and p.is_open()
+
+
+def test_gpio_relay_pin_sequence(mock_pins):
+    relay = make_actuator("gpio", pin=17)
+    pin = mock_pins.pin(17)
+    relay.unlock(5)
+    relay.unlock(5)  # already open: no glitch on the pin
+    relay.lock()
+    relay.lock()
+    pin.assert_states([False, True, False])
+    relay.close()
+    low = GpioActuator(27, active_high=False)  # relay boards that energise on a low pin
+    low.unlock(5)
+    low.lock()
+    # The mock pin starts low before it is claimed; claiming an active-low relay drives it high (locked).
+    mock_pins.pin(27).assert_states([False, True, False, True])
+    low.close()
+
+
+def test_watchdog_locks_even_if_nobody_does():
+    relay = LogActuator()
+    relay.unlock(max_seconds=0.01)  # locks at 0.51 s
+    assert relay.unlocked
+    for _ in range(100):
+        if not relay.unlocked:
+            break
+        threading.Event().wait(0.02)
+    assert relay.history == [True, False]
+
+
+def test_make_actuator_errors():
+    with pytest.raises(ToolkitError, match="choose 'log' or 'gpio'"):
+        make_actuator("servo")
+
+
+def _loop(holder, frames, mock_pins, tmp_path, **policy):
+    clock = FakeClock()
+    cfg = DoorConfig(
+        camera="test",
+        policy=PolicyConfig(**{"k": 2, "n": 3, "open_seconds": 1.0, "cooldown_seconds": 1.0, **policy}),
+        event_log=tmp_path / "events.jsonl",
+        snapshots=tmp_path / "snaps",
+    )
+    relay = GpioActuator(17)
+    sleeps: list[float] = []
+    loop = DoorLoop(
+        holder, ListSource(frames), cfg, relay, clock=clock, sleep=sleeps.append, wall=lambda: 1.7e9
+    )
+    return loop, clock, mock_pins.pin(17), sleeps
+
+
+def test_loop_opens_on_k_of_n_then_locks(export_dir, mock_pins, tmp_path):
+    holder = ModelHolder(ModelConfig(export_dir))
+    frames = [frame(v) for v in (SAD, HAPPY, SAD, HAPPY, SAD, SAD, SAD)]
+    loop, clock, pin, _ = _loop(holder, frames, mock_pins, tmp_path)
+    events: list[str] = []
+    loop.listeners.append(events.append)
+    states = []
+    while loop.step():
+        states.append(pin.state)
+        clock.advance(0.4)
+        loop.tick()
+    # Frame 4 is the second happy frame of the last three: open for 1 s (frames 4, 5, 6), then locked.
+    assert states == [0, 0, 0, 1, 1, 1, 0]
+    pin.assert_states([False, True, False])
+    assert events.count("open") == 1 and events.count("lock") == 1
+    log = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert len(log) == 7 and log[3]["opened"] is True and log[3]["decision"] == "open"
+    assert log[0]["probability"] < 0.1 < 0.9 < log[1]["probability"] and log[0]["latency_ms"] > 0
+    assert len(list((tmp_path / "snaps").iterdir())) == 1  # the frame that opened the door
+    assert loop.ready()[0] is True
+
+
+def test_loop_fails_closed_on_camera_loss_and_model_failure(export_dir, mock_pins, tmp_path):
+    holder = ModelHolder(ModelConfig(export_dir))
+    frames = [frame(HAPPY), frame(HAPPY), "error", "error", frame(HAPPY), frame(HAPPY)]
+    loop, clock, pin, sleeps = _loop(holder, frames, mock_pins, tmp_path, open_seconds=30)
+    assert loop.step() and loop.step()
+    assert pin.state == 1
+    assert loop.step()  # camera lost: locked at once, not ready, reconnect after backoff
+    assert pin.state == 0 and loop.ready() == (False, "camera: USB camera unplugged")
+    assert loop.step()
+    assert sleeps == [0.5, 1.0]  # backoff doubles
+    assert loop.source.opened == 2
+    clock.advance(1.1)  # past the cooldown of the opening the fault cut short
+    assert loop.step() and loop.step()  # the camera is back and two happy frames reopen it
+    assert pin.state == 1 and loop.ready()[0]
+
+    class Broken:
+        threshold = 0.5
+
+        def predict(self, _):
+            raise RuntimeError("onnxruntime: out of memory")
+
+    holder._predictor, real = Broken(), holder._predictor
+    loop.source.frames = [frame(HAPPY)]
+    loop.step()
+    assert pin.state == 0 and loop.ready() == (False, "model failure: onnxruntime: out of memory")
+    holder._predictor = real
+    pin.assert_states([False, True, False, True, False])
+
+
+def test_loop_stale_camera_locks(export_dir, mock_pins, tmp_path):
+    holder = ModelHolder(ModelConfig(export_dir))
+    loop, clock, pin, _ = _loop(
+        holder, [frame(HAPPY)] * 2, mock_pins, tmp_path, open_seconds=30, stale_seconds=2
+    )
+    loop.step()
+    loop.step()
+    assert pin.state == 1
+    clock.advance(2.5)  # the camera hangs: no frames
+    loop.tick()
+    assert pin.state == 0 and loop.ready()[1].startswith("no frame")
+
+
+def test_run_with_folder_source_and_manual_open(export_dir, tmp_path):
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    for i, v in enumerate([SAD, HAPPY, HAPPY, HAPPY, SAD]):
+        Image.fromarray(frame(v)).save(cam / f"{i:03d}.png")
+    (cam / "005.jpg").write_bytes(b"corrupt")  # skipped with a warning
+    holder = ModelHolder(ModelConfig(export_dir))
+    relay = LogActuator()
+    cfg = DoorConfig(camera=str(cam), policy=PolicyConfig(k=2, n=3, open_seconds=60))
+    loop = DoorLoop(holder, open_source(str(cam)), cfg, relay)
+    assert loop.run() == 5
+    assert relay.history == [True, False] and not relay.unlocked  # locked again when the loop stops
+    assert loop.ready() == (False, "door loop stopped")
+    assert loop.manual_open()["state"] == "open" and relay.unlocked
+    loop.close()
+    assert not relay.unlocked
+
+
+def test_sources_and_cropper(tmp_path, softmax_dir):
+    with pytest.raises(ToolkitError, match="no such file or folder"):
+        open_source(str(tmp_path / "nope"))
+    with pytest.raises(ToolkitError, match="no images"):
+        FolderSource(tmp_path)
+    Image.fromarray(frame(10)).save(tmp_path / "a.png")
+    src = FolderSource(tmp_path, loop=True)
+    assert all(src.read() is not None for _ in range(3))
+    cropper = make_cropper("haar")
+    assert cropper(frame(128, (240, 320))) is None  # a blank wall: no face, no vote
+    with pytest.raises(ToolkitError, match="choose 'none' or 'haar'"):
+        make_cropper("dnn")
+    with pytest.raises(ToolkitError, match="needs a binary"):
+        DoorLoop(ModelHolder(ModelConfig(softmax_dir)), src, DoorConfig(camera="x"), LogActuator())
+
+
+def test_opencv_video_file_source(tmp_path):
+    import cv2
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for v in (30, 200, 30):
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[..., 2] = v  # red in BGR
+        writer.write(img)
+    writer.release()
+    src = open_source(str(path))
+    src.open()
+    first = src.read()
+    assert first.shape == (48, 64, 3) and first[..., 0].mean() > first[..., 2].mean() - 5  # RGB, not BGR
+    assert src.read() is not None and src.read() is not None and src.read() is None  # end of file
+    src.close()
+    bad = open_source("12345" if False else "rtsp://127.0.0.1:1/none")
+    with pytest.raises(CameraError):
+        bad.open()

@@ -1,0 +1,228 @@
+"""The door loop: camera → (face crop) → classify → k-of-n policy → relay, logging every frame.
+
+Fail closed: a camera error, a stale camera or a model failure locks the relay at once and makes the
+loop not ready (``/v2/health/ready`` answers 503) until a good frame arrives; the relay is locked when
+the loop stops for any reason. The model is read from the :class:`ModelHolder` per frame, so a hot
+reload takes effect on the next frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from toolkit.errors import ToolkitError
+from toolkit.runtime.actuator import Actuator
+from toolkit.runtime.camera import CameraError, FrameSource
+from toolkit.runtime.config import DoorConfig
+from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.policy import DoorPolicy, Verdict
+
+log = logging.getLogger("toolkit.runtime")
+
+
+class DoorLoop:
+    """Runs the door. Thread-safe: the HTTP API calls ``ready`` and ``manual_open`` from its threads.
+
+    Args:
+        holder: the serving model (must be a binary sigmoid model).
+        source: the camera.
+        config: policy, fps, event log, snapshots, reconnect backoff.
+        actuator: the relay (``log`` or ``gpio``).
+        cropper: optional face crop; returns None when there is no face.
+        clock: monotonic seconds (injectable for tests); ``sleep`` and ``wall`` likewise.
+
+    Raises:
+        ToolkitError: the model is not a binary model.
+    """
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        source: FrameSource,
+        config: DoorConfig,
+        actuator: Actuator,
+        *,
+        cropper: Callable[[np.ndarray], np.ndarray | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        predictor = holder.predictor
+        if predictor.threshold is None:
+            raise ToolkitError(
+                f"{predictor.folder}: output_kind {predictor.manifest.output_kind!r} has no yes/no answer; "
+                "the door needs a binary (sigmoid) export"
+            )
+        self.holder, self.source, self.config, self.actuator = holder, source, config, actuator
+        self.cropper, self.clock, self.sleep, self.wall = cropper, clock, sleep, wall
+        self.policy = DoorPolicy(config.policy, self._threshold(), clock)
+        self.listeners: list[Callable[[str], None]] = []
+        self.frames = 0
+        self._lock = threading.RLock()
+        self._backoff = config.reconnect_min_seconds
+        self._events = open(config.event_log, "a", buffering=1) if config.event_log else None  # noqa: SIM115
+        if config.snapshots:
+            Path(config.snapshots).mkdir(parents=True, exist_ok=True)
+
+    def _threshold(self) -> float:
+        t = self.config.policy.threshold
+        return t if t is not None else self.holder.predictor.threshold
+
+    # --- called from the HTTP threads -------------------------------------------------------------
+    def ready(self) -> tuple[bool, str]:
+        with self._lock:
+            verdict = self.policy.tick()
+            self._apply(verdict)
+            return self.policy.ready()
+
+    def manual_open(self) -> dict:
+        with self._lock:
+            verdict = self.policy.manual_open()
+            self._apply(verdict)
+            self._emit("manual_open")
+            self._log_event(None, verdict, 0.0, manual=True)
+            return {"state": "open", "seconds": self.config.policy.open_seconds}
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Read and judge one frame. Returns False when a finite source has ended."""
+        try:
+            frame = self.source.read()
+        except CameraError as exc:
+            self.fault(f"camera: {exc}")
+            self.reconnect()
+            return True
+        if frame is None:
+            return False
+        self._backoff = self.config.reconnect_min_seconds
+        self.frames += 1
+        start = time.perf_counter()
+        crop = self.cropper(frame) if self.cropper else frame
+        probability = None
+        if crop is not None:
+            try:
+                probability = self.holder.predictor.predict(crop).probability
+            except Exception as exc:  # any model failure, expected or not, must lock the door
+                self.fault(f"model failure: {exc}")
+                return True
+        latency = (time.perf_counter() - start) * 1000.0
+        with self._lock:
+            self.policy.threshold = self._threshold()  # a hot reload may bring a new threshold
+            verdict = self.policy.observe(probability)
+            self._apply(verdict)
+        if crop is None:
+            self._emit("no_face")
+        self._log_event(probability, verdict, latency)
+        if verdict.opened and self.config.snapshots:
+            self._snapshot(frame)
+        return True
+
+    def tick(self) -> Verdict:
+        """Apply time-based rules (open period over, stale camera) without a frame."""
+        with self._lock:
+            verdict = self.policy.tick()
+            self._apply(verdict)
+            return verdict
+
+    def fault(self, reason: str) -> None:
+        """Lock now and stay not-ready until a good frame."""
+        log.error("door locked: %s", reason)
+        with self._lock:
+            verdict = self.policy.fail(reason)
+            self._apply(verdict)
+        self._emit("fault")
+        self._log_event(None, verdict, 0.0)
+
+    def reconnect(self) -> None:
+        """Reopen the camera after a pause that doubles on each failure (capped)."""
+        self.sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, self.config.reconnect_max_seconds)
+        try:
+            self.source.close()
+            self.source.open()
+        except CameraError as exc:
+            log.warning("reconnect failed: %s", exc)
+
+    def run(self, stop: threading.Event | None = None) -> int:
+        """Loop until the source ends, ``max_frames`` is reached or ``stop`` is set; returns frames seen.
+
+        The relay is locked on the way out, whatever the reason.
+        """
+        stop = stop or threading.Event()
+        ticker = threading.Thread(target=self._tick_loop, args=(stop,), name="door-tick", daemon=True)
+        try:
+            self.source.open()
+        except CameraError as exc:
+            self.fault(f"camera: {exc}")
+            self.reconnect()
+        ticker.start()
+        period = 1.0 / self.config.fps if self.config.fps > 0 else 0.0
+        try:
+            while not stop.is_set():
+                started = self.clock()
+                if not self.step():
+                    break
+                if self.config.max_frames and self.frames >= self.config.max_frames:
+                    break
+                if period:
+                    self.sleep(max(0.0, period - (self.clock() - started)))
+        finally:
+            stop.set()
+            self.fault("door loop stopped")
+            self.actuator.lock()
+            self.source.close()
+        return self.frames
+
+    def close(self) -> None:
+        self.actuator.close()
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+
+    def _tick_loop(self, stop: threading.Event) -> None:
+        # Closes the door on time and notices a stale camera even when read() blocks.
+        while not stop.wait(0.1):
+            self.tick()
+
+    def _apply(self, verdict: Verdict) -> None:
+        if verdict.open and not self.actuator.unlocked:
+            self.actuator.unlock(self.config.policy.open_seconds)
+            self._emit("open")
+        elif not verdict.open and self.actuator.unlocked:
+            self.actuator.lock()
+            self._emit("lock")
+
+    def _emit(self, event: str) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def _log_event(
+        self, probability: float | None, verdict: Verdict, latency_ms: float, manual: bool = False
+    ) -> None:
+        if self._events is None:
+            return
+        event = {
+            "time": round(self.wall(), 3),
+            "probability": None if probability is None else round(probability, 5),
+            "decision": "manual_open" if manual else "open" if verdict.open else "locked",
+            "opened": verdict.opened,  # True on the frame that started an open period
+            "votes": verdict.votes,
+            "reason": verdict.reason,
+            "latency_ms": round(latency_ms, 3),
+        }
+        self._events.write(json.dumps(event) + "\n")
+
+    def _snapshot(self, frame: np.ndarray) -> None:
+        name = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.wall())) + f"-{self.frames:06d}.jpg"
+        try:
+            Image.fromarray(frame).save(Path(self.config.snapshots) / name, quality=90)
+        except OSError as exc:  # a full disk must not stop the door
+            log.warning("snapshot not saved: %s", exc)
