@@ -104,7 +104,7 @@ def test_duplicates_and_conflicts_are_reported_and_kept_together(tmp_path, caplo
 
 def test_streamed_split_matches_in_memory(tmp_path):
     root = make_folder(tmp_path / "d", {"a": 6, "b": 5}, suffix=".jpg")
-    Image.new("L", (30, 20), 90).save(root / "b" / "gray.png")
+    Image.new("L", (30, 20), 90).save(root / "b" / "grå ü.png")  # non-ASCII names survive tf.string
     memory = load_data(str(root), SIZE).split(seed=1)
     streamed = load_data(str(root), SIZE, max_in_memory_bytes=100).split(seed=1)
     assert streamed.train.streamed and not memory.train.streamed

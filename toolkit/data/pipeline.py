@@ -7,6 +7,8 @@ through ``tf.numpy_function``, so training sees exactly the pixels the door runt
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from toolkit._keras import tf as _tf
@@ -25,14 +27,15 @@ def make_tf_dataset(split, shuffle: bool = False, seed: int = 0):
             ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
         return ds
 
-    paths = np.array(split.paths, dtype=object).astype(bytes) if len(split) else np.zeros(0, dtype=bytes)
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string), y))
+    # os.fsencode/fsdecode round-trip any file name, including non-ASCII ones.
+    paths = tf.constant([os.fsencode(p) for p in split.paths], dtype=tf.string, shape=(len(split),))
+    ds = tf.data.Dataset.from_tensor_slices((paths, y))
     if shuffle and len(split):
         # Shuffling file names costs nothing; shuffling decoded images would need a buffer of pixels.
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
 
     def _decode(path: bytes) -> np.ndarray:
-        return decode_image(path.decode(), (h, w))
+        return decode_image(os.fsdecode(path), (h, w))
 
     def _load(path, label):
         image = tf.numpy_function(_decode, [path], tf.uint8, stateful=False)
