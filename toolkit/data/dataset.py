@@ -178,6 +178,9 @@ def load_data(
             fixed_test = _subsample(parsed, fixed_test)  # test-only file: n limits the test set
         else:
             pool = _subsample(parsed, pool)
+        if parsed.n is not None:  # count what was kept, as the folder loader does
+            kept = np.concatenate([pool.y] + ([fixed_test.y] if fixed_test is not None else []))
+            report.class_counts = {name: int(np.sum(kept == i)) for i, name in enumerate(pool.labels)}
         report.warn()
         return Dataset(parsed.text, pool, report, fixed_test)
     if path.is_file():
