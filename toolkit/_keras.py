@@ -18,7 +18,7 @@ INSTALL_HINT = "TensorFlow is not installed: install the training extra with pip
 
 
 def _setup_env() -> None:
-    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    if sys.modules.get("tensorflow") is not None and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         raise RuntimeError("tensorflow was imported before toolkit._keras: import TensorFlow through toolkit._keras")
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off the console
@@ -44,7 +44,7 @@ def _quiet_native_stderr():
 
 def tf():
     """Return the ``tensorflow`` module, configured for the Keras 2 API."""
-    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") == "1":
+    if sys.modules.get("tensorflow") is not None and os.environ.get("TF_USE_LEGACY_KERAS") == "1":
         return sys.modules["tensorflow"]
     _setup_env()
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,7 +21,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_MAX_PIXELS = 40_000_000
 RESAMPLE = Image.Resampling.BILINEAR
 
-ImageSource = Union[bytes, bytearray, memoryview, str, Path, np.ndarray, Image.Image]
+ImageSource = bytes | bytearray | memoryview | str | Path | np.ndarray | Image.Image
 
 
 def is_image_file(path: Path) -> bool:

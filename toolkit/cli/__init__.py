@@ -11,7 +11,6 @@ import importlib
 import logging
 import sys
 
-import click
 import typer
 
 from toolkit import __version__
@@ -41,7 +40,7 @@ def _root(
 
 
 # Each module adds its commands to ``app`` when imported; each imports only typer at module level.
-COMMAND_MODULES = ("data", "models", "train")
+COMMAND_MODULES = ("data", "models", "train", "export", "door")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"toolkit.cli.{_name}")
 
@@ -69,15 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="toolkit", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        where = exc.ctx.command_path if exc.ctx else "toolkit"
-        typer.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
-        return 2
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
         typer.echo("error: aborted", err=True)
         return 130
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"error: {exc.format_message()}{where}", err=True)
+        return getattr(exc, "exit_code", 2) or 2
     except ToolkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2

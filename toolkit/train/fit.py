@@ -57,8 +57,8 @@ class EpochTimer:
         return _Timer()
 
 
-def prepare_run_dir(config: TrainConfig) -> Path:
-    """Check the run folder: new (or empty), or an unfinished run when resuming."""
+def check_run_dir(config: TrainConfig) -> Path:
+    """Check the run folder before any work: new (or empty), or an unfinished run when resuming."""
     out = Path(config.out)
     has_run = (out / runs.CONFIG).is_file()
     if config.resume:
@@ -66,7 +66,6 @@ def prepare_run_dir(config: TrainConfig) -> Path:
             raise ToolkitError(f"{out}: nothing to resume (no {runs.CONFIG}); drop --resume to start a new run")
     elif has_run or (out.exists() and any(out.iterdir())):
         raise ToolkitError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -88,7 +87,7 @@ def train(config: TrainConfig, *, data=None) -> runs.Run:
     from toolkit.models import build_model, get_spec
 
     spec = get_spec(config.model)
-    out = prepare_run_dir(config)
+    out = check_run_dir(config)
     if config.resume:
         saved = runs.load_run_config(out)
         if saved.to_dict() != {**config.to_dict(), "resume": saved.resume}:
@@ -105,6 +104,7 @@ def train(config: TrainConfig, *, data=None) -> runs.Run:
                     config.batch_size, len(splits.train))
 
     k, t = _k(), _tf()
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bad spec or a missing extra leaves nothing behind
     k.utils.set_random_seed(config.seed)
     if config.deterministic:
         t.config.experimental.enable_op_determinism()
