@@ -60,6 +60,39 @@ def to_float16(src: Path, dst: Path) -> None:
     onnx.save(model.model, str(dst))
 
 
+def from_qat_tflite(ctx, path: Path) -> None:
+    """QDQ ONNX from the QAT model's int8 TFLite file: int8 weights and the ranges QAT learned.
+
+    Converting the Keras QAT model directly keeps float weights (tf2onnx folds the weight fake-quant
+    into constants), so the file would be float-sized and ORT could not fuse it into integer kernels.
+    """
+    import onnx
+    import tf2onnx
+
+    from toolkit.export import tflite
+
+    tfl = ctx.workdir / "qat_float_io.tflite"
+    if not tfl.exists():
+        tfl.write_bytes(tflite.convert(ctx.qat_model(), "qat", ctx.calibration))
+    try:
+        proto, _ = tf2onnx.convert.from_tflite(str(tfl), opset=ctx.config.opset)
+    except Exception as exc:
+        raise ToolkitError(f"ONNX conversion of the QAT model failed: {one_line(exc)}") from exc
+    rename(proto, proto.graph.input[0].name, "image")
+    rename(proto, proto.graph.output[0].name, ctx.model.output_names[0])
+    onnx.save(proto, str(path))
+
+
+def rename(proto, old: str, new: str) -> None:
+    """Rename a value everywhere in the graph (the runtime looks the input up as ``image``)."""
+    for node in proto.graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in [*proto.graph.input, *proto.graph.output]:
+        if value.name == old:
+            value.name = new
+
+
 def export(ctx, path: Path, quantization: str) -> None:
     """Write ``path``: the float ONNX model, or its float16 / dynamic / int8 / QAT variant, with metadata."""
     import onnx
@@ -79,8 +112,7 @@ def export(ctx, path: Path, quantization: str) -> None:
             ctx.float_onnx(), work, ctx.calibration, ctx.config.calibration_method, ctx.workdir
         )
     elif quantization == "qat":
-        # tf2onnx turns the fake-quant nodes into QuantizeLinear/DequantizeLinear pairs: a QDQ model.
-        convert(ctx.qat_model(), ctx.image_size, ctx.config.opset, work)
+        from_qat_tflite(ctx, work)
     else:
         raise ToolkitError(f"unknown ONNX quantization {quantization!r}")
     save_checked(onnx.load(str(work)), path, {**ctx.metadata, "quantization": quantization})

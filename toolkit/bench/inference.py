@@ -1,0 +1,182 @@
+"""``benchmark(config) -> dict``: size, accuracy, agreement, latency and throughput of an export folder.
+
+One row per file in the folder and thread count, plus the float Keras model (timed in a child process
+with ``model.predict``) as the baseline. Results go to ``benchmark.json``, ``benchmark.md`` and
+``benchmark.png`` next to the files.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import ToolkitError
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    folder: str  # an export folder written by `toolkit export`
+    threads: tuple = (1, 0)  # 1 is a proxy for one Pi core; 0 means every core this process may use
+    batches: tuple = (1, 32)  # batch 1 gives the latency percentiles; larger batches the throughput
+    data: str | None = None  # score on this data instead of the source run's test split
+    repeats: int = 50  # batch-1 calls per file and thread count (after warm-up)
+    min_seconds: float = 1.0  # and at least this long, so fast files get stable percentiles
+    keras: bool = True  # time the float Keras baseline (a TensorFlow child process per thread count)
+
+    def __post_init__(self):
+        if not self.threads or any(not isinstance(t, int) or t < 0 for t in self.threads):
+            raise ToolkitError(f"--threads must be non-negative integers (0 = all cores), got {self.threads}")
+        if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
+            raise ToolkitError(f"--batch must be positive integers, got {self.batches}")
+
+
+def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None) -> dict:
+    """Benchmark every file of ``config.folder``; returns the result written to ``benchmark.json``.
+
+    Raises:
+        ToolkitError: no manifest, a file whose sha256 differs from the manifest, or no data to score on.
+    """
+    from toolkit.bench.cpu import cpu_count, cpu_features, describe
+    from toolkit.bench.report import write_reports
+    from toolkit.bench.timing import time_batches, time_latency
+    from toolkit.export.validate import load_runner, predict
+    from toolkit.runtime.manifest import load_manifest, sha256_file
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    folder = Path(config.folder)
+    manifest = load_manifest(folder)
+    features = cpu_features()
+    log(describe(features))
+    threads = tuple(dict.fromkeys(t or cpu_count() for t in config.threads))
+    x, y, data_desc = _test_data(folder, manifest, config.data)
+    keras_file = _keras_file(folder, manifest)
+    rows, reference = [], None
+    if config.keras and keras_file is not None:
+        from toolkit.bench.keras_worker import run_in_child
+
+        for t in threads:
+            log(f"keras baseline, {t} thread(s) ...")
+            res = run_in_child(str(keras_file), x, t, config.batches, config.repeats, config.min_seconds)
+            reference = res["probs"]
+            rows.append(
+                _row(
+                    "keras",
+                    "keras",
+                    "none",
+                    keras_file.stat().st_size,
+                    t,
+                    res["probs"],
+                    res["probs"],
+                    y,
+                    res["latency"],
+                    res["throughput"],
+                )
+            )
+    for name, entry in manifest.files.items():
+        path = folder / name
+        if not path.is_file():
+            raise ToolkitError(f"{path}: listed in the manifest but missing; re-run 'toolkit export'")
+        if sha256_file(path) != entry.sha256:
+            raise ToolkitError(
+                f"{path}: sha256 differs from the manifest (file changed); re-run 'toolkit export'"
+            )
+        probs = None
+        for t in threads:
+            log(f"{name}, {t} thread(s) ...")
+            runner = load_runner(path, threads=t)
+            if probs is None:
+                probs = predict(runner, x)
+            lat = time_latency(runner, x, config.repeats, config.min_seconds)
+            thr = time_batches(runner, x, [b for b in config.batches if b > 1], config.min_seconds)
+            rows.append(
+                _row(
+                    name,
+                    entry.format,
+                    entry.quantization,
+                    entry.bytes,
+                    t,
+                    probs,
+                    reference if reference is not None else probs,
+                    y,
+                    lat,
+                    thr,
+                )
+            )
+    if reference is None:
+        log("no Keras baseline: agreement is not measured")
+        for r in rows:
+            r["agreement"] = None
+    result = {
+        "folder": str(folder),
+        "model": manifest.model,
+        "data": data_desc,
+        "n": int(len(y)),
+        "cpu": features,
+        "threads": list(threads),
+        "batches": list(config.batches),
+        "rows": rows,
+    }
+    write_reports(folder, result)
+    return result
+
+
+def _row(name, fmt, quant, size, threads, probs, reference, y, latency, throughput) -> dict:
+    from toolkit.export.validate import classes
+
+    pred, ref = classes(probs), classes(reference)
+    return {
+        "file": name,
+        "format": fmt,
+        "quantization": quant,
+        "size_mb": round(size / 1e6, 4),
+        "threads": threads,
+        "accuracy": round(100 * float(np.mean(pred == y)), 2),
+        "agreement": round(100 * float(np.mean(pred == ref)), 2),
+        **{k: round(v, 3) if isinstance(v, float) else v for k, v in latency.items()},
+        "throughput": {b: round(v, 1) for b, v in throughput.items()},
+    }
+
+
+def _keras_file(folder: Path, manifest) -> Path | None:
+    path = manifest.source_model.get("path")
+    if not path:
+        return None
+    path = Path(path) if Path(path).is_absolute() else folder / path
+    return path if path.is_file() else None
+
+
+def _test_data(folder: Path, manifest, data: str | None):
+    """(x float32, y, description): the source run's test split, or ``data``'s."""
+    from toolkit.train.runs import load_run
+
+    run_path = manifest.source_model.get("run")
+    if run_path:
+        run_dir = Path(run_path) if Path(run_path).is_absolute() else folder / run_path
+        if run_dir.is_dir():
+            splits = load_run(run_dir).splits(data)
+            split = splits.test if len(splits.test) else splits.val
+            x, y = split.numpy()
+            return (
+                x.astype(np.float32),
+                y,
+                f"{data or manifest.data.get('spec')} ({split.name} split, {len(y)} images)",
+            )
+    if not data:
+        raise ToolkitError(
+            f"{folder}: the source run is not at {run_path!r}; pass --data SPEC to benchmark on"
+        )
+    from toolkit.data import load_data
+    from toolkit.export.api import BARE_SPLIT
+
+    ds = load_data(data, manifest.input.size)
+    if tuple(ds.labels) != tuple(manifest.labels):
+        raise ToolkitError(
+            f"{data}: labels {list(ds.labels)} differ from the export's {list(manifest.labels)}"
+        )
+    split = ds.split(seed=0, **BARE_SPLIT).test
+    x, y = split.numpy()
+    return x.astype(np.float32), y, f"{data} (test split, {len(y)} images)"
