@@ -1,0 +1,180 @@
+"""``toolkit door ...``: serve an export over HTTP, run the camera door, collect photos, benchmark.
+
+Only typer is imported here; the runtime (onnxruntime, fastapi, cv2, gpiozero) is imported inside the
+commands so ``toolkit door --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from toolkit.cli import app
+
+door_app = typer.Typer(
+    help="Serve an exported model and run the door camera (TensorFlow-free).", no_args_is_help=True
+)
+app.add_typer(door_app, name="door")
+
+_MODEL = typer.Option(..., "--model", help="Export folder with manifest.json (written by 'toolkit export').")
+_FILE = typer.Option(None, "--file", help="ONNX file in the folder (default: the manifest's 'serve' file).")
+_THREADS = typer.Option(1, "--threads", min=1, help="onnxruntime intra-op threads.")
+_HOST = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 exposes the API to the network.")
+_PORT = typer.Option(8000, "--port", min=1, max=65535, help="TCP port of the API.")
+_TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the manual-unlock bearer token.")
+_TOKEN_ENV = typer.Option("TOOLKIT_DOOR_TOKEN", "--token-env", help="Env var holding the token (if no file).")
+_WATCH = typer.Option(0.0, "--watch", min=0, help="Poll the model folder every S seconds and hot-reload it.")
+_MAX_BODY = typer.Option(
+    8 << 20, "--max-body-bytes", min=1, help="Largest request body accepted (413 above)."
+)
+_MAX_PIXELS = typer.Option(25_000_000, "--max-pixels", min=1, help="Largest decoded image accepted.")
+_THRESHOLD = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Override the manifest's threshold.")
+_QUIET = typer.Option(False, "--quiet", help="Log warnings only.")
+
+
+def _logging(quiet: bool) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s")
+
+
+def _serve_config(host, port, max_body, token_file, token_env, watch):
+    from toolkit.runtime.config import ServeConfig
+
+    return ServeConfig(
+        host=host,
+        port=port,
+        max_body_bytes=max_body,
+        token_file=token_file,
+        token_env=token_env,
+        reload_poll_seconds=watch,
+    )
+
+
+@door_app.command("serve")
+def serve(
+    model: Path = _MODEL,
+    file: str = _FILE,
+    host: str = _HOST,
+    port: int = _PORT,
+    threads: int = _THREADS,
+    max_body_bytes: int = _MAX_BODY,
+    max_pixels: int = _MAX_PIXELS,
+    token_file: Path = _TOKEN_FILE,
+    token_env: str = _TOKEN_ENV,
+    watch: float = _WATCH,
+    threshold: float = _THRESHOLD,
+    quiet: bool = _QUIET,
+) -> None:
+    """Serve the model over HTTP: KServe v2 inference, /predict, /metrics. Never moves a door."""
+    from toolkit.runtime.config import ModelConfig
+    from toolkit.runtime.service import serve_model
+
+    _logging(quiet)
+    serve_model(
+        ModelConfig(model, file, threads, max_pixels),
+        _serve_config(host, port, max_body_bytes, token_file, token_env, watch),
+        threshold,
+    )
+
+
+@door_app.command("run")
+def run(
+    model: Path = _MODEL,
+    camera: str = typer.Option(
+        ..., "--camera", help="Device index, RTSP/HTTP URL, video, 'picamera2' or a folder."
+    ),
+    file: str = _FILE,
+    threads: int = _THREADS,
+    relay: str = typer.Option("log", "--relay", help="'log' (dry run) or 'gpio'."),
+    relay_pin: int = typer.Option(17, "--relay-pin", help="BCM pin of the relay driver."),
+    active_low: bool = typer.Option(False, "--active-low", help="The relay board energises on a low pin."),
+    face: str = typer.Option("none", "--face", help="'haar' crops the largest face first; no face, no vote."),
+    k: int = typer.Option(3, "--k", min=1, help="Happy frames needed..."),
+    n: int = typer.Option(5, "--n", min=1, help="...among the last N frames."),
+    threshold: float = _THRESHOLD,
+    open_seconds: float = typer.Option(
+        3.0, "--open-seconds", min=0.1, help="How long the door stays unlocked."
+    ),
+    cooldown: float = typer.Option(5.0, "--cooldown", min=0.0, help="Locked time after each opening."),
+    stale: float = typer.Option(2.0, "--stale", min=0.1, help="No frame for this long locks the door."),
+    fps: float = typer.Option(0.0, "--fps", min=0.0, help="Cap the frame rate (0 = as fast as frames come)."),
+    event_log: Path = typer.Option(None, "--event-log", help="Append one JSON line per frame here."),
+    snapshots: Path = typer.Option(None, "--snapshots", help="Save the frames that opened the door here."),
+    max_frames: int = typer.Option(0, "--max-frames", min=0, help="Stop after this many frames (0 = never)."),
+    loop: bool = typer.Option(False, "--loop", help="With a folder camera, start again at the end."),
+    with_api: bool = typer.Option(False, "--serve", help="Also serve the HTTP API (with /door/open)."),
+    host: str = _HOST,
+    port: int = _PORT,
+    max_body_bytes: int = _MAX_BODY,
+    max_pixels: int = _MAX_PIXELS,
+    token_file: Path = _TOKEN_FILE,
+    token_env: str = _TOKEN_ENV,
+    watch: float = _WATCH,
+    quiet: bool = _QUIET,
+) -> None:
+    """Run the door: camera -> (face) -> model -> k-of-n -> relay. Fails closed on any doubt."""
+    from toolkit.errors import ToolkitError
+    from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig
+    from toolkit.runtime.service import run_door
+
+    _logging(quiet)
+    try:
+        policy = PolicyConfig(k, n, threshold, open_seconds, cooldown, stale)
+    except ValueError as exc:
+        raise ToolkitError(f"--k/--n/--open-seconds: {exc}") from exc
+    door = DoorConfig(
+        camera=camera,
+        policy=policy,
+        relay=relay,
+        relay_pin=relay_pin,
+        active_high=not active_low,
+        face=face,
+        fps=fps,
+        event_log=event_log,
+        snapshots=snapshots,
+        max_frames=max_frames,
+    )
+    api = _serve_config(host, port, max_body_bytes, token_file, token_env, watch) if with_api else None
+    frames = run_door(ModelConfig(model, file, threads, max_pixels), door, api, loop_folder=loop)
+    typer.echo(f"door loop stopped after {frames} frames; relay locked")
+
+
+@door_app.command("collect")
+def collect(
+    camera: str = typer.Option(..., "--camera", help="Same sources as 'door run'."),
+    label: str = typer.Option(..., "--label", help="Class of the photos, e.g. smile or no_smile."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder; photos go to OUT/LABEL/."),
+    every: float = typer.Option(1.0, "--every", min=0.0, help="Seconds between photos."),
+    count: int = typer.Option(0, "--count", min=0, help="Stop after this many photos (0 = until Ctrl-C)."),
+    face: str = typer.Option("none", "--face", help="'haar' saves face crops, as the door sees them."),
+) -> None:
+    """Capture labelled photos from the door camera into an image folder for training."""
+    from toolkit.runtime.collect import collect as run_collect
+    from toolkit.runtime.config import CollectConfig
+
+    saved = run_collect(
+        CollectConfig(camera, label, out, every, count, face), on_save=lambda p: typer.echo(p)
+    )
+    typer.echo(f"saved {len(saved)} photos in {out / label}")
+
+
+@door_app.command("bench")
+def bench(
+    model: list[Path] = typer.Option(..., "--model", help="Export folder; repeat to compare models."),
+    threads: int = _THREADS,
+    n: int = typer.Option(200, "--n", min=1, help="Frames (and HTTP requests) per measurement."),
+    clients: int = typer.Option(
+        0, "--clients", min=0, help="Concurrent clients for the load test (0 = skip)."
+    ),
+    seconds: float = typer.Option(5.0, "--seconds", min=0.1, help="Length of the load test."),
+    http: bool = typer.Option(True, "--http/--no-http", help="Measure /predict overhead over the Predictor."),
+) -> None:
+    """Print frame->decision latency p50/p99, /predict overhead and a bounded load test."""
+    from toolkit.runtime.bench import run_bench
+    from toolkit.runtime.config import BenchConfig
+
+    run_bench(
+        BenchConfig(tuple(model), threads, n, clients=clients, seconds=seconds, http=http), out=typer.echo
+    )

@@ -1,0 +1,82 @@
+"""What ``toolkit door serve`` and ``toolkit door run`` do: wire model, camera, relay and API together.
+
+``run`` with a ServeConfig runs the camera loop in a thread and the API in the main thread (uvicorn
+owns SIGINT/SIGTERM there); SIGHUP reloads the model in both commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from toolkit.runtime.actuator import make_actuator
+from toolkit.runtime.camera import make_cropper, open_source
+from toolkit.runtime.config import DoorConfig, ModelConfig, ServeConfig
+from toolkit.runtime.door import DoorLoop
+from toolkit.runtime.holder import ModelHolder
+
+log = logging.getLogger("toolkit.runtime")
+
+
+def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None = None) -> None:
+    """Serve the HTTP API (no camera, no relay) until interrupted.
+
+    Raises:
+        ToolkitError: invalid model folder or token file.
+    """
+    from toolkit.runtime.server import create_app, load_token
+    from toolkit.runtime.server import serve as run_server
+
+    holder = ModelHolder(model, threshold)
+    app = create_app(holder, serve, token=load_token(serve))
+    stop = threading.Event()
+    _watch(holder, serve, stop)
+    log.info("serving %s on http://%s:%d", holder.predictor.name, serve.host, serve.port)
+    try:
+        run_server(app, serve)
+    finally:
+        stop.set()
+
+
+def run_door(
+    model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = None, loop_folder: bool = False
+) -> int:
+    """Run the camera loop (and the API when ``serve`` is given); returns the number of frames seen.
+
+    Raises:
+        ToolkitError: invalid model, camera, relay or face option.
+    """
+    holder = ModelHolder(model, door.policy.threshold)
+    cropper = make_cropper(door.face)
+    source = open_source(door.camera, loop=loop_folder)
+    actuator = make_actuator(door.relay, door.relay_pin, door.active_high)
+    loop = DoorLoop(holder, source, door, actuator, cropper=cropper)
+    stop = threading.Event()
+    _watch(holder, serve, stop)
+    try:
+        if serve is None:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, lambda *_: stop.set())  # systemctl stop: lock and exit
+            return loop.run(stop)
+        from toolkit.runtime.server import create_app, load_token
+        from toolkit.runtime.server import serve as run_server
+
+        app = create_app(holder, serve, door=loop, token=load_token(serve))
+        thread = threading.Thread(target=loop.run, args=(stop,), name="door-loop", daemon=True)
+        thread.start()
+        log.info("door loop on %s, API on http://%s:%d", door.camera, serve.host, serve.port)
+        run_server(app, serve)
+        stop.set()
+        thread.join(timeout=10)
+        return loop.frames
+    finally:
+        stop.set()
+        loop.close()  # locked, whatever happened
+
+
+def _watch(holder: ModelHolder, serve: ServeConfig | None, stop: threading.Event) -> None:
+    if threading.current_thread() is threading.main_thread():
+        holder.install_sighup()
+    if serve is not None and serve.reload_poll_seconds > 0:
+        holder.watch(serve.reload_poll_seconds, stop)
