@@ -12,9 +12,7 @@ import typer
 
 from toolkit.cli import app
 
-door_app = typer.Typer(
-    help="Serve an exported model and run the door camera (TensorFlow-free).", no_args_is_help=True
-)
+door_app = typer.Typer(help="Serve an exported model and run the door camera (TensorFlow-free).", no_args_is_help=True)
 app.add_typer(door_app, name="door")
 
 _MODEL = typer.Option(..., "--model", help="Export folder with manifest.json (written by 'toolkit export').")
@@ -25,9 +23,7 @@ _PORT = typer.Option(8000, "--port", min=1, max=65535, help="TCP port of the API
 _TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the manual-unlock bearer token.")
 _TOKEN_ENV = typer.Option("TOOLKIT_DOOR_TOKEN", "--token-env", help="Env var holding the token (if no file).")
 _WATCH = typer.Option(0.0, "--watch", min=0, help="Poll the model folder every S seconds and hot-reload it.")
-_MAX_BODY = typer.Option(
-    8 << 20, "--max-body-bytes", min=1, help="Largest request body accepted (413 above)."
-)
+_MAX_BODY = typer.Option(8 << 20, "--max-body-bytes", min=1, help="Largest request body accepted (413 above).")
 _MAX_PIXELS = typer.Option(25_000_000, "--max-pixels", min=1, help="Largest decoded image accepted.")
 _THRESHOLD = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Override the manifest's threshold.")
 _QUIET = typer.Option(False, "--quiet", help="Log warnings only.")
@@ -36,7 +32,10 @@ _QUIET = typer.Option(False, "--quiet", help="Log warnings only.")
 def _logging(quiet: bool) -> None:
     import logging
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s")
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s")
+    for name in ("toolkit.runtime", "uvicorn", "uvicorn.error"):  # the root logger may be set up already
+        logging.getLogger(name).setLevel(level)
 
 
 def _serve_config(host, port, max_body, token_file, token_env, watch):
@@ -82,9 +81,7 @@ def serve(
 @door_app.command("run")
 def run(
     model: Path = _MODEL,
-    camera: str = typer.Option(
-        ..., "--camera", help="Device index, RTSP/HTTP URL, video, 'picamera2' or a folder."
-    ),
+    camera: str = typer.Option(..., "--camera", help="Device index, RTSP/HTTP URL, video, 'picamera2' or a folder."),
     file: str = _FILE,
     threads: int = _THREADS,
     relay: str = typer.Option("log", "--relay", help="'log' (dry run) or 'gpio'."),
@@ -94,9 +91,7 @@ def run(
     k: int = typer.Option(3, "--k", min=1, help="Happy frames needed..."),
     n: int = typer.Option(5, "--n", min=1, help="...among the last N frames."),
     threshold: float = _THRESHOLD,
-    open_seconds: float = typer.Option(
-        3.0, "--open-seconds", min=0.1, help="How long the door stays unlocked."
-    ),
+    open_seconds: float = typer.Option(3.0, "--open-seconds", min=0.1, help="How long the door stays unlocked."),
     cooldown: float = typer.Option(5.0, "--cooldown", min=0.0, help="Locked time after each opening."),
     stale: float = typer.Option(2.0, "--stale", min=0.1, help="No frame for this long locks the door."),
     fps: float = typer.Option(0.0, "--fps", min=0.0, help="Cap the frame rate (0 = as fast as frames come)."),
@@ -154,9 +149,7 @@ def collect(
     from toolkit.runtime.collect import collect as run_collect
     from toolkit.runtime.config import CollectConfig
 
-    saved = run_collect(
-        CollectConfig(camera, label, out, every, count, face), on_save=lambda p: typer.echo(p)
-    )
+    saved = run_collect(CollectConfig(camera, label, out, every, count, face), on_save=lambda p: typer.echo(p))
     typer.echo(f"saved {len(saved)} photos in {out / label}")
 
 
@@ -165,9 +158,7 @@ def bench(
     model: list[Path] = typer.Option(..., "--model", help="Export folder; repeat to compare models."),
     threads: int = _THREADS,
     n: int = typer.Option(200, "--n", min=1, help="Frames (and HTTP requests) per measurement."),
-    clients: int = typer.Option(
-        0, "--clients", min=0, help="Concurrent clients for the load test (0 = skip)."
-    ),
+    clients: int = typer.Option(0, "--clients", min=0, help="Concurrent clients for the load test (0 = skip)."),
     seconds: float = typer.Option(5.0, "--seconds", min=0.1, help="Length of the load test."),
     http: bool = typer.Option(True, "--http/--no-http", help="Measure /predict overhead over the Predictor."),
 ) -> None:
@@ -175,6 +166,4 @@ def bench(
     from toolkit.runtime.bench import run_bench
     from toolkit.runtime.config import BenchConfig
 
-    run_bench(
-        BenchConfig(tuple(model), threads, n, clients=clients, seconds=seconds, http=http), out=typer.echo
-    )
+    run_bench(BenchConfig(tuple(model), threads, n, clients=clients, seconds=seconds, http=http), out=typer.echo)

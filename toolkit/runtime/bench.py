@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -64,9 +65,7 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
             if config.http:
                 results["http"] = _http_overhead(config, server.url, out)
             if config.clients:
-                results["load"] = load_test(
-                    server.url, config.clients, config.seconds, _sample_jpeg(config), out
-                )
+                results["load"] = load_test(server.url, config.clients, config.seconds, _sample_jpeg(config), out)
     return results
 
 
@@ -113,9 +112,7 @@ def _http_overhead(config: BenchConfig, url: str, out: Callable[[str], None]) ->
     return {"bare_p50_ms": b50, "http_p50_ms": h50, "overhead_p50_ms": h50 - b50}
 
 
-def load_test(
-    url: str, clients: int, seconds: float, body: bytes, out: Callable[[str], None] = print
-) -> dict:
+def load_test(url: str, clients: int, seconds: float, body: bytes, out: Callable[[str], None] = print) -> dict:
     """``clients`` threads POST /predict back to back for ``seconds``; every request is accounted for."""
     import httpx
 
@@ -170,11 +167,14 @@ class ServerProcess:
         import httpx
 
         env = {**os.environ, "TOOLKIT_DOOR_TOKEN": ""}  # the benchmark never needs to unlock
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe nobody reads: a full pipe would stall the server mid-benchmark.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ToolkitError(f"'toolkit door serve' exited: {self.proc.stderr.read().decode()[-500:]}")
+                self.log.seek(0)
+                raise ToolkitError(f"'toolkit door serve' exited: {self.log.read().decode()[-500:]}")
             try:
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
                     return self
@@ -191,3 +191,4 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()

@@ -39,9 +39,7 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
         stop.set()
 
 
-def run_door(
-    model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = None, loop_folder: bool = False
-) -> int:
+def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = None, loop_folder: bool = False) -> int:
     """Run the camera loop (and the API when ``serve`` is given); returns the number of frames seen.
 
     Raises:
@@ -54,10 +52,13 @@ def run_door(
     loop = DoorLoop(holder, source, door, actuator, cropper=cropper)
     stop = threading.Event()
     _watch(holder, serve, stop)
+    if threading.current_thread() is threading.main_thread():
+        # systemctl stop: end the loop and lock. uvicorn, when serving, re-raises the SIGTERM it caught
+        # after shutting down; with this handler in place that stops the loop instead of killing the
+        # process before the relay is locked.
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         if serve is None:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, lambda *_: stop.set())  # systemctl stop: lock and exit
             return loop.run(stop)
         from toolkit.runtime.server import create_app, load_token
         from toolkit.runtime.server import serve as run_server

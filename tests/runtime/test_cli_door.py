@@ -1,0 +1,101 @@
+"""``toolkit door ...`` end to end: run on a folder camera, collect, bench, run+serve in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+from conftest import frame, free_port
+from PIL import Image
+
+from toolkit.cli import main
+
+
+def _camera(folder, values):
+    folder.mkdir()
+    for i, v in enumerate(values):
+        Image.fromarray(frame(v)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_run_dry_on_a_folder(export_dir, tmp_path, capsys):
+    cam = _camera(tmp_path / "cam", [40, 220, 220, 40])
+    log = tmp_path / "events.jsonl"
+    rc = main(["door", "run", "--model", str(export_dir), "--camera", str(cam), "--k", "2", "--n", "3",
+               "--event-log", str(log), "--quiet"])  # fmt: skip
+    assert rc == 0
+    assert "stopped after 4 frames; relay locked" in capsys.readouterr().out
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["decision"] for e in events[:4]] == ["locked", "locked", "open", "open"]
+    assert events[-1]["reason"] == "door loop stopped"
+
+
+def test_user_errors_are_one_line(export_dir, tmp_path, capsys):
+    cases = [
+        (["door", "run", "--model", str(tmp_path), "--camera", str(tmp_path)], "no manifest"),
+        (["door", "run", "--model", str(export_dir), "--camera", str(tmp_path / "nope")], "no such file or folder"),
+        (["door", "run", "--model", str(export_dir), "--camera", "0", "--k", "4", "--n", "3"], "1 <= k <= n"),
+        (["door", "run", "--model", str(export_dir), "--camera", "0", "--relay", "servo"], "choose 'log' or 'gpio'"),
+        (["door", "collect", "--camera", str(tmp_path), "--label", "../x", "--out", str(tmp_path)], "--label"),
+        (["door", "serve", "--model", str(tmp_path / "missing")], "no manifest"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_collect_writes_an_image_folder(tmp_path, capsys):
+    cam = _camera(tmp_path / "cam", [10, 20, 30])
+    out = tmp_path / "dataset"
+    assert main(["door", "collect", "--camera", str(cam), "--label", "smile", "--out", str(out), "--every", "0",
+                 "--count", "2"]) == 0  # fmt: skip
+    files = sorted((out / "smile").iterdir())
+    assert len(files) == 2 and all(f.suffix == ".jpg" for f in files)
+    assert Image.open(files[0]).size == (160, 120)
+    assert "saved 2 photos" in capsys.readouterr().out
+
+
+def test_bench_prints_latency_overhead_and_load(export_dir, capsys):
+    argv = ["door", "bench", "--model", str(export_dir), "--n", "30", "--clients", "2", "--seconds", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "frame->decision  tiny (model.onnx, none, 64x64, threads=1): p50" in out
+    assert "/predict overhead" in out and "overhead p50" in out
+    assert "5xx 0, dropped 0" in out
+
+
+def test_run_and_serve_in_one_process(export_dir, tmp_path):
+    cam = _camera(tmp_path / "cam", [220] * 3)
+    port = free_port()
+    env = {**os.environ, "TOOLKIT_DOOR_TOKEN": "tok"}
+    cmd = [sys.executable, "-m", "toolkit", "door", "run", "--model", str(export_dir), "--camera", str(cam),
+           "--loop", "--fps", "20", "--serve", "--port", str(port), "--quiet", "--open-seconds", "0.5"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        ready = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"{url}/v2/health/ready", timeout=1)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        assert ready is not None and ready.status_code == 200, proc.stderr.read() if proc.poll() else ready
+        assert httpx.post(f"{url}/door/open", headers={"Authorization": "Bearer tok"}).status_code == 200
+        assert httpx.post(f"{url}/predict", content=(cam / "000.png").read_bytes()).json()["decision"] is True
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'toolkit_door_events_total{event="open"}' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "relay locked" in out
