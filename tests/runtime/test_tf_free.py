@@ -39,3 +39,17 @@ def test_door_help_loads_no_runtime_heavyweights():
     assert "toolkit.cli.door" in loaded
     heavy = {m for m in loaded if m.split(".")[0] in DOOR_EXTRAS + ["onnxruntime", "tensorflow"]}
     assert not heavy
+
+
+def test_import_linter_contracts_hold():
+    from pathlib import Path
+
+    import pytest
+
+    exe = Path(sys.executable).parent / "lint-imports"
+    if not exe.exists():
+        pytest.skip("import-linter is not installed (dev extra)")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([str(exe)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "The runtime core needs none of the door extras KEPT" in out.stdout
