@@ -83,7 +83,6 @@ def train(config: TrainConfig, *, data=None) -> runs.Run:
     Raises:
         ToolkitError: bad data, an occupied run folder, or a config that contradicts a resumed run.
     """
-    from toolkit.data import load_data
     from toolkit.models import build_model, get_spec
 
     spec = get_spec(config.model)
@@ -93,35 +92,16 @@ def train(config: TrainConfig, *, data=None) -> runs.Run:
         if saved.to_dict() != {**config.to_dict(), "resume": saved.resume}:
             raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: "
                                f"{_first_difference(saved.to_dict(), config.to_dict())}")
-    size = config.image_size or spec.default_input
-    ds = data if data is not None else load_data(config.data, size, strict=config.strict)
-    splits = ds.split(seed=config.seed, val=config.val, test=config.test)
+    ds, splits = load_splits(config, config.image_size or spec.default_input, data)
     n_classes = len(ds.labels)
-    if len(splits.train) == 0:
-        raise ToolkitError(f"{config.data}: no training images (a test-only set cannot be trained on)")
-    if len(splits.train) < config.batch_size:
-        log.warning("batch size %d is larger than the %d training images; each epoch is one batch",
-                    config.batch_size, len(splits.train))
 
-    k, t = _k(), _tf()
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad spec or a missing extra leaves nothing behind
-    k.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        t.config.experimental.enable_op_determinism()
+    seed_everything(config.seed, config.deterministic)
     model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **config.model_kwargs)
     compile_model(model, n_classes, config.optimizer, config.lr)
 
-    record = {
-        "train": config.to_dict(),
-        "labels": list(ds.labels),
-        "image_size": list(splits.train.image_size),
-        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
-        "fingerprints": splits.fingerprints(),
-        "params": int(model.count_params()),
-        "versions": runs.versions(),
-    }
     if not config.resume:
-        runs.write_json_atomic(out / runs.CONFIG, record)
+        runs.write_json_atomic(out / runs.CONFIG, run_record(config.to_dict(), ds, splits, model))
 
     augment = None
     if config.augment:
@@ -131,25 +111,88 @@ def train(config: TrainConfig, *, data=None) -> runs.Run:
         augment = make_augmenter(tuple(config.augment), config.seed, basis)
     train_ds = batches(splits.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment)
     val_ds = batches(splits.val, config.batch_size) if len(splits.val) else None
-    monitor = "val_loss" if val_ds is not None else "loss"
+    log.info("training %s (%s params) on %d images, validating on %d, %d classes",
+             model.name, f"{model.count_params():,}", len(splits.train), len(splits.val), n_classes)
+    fit_model(model, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience)
+    return finish_run(out, model, splits.test)
 
+
+def load_splits(config, size: int, data=None):
+    """Load ``config.data`` (unless given) and split it as ``config`` says -> (Dataset, Splits).
+
+    ``config`` is a TrainConfig or anything with the same data fields (a FinetuneConfig).
+
+    Raises:
+        ToolkitError: bad data, or no training images.
+    """
+    from toolkit.data import load_data
+
+    ds = data if data is not None else load_data(config.data, size, strict=config.strict)
+    splits = ds.split(seed=config.seed, val=config.val, test=config.test)
+    if len(splits.train) == 0:
+        raise ToolkitError(f"{config.data}: no training images (a test-only set cannot be trained on)")
+    if len(splits.train) < config.batch_size:
+        log.warning("batch size %d is larger than the %d training images; each epoch is one batch",
+                    config.batch_size, len(splits.train))
+    return ds, splits
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """One seed for weights, shuffling and augmentation; op determinism makes reruns bit-identical."""
+    _k().utils.set_random_seed(seed)
+    if deterministic:
+        _tf().config.experimental.enable_op_determinism()
+
+
+def run_record(train_settings: dict, ds, splits, model, **extra) -> dict:
+    """The content of config.json: what :func:`runs.load_run` and ``Run.splits`` read back."""
+    return {
+        "train": train_settings,
+        "labels": list(ds.labels),
+        "image_size": list(splits.train.image_size),
+        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "fingerprints": splits.fingerprints(),
+        "params": int(model.count_params()),
+        "versions": runs.versions(),
+        **extra,
+    }
+
+
+def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int, initial_epoch: int = 0,
+              checkpoint: Path | None = None, backup: Path | None = None) -> None:
+    """``model.fit`` with the run folder's callbacks: backup for resume, best checkpoint, CSV, TensorBoard.
+
+    Args:
+        model: a compiled model.
+        out: the run folder; history.csv and logs/ go here.
+        train_ds, val_ds: batched datasets; without validation data the training loss picks the best epoch.
+        epochs: the epoch number to stop at (counting from 0 across stages, like Keras' ``epochs``).
+        patience: early-stopping patience on the monitored loss; 0 switches it off.
+        initial_epoch: the first epoch of this stage (a second fine-tuning stage continues the numbering).
+        checkpoint: where the best model is saved (default: the run's model.keras).
+        backup: BackupAndRestore's folder (default: out/backup); one per stage, since each stage recompiles.
+    """
+    k = _k()
+    monitor = "val_loss" if val_ds is not None else "loss"
     history = runs.read_history(out)
     best = min((row[monitor] for row in history if monitor in row), default=None)
     callbacks = [
         EpochTimer(),
         # Saves weights, optimizer and epoch after every epoch; a killed run resumes after the last one.
-        k.callbacks.BackupAndRestore(str(out / BACKUP)),
-        k.callbacks.ModelCheckpoint(str(out / runs.MODEL), monitor=monitor, save_best_only=True,
+        k.callbacks.BackupAndRestore(str(backup or out / BACKUP)),
+        k.callbacks.ModelCheckpoint(str(checkpoint or out / runs.MODEL), monitor=monitor, save_best_only=True,
                                     initial_value_threshold=best),
         k.callbacks.CSVLogger(str(out / runs.HISTORY), append=True),
         k.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
     ]
-    if config.patience:
-        callbacks.append(k.callbacks.EarlyStopping(monitor=monitor, patience=config.patience))
-    log.info("training %s (%s params) on %d images, validating on %d, %d classes",
-             model.name, f"{model.count_params():,}", len(splits.train), len(splits.val), n_classes)
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+    if patience:
+        callbacks.append(k.callbacks.EarlyStopping(monitor=monitor, patience=patience))
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
+
+
+def finish_run(out: Path, model, test_split, *, evaluate: bool = True) -> runs.Run:
+    """Close a run folder: keep the last model if no epoch improved, drop resume state, plot, evaluate."""
     if not (out / runs.MODEL).is_file():  # no epoch improved on a resumed run's best: keep the last
         model.save(out / runs.MODEL)
     shutil.rmtree(out / BACKUP, ignore_errors=True)
@@ -159,8 +202,8 @@ def train(config: TrainConfig, *, data=None) -> runs.Run:
     from toolkit.train.plots import plot_history
 
     plot_history(runs.read_history(out), out / "curves.png")
-    if len(splits.test):
-        evaluate_run(run, split=splits.test)
+    if evaluate and len(test_split):
+        evaluate_run(run, split=test_split)
     return run
 
 
