@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,9 +148,7 @@ def _loop(holder, frames, mock_pins, tmp_path, **policy):
     )
     relay = GpioActuator(17)
     sleeps: list[float] = []
-    loop = DoorLoop(
-        holder, ListSource(frames), cfg, relay, clock=clock, sleep=sleeps.append, wall=lambda: 1.7e9
-    )
+    loop = DoorLoop(holder, ListSource(frames), cfg, relay, clock=clock, sleep=sleeps.append, wall=lambda: 1.7e9)
     return loop, clock, mock_pins.pin(17), sleeps
 
 
@@ -206,9 +205,7 @@ def test_loop_fails_closed_on_camera_loss_and_model_failure(export_dir, mock_pin
 
 def test_loop_stale_camera_locks(export_dir, mock_pins, tmp_path):
     holder = ModelHolder(ModelConfig(export_dir))
-    loop, clock, pin, _ = _loop(
-        holder, [frame(HAPPY)] * 2, mock_pins, tmp_path, open_seconds=30, stale_seconds=2
-    )
+    loop, clock, pin, _ = _loop(holder, [frame(HAPPY)] * 2, mock_pins, tmp_path, open_seconds=30, stale_seconds=2)
     loop.step()
     loop.step()
     assert pin.state == 1
@@ -270,3 +267,26 @@ def test_opencv_video_file_source(tmp_path):
     bad = open_source("12345" if False else "rtsp://127.0.0.1:1/none")
     with pytest.raises(CameraError):
         bad.open()
+
+
+SMILES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smiles" / "smile"
+
+
+@pytest.mark.datasets
+@pytest.mark.skipif(not SMILES.is_dir(), reason="../shared/datasets/smiles is absent")
+def test_haar_finds_the_face_in_a_door_frame():
+    cropper = make_cropper("haar")
+    found = 0
+    files = sorted(SMILES.glob("*.jpg"))[:8]
+    for f in files:
+        face = np.asarray(Image.open(f).convert("RGB").resize((200, 200)))
+        scene = np.full((480, 640, 3), 90, np.uint8)  # a door frame with the face off-centre
+        scene[140:340, 300:500] = face
+        box = cropper.box(scene)
+        if box is not None:
+            found += 1
+            x, y, w, h = box
+            assert 300 <= x + w / 2 <= 500 and 140 <= y + h / 2 <= 340  # centred on the pasted face
+            crop = cropper(scene)
+            assert crop.shape[0] > h and crop.shape[1] > w  # with a margin
+    assert found >= len(files) // 2

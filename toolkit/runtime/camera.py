@@ -111,16 +111,12 @@ class Picamera2Source(FrameSource):
         try:
             from picamera2 import Picamera2
         except ImportError as exc:
-            raise ToolkitError(
-                "--camera picamera2 needs picamera2: sudo apt install python3-picamera2"
-            ) from exc
+            raise ToolkitError("--camera picamera2 needs picamera2: sudo apt install python3-picamera2") from exc
         self.close()
         try:
             self.cam = Picamera2()
             h, w = self.size
-            self.cam.configure(
-                self.cam.create_preview_configuration(main={"size": (w, h), "format": "RGB888"})
-            )
+            self.cam.configure(self.cam.create_preview_configuration(main={"size": (w, h), "format": "RGB888"}))
             self.cam.start()
         except Exception as exc:  # libcamera errors have no common base class
             raise CameraError(f"cannot start picamera2 ({exc})") from exc
@@ -182,14 +178,21 @@ class HaarFaceCropper:
             raise ToolkitError(f"{path}: cannot load OpenCV's Haar cascade; reinstall opencv-python-headless")
         self.margin, self.min_size = margin, min_size
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+    def box(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The largest face as (x, y, w, h), or None."""
         import cv2
 
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         faces = self.cascade.detectMultiScale(gray, 1.1, 5, minSize=(self.min_size, self.min_size))
         if len(faces) == 0:
             return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+        return tuple(int(v) for v in max(faces, key=lambda f: f[2] * f[3]))
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+        found = self.box(rgb)
+        if found is None:
+            return None
+        x, y, w, h = found
         dx, dy = int(w * self.margin), int(h * self.margin)
         y0, y1 = max(0, y - dy), min(rgb.shape[0], y + h + dy)
         x0, x1 = max(0, x - dx), min(rgb.shape[1], x + w + dx)
