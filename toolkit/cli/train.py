@@ -100,7 +100,7 @@ def predict(
 def train_benchmark(
     model: str = typer.Argument("resnet50", help="Registered model name."),
     data: str = typer.Option("synthetic:signs", "--data", help="Data spec to train on."),
-    epochs: int = typer.Option(2, help="Epochs per side; the last one is compared (the first traces graphs)."),
+    epochs: int = typer.Option(3, help="Epochs per side; the fastest after the first (graph tracing) is compared."),
     batch_size: int = typer.Option(32, "--batch-size"),
     image_size: int = typer.Option(None, "--image-size"),
     deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Op determinism on the toolkit side."),
@@ -110,10 +110,10 @@ def train_benchmark(
 
     r = benchmark_training(model, data, epochs=epochs, batch_size=batch_size, image_size=image_size,
                            deterministic=deterministic)
-    typer.echo(f"{r['model']} on {r['data']}: {r['train_images']} training images, batch {r['batch_size']}, "
-               f"deterministic={r['deterministic']}")
+    typer.echo(f"{r['model']} on {r['data']}: {r['train_images']} training + {r['val_images']} validation images, "
+               f"batch {r['batch_size']}, deterministic={r['deterministic']}")
     typer.echo(f"{'epoch':>5} {'toolkit train s':>16} {'plain fit s':>12}")
     for i, (a, b) in enumerate(zip(r["toolkit_epoch_s"], r["plain_fit_epoch_s"]), start=1):
         typer.echo(f"{i:>5} {a:>16.2f} {b:>12.2f}")
-    typer.echo(f"ratio toolkit/plain (epoch {len(r['toolkit_epoch_s'])}): {r['ratio_last_epoch']:.3f}"
-               + ("  (<= 1: no slower)" if r["ratio_last_epoch"] <= 1 else ""))
+    typer.echo(f"ratio toolkit/plain (fastest epoch after the first): {r['ratio']:.3f}"
+               + ("  (<= 1: no slower)" if r["ratio"] <= 1 else ""))

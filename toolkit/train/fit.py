@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from toolkit.config import TrainConfig
 from toolkit.errors import ToolkitError
 from toolkit.train import runs
@@ -69,13 +67,14 @@ def check_run_dir(config: TrainConfig) -> Path:
     return out
 
 
-def train(config: TrainConfig, *, data=None) -> runs.Run:
+def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> runs.Run:
     """Train ``config.model`` on ``config.data`` and write a complete run folder.
 
     Args:
         config: every setting of the run; saved as ``config.json``.
         data: an already loaded :class:`toolkit.data.Dataset` (saves re-reading it); else loaded from
             ``config.data``.
+        extra_callbacks: Keras callbacks run after the toolkit's own (e.g. a benchmark's timer).
 
     Returns:
         The finished run (its ``model.keras`` is the best checkpoint by validation loss).
@@ -113,7 +112,8 @@ def train(config: TrainConfig, *, data=None) -> runs.Run:
     val_ds = batches(splits.val, config.batch_size) if len(splits.val) else None
     log.info("training %s (%s params) on %d images, validating on %d, %d classes",
              model.name, f"{model.count_params():,}", len(splits.train), len(splits.val), n_classes)
-    fit_model(model, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience)
+    fit_model(model, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
+              extra_callbacks=extra_callbacks)
     return finish_run(out, model, splits.test)
 
 
@@ -159,7 +159,7 @@ def run_record(train_settings: dict, ds, splits, model, **extra) -> dict:
 
 
 def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int, initial_epoch: int = 0,
-              checkpoint: Path | None = None, backup: Path | None = None) -> None:
+              checkpoint: Path | None = None, backup: Path | None = None, extra_callbacks: tuple = ()) -> None:
     """``model.fit`` with the run folder's callbacks: backup for resume, best checkpoint, CSV, TensorBoard.
 
     Args:
@@ -171,6 +171,7 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
         initial_epoch: the first epoch of this stage (a second fine-tuning stage continues the numbering).
         checkpoint: where the best model is saved (default: the run's model.keras).
         backup: BackupAndRestore's folder (default: out/backup); one per stage, since each stage recompiles.
+        extra_callbacks: run after the toolkit's own, so they see the work of all of them.
     """
     k = _k()
     monitor = "val_loss" if val_ds is not None else "loss"
@@ -187,6 +188,7 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
     ]
     if patience:
         callbacks.append(k.callbacks.EarlyStopping(monitor=monitor, patience=patience))
+    callbacks.extend(extra_callbacks)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
 
@@ -225,7 +227,3 @@ def _tf():
 
     return tf()
 
-
-def epoch_times(history: list[dict]) -> np.ndarray:
-    """Seconds per epoch recorded in history.csv."""
-    return np.array([row["epoch_time"] for row in history if "epoch_time" in row])
