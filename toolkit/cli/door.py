@@ -24,6 +24,7 @@ _TOKEN_FILE = typer.Option(None, "--token-file", help="File holding the manual-u
 _TOKEN_ENV = typer.Option("TOOLKIT_DOOR_TOKEN", "--token-env", help="Env var holding the token (if no file).")
 _WATCH = typer.Option(0.0, "--watch", min=0, help="Poll the model folder every S seconds and hot-reload it.")
 _MAX_BODY = typer.Option(8 << 20, "--max-body-bytes", min=1, help="Largest request body accepted (413 above).")
+_MAX_BATCH = typer.Option(64, "--max-batch", min=1, help="Largest batch a v2 infer request may send.")
 _MAX_PIXELS = typer.Option(25_000_000, "--max-pixels", min=1, help="Largest decoded image accepted.")
 _THRESHOLD = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Override the manifest's threshold.")
 _QUIET = typer.Option(False, "--quiet", help="Log warnings only.")
@@ -38,16 +39,18 @@ def _logging(quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _serve_config(host, port, max_body, token_file, token_env, watch):
+def _serve_config(host, port, max_body, max_batch, token_file, token_env, watch, quiet):
     from toolkit.runtime.config import ServeConfig
 
     return ServeConfig(
         host=host,
         port=port,
         max_body_bytes=max_body,
+        max_batch=max_batch,
         token_file=token_file,
         token_env=token_env,
         reload_poll_seconds=watch,
+        log_level="warning" if quiet else "info",
     )
 
 
@@ -59,6 +62,7 @@ def serve(
     port: int = _PORT,
     threads: int = _THREADS,
     max_body_bytes: int = _MAX_BODY,
+    max_batch: int = _MAX_BATCH,
     max_pixels: int = _MAX_PIXELS,
     token_file: Path = _TOKEN_FILE,
     token_env: str = _TOKEN_ENV,
@@ -73,7 +77,7 @@ def serve(
     _logging(quiet)
     serve_model(
         ModelConfig(model, file, threads, max_pixels),
-        _serve_config(host, port, max_body_bytes, token_file, token_env, watch),
+        _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, watch, quiet),
         threshold,
     )
 
@@ -98,11 +102,14 @@ def run(
     event_log: Path = typer.Option(None, "--event-log", help="Append one JSON line per frame here."),
     snapshots: Path = typer.Option(None, "--snapshots", help="Save the frames that opened the door here."),
     max_frames: int = typer.Option(0, "--max-frames", min=0, help="Stop after this many frames (0 = never)."),
+    reconnect_min: float = typer.Option(0.5, "--reconnect-min", min=0.0, help="First camera reconnect delay (s)."),
+    reconnect_max: float = typer.Option(30.0, "--reconnect-max", min=0.0, help="Longest reconnect delay (s)."),
     loop: bool = typer.Option(False, "--loop", help="With a folder camera, start again at the end."),
     with_api: bool = typer.Option(False, "--serve", help="Also serve the HTTP API (with /door/open)."),
     host: str = _HOST,
     port: int = _PORT,
     max_body_bytes: int = _MAX_BODY,
+    max_batch: int = _MAX_BATCH,
     max_pixels: int = _MAX_PIXELS,
     token_file: Path = _TOKEN_FILE,
     token_env: str = _TOKEN_ENV,
@@ -130,9 +137,14 @@ def run(
         event_log=event_log,
         snapshots=snapshots,
         max_frames=max_frames,
+        reconnect_min_seconds=reconnect_min,
+        reconnect_max_seconds=reconnect_max,
+        loop=loop,
     )
-    api = _serve_config(host, port, max_body_bytes, token_file, token_env, watch) if with_api else None
-    frames = run_door(ModelConfig(model, file, threads, max_pixels), door, api, loop_folder=loop)
+    api = (
+        _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, watch, quiet) if with_api else None
+    )
+    frames = run_door(ModelConfig(model, file, threads, max_pixels), door, api)
     typer.echo(f"door loop stopped after {frames} frames; relay locked")
 
 

@@ -32,6 +32,7 @@ class ServeConfig:
     token_env: str = DEFAULT_TOKEN_ENV  # where the manual-unlock token comes from...
     token_file: Path | None = None  # ...or a file (wins over the env var; keep it mode 600)
     reload_poll_seconds: float = 0.0  # >0: watch the model folder and hot-reload on change
+    log_level: str = "info"  # uvicorn's; 'warning' keeps a Pi's SD card quiet
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class DoorConfig:
     reconnect_min_seconds: float = 0.5  # camera loss: first retry delay...
     reconnect_max_seconds: float = 30.0  # ...doubling up to this
     max_frames: int = 0  # >0 stops after this many frames (tests, dry runs)
+    loop: bool = False  # a folder camera starts again at the end (long dry runs)
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,7 @@ _PREDICT_BODY = {
         "application/octet-stream": _IMAGE_BODY,
     },
 }
-_ERRORS = {
-    code: {"description": why}
-    for code, why in [(400, "bad input"), (404, "unknown model"), (413, "too large")]
-}
+_ERRORS = {code: {"description": why} for code, why in [(400, "bad input"), (404, "unknown model"), (413, "too large")]}
 
 
 class BodyTooLarge(Exception):
@@ -66,9 +63,7 @@ def load_token(config: ServeConfig) -> str | None:
     return token or None
 
 
-def create_app(
-    holder: ModelHolder, config: ServeConfig, door: Any = None, token: str | None = None
-) -> FastAPI:
+def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token: str | None = None) -> FastAPI:
     """Build the API around a model holder and, when running the camera loop too, its door.
 
     Args:
@@ -150,17 +145,13 @@ def create_app(
         "/v2/models/{name}/infer",
         tags=["v2"],
         responses=_ERRORS,
-        openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": INFER_REQUEST_SCHEMA}}
-        },
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": INFER_REQUEST_SCHEMA}}},
     )
     async def infer(name: str, request: Request) -> Response:
         p = model_for(name)
         body = await request.body()
         try:
-            req = parse_infer_request(
-                body, request.headers.get("inference-header-content-length"), p, config.max_batch
-            )
+            req = parse_infer_request(body, request.headers.get("inference-header-content-length"), p, config.max_batch)
         except V2Error as exc:
             return _error(400, str(exc))
         start = time.perf_counter()
@@ -239,14 +230,10 @@ class _LimitAndMeasure:
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > self.max_body:
             # Refused before reading a byte: a client cannot make us buffer a huge body.
-            message = (
-                f"request body exceeds {self.max_body:,} bytes" if length.isdigit() else "bad Content-Length"
-            )
+            message = f"request body exceeds {self.max_body:,} bytes" if length.isdigit() else "bad Content-Length"
             response = _error(413 if length.isdigit() else 400, message)
             await response(scope, receive, send)
-            self.metrics.request(
-                "unmatched", scope["method"], response.status_code, time.perf_counter() - start
-            )
+            self.metrics.request("unmatched", scope["method"], response.status_code, time.perf_counter() - start)
             return
         seen = 0
 
@@ -266,9 +253,7 @@ class _LimitAndMeasure:
         try:
             await self.app(scope, limited_receive, send_status)
         finally:
-            route = getattr(
-                scope.get("route"), "path", "unmatched"
-            )  # templates, not raw paths: bounded labels
+            route = getattr(scope.get("route"), "path", "unmatched")  # templates, not raw paths: bounded labels
             self.metrics.request(route, scope["method"], status[0], time.perf_counter() - start)
 
 
@@ -276,4 +261,4 @@ def serve(app: FastAPI, config: ServeConfig) -> None:
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", access_log=False)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)

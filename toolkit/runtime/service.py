@@ -39,7 +39,7 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
         stop.set()
 
 
-def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = None, loop_folder: bool = False) -> int:
+def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = None) -> int:
     """Run the camera loop (and the API when ``serve`` is given); returns the number of frames seen.
 
     Raises:
@@ -47,7 +47,7 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     """
     holder = ModelHolder(model, door.policy.threshold)
     cropper = make_cropper(door.face)
-    source = open_source(door.camera, loop=loop_folder)
+    source = open_source(door.camera, loop=door.loop)
     actuator = make_actuator(door.relay, door.relay_pin, door.active_high)
     loop = DoorLoop(holder, source, door, actuator, cropper=cropper)
     stop = threading.Event()
