@@ -1,0 +1,246 @@
+"""Penultimate-feature cache: run a frozen base once, then train only the head on its stored outputs.
+
+A cache entry holds one split's features as a memory-mapped ``.npy`` file, so neither writing nor
+training on them needs the whole array in RAM. Entries are keyed by everything that determines the
+features: the base's architecture and weights, the layer, the input size and the split's data
+fingerprint. Each entry is written into a temporary folder and renamed into place only when complete,
+so a killed run never leaves an entry that a later run would trust.
+
+```
+$TOOLKIT_CACHE (default ~/.cache/toolkit/features)/
+  <key>/  features.npy (N, D) float32   labels.npy (N,) int64   meta.json
+  .tmp-<key>-<pid>-<rand>/              an entry being written (ignored; removed by `toolkit cache clear`)
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import metrics
+from toolkit.errors import ToolkitError
+
+log = logging.getLogger("toolkit.features")
+CACHE_ENV = "TOOLKIT_CACHE"
+FORMAT = 1  # bump when the entry layout or the feature computation changes: old entries stop matching
+META = "meta.json"
+
+
+def cache_root() -> Path:
+    """``$TOOLKIT_CACHE``, else ~/.cache/toolkit/features (read at call time, so tests can redirect it)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "toolkit" / "features"
+
+
+@dataclass
+class CachedFeatures:
+    """One split's cached features: ``x`` (N, D) float32 and ``y`` (N,) int64, memory-mapped read-only."""
+
+    key: str
+    path: Path
+    x: np.ndarray
+    y: np.ndarray
+    hit: bool  # True: read from the cache, the base did not run
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def base_model(model, layer: str):
+    """The model up to and including ``layer`` (shares the layers, so it sees the same weights)."""
+    from toolkit._keras import keras
+
+    return keras().Model(model.input, model.get_layer(layer).output, name=f"{model.name}_base")
+
+
+def base_hash(base) -> str:
+    """sha256 over the base's architecture (layer types and settings, in order) and every weight array.
+
+    Auto-generated layer names (``activation_12``) differ between two builds of the same model in one
+    process, so names are left out: the order of layers and weights identifies them instead.
+    """
+    layers = [(type(la).__name__, {k: v for k, v in la.get_config().items() if k != "name"}) for la in base.layers]
+    h = hashlib.sha256(json.dumps(layers, sort_keys=True, default=str).encode())
+    for layer in base.layers:
+        for w in layer.weights:
+            h.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def feature_key(weights_hash: str, layer: str, image_size, fingerprint: str) -> str:
+    """The cache key of one split's features; any change to an input gives another key."""
+    fields = {"format": FORMAT, "base": weights_hash, "layer": layer, "size": list(image_size), "data": fingerprint}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: int = 64,
+                   root: Path | None = None) -> CachedFeatures:
+    """Return ``split``'s features from the cache, computing and storing them first if absent.
+
+    Args:
+        base: the frozen base (see :func:`base_model`); called in inference mode, without augmentation.
+        split: a :class:`toolkit.data.split.Split`; streamed splits are decoded batch by batch.
+        weights_hash: :func:`base_hash` of ``base`` (computed once by the caller for all splits).
+        layer: the penultimate layer's name (part of the key).
+        batch_size: images per forward pass; memory use is bounded by it, not by the split's size.
+        root: the cache folder (default :func:`cache_root`).
+    """
+    root = Path(root) if root is not None else cache_root()
+    key = feature_key(weights_hash, layer, split.image_size, split.fingerprint)
+    entry = root / key
+    cached = _open_entry(entry, key, len(split))
+    if cached is not None:
+        log.info("%s features (%d images): from the cache %s, no base computation", split.name, len(split), key[:12])
+        return cached
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-{os.getpid()}-"))
+    try:
+        seconds = _compute(base, split, tmp, batch_size)
+        meta = {"key": key, "layer": layer, "split": split.name, "n": len(split), "dim": int(base.output_shape[-1]),
+                "image_size": list(split.image_size), "fingerprint": split.fingerprint, "base": weights_hash,
+                "model": base.name, "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        (tmp / META).write_text(json.dumps(meta, indent=2))  # last: an entry without meta is never trusted
+        try:
+            os.rename(tmp, entry)
+        except OSError:  # another run stored the same entry first; theirs is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("%s features (%d images): computed in %.1f s and cached as %s", split.name, len(split), seconds, key[:12])
+    opened = _open_entry(entry, key, len(split))
+    if opened is None:
+        raise ToolkitError(f"{entry}: feature cache entry unreadable right after writing it; check the disk")
+    opened.hit = False
+    return opened
+
+
+def _compute(base, split, folder: Path, batch_size: int) -> float:
+    """Stream the split through the base into memory-mapped files; returns seconds spent."""
+    from toolkit.train.fit import batches
+
+    t0 = time.perf_counter()
+    dim = int(base.output_shape[-1])
+    x = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32, shape=(len(split), dim))
+    y = np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.int64, shape=(len(split),))
+    i = 0
+    for xb, yb in batches(split, batch_size):  # no shuffle, no augmentation: features of the images as they are
+        # predict_on_batch runs the compiled graph in inference mode (frozen BN) and returns only this batch.
+        out = np.asarray(base.predict_on_batch(xb), dtype=np.float32).reshape(len(yb), dim)
+        x[i:i + len(out)] = out
+        y[i:i + len(out)] = yb.numpy()
+        i += len(out)
+    if i != len(split):
+        raise ToolkitError(f"{split.name} split: {i} of {len(split)} images reached the base; was the data changed?")
+    x.flush()
+    y.flush()
+    del x, y
+    return time.perf_counter() - t0
+
+
+def _open_entry(entry: Path, key: str, n: int) -> CachedFeatures | None:
+    if not (entry / META).is_file():
+        return None
+    try:
+        x = np.load(entry / "features.npy", mmap_mode="r")
+        y = np.load(entry / "labels.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        log.warning("%s: damaged feature cache entry; computing again", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    if len(x) != n or len(y) != n:
+        return None
+    return CachedFeatures(key, entry, x, y, hit=True)
+
+
+def feature_batches(features: CachedFeatures, batch_size: int, *, shuffle: bool = False, seed: int = 0):
+    """A tf.data pipeline over cached features that reads one batch at a time from the memory map."""
+    from toolkit._keras import tf
+
+    t = tf()
+    n, dim = features.x.shape
+    epoch = [0]
+
+    def gen():
+        # A new permutation each epoch, repeatable from the seed; sorted per batch for sequential reads.
+        order = np.random.default_rng(seed + epoch[0]).permutation(n) if shuffle else np.arange(n)
+        epoch[0] += 1
+        for s in range(0, n, batch_size):
+            idx = np.sort(order[s:s + batch_size])
+            yield np.asarray(features.x[idx]), np.asarray(features.y[idx], dtype=np.int32)
+
+    sig = (t.TensorSpec((None, dim), t.float32), t.TensorSpec((None,), t.int32))
+    return t.data.Dataset.from_generator(gen, output_signature=sig).prefetch(2)
+
+
+def head_layers(model, penultimate: str) -> list:
+    """The layers after ``penultimate`` in ``model.layers`` order: the classifier head that is replaced."""
+    names = [layer.name for layer in model.layers]
+    return model.layers[names.index(penultimate) + 1:]
+
+
+def build_head(model, penultimate: str):
+    """A standalone copy of the model's head taking penultimate features, with the same names and weights."""
+    from toolkit._keras import keras
+
+    k = keras()
+    inp = k.Input(shape=model.get_layer(penultimate).output_shape[1:], name="features")
+    x = inp
+    layers = head_layers(model, penultimate)
+    for layer in layers:
+        x = type(layer).from_config(layer.get_config())(x)
+    head = k.Model(inp, x, name="head")
+    for layer in layers:  # start where the full model starts, so both training paths are comparable
+        head.get_layer(layer.name).set_weights(layer.get_weights())
+    return head
+
+
+def assemble(model, head) -> None:
+    """Copy a trained head's weights into ``model``'s own head layers: base + head as one flat model."""
+    for layer in head.layers[1:]:
+        model.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def evaluate_features(head, features: CachedFeatures, labels: tuple) -> dict:
+    """The same report as ``evaluate_model`` on images, computed from cached features by the head alone."""
+    probs = metrics.as_class_probs(head.predict(np.asarray(features.x), batch_size=256, verbose=0))
+    report = metrics.classification_report(np.asarray(features.y), probs, labels)
+    report["tta"] = False
+    if len(labels) == 2:
+        report["thresholds"] = metrics.threshold_table(probs[:, 1], np.asarray(features.y) == 1)
+    return report
+
+
+def list_cache(root: Path | None = None) -> list[dict]:
+    """Every complete entry's metadata plus its size on disk; unfinished temp folders are listed as such."""
+    root = Path(root) if root is not None else cache_root()
+    rows = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+        meta = {}
+        if (entry / META).is_file():
+            try:
+                meta = json.loads((entry / META).read_text())
+            except (OSError, json.JSONDecodeError):
+                meta = {}
+        rows.append({"key": entry.name, "bytes": size, "complete": bool(meta), **meta})
+    return rows
+
+
+def clear_cache(root: Path | None = None) -> tuple[int, int]:
+    """Delete every entry (and unfinished temp folders) -> (entries removed, bytes freed)."""
+    rows = list_cache(root)
+    root = Path(root) if root is not None else cache_root()
+    for row in rows:
+        shutil.rmtree(root / row["key"], ignore_errors=True)
+    return len(rows), sum(r["bytes"] for r in rows)

@@ -1,0 +1,339 @@
+"""``toolkit finetune``: start from pretrained weights, replace the head, train with frozen layers.
+
+Three recipes share one run folder (the same files as ``toolkit train``, so evaluate/export just work):
+
+- ``--freeze N|all|none``: the first N layers of ``model.layers`` keep their pretrained weights;
+- ``--unfreeze-at K --fine-tune-epochs E``: train the head first, then layers K.. at a lower rate;
+- ``--cache-features``: run the frozen base once, cache its penultimate outputs, train only the head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.config import AUGMENTATIONS, OPTIMIZERS, TrainConfig, check_positive
+from toolkit.errors import ToolkitError
+from toolkit.train import fit, runs
+
+log = logging.getLogger("toolkit.finetune")
+IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # no head: it is replaced anyway
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
+IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"  # Keras Applications' own hash for this file
+STAGE1_DONE = "stage1.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: str  # a registered model name; the pretrained weights must fit its layers
+    data: str  # the new task's data spec
+    out: str  # the run folder
+    weights: str = "imagenet"  # imagenet (Keras' official file), a .h5/.keras file, or a run folder
+    freeze: str = "all"  # "all" (everything but the head), "none", or N: the first N entries of model.layers
+    cache_features: bool = False  # head only, on cached penultimate features: the base runs once, ever
+    unfreeze_at: int | None = None  # stage 2 trains layers K.. (BatchNorm stays frozen, as Keras' guide advises)
+    fine_tune_epochs: int = 0  # stage 2's epochs; 0 means one stage only
+    fine_tune_lr: float = 1e-5  # stage 2's rate: small, so the pretrained features are nudged, not destroyed
+    epochs: int = 10  # stage 1 (the head) converges fast on pretrained features
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0  # split, head init, shuffling, augmentation
+    image_size: int | None = None  # None: the model's default input (64)
+    val: float = 0.15
+    test: float = 0.15
+    augment: tuple = ()  # images only: cached features are computed once, without augmentation
+    patience: int = 5
+    resume: bool = False
+    strict: bool = False
+    deterministic: bool = True
+    model_kwargs: dict = field(default_factory=dict)  # overrides what the weights imply (preprocess, stem)
+
+    def __post_init__(self):
+        check_positive("epochs", self.epochs)
+        check_positive("batch_size", self.batch_size)
+        if not (self.lr > 0 and self.fine_tune_lr > 0):
+            raise ToolkitError(f"learning rates must be > 0, got --lr {self.lr}, --fine-tune-lr {self.fine_tune_lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ToolkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        bad = [a for a in self.augment if a not in AUGMENTATIONS]
+        if bad:
+            raise ToolkitError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
+        if not (self.freeze in ("all", "none") or str(self.freeze).isdigit()):
+            raise ToolkitError(f"--freeze must be all, none or a number of layers, got {self.freeze!r}")
+        if self.fine_tune_epochs < 0 or (self.fine_tune_epochs > 0) != (self.unfreeze_at is not None):
+            raise ToolkitError("--unfreeze-at K and --fine-tune-epochs E (> 0) go together: give both or neither")
+        if self.unfreeze_at is not None and self.unfreeze_at < 0:
+            raise ToolkitError(f"--unfreeze-at must be >= 0, got {self.unfreeze_at}")
+        if self.cache_features and (self.freeze != "all" or self.unfreeze_at is not None or self.augment):
+            raise ToolkitError("--cache-features trains the head only on fixed features: it needs --freeze all "
+                               "and no --unfreeze-at or --augment")
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "augment": list(self.augment)}
+
+    def train_settings(self, model_kwargs: dict) -> dict:
+        """The TrainConfig view written as config.json's "train": what Run.splits, evaluate and export read."""
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+        return TrainConfig(**{**d, "augment": tuple(self.augment), "model_kwargs": model_kwargs}).to_dict()
+
+
+def imagenet_weights_file() -> Path:
+    """The official ResNet50 ImageNet file through Keras' download cache (~/.keras/models).
+
+    Raises:
+        ToolkitError: offline and not cached; says which file to download and where to put it.
+    """
+    from toolkit._keras import keras
+
+    target = Path.home() / ".keras" / "models" / IMAGENET_FILE
+    try:
+        return Path(keras().utils.get_file(IMAGENET_FILE, IMAGENET_URL, file_hash=IMAGENET_MD5, cache_subdir="models"))
+    except Exception as exc:  # URLError, HTTPError, a hash mismatch: all mean "get the file yourself"
+        raise ToolkitError(f"cannot download the ImageNet weights ({type(exc).__name__}); download {IMAGENET_URL} "
+                           f"to {target}, or pass --weights PATH (a .h5/.keras file or a run folder)") from exc
+
+
+def resolve_weights(config: FinetuneConfig):
+    """--weights -> (source, origin text, model kwargs it implies).
+
+    The source is a Path (a file in Keras Applications' ResNet50 layout), a dict {layer name: arrays}
+    (a weights-only .h5 of a toolkit model) or a Keras model. ImageNet weights imply ImageNet preprocessing
+    and Keras' stem (their outputs then match Keras exactly); a run folder implies the run's own builder
+    options; a model file, what its layers show.
+    """
+    from toolkit.models.weights import read_keras_h5
+
+    if config.weights == "imagenet":
+        if config.model != "resnet50":
+            raise ToolkitError(f"--weights imagenet is for resnet50 only, not {config.model!r}; pass --weights PATH")
+        path = imagenet_weights_file()
+        return path, str(path), {"preprocess": "imagenet", "stem": "keras"}
+    path = Path(config.weights).expanduser()
+    if not path.exists():
+        raise ToolkitError(f"--weights {config.weights}: not found; give imagenet, a .h5/.keras file or a run folder")
+    if path.is_dir():
+        run = runs.load_run(path)
+        if run.model_name != config.model:
+            raise ToolkitError(f"--weights {path}: a {run.model_name} run; its weights do not fit {config.model}")
+        return run.load_model(), str(path), dict(run.config["train"].get("model_kwargs", {}))
+    if path.suffix == ".h5" and not _is_full_model_h5(path):
+        weights = read_keras_h5(path)
+        if "conv1_conv" in weights:  # Keras Applications' layout: ImageNet-style weights
+            return path, str(path), {"preprocess": "imagenet", "stem": "keras"}
+        return weights, str(path), {}
+    source = runs.load_keras_model(path)
+    return source, str(path), _implied_kwargs(source)
+
+
+def _is_full_model_h5(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "model_config" in f.attrs
+    except OSError as exc:
+        raise ToolkitError(f"--weights {path}: not an HDF5 file ({exc})") from exc
+
+
+def _implied_kwargs(source) -> dict:
+    """Builder options a saved toolkit model shows in its layers (its preprocessing and ResNet stem)."""
+    names = {layer.name: type(layer).__name__ for layer in source.layers}
+    kinds = {"Rescaling": "scale", "Normalization": "imagenet", "Identity": "none"}
+    out = {"preprocess": kinds[names["preprocess"]]} if names.get("preprocess") in kinds else {}
+    if "conv1" in names:  # a ResNet: its stem decides the feature-map sizes
+        out["stem"] = "keras" if "pool1_pad" in names else "seed"
+    return out
+
+
+def copy_weights(model, source, head: set[str], origin: str) -> int:
+    """Copy weights layer by layer by name into every layer of ``model`` but the head; returns the count.
+
+    Raises:
+        ToolkitError: a layer missing from the source or with other shapes (the weights are for another model).
+    """
+    from toolkit.models.weights import load_resnet50_weights
+
+    if isinstance(source, Path):  # Keras Applications' layout: matched by its names, conv1 flipped to RGB
+        return load_resnet50_weights(model, source)
+    arrays = source if isinstance(source, dict) else {la.name: la.get_weights() for la in source.layers if la.weights}
+    loaded = 0
+    for layer in model.layers:
+        if not layer.weights or layer.name in head:
+            continue
+        if layer.name not in arrays:
+            raise ToolkitError(f"{origin}: no weights for layer {layer.name!r}; were they saved from {model.name}?")
+        expected = [tuple(w.shape) for w in layer.weights]
+        got = [tuple(a.shape) for a in arrays[layer.name]]
+        if got != expected:
+            raise ToolkitError(f"{origin}: layer {layer.name!r} has shapes {got}, the model expects {expected}")
+        layer.set_weights(arrays[layer.name])
+        loaded += 1
+    return loaded
+
+
+def freeze_layers(model, n: int) -> None:
+    """Freeze the first ``n`` entries of ``model.layers``; the rest train.
+
+    A frozen BatchNormalization layer runs in inference mode in tf_keras (``trainable=False`` overrides
+    ``training=True``): its moving statistics stay those of the pretraining data.
+    """
+    for i, layer in enumerate(model.layers):
+        layer.trainable = i >= n
+
+
+def unfreeze_from(model, k: int) -> None:
+    """Stage 2: layers k.. train, except BatchNormalization, which keeps its pretrained statistics."""
+    for i, layer in enumerate(model.layers):
+        layer.trainable = i >= k and type(layer).__name__ != "BatchNormalization"
+
+
+def frozen_count(config: FinetuneConfig, n_layers: int, n_base: int) -> int:
+    """--freeze as a number of layers; more than the layers before the head is an error naming the count."""
+    if config.freeze == "all":
+        return n_base
+    if config.freeze == "none":
+        return 0
+    n = int(config.freeze)
+    if n > n_base:
+        raise ToolkitError(f"--freeze {n}: the model has {n_layers} layers, {n_base} before the head; "
+                           f"give at most {n_base} (or --freeze all)")
+    return n
+
+
+def finetune(config: FinetuneConfig, *, data=None) -> runs.Run:
+    """Transfer ``config.weights`` to ``config.data`` and write a run folder like ``toolkit train``'s.
+
+    Args:
+        config: every setting; saved in config.json (its "train" part is the TrainConfig view of it).
+        data: an already loaded Dataset; else loaded from ``config.data``.
+
+    Returns:
+        The finished run; its model.keras is one flat model (base + new head), exportable like any run.
+
+    Raises:
+        ToolkitError: unusable weights (offline ImageNet, another architecture), bad --freeze/--unfreeze-at,
+            bad data, an occupied run folder or a resume with other settings.
+    """
+    from toolkit.models import build_model, get_spec
+    from toolkit.models.summary import param_counts
+
+    spec = get_spec(config.model)
+    out = fit.check_run_dir(config)
+    if config.resume:
+        saved = json.loads((out / runs.CONFIG).read_text()).get("finetune", {})
+        if saved != {**config.to_dict(), "resume": saved.get("resume")}:
+            raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: "
+                               f"{fit._first_difference(saved, config.to_dict())}")
+    source, origin, implied = resolve_weights(config)
+    kwargs = {**implied, **config.model_kwargs}
+    ds, splits = fit.load_splits(config, config.image_size or spec.default_input, data)
+    n_classes = len(ds.labels)
+
+    fit.seed_everything(config.seed, config.deterministic)
+    model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **kwargs)
+    n_base = [la.name for la in model.layers].index(spec.penultimate) + 1
+    head = {la.name for la in model.layers[n_base:]}
+    n_frozen = frozen_count(config, len(model.layers), n_base)
+    if config.unfreeze_at is not None and config.unfreeze_at > n_base:
+        raise ToolkitError(f"--unfreeze-at {config.unfreeze_at}: the model has {n_base} layers before the head")
+    loaded = copy_weights(model, source, head, origin)
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad weights, data or flags leave nothing behind
+    freeze_layers(model, n_frozen)
+    counts = param_counts(model)
+    log.info("loaded pretrained weights into %d layers from %s; new head %s for %d classes",
+             loaded, origin, sorted(head), n_classes)
+    log.info("frozen: %d of %d layers; trainable params: %s, non-trainable params: %s",
+             n_frozen, len(model.layers), f"{counts['trainable']:,}", f"{counts['non_trainable']:,}")
+    record = fit.run_record(config.train_settings(kwargs), ds, splits, model, finetune=config.to_dict(),
+                            weights={"source": origin, "layers_loaded": loaded}, frozen_layers=n_frozen,
+                            param_counts=counts)
+    if not config.resume:
+        runs.write_json_atomic(out / runs.CONFIG, record)
+
+    if config.cache_features:
+        return _train_on_features(config, model, spec.penultimate, splits, ds.labels, out)
+    fit.compile_model(model, n_classes, config.optimizer, config.lr)
+    augment = None
+    if config.augment:
+        from toolkit.train.augment import make_augmenter, pca_colour_basis
+
+        basis = pca_colour_basis(splits.train.numpy()[0], seed=config.seed) if "pca" in config.augment else None
+        augment = make_augmenter(tuple(config.augment), config.seed, basis)
+    train_ds = fit.batches(splits.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment)
+    val_ds = fit.batches(splits.val, config.batch_size) if len(splits.val) else None
+    _two_stages(config, model, out, train_ds, val_ds, n_classes)
+    return fit.finish_run(out, model, splits.test)
+
+
+def _two_stages(config: FinetuneConfig, model, out: Path, train_ds, val_ds, n_classes: int) -> None:
+    """Stage 1 as frozen; stage 2 (if asked) from layer K at the fine-tuning rate, numbering epochs on."""
+    done = out / fit.BACKUP / STAGE1_DONE
+    weights = out / fit.BACKUP / "stage1.weights.h5"
+    if done.is_file():  # resuming inside stage 2: stage 1's result is kept, not retrained
+        model.load_weights(weights)
+        stage2_start = json.loads(done.read_text())["epochs"]
+    else:
+        fit.fit_model(model, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
+                      backup=out / fit.BACKUP / "stage1")
+        stage2_start = len(runs.read_history(out))
+        if config.unfreeze_at is not None:
+            model.save_weights(weights)
+            runs.write_json_atomic(done, {"epochs": stage2_start})
+    if config.unfreeze_at is None:
+        return
+    from toolkit.models.summary import param_counts
+
+    unfreeze_from(model, config.unfreeze_at)
+    counts = param_counts(model)
+    log.info("stage 2: layers %d.. train at lr %g; trainable params: %s, non-trainable params: %s",
+             config.unfreeze_at, config.fine_tune_lr, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}")
+    fit.compile_model(model, n_classes, config.optimizer, config.fine_tune_lr)
+    fit.fit_model(model, out, train_ds, val_ds, epochs=stage2_start + config.fine_tune_epochs,
+                  patience=config.patience, initial_epoch=stage2_start, backup=out / fit.BACKUP / "stage2")
+
+
+def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, labels, out: Path) -> runs.Run:
+    """Cache the base's features, train a copy of the head on them, put it back on the base."""
+    import time
+
+    import numpy as np
+
+    from toolkit.train import features as F
+    from toolkit.train.plots import plot_confusion
+
+    base = F.base_model(model, penultimate)
+    t0 = time.perf_counter()
+    weights_hash = F.base_hash(base)
+    parts = {s.name: F.cache_features(base, s, weights_hash=weights_hash, layer=penultimate)
+             for s in (splits.train, splits.val, splits.test) if len(s)}
+    cache_s = time.perf_counter() - t0
+    computed = [name for name, f in parts.items() if not f.hit]
+    if computed:
+        log.info("feature caching took %.1f s (one time; computed: %s)", cache_s, ", ".join(computed))
+    else:
+        log.info("all features came from the cache: no base computation at all")
+    head = F.build_head(model, penultimate)
+    fit.compile_model(head, len(labels), config.optimizer, config.lr)
+    train_ds = F.feature_batches(parts["train"], config.batch_size, shuffle=True, seed=config.seed)
+    val_ds = F.feature_batches(parts["val"], config.batch_size) if "val" in parts else None
+    head_file = out / "head.keras"
+    fit.fit_model(head, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience, checkpoint=head_file)
+    if head_file.is_file():
+        head = runs.load_keras_model(head_file)  # the best epoch, as model.keras is for image training
+    F.assemble(model, head)
+    model.save(out / runs.MODEL)
+    runs.write_json_atomic(out / "features.json", {
+        "cache_seconds": cache_s, "computed": computed, "keys": {n: f.key for n, f in parts.items()},
+        "dim": int(base.output_shape[-1]), "layer": penultimate})
+    run = fit.finish_run(out, model, splits.test, evaluate=False)
+    if "test" in parts:  # from the cached test features: the base does not run again
+        report = F.evaluate_features(head, parts["test"], tuple(labels))
+        report.update(data=config.data, split="test", fingerprint=splits.test.fingerprint)
+        runs.write_json_atomic(out / runs.METRICS, report)
+        plot_confusion(np.array(report["confusion"]), tuple(labels), out / "confusion.png")
+    return run

@@ -1,0 +1,172 @@
+"""``toolkit transfer-benchmark``: numbers behind the transfer-learning claims.
+
+- ``speed``: seconds per epoch of the head on cached features against ``--freeze all`` on the same
+  data and base (both from the same pretrained weights), the one-time caching cost, and test accuracy.
+- ``transfer``: a pretrained ResNet50 fine-tuned (``--freeze all``, ``--cache-features``) against
+  HappyModel and ResNet50 from scratch, all on the same small set, scored on the same test split.
+- ``memory``: peak resident memory (ru_maxrss) while caching the features of a large image folder,
+  measured in a child process so this process's own memory does not count.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.train import runs
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _test_accuracy(run: runs.Run) -> float:
+    return float(json.loads((run.path / runs.METRICS).read_text())["accuracy"])
+
+
+def speed_benchmark(model: str, weights: str, data: str, *, image_size: int = 64, epochs: int = 3,
+                    batch_size: int = 32, work: Path = Path("runs/transfer-speed")) -> dict:
+    """Train the same head both ways for ``epochs`` epochs; the feature cache is private to ``work``.
+
+    The median epoch after the first (which traces graphs) is compared, because the machine may be shared.
+    """
+    import os
+
+    from toolkit.train.features import CACHE_ENV
+    from toolkit.train.finetune import FinetuneConfig, finetune
+
+    work = _fresh(Path(work))
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(work / "cache")  # an empty cache: the caching cost is really paid
+    try:
+        common = dict(model=model, weights=weights, data=data, epochs=epochs, batch_size=batch_size,
+                      image_size=image_size, patience=0)
+        t0 = time.perf_counter()
+        cached = finetune(FinetuneConfig(out=str(work / "cached"), cache_features=True, **common))
+        cached_total = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        frozen = finetune(FinetuneConfig(out=str(work / "frozen"), freeze="all", **common))
+        frozen_total = time.perf_counter() - t0
+    finally:
+        if old is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = old
+    from toolkit.train.fit import epoch_times
+
+    tc, tf_ = epoch_times(runs.read_history(cached.path)), epoch_times(runs.read_history(frozen.path))
+    later = slice(1, None) if epochs > 1 else slice(None)
+    feats = json.loads((cached.path / "features.json").read_text())
+    return {
+        "model": model, "weights": weights, "data": data, "image_size": image_size,
+        "sizes": cached.config["sizes"], "dim": feats["dim"],
+        "cached_epoch_s": tc.tolist(), "frozen_epoch_s": tf_.tolist(),
+        "speedup": float(np.median(tf_[later]) / np.median(tc[later])),
+        "cache_s": feats["cache_seconds"], "cached_total_s": cached_total, "frozen_total_s": frozen_total,
+        "cached_acc": _test_accuracy(cached), "frozen_acc": _test_accuracy(frozen),
+    }
+
+
+def format_speed(r: dict) -> str:
+    lines = [f"{r['model']} at {r['image_size']}x{r['image_size']}, weights {r['weights']}, data {r['data']}: "
+             f"{r['sizes']['train']} train / {r['sizes']['val']} val / {r['sizes']['test']} test images, "
+             f"{r['dim']}-d features",
+             f"{'epoch':>5} {'cached head s':>14} {'--freeze all s':>15}"]
+    for i, (a, b) in enumerate(zip(r["cached_epoch_s"], r["frozen_epoch_s"]), start=1):
+        lines.append(f"{i:>5} {a:>14.3f} {b:>15.3f}")
+    lines += [f"speed-up per epoch (median after epoch 1): {r['speedup']:.1f}x",
+              f"one-time feature caching (train+val+test through the base): {r['cache_s']:.1f} s",
+              f"whole run: cached {r['cached_total_s']:.1f} s, --freeze all {r['frozen_total_s']:.1f} s",
+              f"test accuracy: cached {r['cached_acc']:.4f}, --freeze all {r['frozen_acc']:.4f} "
+              f"(difference {abs(r['cached_acc'] - r['frozen_acc']) * 100:.1f} points)"]
+    return "\n".join(lines)
+
+
+def transfer_benchmark(pretrain: str, data: str, *, model: str = "resnet50", image_size: int = 64,
+                       epochs: int = 15, work: Path = Path("runs/transfer")) -> list[dict]:
+    """Four contenders on one small set and one split; returns rows of test accuracy and training time."""
+    import os
+
+    from toolkit.config import TrainConfig
+    from toolkit.data import load_data
+    from toolkit.train.features import CACHE_ENV
+    from toolkit.train.finetune import FinetuneConfig, finetune
+    from toolkit.train.fit import train
+
+    runs.load_run(pretrain)  # a clear error before any work
+    work = _fresh(Path(work))
+    os.environ.setdefault(CACHE_ENV, str(work / "cache"))
+    ds = load_data(data, image_size)  # loaded once; every contender splits it with the same seed
+    common = dict(data=data, epochs=epochs, image_size=image_size, batch_size=16)
+    contenders = [
+        ("happy from scratch", lambda out: train(TrainConfig(model="happy", out=out, **common))),
+        (f"{model} from scratch", lambda out: train(TrainConfig(model=model, out=out, **common))),
+        (f"{model} pretrained, --freeze all",
+         lambda out: finetune(FinetuneConfig(model=model, weights=pretrain, out=out, **common), data=ds)),
+        (f"{model} pretrained, --cache-features",
+         lambda out: finetune(FinetuneConfig(model=model, weights=pretrain, out=out, cache_features=True,
+                                             **common), data=ds)),
+    ]
+    rows = []
+    for i, (name, fn) in enumerate(contenders):
+        t0 = time.perf_counter()
+        run = fn(str(work / f"c{i}"))
+        m = json.loads((run.path / runs.METRICS).read_text())
+        rows.append({"contender": name, "test_accuracy": m["accuracy"], "test_n": m["n"],
+                     "train_n": run.config["sizes"]["train"], "seconds": time.perf_counter() - t0,
+                     "run": str(run.path)})
+    return rows
+
+
+def format_transfer(rows: list[dict]) -> str:
+    lines = [f"{'contender':<42} {'train n':>7} {'test n':>6} {'test acc':>8} {'seconds':>8}"]
+    lines += [f"{r['contender']:<42} {r['train_n']:>7} {r['test_n']:>6} {r['test_accuracy']:>8.4f} "
+              f"{r['seconds']:>8.1f}" for r in rows]
+    return "\n".join(lines)
+
+
+_MEMORY_CHILD = """
+import json, resource, sys, time
+from toolkit.data import load_data
+from toolkit.models import build_model, get_spec
+from toolkit.train import features as F
+folder, model, size, cache = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ds = load_data(folder, size, max_in_memory_bytes=64 << 20)  # stream: as if larger than RAM
+split = ds.split(seed=0, val=0.0, test=0.0).train
+net = build_model(model, size, len(ds.labels))
+base = F.base_model(net, get_spec(model).penultimate)
+t0 = time.perf_counter()
+f = F.cache_features(base, split, weights_hash=F.base_hash(base), layer=get_spec(model).penultimate, root=cache)
+print(json.dumps({"n": len(f), "dim": int(f.x.shape[1]), "streamed": split.streamed,
+                  "seconds": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def memory_benchmark(images: int = 20000, *, model: str = "resnet50", image_size: int = 64,
+                     work: Path = Path("runs/transfer-memory")) -> dict:
+    """Write a synthetic image folder of ``images`` files (kept between runs) and cache its features."""
+    from toolkit.data.export import write_image_folder
+
+    work = Path(work)
+    folder = work / f"signs-{images}"
+    if not (folder / ".complete").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        write_image_folder(f"synthetic:signs?n={images}", folder, image_size)
+        (folder / ".complete").touch()
+    cache = _fresh(work / "cache")
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(folder), model, str(image_size), str(cache)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise RuntimeError(f"memory benchmark child failed: {out.stderr.strip().splitlines()[-1:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["cache_mb"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1e6
+    return r
