@@ -196,3 +196,33 @@ def test_imagenet_layout_weights_imply_imagenet_preprocessing(tmp_path, monkeypa
     np.testing.assert_array_equal(model.get_layer("conv1").get_weights()[0],
                                   ref.get_layer("conv1_conv").get_weights()[0][:, :, ::-1, :])  # BGR -> RGB
     assert model.get_layer("fc6").get_weights()[0].shape == (2048, 6)
+
+
+def test_resume_inside_stage_two_keeps_stage_one(pretrained, tmp_path):
+    from toolkit._keras import keras
+
+    path, _ = pretrained
+    cfg = _config(tmp_path / "r", path, epochs=1, unfreeze_at=10, fine_tune_epochs=2, fine_tune_lr=1e-4)
+
+    class Interrupt(keras().callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    real_fit = keras().Model.fit
+
+    def fit_with_interrupt(self, *a, callbacks=None, **kw):
+        return real_fit(self, *a, callbacks=[*callbacks, Interrupt()], **kw)
+
+    keras().Model.fit = fit_with_interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            finetune(cfg)
+    finally:
+        keras().Model.fit = real_fit
+    assert [int(r["epoch"]) for r in runs.read_history(cfg.out)] == [0, 1]
+    with pytest.raises(ToolkitError, match="--resume must use the run's own settings"):
+        finetune(FinetuneConfig(**{**cfg.to_dict(), "augment": (), "resume": True, "fine_tune_lr": 0.1}))
+    finetune(FinetuneConfig(**{**cfg.to_dict(), "augment": (), "resume": True}))
+    assert [int(r["epoch"]) for r in runs.read_history(cfg.out)] == [0, 1, 2]
+    assert not (tmp_path / "r" / "backup").exists()
