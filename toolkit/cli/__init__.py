@@ -40,7 +40,7 @@ def _root(
 
 
 # Each module adds its commands to ``app`` when imported; each imports only typer at module level.
-COMMAND_MODULES = ("data", "models", "train", "finetune", "export", "door")
+COMMAND_MODULES = ("data", "models", "train", "finetune", "export", "door", "pipeline")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"toolkit.cli.{_name}")
 
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error: {exc.format_message()}{where}", err=True)
         return getattr(exc, "exit_code", 2) or 2
     except ToolkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines() or [type(exc).__name__]:  # several problems: one line each
+            typer.echo(f"error: {line}", err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)

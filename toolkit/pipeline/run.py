@@ -1,0 +1,169 @@
+"""Running a pipeline: each step calls the library function of its CLI command, and steps whose
+inputs have not changed are skipped.
+
+Content addressing: a step's key hashes its own settings, the keys of the steps it depends on, and a
+cheap fingerprint of the data source (file sizes and modification times, not pixels). Training runs
+live in ``runs/pipelines/NAME/<step>-<key>``, so a changed setting starts a new folder and an
+unfinished folder with the same key is resumed. A crash therefore costs at most the epoch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.pipeline.spec import Pipeline
+
+log = logging.getLogger("toolkit.pipeline")
+STATE = "state.json"
+
+
+def source_fingerprint(spec: str) -> str:
+    """A cheap identity of a data source: the spec, plus sizes and mtimes of the files it names."""
+    h = hashlib.sha256(spec.encode())
+    path = Path(spec.split("?", 1)[0])
+    if not spec.startswith("synthetic:") and path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def step_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _train_config(p: Pipeline, out: Path, *, section: str, weights: str | None):
+    """The TrainConfig or FinetuneConfig a step's settings describe (the CLI builds the same objects)."""
+    d, t = p.section("data"), p.section(section)
+    common = dict(data=t.get("data") or d["spec"], out=str(out), epochs=t["epochs"], batch_size=t["batch_size"],
+                  lr=t["lr"], seed=d["seed"], image_size=d["image_size"], val=d["val"], test=d["test"],
+                  augment=tuple(t["augment"]), patience=t["patience"], strict=d["strict"],
+                  resume=(out / "config.json").is_file())
+    if section == "pretrain" or t["mode"] == "scratch":
+        from toolkit.config import TrainConfig
+
+        kwargs = {"stem": t["stem"]} if t.get("stem") else {}
+        return TrainConfig(model=t["model"], optimizer=t.get("optimizer", "adam"), model_kwargs=kwargs, **common)
+    from toolkit.train.finetune import FinetuneConfig
+
+    return FinetuneConfig(model=t["model"], weights=weights, freeze=str(t["freeze"]),
+                          cache_features=t["mode"] == "cached", unfreeze_at=t["unfreeze_at"],
+                          fine_tune_epochs=t["fine_tune_epochs"], fine_tune_lr=t["fine_tune_lr"],
+                          optimizer=t["optimizer"], model_kwargs={"stem": t["stem"]} if t["stem"] else {}, **common)
+
+
+class _State:
+    """``state.json`` in the pipeline's work folder: the key and output of every finished step."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / STATE
+        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def done(self, step: str, key: str, output: Path) -> bool:
+        entry = self.data.get(step)
+        return bool(entry and entry.get("key") == key and Path(entry["output"]).exists())
+
+    def record(self, step: str, key: str, output: Path, seconds: float) -> None:
+        from toolkit.train.runs import write_json_atomic
+
+        self.data[step] = {"key": key, "output": str(output), "seconds": round(seconds, 2),
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json_atomic(self.path, self.data)
+
+
+def _train_step(p: Pipeline, work: Path, state: _State, section: str, upstream: str, weights: str | None):
+    t = p.section(section)
+    data = t.get("data") or p.section("data")["spec"]
+    key = step_key(section, t, p.section("data"), source_fingerprint(data), upstream, weights)
+    out = work / f"{section}-{key}"
+    if state.done(section, key, out / "model.keras"):
+        log.info("%s: unchanged since the last run, skipped (%s)", section, out)
+        return key, out
+    t0 = time.perf_counter()
+    config = _train_config(p, out, section=section, weights=weights)
+    if config.resume:
+        log.info("%s: resuming the unfinished run in %s", section, out)
+    if section == "pretrain" or t["mode"] == "scratch":
+        from toolkit.train.fit import train
+
+        train(config)
+    else:
+        from toolkit.train.finetune import finetune
+
+        finetune(config)
+    state.record(section, key, out / "model.keras", time.perf_counter() - t0)
+    return key, out
+
+
+def run_pipeline(p: Pipeline, *, work_root: str | Path = "runs/pipelines") -> dict:
+    """Run every step of ``p``; returns {step: output path}. Re-running skips unchanged steps.
+
+    Raises:
+        ToolkitError: from any step (bad data, failed validation...); finished steps stay finished.
+    """
+    check_ready(p)
+    work = Path(work_root) / p.name
+    work.mkdir(parents=True, exist_ok=True)
+    state = _State(work)
+    outputs: dict[str, Path] = {}
+    upstream, weights = "", p.section("train").get("weights")
+    if p.has_pretrain:
+        upstream, outputs["pretrain"] = _train_step(p, work, state, "pretrain", "", None)
+        if weights == "pretrain":
+            weights = str(outputs["pretrain"])
+    train_key, outputs["train"] = _train_step(p, work, state, "train", upstream, weights)
+
+    e = p.section("export")
+    export_out = Path(e["out"])
+    export_key = step_key("export", e, train_key)
+    if state.done("export", export_key, export_out / "manifest.json"):
+        log.info("export: unchanged since the last run, skipped (%s)", export_out)
+    else:
+        from toolkit.export.api import export
+        from toolkit.export.config import ExportConfig
+
+        t0 = time.perf_counter()
+        export(ExportConfig(source=str(outputs["train"]), out=str(export_out), formats=tuple(e["formats"]),
+                            quantize=tuple(e["quantize"]), calibration=e["calibration"],
+                            calibration_method=e["calibration_method"], uint8_io=e["uint8_io"],
+                            qat_epochs=e["qat_epochs"], max_drop=e["max_drop"], target_far=e["target_far"],
+                            overwrite=True, seed=p.section("data")["seed"]),
+               log=lambda msg: log.info("export: %s", msg))
+        state.record("export", export_key, export_out / "manifest.json", time.perf_counter() - t0)
+    outputs["export"] = export_out
+
+    b = p.section("benchmark")
+    if b["enabled"]:
+        bench_key = step_key("benchmark", b, export_key)
+        if state.done("benchmark", bench_key, export_out / "benchmark.json"):
+            log.info("benchmark: unchanged since the last run, skipped")
+        else:
+            from toolkit.bench.inference import BenchmarkConfig, benchmark
+
+            t0 = time.perf_counter()
+            benchmark(BenchmarkConfig(folder=str(export_out), threads=tuple(b["threads"]), batches=tuple(b["batch"]),
+                                      repeats=b["repeats"], keras=b["keras"]),
+                      log=lambda msg: log.info("benchmark: %s", msg))
+            state.record("benchmark", bench_key, export_out / "benchmark.json", time.perf_counter() - t0)
+    if p.section("report")["enabled"]:
+        from toolkit.pipeline.report import write_report
+
+        outputs["report"] = write_report(p, outputs)
+    return outputs
+
+
+def check_ready(p: Pipeline) -> None:
+    """Cheap checks that need the file system, before any training starts."""
+    spec = p.section("data")["spec"]
+    base = Path(spec.split("?", 1)[0])
+    if not spec.startswith("synthetic:") and not base.exists():
+        raise ToolkitError(f"{p.path}: data.spec: {base} not found")
+    w = p.section("train").get("weights")
+    if w and w not in ("imagenet", "pretrain") and not Path(w).exists():
+        raise ToolkitError(f"{p.path}: train.weights: {w} not found")
