@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import httpx
-from conftest import frame, free_port
+from conftest import frame, free_port, make_export
 from PIL import Image
 
 from toolkit.cli import main
@@ -72,10 +73,13 @@ def test_bench_prints_latency_overhead_and_load(export_dir, capsys):
 
 def test_run_and_serve_in_one_process(export_dir, tmp_path):
     cam = _camera(tmp_path / "cam", [220] * 3)
+    model = tmp_path / "model"
+    shutil.copytree(export_dir, model)
     port = free_port()
     env = {**os.environ, "TOOLKIT_DOOR_TOKEN": "tok"}
-    cmd = [sys.executable, "-m", "toolkit", "door", "run", "--model", str(export_dir), "--camera", str(cam),
-           "--loop", "--fps", "20", "--serve", "--port", str(port), "--quiet", "--open-seconds", "0.5"]  # fmt: skip
+    cmd = [sys.executable, "-m", "toolkit", "door", "run", "--model", str(model), "--camera", str(cam)]
+    cmd += ["--loop", "--fps", "20", "--serve", "--port", str(port), "--quiet", "--open-seconds", "0.5"]
+    cmd += ["--watch", "0.2"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -94,6 +98,11 @@ def test_run_and_serve_in_one_process(export_dir, tmp_path):
         assert httpx.post(f"{url}/predict", content=(cam / "000.png").read_bytes()).json()["decision"] is True
         metrics = httpx.get(f"{url}/metrics").text
         assert 'toolkit_door_events_total{event="open"}' in metrics
+        make_export(model, threshold=0.75)  # re-export in place: --watch reloads it
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/v2/models/tiny").json()["parameters"]["threshold"] != 0.75:
+            assert time.monotonic() < deadline, "the model was not hot-reloaded"
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)

@@ -53,7 +53,8 @@ def client(server):
         yield c
 
 
-def test_predict_raw_and_multipart(client):
+def test_predict_raw_and_multipart(client, door):
+    opened = door.opened
     happy = client.post("/predict", content=jpeg(220), headers={"content-type": "image/jpeg"})
     assert happy.status_code == 200
     body = happy.json()
@@ -61,6 +62,7 @@ def test_predict_raw_and_multipart(client):
     assert body["probability"] > 0.9 and body["latency_ms"] > 0 and body["model"] == "tiny"
     sad = client.post("/predict", files={"file": ("x.png", jpeg(30, fmt="PNG"), "image/png")})
     assert sad.status_code == 200 and sad.json()["label"] == "no_smile"
+    assert door.opened == opened  # /predict never moves the door
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def _logging(quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _serve_config(host, port, max_body, max_batch, token_file, token_env, watch, quiet):
+def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet):
     from toolkit.runtime.config import ServeConfig
 
     return ServeConfig(
@@ -49,7 +49,6 @@ def _serve_config(host, port, max_body, max_batch, token_file, token_env, watch,
         max_batch=max_batch,
         token_file=token_file,
         token_env=token_env,
-        reload_poll_seconds=watch,
         log_level="warning" if quiet else "info",
     )
 
@@ -76,8 +75,8 @@ def serve(
 
     _logging(quiet)
     serve_model(
-        ModelConfig(model, file, threads, max_pixels),
-        _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, watch, quiet),
+        ModelConfig(model, file, threads, max_pixels, watch),
+        _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet),
         threshold,
     )
 
@@ -141,10 +140,8 @@ def run(
         reconnect_max_seconds=reconnect_max,
         loop=loop,
     )
-    api = (
-        _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, watch, quiet) if with_api else None
-    )
-    frames = run_door(ModelConfig(model, file, threads, max_pixels), door, api)
+    api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet) if with_api else None
+    frames = run_door(ModelConfig(model, file, threads, max_pixels, watch), door, api)
     typer.echo(f"door loop stopped after {frames} frames; relay locked")
 
 

@@ -21,6 +21,7 @@ class ModelConfig:
     threads: int = 1  # onnxruntime intra-op threads: 1 keeps latency steady on a 4-core Pi sharing a camera
     # Refuse larger photos before decoding (decompression bombs); 25 MP = ~75 MB of RGB per request.
     max_pixels: int = min(DEFAULT_MAX_PIXELS, 25_000_000)
+    watch_seconds: float = 0.0  # >0: poll the folder and hot-reload on change (SIGHUP always reloads)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,6 @@ class ServeConfig:
     max_batch: int = 64  # v2 infer batch ceiling: bounds memory per request
     token_env: str = DEFAULT_TOKEN_ENV  # where the manual-unlock token comes from...
     token_file: Path | None = None  # ...or a file (wins over the env var; keep it mode 600)
-    reload_poll_seconds: float = 0.0  # >0: watch the model folder and hot-reload on change
     log_level: str = "info"  # uvicorn's; 'warning' keeps a Pi's SD card quiet
 
 

@@ -31,7 +31,7 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
     holder = ModelHolder(model, threshold)
     app = create_app(holder, serve, token=load_token(serve))
     stop = threading.Event()
-    _watch(holder, serve, stop)
+    _watch(holder, stop)
     log.info("serving %s on http://%s:%d", holder.predictor.name, serve.host, serve.port)
     try:
         run_server(app, serve)
@@ -51,7 +51,7 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     actuator = make_actuator(door.relay, door.relay_pin, door.active_high)
     loop = DoorLoop(holder, source, door, actuator, cropper=cropper)
     stop = threading.Event()
-    _watch(holder, serve, stop)
+    _watch(holder, stop)
     if threading.current_thread() is threading.main_thread():
         # systemctl stop: end the loop and lock. uvicorn, when serving, re-raises the SIGTERM it caught
         # after shutting down; with this handler in place that stops the loop instead of killing the
@@ -76,8 +76,8 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
         loop.close()  # locked, whatever happened
 
 
-def _watch(holder: ModelHolder, serve: ServeConfig | None, stop: threading.Event) -> None:
+def _watch(holder: ModelHolder, stop: threading.Event) -> None:
     if threading.current_thread() is threading.main_thread():
         holder.install_sighup()
-    if serve is not None and serve.reload_poll_seconds > 0:
-        holder.watch(serve.reload_poll_seconds, stop)
+    if holder.config.watch_seconds > 0:
+        holder.watch(holder.config.watch_seconds, stop)
