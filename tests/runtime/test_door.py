@@ -203,6 +203,31 @@ def test_loop_fails_closed_on_camera_loss_and_model_failure(export_dir, mock_pin
     pin.assert_states([False, True, False, True, False])
 
 
+def test_manual_open_while_open_rearms_the_relay(export_dir, tmp_path):
+    class Counting(LogActuator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unlocks = 0
+
+        def unlock(self, max_seconds: float) -> None:
+            self.unlocks += 1
+            super().unlock(max_seconds)
+
+    relay = Counting()
+    clock = FakeClock()
+    cfg = DoorConfig(camera="x", policy=PolicyConfig(k=1, n=1, open_seconds=2.0, cooldown_seconds=0))
+    loop = DoorLoop(ModelHolder(ModelConfig(export_dir)), ListSource([frame(HAPPY)]), cfg, relay, clock=clock)
+    loop.step()
+    clock.advance(1.5)
+    loop.manual_open()  # extends the open period: the watchdog must be re-armed, the pin must not glitch
+    assert relay.unlocks == 2 and relay.history == [True]
+    clock.advance(1.0)
+    assert loop.tick().open and relay.unlocked  # still inside the manual period (1.5 + 2.0)
+    clock.advance(1.1)
+    assert not loop.tick().open and relay.history == [True, False]
+    loop.close()
+
+
 def test_loop_stale_camera_locks(export_dir, mock_pins, tmp_path):
     holder = ModelHolder(ModelConfig(export_dir))
     loop, clock, pin, _ = _loop(holder, [frame(HAPPY)] * 2, mock_pins, tmp_path, open_seconds=30, stale_seconds=2)

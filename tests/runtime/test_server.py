@@ -116,6 +116,9 @@ def test_v2_with_tritonclient(server):
         assert probs.shape == (2, 1) and probs[0, 0] > 0.9 and probs[1, 0] < 0.1
     probs = c.infer("tiny", [inp]).as_numpy("prob")  # no outputs named: binary by default
     assert probs.shape == (2, 1)
+    assert c.infer("tiny", [inp], model_version="1").as_numpy("prob").shape == (2, 1)
+    assert c.get_model_metadata("tiny", "1")["versions"] == ["1"]
+    assert c.is_model_ready("tiny", "1") and not c.is_model_ready("tiny", "2") and not c.is_model_ready("other")
 
 
 @pytest.mark.parametrize(

@@ -193,10 +193,14 @@ class DoorLoop:
             self.tick()
 
     def _apply(self, verdict: Verdict) -> None:
-        if verdict.open and not self.actuator.unlocked:
-            self.actuator.unlock(self.config.policy.open_seconds)
-            self._emit("open")
-        elif not verdict.open and self.actuator.unlocked:
+        if verdict.open:
+            if verdict.opened or not self.actuator.unlocked:
+                # A new open period (e.g. a manual unlock while open) re-arms the relay's watchdog too.
+                was_unlocked = self.actuator.unlocked
+                self.actuator.unlock(self.config.policy.open_seconds)
+                if not was_unlocked:
+                    self._emit("open")
+        elif self.actuator.unlocked:
             self.actuator.lock()
             self._emit("lock")
 
@@ -204,9 +208,7 @@ class DoorLoop:
         for listener in self.listeners:
             listener(event)
 
-    def _log_event(
-        self, probability: float | None, verdict: Verdict, latency_ms: float, manual: bool = False
-    ) -> None:
+    def _log_event(self, probability: float | None, verdict: Verdict, latency_ms: float, manual: bool = False) -> None:
         if self._events is None:
             return
         event = {

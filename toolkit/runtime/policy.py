@@ -66,10 +66,9 @@ class DoorPolicy:
 
     def manual_open(self) -> Verdict:
         """An authenticated unlock: open for the open period, whatever the votes."""
-        now = self.clock()
-        opened = not self.is_open(now)
-        self._start_open(now)
-        return Verdict(True, opened, sum(self._votes), "manual unlock")
+        votes = sum(self._votes)
+        self._start_open(self.clock())  # always a new period, even when already open: it extends it
+        return Verdict(True, True, votes, "manual unlock")
 
     def fail(self, reason: str) -> Verdict:
         """A fault (camera error, model failure): lock now, forget the votes, not ready."""

@@ -123,9 +123,20 @@ def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token
         ok, reason = is_ready()
         return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
+    def version_for(name: str, version: str):
+        if version != "1":
+            raise HTTPException(404, f"model {name!r} has only version '1', not {version!r}")
+        return model_for(name)
+
     @app.get("/v2/models/{name}", tags=["v2"], responses=_ERRORS)
     def model_metadata(name: str) -> dict:
-        p = model_for(name)
+        return _metadata(model_for(name))
+
+    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], responses=_ERRORS)
+    def model_version_metadata(name: str, version: str) -> dict:
+        return _metadata(version_for(name, version))
+
+    def _metadata(p) -> dict:
         d = p.describe()
         return {
             "name": p.name,
@@ -141,6 +152,11 @@ def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token
         model_for(name)
         return {"name": name, "ready": True}
 
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], responses=_ERRORS)
+    def model_version_ready(name: str, version: str) -> dict:
+        version_for(name, version)
+        return {"name": name, "ready": True}
+
     @app.post(
         "/v2/models/{name}/infer",
         tags=["v2"],
@@ -148,7 +164,18 @@ def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": INFER_REQUEST_SCHEMA}}},
     )
     async def infer(name: str, request: Request) -> Response:
-        p = model_for(name)
+        return await _infer(model_for(name), request)
+
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer",
+        tags=["v2"],
+        responses=_ERRORS,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": INFER_REQUEST_SCHEMA}}},
+    )
+    async def infer_version(name: str, version: str, request: Request) -> Response:
+        return await _infer(version_for(name, version), request)
+
+    async def _infer(p, request: Request) -> Response:
         body = await request.body()
         try:
             req = parse_infer_request(body, request.headers.get("inference-header-content-length"), p, config.max_batch)
