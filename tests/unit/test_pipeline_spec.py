@@ -1,0 +1,86 @@
+"""Pipeline files are validated whole before any work: one line per problem, naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from toolkit.cli import main
+from toolkit.errors import ToolkitError
+from toolkit.pipeline import load_pipeline
+
+PIPELINES = sorted(Path(__file__).resolve().parents[2].joinpath("pipelines").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_shipped_pipelines_are_valid_and_need_no_files(path):
+    p = load_pipeline(path)
+    assert p.section("data")["spec"].startswith("synthetic:")
+    assert p.section("export")["out"] == f"exported/{p.name}"
+
+
+def test_shipped_set_covers_the_three_training_modes():
+    modes = {load_pipeline(p).section("train")["mode"] for p in PIPELINES}
+    assert modes == {"scratch", "freeze", "cached"}
+    assert {p.stem for p in PIPELINES} >= {"happy", "happy_qat", "signs_resnet50", "signs_resnet50_freeze40",
+                                           "signs_resnet50_cached"}
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return path
+
+
+BASE = '[data]\nspec = "synthetic:happy"\n[train]\nmodel = "happy"\n'
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[train2]\nx = 1\n", "[train2]: unknown section"),
+    ('[export]\nformat = ["onnx"]\n', "export.format: unknown key"),
+    ("[benchmark]\nthreads = 1\n", "benchmark.threads: must be a list"),
+    ('[data2]\n', "[data2]: unknown section"),
+])
+def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, extra, message):
+    with pytest.raises(ToolkitError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_pipeline(_write(tmp_path, BASE + extra))
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.epochs=0"], "train.epochs: must be a positive integer, got 0"),
+    (["train.epochs=2.5"], "train.epochs: must be an integer, got float"),
+    (["train.mode='freeze'"], "train.weights: mode 'freeze' needs pretrained weights"),
+    (["train.mode='cached'", "train.weights='imagenet'", "train.freeze=40"], "train.mode: 'cached' trains the head"),
+    (["train.weights='pretrain'", "train.mode='freeze'"], "'pretrain' needs a [pretrain] section"),
+    (["export.quantize=['int4']"], "export.quantize: unknown value 'int4'"),
+    (["export.target_far=1.5"], "export.target_far: must be in [0, 1)"),
+    (["data.val=0.6", "data.test=0.5"], "data.val: val and test must be fractions"),
+    (["train.unfreeze_at=10"], "train.unfreeze_at: only applies to mode"),
+    (["benchmark.batch=[0]"], "benchmark.batch: must be a list of positive integers"),
+])
+def test_impossible_values_and_combinations(tmp_path, sets, message):
+    with pytest.raises(ToolkitError) as err:
+        load_pipeline(_write(tmp_path, BASE), sets=sets)
+    assert message in str(err.value)
+
+
+def test_every_problem_is_reported_at_once_one_line_each(tmp_path, capsys):
+    path = _write(tmp_path, BASE + "[export]\nformatz = 1\nmax_dropp = 2\n")
+    assert main(["pipeline", "check", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"error: {path}: export.") for line in lines)
+
+
+def test_overrides_and_missing_parts(tmp_path):
+    p = load_pipeline(_write(tmp_path, BASE), data="photos/", sets=["train.epochs=3", "export.out='x/y'"])
+    assert p.section("data")["spec"] == "photos/" and p.section("train")["epochs"] == 3
+    assert p.section("export")["out"] == "x/y"
+    with pytest.raises(ToolkitError, match="expected section.key=value"):
+        load_pipeline(_write(tmp_path, BASE), sets=["epochs=3"])
+    with pytest.raises(ToolkitError, match=r"\[train\]: required section is missing"):
+        load_pipeline(_write(tmp_path, '[data]\nspec = "synthetic:happy"\n'))
+    with pytest.raises(ToolkitError, match="train.model: required key is missing"):
+        load_pipeline(_write(tmp_path, '[data]\nspec = "synthetic:happy"\n[train]\nepochs = 1\n'))
+    with pytest.raises(ToolkitError, match="not valid TOML"):
+        load_pipeline(_write(tmp_path, "[data\n"))
+    with pytest.raises(ToolkitError, match="pipeline file not found"):
+        load_pipeline(tmp_path / "none.toml")
