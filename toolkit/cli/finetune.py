@@ -109,7 +109,9 @@ def bench_speed(
 @bench_app.command("transfer")
 def bench_transfer(
     pretrain: str = typer.Option(..., "--pretrain", help="Run folder of a ResNet50 trained with 'toolkit train'."),
-    data: str = typer.Option(..., "--data", help="The small target set, e.g. '.../smiles?n=200'."),
+    data: str = typer.Option(..., "--data", help="The target image folder, e.g. /work/shared/datasets/smiles."),
+    train_n: int = typer.Option(200, "--train-n", help="Images to learn from (15% of them validate)."),
+    test_n: int = typer.Option(1000, "--test-n", help="Other images of the same folder to test on."),
     model: str = typer.Option("resnet50", help="The pretrained architecture."),
     image_size: int = typer.Option(64, "--image-size"),
     epochs: int = typer.Option(15, help="Epochs for every contender."),
@@ -118,8 +120,8 @@ def bench_transfer(
     """Test accuracy of fine-tuned (--freeze, --cache-features) vs from-scratch models on the same small set."""
     from toolkit.train.transfer_bench import format_transfer, transfer_benchmark
 
-    typer.echo(format_transfer(transfer_benchmark(pretrain, data, model=model, image_size=image_size,
-                                                  epochs=epochs, work=work)))
+    typer.echo(format_transfer(transfer_benchmark(pretrain, data, train_n=train_n, test_n=test_n, model=model,
+                                                  image_size=image_size, epochs=epochs, work=work)))
 
 
 @bench_app.command("memory")

@@ -60,9 +60,7 @@ def speed_benchmark(model: str, weights: str, data: str, *, image_size: int = 64
             os.environ.pop(CACHE_ENV, None)
         else:
             os.environ[CACHE_ENV] = old
-    from toolkit.train.fit import epoch_times
-
-    tc, tf_ = epoch_times(runs.read_history(cached.path)), epoch_times(runs.read_history(frozen.path))
+    tc, tf_ = _epoch_times(cached), _epoch_times(frozen)
     later = slice(1, None) if epochs > 1 else slice(None)
     feats = json.loads((cached.path / "features.json").read_text())
     return {
@@ -73,6 +71,11 @@ def speed_benchmark(model: str, weights: str, data: str, *, image_size: int = 64
         "cache_s": feats["cache_seconds"], "cached_total_s": cached_total, "frozen_total_s": frozen_total,
         "cached_acc": _test_accuracy(cached), "frozen_acc": _test_accuracy(frozen),
     }
+
+
+def _epoch_times(run: runs.Run) -> np.ndarray:
+    """Seconds per epoch as recorded in history.csv (the same EpochTimer on both sides)."""
+    return np.array([row["epoch_time"] for row in runs.read_history(run.path) if "epoch_time" in row])
 
 
 def format_speed(r: dict) -> str:
@@ -90,9 +93,13 @@ def format_speed(r: dict) -> str:
     return "\n".join(lines)
 
 
-def transfer_benchmark(pretrain: str, data: str, *, model: str = "resnet50", image_size: int = 64,
-                       epochs: int = 15, work: Path = Path("runs/transfer")) -> list[dict]:
-    """Four contenders on one small set and one split; returns rows of test accuracy and training time."""
+def transfer_benchmark(pretrain: str, data: str, *, train_n: int = 200, test_n: int = 1000, model: str = "resnet50",
+                       image_size: int = 64, epochs: int = 15, work: Path = Path("runs/transfer")) -> list[dict]:
+    """Four contenders on the same ``train_n`` images (15% of them for validation), tested on ``test_n`` others.
+
+    One stratified subsample of ``train_n + test_n`` images is split once with a fixed seed, so every
+    contender trains and is scored on exactly the same images.
+    """
     import os
 
     from toolkit.config import TrainConfig
@@ -104,11 +111,14 @@ def transfer_benchmark(pretrain: str, data: str, *, model: str = "resnet50", ima
     runs.load_run(pretrain)  # a clear error before any work
     work = _fresh(Path(work))
     os.environ.setdefault(CACHE_ENV, str(work / "cache"))
+    total = train_n + test_n
+    data = f"{data}?n={total}&seed=1"
     ds = load_data(data, image_size)  # loaded once; every contender splits it with the same seed
-    common = dict(data=data, epochs=epochs, image_size=image_size, batch_size=16)
+    common = dict(data=data, epochs=epochs, image_size=image_size, batch_size=16,
+                  test=test_n / total, val=0.15 * train_n / total)
     contenders = [
-        ("happy from scratch", lambda out: train(TrainConfig(model="happy", out=out, **common))),
-        (f"{model} from scratch", lambda out: train(TrainConfig(model=model, out=out, **common))),
+        ("happy from scratch", lambda out: train(TrainConfig(model="happy", out=out, **common), data=ds)),
+        (f"{model} from scratch", lambda out: train(TrainConfig(model=model, out=out, **common), data=ds)),
         (f"{model} pretrained, --freeze all",
          lambda out: finetune(FinetuneConfig(model=model, weights=pretrain, out=out, **common), data=ds)),
         (f"{model} pretrained, --cache-features",
@@ -120,15 +130,16 @@ def transfer_benchmark(pretrain: str, data: str, *, model: str = "resnet50", ima
         t0 = time.perf_counter()
         run = fn(str(work / f"c{i}"))
         m = json.loads((run.path / runs.METRICS).read_text())
+        sizes = run.config["sizes"]
         rows.append({"contender": name, "test_accuracy": m["accuracy"], "test_n": m["n"],
-                     "train_n": run.config["sizes"]["train"], "seconds": time.perf_counter() - t0,
+                     "train_n": f"{sizes['train']}+{sizes['val']}", "seconds": time.perf_counter() - t0,
                      "run": str(run.path)})
     return rows
 
 
 def format_transfer(rows: list[dict]) -> str:
-    lines = [f"{'contender':<42} {'train n':>7} {'test n':>6} {'test acc':>8} {'seconds':>8}"]
-    lines += [f"{r['contender']:<42} {r['train_n']:>7} {r['test_n']:>6} {r['test_accuracy']:>8.4f} "
+    lines = [f"{'contender':<42} {'train+val':>9} {'test n':>6} {'test acc':>8} {'seconds':>8}"]
+    lines += [f"{r['contender']:<42} {r['train_n']:>9} {r['test_n']:>6} {r['test_accuracy']:>8.4f} "
               f"{r['seconds']:>8.1f}" for r in rows]
     return "\n".join(lines)
 
