@@ -16,13 +16,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: photos (built-in synthetic faces) -> HappyModel -> ONNX + TFLite, float and int8,
+# validated and benchmarked -> exported/happy with its report. Re-running skips unchanged steps.
 demo: $(STAMP)
-	$(VENV)/bin/toolkit train happy --data synthetic:happy --epochs 20 --out runs/demo-happy
-	$(VENV)/bin/toolkit evaluate runs/demo-happy
+	$(VENV)/bin/toolkit pipeline run pipelines/happy.toml
 
+# Lint, the whole suite, then tests/runtime again in a venv without TensorFlow (what a Pi installs).
 test: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	tests/runtime/run_without_tf.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests
