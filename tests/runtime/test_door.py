@@ -215,7 +215,7 @@ def test_manual_open_while_open_rearms_the_relay(export_dir, tmp_path):
 
     relay = Counting()
     clock = FakeClock()
-    cfg = DoorConfig(camera="x", policy=PolicyConfig(k=1, n=1, open_seconds=2.0, cooldown_seconds=0))
+    cfg = DoorConfig(camera="x", policy=PolicyConfig(k=1, n=1, open_seconds=2.0, cooldown_seconds=0, stale_seconds=10))
     loop = DoorLoop(ModelHolder(ModelConfig(export_dir)), ListSource([frame(HAPPY)]), cfg, relay, clock=clock)
     loop.step()
     clock.advance(1.5)
