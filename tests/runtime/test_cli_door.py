@@ -63,7 +63,7 @@ def test_collect_writes_an_image_folder(tmp_path, capsys):
 
 
 def test_bench_prints_latency_overhead_and_load(export_dir, capsys):
-    argv = ["door", "bench", "--model", str(export_dir), "--n", "30", "--clients", "2", "--seconds", "1"]
+    argv = ["door", "bench", "--model", str(export_dir / "model.onnx"), "--n", "30", "--clients", "2", "--seconds", "1"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "frame->decision  tiny (model.onnx, none, 64x64, threads=1): p50" in out

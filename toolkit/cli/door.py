@@ -164,7 +164,9 @@ def collect(
 
 @door_app.command("bench")
 def bench(
-    model: list[Path] = typer.Option(..., "--model", help="Export folder; repeat to compare models."),
+    model: list[Path] = typer.Option(
+        ..., "--model", help="Export folder, or FOLDER/FILE.onnx for one of its files; repeat to compare."
+    ),
     threads: int = _THREADS,
     n: int = typer.Option(200, "--n", min=1, help="Frames (and HTTP requests) per measurement."),
     clients: int = typer.Option(0, "--clients", min=0, help="Concurrent clients for the load test (0 = skip)."),

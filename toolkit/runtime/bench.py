@@ -35,14 +35,23 @@ def percentiles(ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
+def split_model(path: Path) -> tuple[Path, str | None]:
+    """``DIR`` → (DIR, None: the manifest's serve file); ``DIR/FILE.onnx`` → (DIR, FILE.onnx)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return path.parent, path.name
+    return path, None
+
+
 def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
     """Run the benchmarks in ``config`` and print one line per result; returns the numbers."""
     if not config.models:
         raise ToolkitError("--model: give at least one export folder to benchmark")
     results: dict = {"models": {}}
     frames = [camera_like_frame(config.frame_size, seed) for seed in range(8)]
-    for folder in config.models:
-        pred = Predictor(folder, threads=config.threads)
+    for model in config.models:
+        folder, file = split_model(model)
+        pred = Predictor(folder, file, threads=config.threads)
         policy = DoorPolicy(PolicyConfig(), pred.threshold if pred.threshold is not None else 0.5)
         for f in frames:  # warm-up: first runs allocate
             pred.predict(f)
@@ -59,7 +68,7 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
             f"threads={config.threads}): p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
             f"over {config.n} frames of {fw}x{fh}"
         )
-        results["models"][str(folder)] = {"p50_ms": p50, "p99_ms": p99}
+        results["models"][str(model)] = {"p50_ms": p50, "p99_ms": p99}
     if config.http or config.clients:
         with ServerProcess(config.models[0], config.threads) as server:
             if config.http:
@@ -98,7 +107,7 @@ def _http_overhead(config: BenchConfig, url: str, out: Callable[[str], None], se
     import json
     from urllib.parse import urlsplit
 
-    pred = Predictor(config.models[0], threads=config.threads)
+    pred = Predictor(*split_model(config.models[0]), threads=config.threads)
     body = _sample_jpeg(config)
     where = urlsplit(url)
     # The stdlib client on one keep-alive connection: the least client-side cost in the round trip.
@@ -202,7 +211,9 @@ class ServerProcess:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, "-m", "toolkit", "door", "serve", "--model", str(model)]
+        folder, file = split_model(model)
+        self.cmd = [sys.executable, "-m", "toolkit", "door", "serve", "--model", str(folder)]
+        self.cmd += ["--file", file] if file else []
         self.cmd += ["--port", str(self.port), "--threads", str(threads), "--quiet"]
 
     def __enter__(self) -> ServerProcess:

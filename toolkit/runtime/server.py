@@ -8,6 +8,7 @@ a client sends can take the server down or move the door without the bearer toke
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.metrics import Metrics
 from toolkit.runtime.v2 import INFER_REQUEST_SCHEMA, V2Error, encode_response, parse_infer_request
 
+log = logging.getLogger("toolkit.runtime")
 _IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 _PREDICT_BODY = {
     "required": True,
@@ -109,6 +111,12 @@ def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token
     @app.exception_handler(ToolkitError)
     async def _user_error(request: Request, exc: ToolkitError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a bad request: logged with its traceback, answered as JSON like every other error.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
     @app.get("/v2", tags=["v2"])
     def server_metadata() -> dict:
