@@ -315,3 +315,47 @@ def test_haar_finds_the_face_in_a_door_frame():
             crop = cropper(scene)
             assert crop.shape[0] > h and crop.shape[1] > w  # with a margin
     assert found >= len(files) // 2
+
+
+def test_picamera2_source_with_a_stand_in(monkeypatch):
+    import sys
+    import types
+
+    class FakePicamera2:
+        def __init__(self) -> None:
+            self.started = False
+
+        def create_preview_configuration(self, main):
+            return main
+
+        def configure(self, config) -> None:
+            self.size = config["size"]
+
+        def start(self) -> None:
+            self.started = True
+
+        def capture_array(self):
+            w, h = self.size
+            bgr = np.zeros((h, w, 3), np.uint8)
+            bgr[..., 0] = 255  # libcamera "RGB888" is B, G, R in memory
+            return bgr
+
+        def close(self) -> None:
+            self.started = False
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    src = open_source("picamera2")
+    src.open()
+    rgb = src.read()
+    assert rgb.shape == (480, 640, 3) and rgb[..., 2].min() == 255 and rgb[..., 0].max() == 0  # blue, as RGB
+    src.close()
+    with pytest.raises(CameraError, match="not started"):
+        src.read()
+
+
+def test_unwritable_event_log_is_a_user_error(export_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cfg = DoorConfig(camera="x", event_log=blocker / "sub" / "events.jsonl")
+    with pytest.raises(ToolkitError, match="cannot write there"):
+        DoorLoop(ModelHolder(ModelConfig(export_dir)), ListSource([]), cfg, LogActuator())

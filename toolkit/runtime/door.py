@@ -68,9 +68,17 @@ class DoorLoop:
         self.frames = 0
         self._lock = threading.RLock()
         self._backoff = config.reconnect_min_seconds
-        self._events = open(config.event_log, "a", buffering=1) if config.event_log else None  # noqa: SIM115
-        if config.snapshots:
-            Path(config.snapshots).mkdir(parents=True, exist_ok=True)
+        self._events = None
+        try:
+            if config.snapshots:
+                Path(config.snapshots).mkdir(parents=True, exist_ok=True)
+            if config.event_log:
+                Path(config.event_log).parent.mkdir(parents=True, exist_ok=True)
+                self._events = open(config.event_log, "a", buffering=1)  # line-buffered: one flush per event
+        except OSError as exc:
+            raise ToolkitError(
+                f"{exc.filename}: cannot write there ({exc.strerror}); fix --event-log/--snapshots"
+            ) from exc
 
     def _threshold(self) -> float:
         t = self.config.policy.threshold
