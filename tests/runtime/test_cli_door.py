@@ -108,3 +108,13 @@ def test_run_and_serve_in_one_process(export_dir, tmp_path):
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "relay locked" in out
+
+
+def test_serve_on_a_busy_port_is_a_one_line_error(export_dir, capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["door", "serve", "--model", str(export_dir), "--port", str(port), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --host 127.0.0.1 --port") and "cannot listen there" in err

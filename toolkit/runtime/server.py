@@ -293,7 +293,23 @@ class _LimitAndMeasure:
 
 
 def serve(app: FastAPI, config: ServeConfig) -> None:
-    """Run the app with uvicorn until interrupted."""
+    """Run the app with uvicorn until interrupted.
+
+    Raises:
+        ToolkitError: the address cannot be bound (port in use, unknown host).
+    """
+    import socket
+
     import uvicorn
+
+    # uvicorn reports a busy port with a log line and sys.exit(1); check first for a one-line error.
+    try:
+        with socket.create_server((config.host, config.port), reuse_port=False):
+            pass
+    except OSError as exc:
+        raise ToolkitError(
+            f"--host {config.host} --port {config.port}: cannot listen there ({exc.strerror or exc}); "
+            "pick another --port or stop the other server"
+        ) from exc
 
     uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
