@@ -11,8 +11,8 @@ import sys
 import time
 
 import httpx
-from conftest import frame, free_port, make_export
 from PIL import Image
+from runtime_support import frame, free_port, make_export
 
 from toolkit.cli import main
 

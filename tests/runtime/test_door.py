@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import frame
 from PIL import Image
+from runtime_support import frame
 
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import GpioActuator, LogActuator, make_actuator

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
-from conftest import LiveServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from runtime_support import LiveServer
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import build_softmax_onnx, frame, jpeg, make_export
 from PIL import Image
+from runtime_support import build_softmax_onnx, frame, jpeg, make_export
 
 from toolkit.errors import ImageError, ToolkitError
 from toolkit.runtime.manifest import sha256_file

@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from conftest import LiveServer, frame, make_export
+from runtime_support import LiveServer, frame, jpeg, make_export
 
 from toolkit.runtime.config import ModelConfig, ServeConfig
 from toolkit.runtime.holder import ModelHolder
@@ -92,6 +92,4 @@ def test_sighup_reloads(export_dir, tmp_path):
 
 
 def _png(value: int) -> bytes:
-    from conftest import jpeg
-
     return jpeg(value, fmt="PNG")

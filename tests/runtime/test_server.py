@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from conftest import LiveServer, frame, jpeg
+from runtime_support import LiveServer, frame, jpeg
 from tritonclient.utils import InferenceServerException
 
 from toolkit.runtime.config import ModelConfig, ServeConfig

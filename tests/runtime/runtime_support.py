@@ -1,0 +1,147 @@
+"""Helpers for the runtime tests: tiny ONNX models and export folders (onnx helper API, no TensorFlow).
+
+A module of its own (not conftest.py) so ``from runtime_support import ...`` cannot pick up another
+folder's conftest module.
+
+The sigmoid model's probability is sigmoid((mean brightness of the centre - 128) / 20), so a bright
+image is "smile" (p ~ 0.98) and a dark one is "no_smile" (p ~ 0.01): tests craft happy and unhappy
+frames by brightness. The softmax model returns softmax of the per-channel means / 20.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+from PIL import Image
+
+from toolkit.runtime.manifest import FileEntry, InputSpec, Manifest, sha256_file
+
+SIZE = 64
+
+
+def build_sigmoid_onnx(path: Path, size: int = SIZE, input_name: str = "image") -> Path:
+    """Centre-region mean brightness → sigmoid, output (N, 1)."""
+    q = size // 4
+    nodes = [
+        helper.make_node("Slice", [input_name, "starts", "ends", "axes"], ["centre"]),
+        helper.make_node("ReduceMean", ["centre"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Sub", ["mean", "mid"], ["centred"]),
+        helper.make_node("Div", ["centred", "scale"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["p"]),
+        helper.make_node("Unsqueeze", ["p", "one"], ["prob"]),
+    ]
+    inits = [
+        helper.make_tensor("starts", TensorProto.INT64, [2], [q, q]),
+        helper.make_tensor("ends", TensorProto.INT64, [2], [size - q, size - q]),
+        helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2]),
+        helper.make_tensor("mid", TensorProto.FLOAT, [], [128.0]),
+        helper.make_tensor("scale", TensorProto.FLOAT, [], [20.0]),
+        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+    ]
+    return _save(path, nodes, inits, input_name, size, ["N", 1])
+
+
+def build_softmax_onnx(path: Path, size: int = SIZE, input_name: str = "image") -> Path:
+    """Per-channel mean / 20 → softmax over 3 classes, output (N, 3)."""
+    nodes = [
+        helper.make_node("ReduceMean", [input_name], ["means"], axes=[1, 2], keepdims=0),
+        helper.make_node("Div", ["means", "scale"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["prob"], axis=-1),
+    ]
+    inits = [helper.make_tensor("scale", TensorProto.FLOAT, [], [20.0])]
+    return _save(path, nodes, inits, input_name, size, ["N", 3])
+
+
+def _save(path, nodes, inits, input_name, size, out_shape) -> Path:
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, out_shape)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="toolkit-tests")
+    model.ir_version = 8  # old enough for any onnxruntime >= 1.20
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+def make_export(folder: Path, kind: str = "sigmoid", threshold: float | None = 0.5, name: str = "tiny") -> Path:
+    """Write an export folder (model.onnx + manifest.json) the way ``toolkit export`` does."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / "model.onnx"
+    if kind == "sigmoid":
+        build_sigmoid_onnx(onnx_path)
+        labels = ("no_smile", "smile")
+    else:
+        build_softmax_onnx(onnx_path)
+        labels = ("red", "green", "blue")
+    entry = FileEntry(
+        format="onnx",
+        quantization="none",
+        sha256=sha256_file(onnx_path),
+        bytes=onnx_path.stat().st_size,
+        threshold=threshold if kind == "sigmoid" else None,
+    )
+    Manifest(
+        name=name,
+        model="tiny",
+        labels=labels,
+        input=InputSpec(shape=(None, SIZE, SIZE, 3)),
+        output_kind=kind,
+        files={"model.onnx": entry},
+        serve="model.onnx",
+    ).write(folder)
+    return folder
+
+
+def frame(value: int, size: tuple[int, int] = (120, 160)) -> np.ndarray:
+    """A uniform RGB frame: value 220 → happy, 40 → unhappy for the sigmoid model."""
+    return np.full((*size, 3), value, dtype=np.uint8)
+
+
+def jpeg(value: int, size: tuple[int, int] = (96, 128), fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame(value, size)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """A real uvicorn server on 127.0.0.1 in a thread (uvicorn installs no signal handlers off-main)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
