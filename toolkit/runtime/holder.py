@@ -46,9 +46,7 @@ class ModelHolder:
 
     def _load(self) -> Predictor:
         c = self.config
-        return Predictor(
-            c.folder, c.file, threads=c.threads, max_pixels=c.max_pixels, threshold=self.threshold
-        )
+        return Predictor(c.folder, c.file, threads=c.threads, max_pixels=c.max_pixels, threshold=self.threshold)
 
     def reload(self) -> bool:
         """Load and validate the folder again; swap only when valid. Returns True when swapped."""

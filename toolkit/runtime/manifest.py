@@ -120,13 +120,9 @@ def load_manifest(folder: str | Path) -> Manifest:
             f"{path}: malformed manifest ({type(exc).__name__}: {exc}); re-run 'toolkit export'"
         ) from exc
     if manifest.output_kind not in ("sigmoid", "softmax"):
-        raise ToolkitError(
-            f"{path}: field 'output_kind' must be 'sigmoid' or 'softmax', got {manifest.output_kind!r}"
-        )
+        raise ToolkitError(f"{path}: field 'output_kind' must be 'sigmoid' or 'softmax', got {manifest.output_kind!r}")
     if manifest.output_kind == "sigmoid" and len(manifest.labels) != 2:
         raise ToolkitError(f"{path}: a sigmoid output needs exactly 2 labels, got {len(manifest.labels)}")
     if len(inp.shape) != 4 or inp.shape[3] != 3:
-        raise ToolkitError(
-            f"{path}: field 'input.shape' must be [batch, height, width, 3], got {list(inp.shape)}"
-        )
+        raise ToolkitError(f"{path}: field 'input.shape' must be [batch, height, width, 3], got {list(inp.shape)}")
     return manifest

@@ -23,22 +23,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "toolkit_http_requests", "HTTP requests", ["route", "method", "status"], registry=r
-        )
+        self.requests = Counter("toolkit_http_requests", "HTTP requests", ["route", "method", "status"], registry=r)
         self.errors = Counter(
             "toolkit_http_errors", "HTTP responses with status >= 400", ["route", "status"], registry=r
         )
         self.latency = Histogram(
             "toolkit_http_request_seconds", "HTTP request latency", ["route"], buckets=_BUCKETS, registry=r
         )
-        self.inference = Histogram(
-            "toolkit_inference_seconds", "Model latency per image", buckets=_BUCKETS, registry=r
-        )
+        self.inference = Histogram("toolkit_inference_seconds", "Model latency per image", buckets=_BUCKETS, registry=r)
         self.door_events = Counter("toolkit_door_events", "Door and model events", ["event"], registry=r)
-        self.ready = Gauge(
-            "toolkit_ready", "1 when the door can decide, 0 when in doubt (locked)", registry=r
-        )
+        self.ready = Gauge("toolkit_ready", "1 when the door can decide, 0 when in doubt (locked)", registry=r)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()

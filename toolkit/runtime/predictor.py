@@ -82,13 +82,10 @@ class Predictor:
         entry = self.manifest.files.get(self.file)
         if entry is None:
             raise ToolkitError(
-                f"{where}: field 'files' has no entry {self.file!r}; "
-                f"pick one of {sorted(self.manifest.files)}"
+                f"{where}: field 'files' has no entry {self.file!r}; pick one of {sorted(self.manifest.files)}"
             )
         if entry.format != "onnx":
-            raise ToolkitError(
-                f"{where}: files[{self.file!r}] is {entry.format!r}, the runtime runs 'onnx' files only"
-            )
+            raise ToolkitError(f"{where}: files[{self.file!r}] is {entry.format!r}, the runtime runs 'onnx' files only")
         self.path = self.folder / self.file
         if not self.path.is_file():
             raise ToolkitError(f"{self.path}: listed in the manifest but missing; re-run 'toolkit export'")
@@ -115,9 +112,7 @@ class Predictor:
             self.threshold = None
         self.threads = threads
         self._session = _open_session(self.path, threads)
-        self.input_name, self.output_name = _check_session(
-            self._session, self.manifest, self.dtype, self.path, where
-        )
+        self.input_name, self.output_name = _check_session(self._session, self.manifest, self.dtype, self.path, where)
 
     @property
     def name(self) -> str:
@@ -139,12 +134,8 @@ class Predictor:
         """
         h, w = self.size
         if batch.ndim != 4 or batch.shape[1:] != (h, w, 3) or batch.shape[0] < 1:
-            raise ToolkitError(
-                f"input {self.input_name!r}: expected shape [N, {h}, {w}, 3], got {list(batch.shape)}"
-            )
-        out = self._session.run([self.output_name], {self.input_name: batch.astype(self.dtype, copy=False)})[
-            0
-        ]
+            raise ToolkitError(f"input {self.input_name!r}: expected shape [N, {h}, {w}, 3], got {list(batch.shape)}")
+        out = self._session.run([self.output_name], {self.input_name: batch.astype(self.dtype, copy=False)})[0]
         return np.asarray(out, dtype=np.float32).reshape(batch.shape[0], -1)
 
     def predict(self, source: ImageSource, name: str | None = None) -> Prediction:
@@ -201,9 +192,7 @@ class Predictor:
 def _only_onnx(manifest: Manifest, where: Path) -> str:
     onnx_files = [name for name, e in manifest.files.items() if e.format == "onnx"]
     if len(onnx_files) != 1:
-        raise ToolkitError(
-            f"{where}: field 'serve' is empty and there are {len(onnx_files)} ONNX files; pass --file"
-        )
+        raise ToolkitError(f"{where}: field 'serve' is empty and there are {len(onnx_files)} ONNX files; pass --file")
     return onnx_files[0]
 
 
@@ -220,35 +209,24 @@ def _open_session(path: Path, threads: int) -> ort.InferenceSession:
         ) from exc
 
 
-def _check_session(
-    session: ort.InferenceSession, manifest: Manifest, dtype: np.dtype, path: Path, where: Path
-):
+def _check_session(session: ort.InferenceSession, manifest: Manifest, dtype: np.dtype, path: Path, where: Path):
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != manifest.input.name:
         raise ToolkitError(
-            f"{path}: inputs {[i.name for i in inputs]} do not match "
-            f"input.name {manifest.input.name!r} in {where}"
+            f"{path}: inputs {[i.name for i in inputs]} do not match input.name {manifest.input.name!r} in {where}"
         )
     inp = inputs[0]
     if inp.type != _ORT_TYPES.get(dtype.name):
-        raise ToolkitError(
-            f"{path}: input type {inp.type} does not match input.dtype {dtype.name!r} in {where}"
-        )
+        raise ToolkitError(f"{path}: input type {inp.type} does not match input.dtype {dtype.name!r} in {where}")
     expected = [None, *manifest.input.size, 3]
     dims = zip(inp.shape[1:], expected[1:], strict=False)
     if len(inp.shape) != 4 or any(isinstance(a, int) and a != b for a, b in dims):
-        raise ToolkitError(
-            f"{path}: input shape {inp.shape} does not match input.shape {expected} in {where}"
-        )
+        raise ToolkitError(f"{path}: input shape {inp.shape} does not match input.shape {expected} in {where}")
     if len(outputs) != 1:
         raise ToolkitError(f"{path}: has {len(outputs)} outputs; the runtime expects one probability tensor")
     out = outputs[0]
     width = 1 if manifest.output_kind == "sigmoid" else len(manifest.labels)
-    if (
-        out.type != "tensor(float)"
-        or len(out.shape) != 2
-        or (isinstance(out.shape[1], int) and out.shape[1] != width)
-    ):
+    if out.type != "tensor(float)" or len(out.shape) != 2 or (isinstance(out.shape[1], int) and out.shape[1] != width):
         raise ToolkitError(
             f"{path}: output {out.name!r} {out.type} {out.shape} does not match output_kind "
             f"{manifest.output_kind!r} with {len(manifest.labels)} labels "

@@ -66,9 +66,7 @@ def parse_infer_request(body: bytes, header_length: str | None, predictor, max_b
     binary = b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
-            raise V2Error(
-                f"Inference-Header-Content-Length {header_length!r} is not a length within the body"
-            )
+            raise V2Error(f"Inference-Header-Content-Length {header_length!r} is not a length within the body")
         body, binary = body[: int(header_length)], body[int(header_length) :]
     try:
         req = json.loads(body)
@@ -93,9 +91,7 @@ def parse_infer_request(body: bytes, header_length: str | None, predictor, max_b
     if "binary_data_size" in tparams:
         size = tparams["binary_data_size"]
         if not isinstance(size, int) or size != count * dtype.itemsize or size > len(binary):
-            raise V2Error(
-                f"inputs[0].parameters.binary_data_size must be {count * dtype.itemsize} bytes of data"
-            )
+            raise V2Error(f"inputs[0].parameters.binary_data_size must be {count * dtype.itemsize} bytes of data")
         data = np.frombuffer(binary[:size], dtype=dtype).astype(np.float64)
     else:
         data = _json_data(tensor.get("data"), count)
