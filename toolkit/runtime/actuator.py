@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 
 from toolkit.errors import ToolkitError
 
@@ -92,7 +93,10 @@ class GpioActuator(Actuator):
         except ImportError as exc:
             raise ToolkitError("--relay gpio needs gpiozero: pip install 'toolkit[door]'") from exc
         try:
-            self.device = OutputDevice(pin, active_high=active_high, initial_value=False)
+            with warnings.catch_warnings():
+                # gpiozero warns once per pin factory it fails to load; the error below says it in one line.
+                warnings.simplefilter("ignore")
+                self.device = OutputDevice(pin, active_high=active_high, initial_value=False)
         except Exception as exc:  # gpiozero raises many types: no pin factory, pin in use, bad number
             raise ToolkitError(f"--relay-pin {pin}: cannot drive the GPIO pin ({exc})") from exc
 

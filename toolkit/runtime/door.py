@@ -140,9 +140,9 @@ class DoorLoop:
             self._apply(verdict)
             return verdict
 
-    def fault(self, reason: str) -> None:
+    def fault(self, reason: str, level: int = logging.ERROR) -> None:
         """Lock now and stay not-ready until a good frame."""
-        log.error("door locked: %s", reason)
+        log.log(level, "door locked: %s", reason)
         with self._lock:
             verdict = self.policy.fail(reason)
             self._apply(verdict)
@@ -184,7 +184,7 @@ class DoorLoop:
                     self.sleep(max(0.0, period - (self.clock() - started)))
         finally:
             stop.set()
-            self.fault("door loop stopped")
+            self.fault("door loop stopped", logging.INFO)  # a normal stop too must leave the door locked
             self.actuator.lock()
             self.source.close()
         return self.frames

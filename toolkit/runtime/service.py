@@ -50,6 +50,12 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     source = open_source(door.camera, loop=door.loop)
     actuator = make_actuator(door.relay, door.relay_pin, door.active_high)
     loop = DoorLoop(holder, source, door, actuator, cropper=cropper)
+    p, policy = holder.predictor, door.policy
+    log.info(
+        "door: model %s (%s, threshold %.3f), camera %s, face %s, relay %s, open when %d of %d frames are %s",
+        p.name, p.file, loop.policy.threshold, door.camera, door.face, actuator.name, policy.k, policy.n,
+        p.positive_label,
+    )  # fmt: skip
     stop = threading.Event()
     _watch(holder, stop)
     if threading.current_thread() is threading.main_thread():
