@@ -94,10 +94,10 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
     ds, splits = load_splits(config, config.image_size or spec.default_input, data)
     n_classes = len(ds.labels)
 
-    out.mkdir(parents=True, exist_ok=True)  # only now: a bad spec or a missing extra leaves nothing behind
     seed_everything(config.seed, config.deterministic)
     model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **config.model_kwargs)
     compile_model(model, n_classes, config.optimizer, config.lr)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bad spec or a missing extra leaves nothing behind
 
     if not config.resume:
         runs.write_json_atomic(out / runs.CONFIG, run_record(config.to_dict(), ds, splits, model))
