@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench-door
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)
-	tests/runtime/run_without_tf.sh
+	PYTHON=$(PYTHON) tests/runtime/run_without_tf.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests
-	$(VENV)/bin/ruff format --check toolkit tests
+	$(VENV)/bin/lint-imports
+
+# Door latency, /predict overhead and 8 clients for 60 s against the committed demo export.
+bench-door: $(STAMP)
+	$(VENV)/bin/toolkit door bench --model exported/happy --threads 1 --clients 8 --seconds 60
 
 clean:
 	rm -rf $(VENV) build *.egg-info
