@@ -38,6 +38,8 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
     out = Path(config.out)
     _check_out(out, config.overwrite)
     select(config)  # reject unknown combinations before loading anything heavy
+    if not Path(config.source).exists():
+        raise ToolkitError(f"{config.source}: not found; give a run folder from 'toolkit train' or a .keras model file")
     model, run = resolve_model(config.source)
     if run is not None:
         splits = run.splits(config.data)

@@ -89,11 +89,15 @@ def quantize_onnx_dynamic(src: Path, dst: Path, workdir: Path) -> None:
     quantize_dynamic(str(_preprocess(src, workdir)), str(dst), weight_type=QuantType.QInt8)
 
 
-def _noop_config_class():
+def _output_config_class():
     import tensorflow_model_optimization as tfmot
 
-    class NoOpQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-        """Leave a layer float: preprocessing (Rescaling, Normalization) stays in the model, unquantized."""
+    class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        """Compute a layer in float, quantize only its output (preprocessing: Rescaling, Normalization).
+
+        The layer stays inside the model; its output range is what the int8 TFLite converter needs to
+        hand an int8 tensor to the next layer (a no-op config leaves that tensor without a range).
+        """
 
         def get_weights_and_quantizers(self, layer):
             return []
@@ -108,12 +112,13 @@ def _noop_config_class():
             pass
 
         def get_output_quantizers(self, layer):
-            return []
+            quantizer = tfmot.quantization.keras.quantizers.MovingAverageQuantizer
+            return [quantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
 
         def get_config(self):
             return {}
 
-    return NoOpQuantizeConfig
+    return OutputQuantizeConfig
 
 
 def annotate(model):
@@ -121,7 +126,7 @@ def annotate(model):
 
     ``quantize_model`` rejects layers outside its registry (Rescaling, Normalization) and nested models.
     Supported layers get the default 8-bit config (BatchNormalization is folded into its conv by
-    quantize_apply's transforms); anything else gets a no-op config, so it runs in float inside the model.
+    quantize_apply's transforms); anything else runs in float inside the model with a quantized output.
 
     Returns:
         (annotated model, custom objects for ``quantize_scope``).
@@ -137,10 +142,8 @@ def annotate(model):
 
     annotate_layer = tfmot.quantization.keras.quantize_annotate_layer
     reg = registry.Default8BitQuantizeRegistry()
-    noop = _noop_config_class()
-    nested = [layer.name for layer in model.layers if isinstance(layer, k.Model)]
-    if nested:
-        model = flatten(model)
+    output_only = _output_config_class()
+    model = flatten(model)
 
     def clone(layer):
         fresh = layer.__class__.from_config(layer.get_config())
@@ -148,21 +151,24 @@ def annotate(model):
             return fresh
         if reg.supports(layer) or isinstance(layer, k.layers.BatchNormalization):
             return annotate_layer(fresh)
-        return annotate_layer(fresh, quantize_config=noop())
+        return annotate_layer(fresh, quantize_config=output_only())
 
     annotated = k.models.clone_model(model, clone_function=clone)
     annotated.set_weights(model.get_weights())
-    return annotated, {"NoOpQuantizeConfig": noop}
+    return annotated, {"OutputQuantizeConfig": output_only}
 
 
 def flatten(model):
     """Re-wire a functional model that contains functional sub-models into one flat graph.
 
-    The layers (and so the weights) are shared with ``model``; only the nesting disappears.
+    The layers (and so the weights) are shared with ``model``; only the nesting disappears. A model
+    without sub-models is returned as it is.
     """
     from toolkit._keras import keras
 
     k = keras()
+    if not any(isinstance(layer, k.Model) for layer in model.layers):
+        return model
 
     def run(m, inputs):
         values = {id(t): v for t, v in zip(m.inputs, inputs, strict=False)}
@@ -205,15 +211,68 @@ def fit_qat(model, train, labels: tuple, config):
         raise ToolkitError(
             "--quantize qat fine-tunes on training data, but the train split is empty; pass --data"
         )
+    model = flatten(model)
     annotated, custom = annotate(model)
     with tfmot.quantization.keras.quantize_scope(custom):
         qat = tfmot.quantization.keras.quantize_apply(annotated)
+    x, y = train.numpy()
+    init_ranges(qat, model, x[:256].astype(np.float32))
     binary = len(labels) == 2
     qat.compile(
         optimizer=k.optimizers.Adam(config.qat_lr),
         loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
     )
-    x, y = train.numpy()
     k.utils.set_random_seed(config.seed)
     qat.fit(x.astype(np.float32), y, epochs=config.qat_epochs, batch_size=32, verbose=0, shuffle=True)
     return qat
+
+
+def init_ranges(qat, model, images: np.ndarray, batch: int = 32) -> None:
+    """Start every QAT activation range at the float model's observed range on ``images``.
+
+    tfmot starts activation ranges at [-6, 6] and moves them by an EMA with decay 0.999, so a short
+    fine-tuning (tens of steps) would keep ranges far too wide (or clip ResNet's larger activations)
+    and QAT would lose to plain post-training int8. The quantizer of wrapper ``quant_X`` sees the
+    output of float layer ``X``, so one float pass (min/max reduced in-graph) gives every range.
+    """
+    from toolkit._keras import keras, tf
+
+    k, tf = keras(), tf()
+    # Each layer's output tensor in *this* graph (a layer shared with another graph has several).
+    produced = {}
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            if not isinstance(node.layer, k.layers.InputLayer):
+                outs = node.outputs if isinstance(node.outputs, (list, tuple)) else [node.outputs]
+                produced[node.layer.name] = outs[0]
+    names = sorted(produced)
+    probe = k.Model(model.inputs, [produced[n] for n in names])
+
+    @tf.function
+    def stats(x):
+        return tf.stack([tf.stack([tf.reduce_min(o), tf.reduce_max(o)]) for o in probe(x, training=False)])
+
+    lo = hi = None
+    for i in range(0, len(images), batch):
+        s = stats(tf.constant(images[i : i + batch])).numpy()
+        lo = s[:, 0] if lo is None else np.minimum(lo, s[:, 0])
+        hi = s[:, 1] if hi is None else np.maximum(hi, s[:, 1])
+    ranges = {n: (min(0.0, float(a)), max(0.0, float(b))) for n, a, b in zip(names, lo, hi, strict=True)}
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", None)
+        if type(layer).__name__ == "QuantizeLayer":  # quantizes the image itself (AllValuesQuantize)
+            low, high = min(0.0, float(images.min())), max(0.0, float(images.max()))
+            for var in layer.weights:
+                short = var.name.split(":")[0]
+                if short.endswith(("_min", "_max")):
+                    var.assign(low if short.endswith("_min") else high)
+            continue
+        if inner is None or inner.name not in ranges:
+            continue
+        low, high = ranges[inner.name]
+        for var in layer.weights:
+            short = var.name.split("/")[-1].split(":")[0]
+            if short in ("output_min", "post_activation_min"):
+                var.assign(low)
+            elif short in ("output_max", "post_activation_max"):
+                var.assign(high)

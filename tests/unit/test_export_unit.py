@@ -1,0 +1,135 @@
+"""Export and benchmark pieces that need no TensorFlow: configs, thresholds, metrics, serve choice, CLI errors."""
+
+import numpy as np
+import pytest
+
+from toolkit.bench.cpu import cpu_features, describe
+from toolkit.bench.report import markdown
+from toolkit.cli import main
+from toolkit.errors import ToolkitError
+from toolkit.export.config import FORMATS, QUANTIZATIONS, ExportConfig, parse_list
+from toolkit.export.formats import FORMATS as REGISTRY
+from toolkit.export.formats import get_format
+from toolkit.export.manifest import choose_serve
+from toolkit.export.quantize import check_images
+from toolkit.export.validate import choose_threshold, classes, compare
+from toolkit.runtime.manifest import FileEntry
+
+
+def test_threshold_is_the_lowest_with_far_at_most_target():
+    neg = np.linspace(0.0, 0.99, 200)  # 200 negatives: 1% allows 2 false accepts
+    pos = np.full(50, 0.995)
+    p = np.concatenate([neg, pos])
+    y = np.concatenate([np.zeros(200), np.ones(50)])
+    t = choose_threshold(p, y, 0.01)
+    assert t["far"] <= 0.01 and t["far"] == pytest.approx(2 / 200)
+    assert np.mean(neg >= np.nextafter(t["threshold"], 0)) > 0.01  # any lower threshold breaks the target
+    assert t["frr"] == 0.0 and t["far_upper_95"] is None
+
+
+def test_threshold_on_a_small_split_admits_no_negative_and_reports_the_uncertainty():
+    p = np.array([0.1, 0.3, 0.6, 0.7, 0.9])
+    y = np.array([0, 0, 0, 1, 1])
+    t = choose_threshold(p, y, 0.01)  # 3 negatives: floor(0.03) = 0 false accepts allowed
+    assert 0.6 < t["threshold"] < 0.6 + 1e-9
+    assert t["far"] == 0.0 and t["frr"] == 0.0
+    assert t["far_upper_95"] == pytest.approx(1.0)  # rule of three: 3/3, capped at 1
+
+
+def test_threshold_needs_negatives():
+    with pytest.raises(ToolkitError, match="no negative examples"):
+        choose_threshold(np.array([0.9, 0.8]), np.array([1, 1]), 0.01)
+
+
+def test_compare_reports_accuracy_agreement_and_max_dp():
+    ref = np.array([[0.9], [0.2], [0.6], [0.4]])
+    probs = np.array([[0.8], [0.3], [0.4], [0.4]])
+    y = np.array([1, 0, 1, 1])
+    m = compare(probs, ref, y)
+    assert m["float_accuracy"] == 75.0 and m["accuracy"] == 50.0 and m["agreement"] == 75.0
+    assert m["max_abs_dprob"] == pytest.approx(0.2) and m["n"] == 4
+    assert list(classes(np.array([[0.1, 0.7, 0.2]]))) == [1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(formats=("tflite", "coreml")), "unknown format 'coreml'"),
+        (dict(quantize=("int4",)), "unknown quantization 'int4'"),
+        (dict(formats=("onnx",), quantize=("int8",), uint8_io=True), "--uint8-io applies only to int8 TFLite"),
+        (dict(calibration=0), "--calibration must be a positive"),
+        (dict(calibration_method="mse"), "--calibration-method must be one of"),
+        (dict(max_drop=-1), "--max-drop"),
+        (dict(target_far=1.5), "--target-far"),
+        (dict(opset=13), "--opset must be >= 17"),
+    ],
+)
+def test_bad_export_settings_are_one_line_errors(kwargs, message):
+    with pytest.raises(ToolkitError, match=message) as info:
+        ExportConfig(source="runs/x", out="exported/x", **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_parse_list_and_registry_cover_every_combination():
+    assert parse_list("none, int8,none", QUANTIZATIONS, "--quantize") == ("none", "int8")
+    assert parse_list("all", FORMATS, "--format") == FORMATS
+    with pytest.raises(ToolkitError, match="--format: unknown value 'tf'"):
+        parse_list("tf", FORMATS, "--format")
+    assert set(REGISTRY) == {(f, q) for f in FORMATS for q in QUANTIZATIONS}
+    assert get_format("onnx", "int8").filename == "model_int8.onnx"
+    assert get_format("tflite", "none").filename == "model.tflite"
+    with pytest.raises(ToolkitError, match="unknown combination"):
+        get_format("onnx", "int4")
+
+
+def _entry(fmt, quant, acc):
+    return FileEntry(format=fmt, quantization=quant, sha256="0" * 64, bytes=1, validation={"accuracy": acc})
+
+
+def test_serve_prefers_validated_int8_onnx_then_float():
+    files = {"model.onnx": _entry("onnx", "none", 95), "model_int8.onnx": _entry("onnx", "int8", 94),
+             "model_qat.onnx": _entry("onnx", "qat", 95), "model_int8.tflite": _entry("tflite", "int8", 99)}
+    assert choose_serve(files) == "model_qat.onnx"  # the more accurate int8 file
+    files["model_qat.onnx"] = _entry("onnx", "qat", 94)
+    assert choose_serve(files) == "model_int8.onnx"  # a tie goes to post-training int8
+    assert choose_serve({"model_float16.onnx": _entry("onnx", "float16", 90),
+                         "model.onnx": _entry("onnx", "none", 90)}) == "model.onnx"
+    assert choose_serve({"model.tflite": _entry("tflite", "none", 90)}) is None
+
+
+def test_calibration_images_of_the_wrong_shape_are_rejected():
+    check_images(np.zeros((2, 32, 32, 3), np.uint8), (32, 32), "calibration set")
+    with pytest.raises(ToolkitError, match=r"calibration set: images have shape \(16, 16, 3\).*\(32, 32, 3\)"):
+        check_images(np.zeros((2, 16, 16, 3), np.uint8), (32, 32), "calibration set")
+
+
+def test_cpu_features_and_markdown_table():
+    f = cpu_features()
+    assert f["cores"] >= 1 and isinstance(f["int8_features"], list)
+    assert describe(f).startswith("CPU: ")
+    row = {"file": "model_int8.onnx", "format": "onnx", "quantization": "int8", "size_mb": 0.5, "threads": 1,
+           "accuracy": 97.5, "agreement": 99.0, "p50_ms": 1.0, "p90_ms": 1.5, "p99_ms": 2.0,
+           "throughput": {"8": 1234.0}}
+    result = {"folder": "exported/x", "model": "happy", "data": "d", "n": 4, "cpu": f, "threads": [1],
+              "batches": [1, 8], "rows": [row]}
+    table = markdown(result)
+    assert "| model_int8.onnx | onnx | int8 | 0.500 | 97.5 | 99.0 | 1 | 1.00 | 1.50 | 2.00 | 1234 |" in table
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["export", "{tmp}/run", "--out", "{tmp}/out", "--quantize", "int4"], "unknown value 'int4'"),
+        (["export", "{tmp}/run", "--out", "{tmp}/out", "--format", "coreml"], "unknown value 'coreml'"),
+        (["export", "{tmp}/missing", "--out", "{tmp}/out"], "not found; give a run folder"),
+        (["export", "{tmp}/run", "--out", "{tmp}/out"], "no config.json"),
+        (["benchmark", "{tmp}/run"], "no manifest"),
+        (["benchmark", "{tmp}/run", "--threads", "one"], "is not an integer"),
+    ],
+)
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    (tmp_path / "run").mkdir()
+    code = main([a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
