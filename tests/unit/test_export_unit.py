@@ -86,12 +86,12 @@ def _entry(fmt, quant, acc):
     return FileEntry(format=fmt, quantization=quant, sha256="0" * 64, bytes=1, validation={"accuracy": acc})
 
 
-def test_serve_prefers_validated_int8_onnx_then_float():
+def test_serve_prefers_int8_onnx_then_qat_then_float():
     files = {"model.onnx": _entry("onnx", "none", 95), "model_int8.onnx": _entry("onnx", "int8", 94),
              "model_qat.onnx": _entry("onnx", "qat", 95), "model_int8.tflite": _entry("tflite", "int8", 99)}
-    assert choose_serve(files) == "model_qat.onnx"  # the more accurate int8 file
-    files["model_qat.onnx"] = _entry("onnx", "qat", 94)
-    assert choose_serve(files) == "model_int8.onnx"  # a tie goes to post-training int8
+    assert choose_serve(files) == "model_int8.onnx"  # ORT fuses it into integer kernels (QAT ONNX it does not)
+    del files["model_int8.onnx"]
+    assert choose_serve(files) == "model_qat.onnx"
     assert choose_serve({"model_float16.onnx": _entry("onnx", "float16", 90),
                          "model.onnx": _entry("onnx", "none", 90)}) == "model.onnx"
     assert choose_serve({"model.tflite": _entry("tflite", "none", 90)}) is None

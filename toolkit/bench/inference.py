@@ -81,9 +81,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
         if not path.is_file():
             raise ToolkitError(f"{path}: listed in the manifest but missing; re-run 'toolkit export'")
         if sha256_file(path) != entry.sha256:
-            raise ToolkitError(
-                f"{path}: sha256 differs from the manifest (file changed); re-run 'toolkit export'"
-            )
+            raise ToolkitError(f"{path}: sha256 differs from the manifest (file changed); re-run 'toolkit export'")
         probs = None
         for t in threads:
             log(f"{name}, {t} thread(s) ...")
@@ -166,17 +164,13 @@ def _test_data(folder: Path, manifest, data: str | None):
                 f"{data or manifest.data.get('spec')} ({split.name} split, {len(y)} images)",
             )
     if not data:
-        raise ToolkitError(
-            f"{folder}: the source run is not at {run_path!r}; pass --data SPEC to benchmark on"
-        )
+        raise ToolkitError(f"{folder}: the source run is not at {run_path!r}; pass --data SPEC to benchmark on")
     from toolkit.data import load_data
     from toolkit.export.api import BARE_SPLIT
 
     ds = load_data(data, manifest.input.size)
     if tuple(ds.labels) != tuple(manifest.labels):
-        raise ToolkitError(
-            f"{data}: labels {list(ds.labels)} differ from the export's {list(manifest.labels)}"
-        )
+        raise ToolkitError(f"{data}: labels {list(ds.labels)} differ from the export's {list(manifest.labels)}")
     split = ds.split(seed=0, **BARE_SPLIT).test
     x, y = split.numpy()
     return x.astype(np.float32), y, f"{data} (test split, {len(y)} images)"

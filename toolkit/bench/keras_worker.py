@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def run(
-    model_path: str, x: np.ndarray, threads: int, batches: tuple, repeats: int, min_seconds: float
-) -> dict:
+def run(model_path: str, x: np.ndarray, threads: int, batches: tuple, repeats: int, min_seconds: float) -> dict:
     from toolkit._keras import tf
 
     tf = tf()

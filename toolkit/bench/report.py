@@ -44,10 +44,7 @@ def plot(result: dict, path: Path) -> None:
     width = 0.8 / max(1, len(threads))
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(files) + 2), 4))
     for j, t in enumerate(threads):
-        vals = [
-            next((r["p50_ms"] for r in result["rows"] if r["file"] == f and r["threads"] == t), 0)
-            for f in files
-        ]
+        vals = [next((r["p50_ms"] for r in result["rows"] if r["file"] == f and r["threads"] == t), 0) for f in files]
         ax.bar(np.arange(len(files)) + j * width, vals, width, label=f"{t} thread(s)")
     ax.set_xticks(np.arange(len(files)) + width * (len(threads) - 1) / 2)
     ax.set_xticklabels(files, rotation=30, ha="right", fontsize=8)

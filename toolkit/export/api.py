@@ -204,8 +204,12 @@ def _gate(fmt, validation: dict, max_drop: float) -> None:
         raise ToolkitError(
             f"{name}: accuracy {validation['accuracy']:.1f}% vs float {validation['float_accuracy']:.1f}% on "
             f"{validation['n']} images (drop {drop:.1f} points > --max-drop {max_drop:g}); nothing written; "
-            "try --quantize qat, more --calibration images, another --calibration-method "
-            "or a larger --max-drop"
+            + (
+                "try more --qat-epochs or a larger --max-drop"
+                if fmt.quantization == "qat"
+                else "try --quantize qat, more --calibration images, another --calibration-method "
+                "or a larger --max-drop"
+            )
         )
 
 

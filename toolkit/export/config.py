@@ -17,9 +17,7 @@ class ExportConfig:
     out: str  # the export folder; written to a temp dir and renamed, so it is complete or absent
     formats: tuple = FORMATS  # "all" on the command line; one file per format x quantization
     quantize: tuple = ("none",)  # several at once so one folder holds float and int8 files side by side
-    data: str | None = (
-        None  # validate/calibrate on this data instead of the run's splits (required for model files)
-    )
+    data: str | None = None  # validate/calibrate on this data instead of the run's splits (required for model files)
     calibration: int = 300  # representative images from the train split: enough for stable min/max
     calibration_method: str = "minmax"  # ORT static int8; entropy/percentile clip outliers, cost more time
     uint8_io: bool = False  # int8 TFLite only: uint8 in/out, so a camera frame goes in without a cast
@@ -40,13 +38,11 @@ class ExportConfig:
         bad = [q for q in self.quantize if q not in QUANTIZATIONS]
         if bad or not self.quantize:
             raise ToolkitError(
-                f"--quantize: unknown quantization {bad[0] if bad else ''!r}; "
-                f"choose from {', '.join(QUANTIZATIONS)}"
+                f"--quantize: unknown quantization {bad[0] if bad else ''!r}; choose from {', '.join(QUANTIZATIONS)}"
             )
         if self.calibration_method not in CALIBRATION_METHODS:
             raise ToolkitError(
-                f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}, "
-                f"got {self.calibration_method!r}"
+                f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.calibration_method!r}"
             )
         if self.uint8_io and not ("tflite" in self.formats and {"int8", "qat"} & set(self.quantize)):
             raise ToolkitError(

@@ -40,9 +40,7 @@ def save_checked(proto, path: Path, metadata: dict | None = None) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
-        raise ToolkitError(
-            f"{Path(path).name}: onnx.checker rejected the exported graph: {one_line(exc)}"
-        ) from exc
+        raise ToolkitError(f"{Path(path).name}: onnx.checker rejected the exported graph: {one_line(exc)}") from exc
     onnx.save(proto, str(path))
 
 

@@ -208,9 +208,7 @@ def fit_qat(model, train, labels: tuple, config):
     import tensorflow_model_optimization as tfmot
 
     if train is None or not len(train):
-        raise ToolkitError(
-            "--quantize qat fine-tunes on training data, but the train split is empty; pass --data"
-        )
+        raise ToolkitError("--quantize qat fine-tunes on training data, but the train split is empty; pass --data")
     model = flatten(model)
     annotated, custom = annotate(model)
     with tfmot.quantization.keras.quantize_scope(custom):

@@ -33,9 +33,7 @@ def convert(model, quantization: str, calibration: np.ndarray | None = None, uin
         converter.target_spec.supported_types = [tf.float16]
     if quantization in ("int8", "qat"):
         if calibration is None or not len(calibration):
-            raise ToolkitError(
-                "int8 TFLite export needs calibration images (--calibration N from the train split)"
-            )
+            raise ToolkitError("int8 TFLite export needs calibration images (--calibration N from the train split)")
 
         def representative():
             for i in range(len(calibration)):
@@ -57,7 +55,5 @@ def export(ctx, path: Path, quantization: str) -> None:
     """Write ``path``: the context's model converted with ``quantization``."""
     model = ctx.qat_model() if quantization == "qat" else ctx.model
     int8 = quantization in ("int8", "qat")
-    data = convert(
-        model, quantization, ctx.calibration if int8 else None, uint8_io=ctx.config.uint8_io and int8
-    )
+    data = convert(model, quantization, ctx.calibration if int8 else None, uint8_io=ctx.config.uint8_io and int8)
     Path(path).write_bytes(data)

@@ -125,9 +125,7 @@ def choose_threshold(p_pos: np.ndarray, y: np.ndarray, target_far: float) -> dic
     y = np.asarray(y).reshape(-1)
     neg, pos = np.sort(p_pos[y == 0])[::-1], p_pos[y == 1]
     if not len(neg):
-        raise ToolkitError(
-            "the validation data has no negative examples: cannot choose a threshold for --target-far"
-        )
+        raise ToolkitError("the validation data has no negative examples: cannot choose a threshold for --target-far")
     k = int(math.floor(target_far * len(neg) + 1e-9))
     t = 0.0 if k >= len(neg) else float(np.nextafter(neg[k], np.inf))
     t = min(max(t, 0.0), 1.0)
