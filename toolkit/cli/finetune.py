@@ -135,6 +135,7 @@ def bench_memory(
     from toolkit.train.transfer_bench import memory_benchmark
 
     r = memory_benchmark(images, model=model, image_size=image_size, work=work)
-    typer.echo(f"cached {r['n']} images x {r['dim']} features ({r['cache_mb']:.0f} MB on disk) of {model} at "
+    typer.echo(f"cached {r['n']} images ({'streamed from disk' if r['streamed'] else 'in memory'}) x {r['dim']} "
+               f"features ({r['cache_mb']:.0f} MB on disk) of {model} at "
                f"{image_size}x{image_size} in {r['seconds']:.0f} s; peak resident memory {r['peak_rss_mb']:.0f} MB"
                + ("  (< 2 GB)" if r["peak_rss_mb"] < 2048 else "  (>= 2 GB!)"))
