@@ -8,8 +8,8 @@ resize. Tiny variants are registered like the real ones so tests can parametrize
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from toolkit.errors import ToolkitError
 

@@ -176,7 +176,8 @@ def validate(raw: dict, source: str) -> dict:
             if key == "freeze" and isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)  # freeze = 40 and freeze = "all" are both natural in TOML
             if not _type_ok(rule["kind"], value):
-                problems.append(f"{section}.{key}: must be {_article(rule['kind'])}, got {type(value).__name__} {value!r}")
+                got = f"{type(value).__name__} {value!r}"
+                problems.append(f"{section}.{key}: must be {_article(rule['kind'])}, got {got}")
             elif rule["choices"] and value not in rule["choices"]:
                 problems.append(f"{section}.{key}: must be one of {', '.join(rule['choices'])}, got {value!r}")
             values[key] = value
