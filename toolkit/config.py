@@ -35,19 +35,7 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)  # builder options, e.g. {"stem": "keras"}
 
     def __post_init__(self):
-        check_positive("epochs", self.epochs)
-        check_positive("batch_size", self.batch_size)
-        if not self.lr > 0:
-            raise ToolkitError(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ToolkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        bad = [a for a in self.augment if a not in AUGMENTATIONS]
-        if bad:
-            raise ToolkitError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
-        if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
-            raise ToolkitError(f"val and test fractions must be in [0, 1) and sum below 1, got {self.val}, {self.test}")
-        if self.patience < 0:
-            raise ToolkitError(f"patience must be >= 0, got {self.patience}")
+        check_training(self)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -63,6 +51,23 @@ class TrainConfig:
         d = dict(d)
         d["augment"] = tuple(d.get("augment", ()))
         return cls(**d)
+
+
+def check_training(cfg) -> None:
+    """The settings every training config shares (TrainConfig, FinetuneConfig): one-line errors."""
+    check_positive("epochs", cfg.epochs)
+    check_positive("batch_size", cfg.batch_size)
+    if not cfg.lr > 0:
+        raise ToolkitError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ToolkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    bad = [a for a in cfg.augment if a not in AUGMENTATIONS]
+    if bad:
+        raise ToolkitError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
+    if not (0 <= cfg.val < 1 and 0 <= cfg.test < 1 and cfg.val + cfg.test < 1):
+        raise ToolkitError(f"val and test fractions must be in [0, 1) and sum below 1, got {cfg.val}, {cfg.test}")
+    if cfg.patience < 0:
+        raise ToolkitError(f"patience must be >= 0, got {cfg.patience}")
 
 
 def check_positive(name: str, value: int) -> None:

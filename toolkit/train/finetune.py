@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.config import AUGMENTATIONS, OPTIMIZERS, TrainConfig, check_positive
+from toolkit.config import TrainConfig, check_training
 from toolkit.errors import ToolkitError
 from toolkit.train import fit, runs
 
@@ -53,15 +53,9 @@ class FinetuneConfig:
     model_kwargs: dict = field(default_factory=dict)  # overrides what the weights imply (preprocess, stem)
 
     def __post_init__(self):
-        check_positive("epochs", self.epochs)
-        check_positive("batch_size", self.batch_size)
-        if not (self.lr > 0 and self.fine_tune_lr > 0):
-            raise ToolkitError(f"learning rates must be > 0, got --lr {self.lr}, --fine-tune-lr {self.fine_tune_lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ToolkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        bad = [a for a in self.augment if a not in AUGMENTATIONS]
-        if bad:
-            raise ToolkitError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
+        check_training(self)
+        if not self.fine_tune_lr > 0:
+            raise ToolkitError(f"fine_tune_lr must be > 0, got {self.fine_tune_lr}")
         if not (self.freeze in ("all", "none") or str(self.freeze).isdigit()):
             raise ToolkitError(f"--freeze must be all, none or a number of layers, got {self.freeze!r}")
         if self.fine_tune_epochs < 0 or (self.fine_tune_epochs > 0) != (self.unfreeze_at is not None):
