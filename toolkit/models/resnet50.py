@@ -18,6 +18,10 @@ from toolkit.models.registry import register_model
 
 STEMS = ("seed", "keras")
 _BN_EPS = {"seed": 1e-3, "keras": 1.001e-5}  # tf_keras defaults vs Keras Applications' ResNet
+# Keras' default 0.99 lets the moving statistics trail the weights by ~100 steps; a small data set
+# trained from scratch gets only ~50 steps an epoch, so validation (inference mode) sees stale
+# statistics and predicts one class for many epochs. 0.9 tracks within ~10 steps.
+BN_MOMENTUM = 0.9
 RESNET50_STAGES = ((3, (64, 64, 256)), (4, (128, 128, 512)), (6, (256, 256, 1024)), (3, (512, 512, 2048)))
 TINY_STAGES = ((1, (8, 8, 32)), (1, (16, 16, 64)), (1, (16, 16, 64)), (1, (32, 32, 128)))
 
@@ -36,13 +40,13 @@ def identity_block(x, f: int, filters, stage: int, block: str, eps: float = 1e-3
     f1, f2, f3 = filters
     shortcut = x
     x = k.layers.Conv2D(f1, (1, 1), strides=(1, 1), padding="valid", name=conv + "2a")(x)
-    x = k.layers.BatchNormalization(axis=3, epsilon=eps, name=bn + "2a")(x)
+    x = k.layers.BatchNormalization(axis=3, epsilon=eps, momentum=BN_MOMENTUM, name=bn + "2a")(x)
     x = k.layers.Activation("relu")(x)
     x = k.layers.Conv2D(f2, (f, f), strides=(1, 1), padding="same", name=conv + "2b")(x)
-    x = k.layers.BatchNormalization(axis=3, epsilon=eps, name=bn + "2b")(x)
+    x = k.layers.BatchNormalization(axis=3, epsilon=eps, momentum=BN_MOMENTUM, name=bn + "2b")(x)
     x = k.layers.Activation("relu")(x)
     x = k.layers.Conv2D(f3, (1, 1), strides=(1, 1), padding="valid", name=conv + "2c")(x)
-    x = k.layers.BatchNormalization(axis=3, epsilon=eps, name=bn + "2c")(x)
+    x = k.layers.BatchNormalization(axis=3, epsilon=eps, momentum=BN_MOMENTUM, name=bn + "2c")(x)
     x = k.layers.Add(name=f"res{stage}{block}_add")([x, shortcut])
     return k.layers.Activation("relu", name=f"res{stage}{block}_out")(x)
 
@@ -61,15 +65,15 @@ def convolutional_block(x, f: int, filters, stage: int, block: str, s: int = 2, 
     conv, bn = f"res{stage}{block}_branch", f"bn{stage}{block}_branch"
     f1, f2, f3 = filters
     shortcut = k.layers.Conv2D(f3, (1, 1), strides=(s, s), padding="valid", name=conv + "1")(x)
-    shortcut = k.layers.BatchNormalization(axis=3, epsilon=eps, name=bn + "1")(shortcut)
+    shortcut = k.layers.BatchNormalization(axis=3, epsilon=eps, momentum=BN_MOMENTUM, name=bn + "1")(shortcut)
     x = k.layers.Conv2D(f1, (1, 1), strides=(s, s), padding="valid", name=conv + "2a")(x)
-    x = k.layers.BatchNormalization(axis=3, epsilon=eps, name=bn + "2a")(x)
+    x = k.layers.BatchNormalization(axis=3, epsilon=eps, momentum=BN_MOMENTUM, name=bn + "2a")(x)
     x = k.layers.Activation("relu")(x)
     x = k.layers.Conv2D(f2, (f, f), strides=(1, 1), padding="same", name=conv + "2b")(x)
-    x = k.layers.BatchNormalization(axis=3, epsilon=eps, name=bn + "2b")(x)
+    x = k.layers.BatchNormalization(axis=3, epsilon=eps, momentum=BN_MOMENTUM, name=bn + "2b")(x)
     x = k.layers.Activation("relu")(x)
     x = k.layers.Conv2D(f3, (1, 1), strides=(1, 1), padding="valid", name=conv + "2c")(x)
-    x = k.layers.BatchNormalization(axis=3, epsilon=eps, name=bn + "2c")(x)
+    x = k.layers.BatchNormalization(axis=3, epsilon=eps, momentum=BN_MOMENTUM, name=bn + "2c")(x)
     x = k.layers.Add(name=f"res{stage}{block}_add")([x, shortcut])
     return k.layers.Activation("relu", name=f"res{stage}{block}_out")(x)
 
@@ -83,7 +87,7 @@ def _resnet(input_shape, classes, stages, stem_filters, preprocess, stem, name):
     x = preprocessing_layer(preprocess)(x_in)
     x = k.layers.ZeroPadding2D((3, 3), name="conv1_pad")(x)
     x = k.layers.Conv2D(stem_filters, (7, 7), strides=(2, 2), name="conv1")(x)
-    x = k.layers.BatchNormalization(axis=3, epsilon=eps, name="bn_conv1")(x)
+    x = k.layers.BatchNormalization(axis=3, epsilon=eps, momentum=BN_MOMENTUM, name="bn_conv1")(x)
     x = k.layers.Activation("relu", name="conv1_relu")(x)
     if stem == "keras":
         x = k.layers.ZeroPadding2D((1, 1), name="pool1_pad")(x)
