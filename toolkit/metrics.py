@@ -68,20 +68,3 @@ def threshold_table(p_positive: np.ndarray, is_positive: np.ndarray, thresholds=
         rows.append({"threshold": float(t), "far": far, "frr": frr})
     return rows
 
-
-def threshold_for_far(p_positive: np.ndarray, is_positive: np.ndarray, target_far: float) -> dict:
-    """The lowest threshold whose false-accept rate is at most ``target_far``, and the FRR it costs.
-
-    Candidates are the observed scores (plus 1.0 + eps, which accepts nothing), so the result is exact
-    on this data. With few negatives the achievable FAR moves in steps of 1/len(negatives); the
-    returned ``negatives`` count says how much to trust it.
-    """
-    p_positive = np.asarray(p_positive, dtype=np.float64)
-    is_positive = np.asarray(is_positive, dtype=bool)
-    candidates = np.unique(np.concatenate([p_positive, [0.5, np.nextafter(1.0, 2.0)]]))
-    for t in candidates:
-        far, frr = far_frr(p_positive, is_positive, t)
-        if far <= target_far:
-            return {"threshold": float(t), "far": far, "frr": frr, "target_far": float(target_far),
-                    "negatives": int((~is_positive).sum()), "positives": int(is_positive.sum())}
-    raise AssertionError("unreachable: a threshold above every score accepts nothing")

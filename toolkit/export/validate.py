@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.bench.cpu import cpu_count
 from toolkit.errors import ToolkitError
 from toolkit.export.config import one_line
+from toolkit.metrics import far_frr
 
 
 class OnnxRunner:
@@ -43,7 +45,7 @@ class TFLiteRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or _cpu_count())
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads or cpu_count())
         except Exception as exc:
             raise ToolkitError(f"{path}: ai-edge-litert cannot load it ({one_line(exc, 200)})") from exc
         self._in = self.interpreter.get_input_details()[0]
@@ -129,8 +131,7 @@ def choose_threshold(p_pos: np.ndarray, y: np.ndarray, target_far: float) -> dic
     k = int(math.floor(target_far * len(neg) + 1e-9))
     t = 0.0 if k >= len(neg) else float(np.nextafter(neg[k], np.inf))
     t = min(max(t, 0.0), 1.0)
-    far = float(np.mean(neg >= t))
-    frr = float(np.mean(pos < t)) if len(pos) else 0.0
+    far, frr = far_frr(p_pos, y == 1, t)
     return {
         "threshold": t,
         "far": far,
@@ -140,8 +141,3 @@ def choose_threshold(p_pos: np.ndarray, y: np.ndarray, target_far: float) -> dic
         "far_upper_95": round(min(1.0, 3.0 / len(neg)), 6) if k == 0 else None,
     }
 
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
