@@ -98,6 +98,19 @@ def test_resume_after_interrupt_keeps_finished_epochs(tmp_path):
     assert not (out / "backup").exists()
 
 
+def test_model_file_holds_the_best_epoch_not_the_last(tmp_path):
+    from toolkit.train.fit import batches, compile_model
+
+    r = train(_config(tmp_path / "best", epochs=5, lr=0.02))  # a high rate: validation loss jumps about
+    assert not (r.path / "best").exists() and not (r.path / "backup").exists()
+    history = runs.read_history(r.path)
+    model = r.load_model()
+    compile_model(model, 2, "adam", 0.001)
+    val = r.splits().val
+    loss = model.evaluate(batches(val, 16), verbose=0)[0]
+    assert loss == pytest.approx(min(row["val_loss"] for row in history), rel=1e-4, abs=1e-5)
+
+
 def test_augmentations_run_and_keep_pixel_range():
     from toolkit._keras import tf
     from toolkit.config import AUGMENTATIONS

@@ -320,7 +320,7 @@ def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, 
     if head_file.is_file():
         head = runs.load_keras_model(head_file)  # the best epoch, as model.keras is for image training
     F.assemble(model, head)
-    model.save(out / runs.MODEL)
+    fit.save_model_atomic(model, out / runs.MODEL)
     runs.write_json_atomic(out / "features.json", {
         "cache_seconds": cache_s, "computed": computed, "keys": {n: f.key for n, f in parts.items()},
         "dim": int(base.output_shape[-1]), "layer": penultimate})

@@ -14,6 +14,7 @@ from toolkit.train import runs
 
 log = logging.getLogger("toolkit.train")
 BACKUP = "backup"
+BEST = "best"
 
 
 def compile_model(model, n_classes: int, optimizer: str, lr: float) -> None:
@@ -162,6 +163,10 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
               checkpoint: Path | None = None, backup: Path | None = None, extra_callbacks: tuple = ()) -> None:
     """``model.fit`` with the run folder's callbacks: backup for resume, best checkpoint, CSV, TensorBoard.
 
+    Checkpoint writes run in the background while the next epoch trains: the resume state after every
+    epoch, and the weights of each new best epoch (in ``best/``). When training ends the best weights
+    are loaded back and saved once as a whole model at ``checkpoint``.
+
     Args:
         model: a compiled model.
         out: the run folder; history.csv and logs/ go here.
@@ -177,12 +182,12 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
     monitor = "val_loss" if val_ds is not None else "loss"
     history = runs.read_history(out)
     best = min((row[monitor] for row in history if monitor in row), default=None)
+    best_weights = BestWeights(model, out / BEST, monitor, best)
     callbacks = [
         EpochTimer(),
         # Saves weights, optimizer and epoch after every epoch; a killed run resumes after the last one.
-        k.callbacks.BackupAndRestore(str(backup or out / BACKUP)),
-        k.callbacks.ModelCheckpoint(str(checkpoint or out / runs.MODEL), monitor=monitor, save_best_only=True,
-                                    initial_value_threshold=best),
+        AsyncBackupAndRestore(str(backup or out / BACKUP)),
+        best_weights,
         k.callbacks.CSVLogger(str(out / runs.HISTORY), append=True),
         k.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
     ]
@@ -191,12 +196,85 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
     callbacks.extend(extra_callbacks)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
+    if best_weights.restore():  # this stage improved on the best so far: that epoch becomes the model
+        save_model_atomic(model, checkpoint or out / runs.MODEL)
+        shutil.rmtree(out / BEST)
+
+
+def save_model_atomic(model, path: Path) -> None:
+    """``model.save`` through a temporary name, so a kill mid-write never leaves a truncated model file."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+def _async_options():
+    """Checkpoint options that copy the variables and write the copy on a background thread."""
+    return _tf().train.CheckpointOptions(experimental_enable_async_checkpoint=True)
+
+
+def AsyncBackupAndRestore(backup_dir: str):  # noqa: N802 (a class factory: tf_keras is imported lazily)
+    """Keras' BackupAndRestore, writing each epoch's state in the background while the next epoch runs.
+
+    TensorFlow's checkpoint manager records a checkpoint as the latest only after its write completes,
+    so a run killed mid-write resumes from the previous epoch's state. Training waits for any write in
+    flight before it ends.
+    """
+
+    class _AsyncBackupAndRestore(_k().callbacks.BackupAndRestore):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            manager = self._training_state.write_checkpoint_manager
+            save = manager.save
+            manager.save = lambda *args, **kwargs: save(*args, **{"options": _async_options(), **kwargs})
+
+        def on_train_end(self, logs=None):
+            self._training_state.write_checkpoint_manager.sync()
+            super().on_train_end(logs)
+
+    return _AsyncBackupAndRestore(backup_dir)
+
+
+def BestWeights(model, folder: Path, monitor: str, best: float | None):  # noqa: N802 (lazy tf_keras class)
+    """Keeps the weights of the epoch with the lowest ``monitor`` in ``folder``, written in the background.
+
+    ``best`` is the lowest value of earlier stages or of the killed run being resumed: only a better
+    epoch replaces their weights. ``restore()`` (after training) loads the best weights this stage
+    wrote, if it wrote any, and says whether it did.
+    """
+    t = _tf()
+
+    class _BestWeights(_k().callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.best = float("inf") if best is None else best
+            # Weights only, not the optimizer: the model file made from them is for inference and export.
+            self._ckpt = t.train.Checkpoint(weights=list(model.weights))
+            self._manager = t.train.CheckpointManager(self._ckpt, str(folder), max_to_keep=1)
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is not None and value < self.best:  # NaN never compares lower
+                self.best = value
+                self._manager.save(checkpoint_number=epoch, options=_async_options())
+
+        def on_train_end(self, logs=None):
+            self._manager.sync()
+
+        def restore(self) -> bool:
+            latest = self._manager.latest_checkpoint if folder.is_dir() else None
+            if latest is None:
+                return False
+            self._ckpt.restore(latest).assert_existing_objects_matched()
+            return True
+
+    return _BestWeights()
 
 
 def finish_run(out: Path, model, test_split, *, evaluate: bool = True) -> runs.Run:
     """Close a run folder: keep the last model if no epoch improved, drop resume state, plot, evaluate."""
     if not (out / runs.MODEL).is_file():  # no epoch improved on a resumed run's best: keep the last
-        model.save(out / runs.MODEL)
+        save_model_atomic(model, out / runs.MODEL)
     shutil.rmtree(out / BACKUP, ignore_errors=True)
 
     run = runs.load_run(out)
