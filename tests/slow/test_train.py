@@ -162,3 +162,12 @@ def test_history_reader_drops_repeated_epochs(tmp_path):
         w = csv.writer(f)
         w.writerows([["epoch", "loss"], [0, 1.0], [1, 0.9], ["epoch", "loss"], [1, 0.8], [2, 0.7]])
     assert [(r["epoch"], r["loss"]) for r in runs.read_history(tmp_path)] == [(0, 1.0), (1, 0.8), (2, 0.7)]
+
+
+def test_train_benchmark_times_both_sides(capsys):
+    assert main(["train-benchmark", "happy", "--data", "synthetic:happy?n=64", "--epochs", "2",
+                 "--image-size", "32", "--batch-size", "16"]) == 0
+    out = capsys.readouterr().out
+    rows = [r for r in (line.split() for line in out.splitlines()) if len(r) == 3 and r[0].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2] and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert "fastest" in out and "median" in out
