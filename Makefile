@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install clean bench-door
+.PHONY: demo test lint install clean bench-door pi-check pi-clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ lint: $(STAMP)
 # Door latency, /predict overhead and 8 clients for 60 s against the committed demo export.
 bench-door: $(STAMP)
 	$(VENV)/bin/toolkit door bench --model exported/happy --threads 1 --clients 8 --seconds 60
+
+# The door runtime in an emulated arm64 Raspberry Pi OS-like root (qemu): install, tests, demo model vs x86.
+# Needs root and network to the Debian mirror and the package index; minutes, so not part of `make test`.
+pi-check: $(STAMP)
+	PYTHON=$(PY) tests/pi/pi_check.sh
+
+pi-clean:
+	tests/pi/pi_check.sh --clean
 
 clean:
 	rm -rf $(VENV) build *.egg-info
