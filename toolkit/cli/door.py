@@ -28,6 +28,13 @@ _MAX_BATCH = typer.Option(64, "--max-batch", min=1, help="Largest batch a v2 inf
 _MAX_PIXELS = typer.Option(25_000_000, "--max-pixels", min=1, help="Largest decoded image accepted.")
 _THRESHOLD = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Override the manifest's threshold.")
 _QUIET = typer.Option(False, "--quiet", help="Log warnings only.")
+_REQUEST_TIMEOUT = typer.Option(
+    30.0, "--request-timeout", min=0.1, help="Seconds for a request's headers, then its body (slow clients cut off)."
+)
+_UNLOCK_FAILURES = typer.Option(
+    5, "--unlock-max-failures", min=1, help="Wrong /door/open tokens per client per window before 429."
+)
+_UNLOCK_WINDOW = typer.Option(60.0, "--unlock-window", min=0.1, help="Window (s) for --unlock-max-failures.")
 
 
 def _logging(quiet: bool) -> None:
@@ -39,7 +46,7 @@ def _logging(quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet):
+def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet, timeout, failures, window):
     from toolkit.runtime.config import ServeConfig
 
     return ServeConfig(
@@ -50,6 +57,9 @@ def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet)
         token_file=token_file,
         token_env=token_env,
         log_level="warning" if quiet else "info",
+        request_timeout_seconds=timeout,
+        unlock_max_failures=failures,
+        unlock_window_seconds=window,
     )
 
 
@@ -67,6 +77,9 @@ def serve(
     token_env: str = _TOKEN_ENV,
     watch: float = _WATCH,
     threshold: float = _THRESHOLD,
+    request_timeout: float = _REQUEST_TIMEOUT,
+    unlock_max_failures: int = _UNLOCK_FAILURES,
+    unlock_window: float = _UNLOCK_WINDOW,
     quiet: bool = _QUIET,
 ) -> None:
     """Serve the model over HTTP: KServe v2 inference, /predict, /metrics. Never moves a door."""
@@ -74,11 +87,9 @@ def serve(
     from toolkit.runtime.service import serve_model
 
     _logging(quiet)
-    serve_model(
-        ModelConfig(model, file, threads, max_pixels, watch),
-        _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet),
-        threshold,
-    )
+    api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet, request_timeout,
+                        unlock_max_failures, unlock_window)  # fmt: skip
+    serve_model(ModelConfig(model, file, threads, max_pixels, watch), api, threshold)
 
 
 @door_app.command("run")
@@ -113,6 +124,9 @@ def run(
     token_file: Path = _TOKEN_FILE,
     token_env: str = _TOKEN_ENV,
     watch: float = _WATCH,
+    request_timeout: float = _REQUEST_TIMEOUT,
+    unlock_max_failures: int = _UNLOCK_FAILURES,
+    unlock_window: float = _UNLOCK_WINDOW,
     quiet: bool = _QUIET,
 ) -> None:
     """Run the door: camera -> (face) -> model -> k-of-n -> relay. Fails closed on any doubt."""
@@ -140,7 +154,10 @@ def run(
         reconnect_max_seconds=reconnect_max,
         loop=loop,
     )
-    api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet) if with_api else None
+    api = None
+    if with_api:
+        api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet, request_timeout,
+                            unlock_max_failures, unlock_window)  # fmt: skip
     frames = run_door(ModelConfig(model, file, threads, max_pixels, watch), door, api)
     typer.echo(f"door loop stopped after {frames} frames; relay locked")
 

@@ -2,7 +2,9 @@
 
 Fail closed at this level too: every actuator starts locked, ``unlock`` arms a watchdog timer that
 locks again after ``max_seconds`` even if the loop that opened the door has died, and ``close``
-leaves the relay de-energised.
+leaves the relay de-energised. A driver that raises leaves the relay in doubt: the actuator then
+assumes it may be energised, keeps ``fault`` set (the door reports not ready) and every later
+``lock`` tries again until one succeeds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from toolkit.errors import ToolkitError
 log = logging.getLogger("toolkit.runtime")
 
 
+class RelayError(Exception):
+    """The relay did not unlock; it was locked again (or is flagged in ``Actuator.fault`` if that failed too)."""
+
+
 class Actuator:
     """Base: tracks the state and the watchdog; subclasses drive the hardware in ``_set``."""
 
@@ -24,31 +30,74 @@ class Actuator:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
-        self.unlocked = False
+        self.unlocked = False  # True also when the state is unknown: assume the worst
+        self.fault: str | None = None  # the last failed relay operation, until that operation succeeds
+        self._failed: str | None = None  # "lock" or "unlock"
+        self.watchdog_locks = 0  # times the watchdog had to lock a door nobody else locked
 
     def unlock(self, max_seconds: float) -> None:
-        """Energise the relay; it locks itself after ``max_seconds`` whatever else happens."""
+        """Energise the relay; it locks itself after ``max_seconds`` whatever else happens.
+
+        Raises:
+            RelayError: the driver failed; the relay has been locked again (or ``fault`` says it could not be).
+        """
         with self._lock:
             self._cancel_timer()
             # Watchdog a little after the policy's own close, so normal closing stays deterministic.
-            self._timer = threading.Timer(max_seconds + 0.5, self.lock)
+            self._timer = threading.Timer(max_seconds + 0.5, self._watchdog)
             self._timer.daemon = True
             self._timer.start()
-            if not self.unlocked:
+            if self.unlocked:
+                return
+            self.unlocked = True  # from the first attempt on, the pin may be high
+            try:
                 self._set(True)
-                self.unlocked = True
+            except Exception as exc:  # gpiozero and pin drivers raise many types
+                self._record("unlock", exc)
+                self._lock_now()
+                raise RelayError(f"relay: unlock failed ({exc}); the door stays locked") from exc
+            if self._failed == "unlock":
+                self.fault = self._failed = None
 
-    def lock(self) -> None:
-        """De-energise the relay (idempotent)."""
+    def lock(self) -> bool:
+        """De-energise the relay (idempotent). Never raises: returns False and sets ``fault`` on failure."""
         with self._lock:
             self._cancel_timer()
-            if self.unlocked:
-                self._set(False)
-                self.unlocked = False
+            return self._lock_now()
 
     def close(self) -> None:
         """Lock and release the hardware."""
         self.lock()
+
+    def _lock_now(self) -> bool:
+        if not self.unlocked and self._failed != "lock":
+            return True
+        try:
+            self._set(False)
+        except Exception as exc:
+            self.unlocked = True  # unknown: maybe still energised, so every later lock() tries again
+            self._record("lock", exc)
+            return False
+        self.unlocked = False
+        if self._failed == "lock":
+            self.fault = self._failed = None
+            log.warning("relay locked again after a failure")
+        return True
+
+    def _record(self, operation: str, exc: Exception) -> None:
+        self._failed, self.fault = operation, f"relay: {operation} failed ({exc})"
+        if operation == "lock":
+            log.critical("relay: cannot lock (%s); retrying; check the relay wiring and driver", exc)
+        else:
+            log.error("relay: unlock failed (%s); locking", exc)
+
+    def _watchdog(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self.unlocked:
+                self.watchdog_locks += 1
+                log.warning("relay watchdog: locking a door still unlocked after its open period")
+            self._lock_now()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

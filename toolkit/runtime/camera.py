@@ -25,6 +25,10 @@ class CameraError(Exception):
 class FrameSource:
     """A camera. ``open`` may be called again after a failure to reconnect."""
 
+    # A live sensor never delivers the same frame twice (noise alone changes it): a repeat means a
+    # frozen driver or buffer, and the door does not count it as a new look. Recorded sources repeat.
+    live = False
+
     def open(self) -> None:
         """Connect; raises CameraError when the device is not there."""
 
@@ -72,6 +76,7 @@ class OpenCVSource(FrameSource):
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self.is_file = not spec.isdigit() and "://" not in spec
+        self.live = not self.is_file
         self.cap = None
 
     def open(self) -> None:
@@ -102,6 +107,8 @@ class OpenCVSource(FrameSource):
 
 class Picamera2Source(FrameSource):
     """The Raspberry Pi camera through picamera2 (installed with the OS, not from PyPI)."""
+
+    live = True
 
     def __init__(self, size: tuple[int, int] = (480, 640)) -> None:
         self.size = size

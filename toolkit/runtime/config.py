@@ -33,6 +33,11 @@ class ServeConfig:
     token_env: str = DEFAULT_TOKEN_ENV  # where the manual-unlock token comes from...
     token_file: Path | None = None  # ...or a file (wins over the env var; keep it mode 600)
     log_level: str = "info"  # uvicorn's; 'warning' keeps a Pi's SD card quiet
+    # Request headers, then the body, must each arrive within this: a slow client (slowloris) is cut
+    # off instead of holding a connection forever. 30 s moves an 8 MB body at ~2 Mbit/s.
+    request_timeout_seconds: float = 30.0
+    unlock_max_failures: int = 5  # wrong tokens per client for /door/open...
+    unlock_window_seconds: float = 60.0  # ...within this window; then 429 until the window has passed
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,17 @@
 """The door loop: camera → (face crop) → classify → k-of-n policy → relay, logging every frame.
 
-Fail closed: a camera error, a stale camera or a model failure locks the relay at once and makes the
-loop not ready (``/v2/health/ready`` answers 503) until a good frame arrives; the relay is locked when
-the loop stops for any reason. The model is read from the :class:`ModelHolder` per frame, so a hot
-reload takes effect on the next frame.
+Fail closed: a camera error, a stale, frozen or black camera, a malformed frame or a model failure
+locks the relay at once and makes the loop not ready (``/v2/health/ready`` answers 503) until a good
+frame arrives; a relay that fails keeps it not ready until the relay works again; the relay is locked
+when the loop stops for any reason. The model is read from the :class:`ModelHolder` per frame, so a hot
+reload takes effect on the next frame (and a reload the door could not use is refused).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -19,13 +21,30 @@ import numpy as np
 from PIL import Image
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.actuator import Actuator
+from toolkit.runtime.actuator import Actuator, RelayError
 from toolkit.runtime.camera import CameraError, FrameSource
 from toolkit.runtime.config import DoorConfig
 from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.policy import DoorPolicy, Verdict
 
 log = logging.getLogger("toolkit.runtime")
+
+MIN_FRAME_SIDE = 32  # smaller than this cannot hold a face at door distance: a broken camera mode
+BLACK_LEVEL = 8  # no pixel brighter than this: a covered lens, a dead sensor or an empty buffer
+
+
+def frame_problem(frame, max_pixels: int) -> str | None:
+    """Why a camera frame cannot be judged (wrong type, shape, size, or black), or None when it can."""
+    if not isinstance(frame, np.ndarray):
+        return f"frame is a {type(frame).__name__}, not an image array"
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        return f"frame has dtype {frame.dtype} and shape {frame.shape}, not HxWx3 uint8 RGB"
+    h, w = frame.shape[:2]
+    if min(h, w) < MIN_FRAME_SIDE or h * w > max_pixels:
+        return f"frame is {w}x{h} pixels, outside {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE}..{max_pixels:,} pixels"
+    if int(frame.max()) <= BLACK_LEVEL:
+        return "black frame (lens covered, sensor dead or an empty buffer)"
+    return None
 
 
 class DoorLoop:
@@ -56,18 +75,18 @@ class DoorLoop:
         wall: Callable[[], float] = time.time,
     ) -> None:
         predictor = holder.predictor
-        if predictor.threshold is None:
-            raise ToolkitError(
-                f"{predictor.folder}: output_kind {predictor.manifest.output_kind!r} has no yes/no answer; "
-                "the door needs a binary (sigmoid) export"
-            )
+        _binary_only(predictor)
         self.holder, self.source, self.config, self.actuator = holder, source, config, actuator
         self.cropper, self.clock, self.sleep, self.wall = cropper, clock, sleep, wall
-        self.policy = DoorPolicy(config.policy, self._threshold(), clock)
+        self.policy = DoorPolicy(config.policy, self._threshold(predictor), clock)
         self.listeners: list[Callable[[str], None]] = []
         self.frames = 0
+        self.repeats = 0  # frames a live camera delivered twice (not counted as new looks)
+        self._previous: np.ndarray | None = None
+        self._last_new = clock()
         self._lock = threading.RLock()
         self._backoff = config.reconnect_min_seconds
+        holder.checks.append(_binary_only)  # a hot reload the door cannot use is refused, not crashed on
         self._events = None
         try:
             if config.snapshots:
@@ -80,23 +99,32 @@ class DoorLoop:
                 f"{exc.filename}: cannot write there ({exc.strerror}); fix --event-log/--snapshots"
             ) from exc
 
-    def _threshold(self) -> float:
+    def _threshold(self, predictor) -> float:
         t = self.config.policy.threshold
-        return t if t is not None else self.holder.predictor.threshold
+        return t if t is not None else predictor.threshold
 
     # --- called from the HTTP threads -------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
         with self._lock:
             verdict = self.policy.tick()
             self._apply(verdict)
+            if self.actuator.fault:
+                return False, self.actuator.fault
             return self.policy.ready()
 
     def manual_open(self) -> dict:
+        """An authenticated unlock for the open period.
+
+        Raises:
+            RelayError: the relay did not unlock (the door is locked and not ready).
+        """
         with self._lock:
             verdict = self.policy.manual_open()
-            self._apply(verdict)
-            self._emit("manual_open")
             self._log_event(None, verdict, 0.0, manual=True)
+            self._apply(verdict)
+            if not self.actuator.unlocked or self.actuator.fault:
+                raise RelayError(self.actuator.fault or "relay: unlock failed; the door stays locked")
+            self._emit("manual_open")
             return {"state": "open", "seconds": self.config.policy.open_seconds}
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -104,7 +132,7 @@ class DoorLoop:
         """Read and judge one frame. Returns False when a finite source has ended."""
         try:
             frame = self.source.read()
-        except CameraError as exc:
+        except Exception as exc:  # CameraError, or whatever a driver throws: the same lost camera
             self.fault(f"camera: {exc}")
             self.reconnect()
             return True
@@ -112,18 +140,34 @@ class DoorLoop:
             return False
         self._backoff = self.config.reconnect_min_seconds
         self.frames += 1
+        problem = frame_problem(frame, self.holder.config.max_pixels)
+        if problem is not None:
+            self.fault(f"camera: {problem}")
+            return True
+        if self.source.live:
+            if self._previous is not None and np.array_equal(frame, self._previous):
+                self.repeats += 1
+                frozen = self.clock() - self._last_new
+                if frozen > self.config.policy.stale_seconds:
+                    self.fault(f"camera: frozen, the same frame for {frozen:.1f} s")
+                return True  # not a new look: it neither votes nor keeps the camera fresh
+            self._previous, self._last_new = frame.copy(), self.clock()  # a copy: drivers reuse buffers
+        predictor = self.holder.predictor  # one model for the whole frame, even if a reload lands now
         start = time.perf_counter()
-        crop = self.cropper(frame) if self.cropper else frame
         probability = None
-        if crop is not None:
-            try:
-                probability = self.holder.predictor.predict(crop).probability
-            except Exception as exc:  # any model failure, expected or not, must lock the door
-                self.fault(f"model failure: {exc}")
-                return True
+        try:
+            crop = self.cropper(frame) if self.cropper else frame
+            if crop is not None:
+                probability = predictor.predict(crop).probability
+        except Exception as exc:  # any crop or model failure, expected or not, must lock the door
+            self.fault(f"model failure: {exc}")
+            return True
+        if probability is not None and not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
+            self.fault(f"model failure: probability {probability} is not in 0..1")
+            return True
         latency = (time.perf_counter() - start) * 1000.0
         with self._lock:
-            self.policy.threshold = self._threshold()  # a hot reload may bring a new threshold
+            self.policy.threshold = self._threshold(predictor)  # a hot reload may bring a new threshold
             verdict = self.policy.observe(probability)
             self._apply(verdict)
         if crop is None:
@@ -140,11 +184,11 @@ class DoorLoop:
             self._apply(verdict)
             return verdict
 
-    def fault(self, reason: str, level: int = logging.ERROR) -> None:
-        """Lock now and stay not-ready until a good frame."""
+    def fault(self, reason: str, level: int = logging.ERROR, *, end_manual: bool = False) -> None:
+        """Lock now (a manual unlock keeps its period unless ``end_manual``) and stay not-ready until a good frame."""
         log.log(level, "door locked: %s", reason)
         with self._lock:
-            verdict = self.policy.fail(reason)
+            verdict = self.policy.fail(reason, end_manual=end_manual)
             self._apply(verdict)
         self._emit("fault")
         self._log_event(None, verdict, 0.0)
@@ -184,7 +228,8 @@ class DoorLoop:
                     self.sleep(max(0.0, period - (self.clock() - started)))
         finally:
             stop.set()
-            self.fault("door loop stopped", logging.INFO)  # a normal stop too must leave the door locked
+            # A normal stop too must leave the door locked, a manual unlock included.
+            self.fault("door loop stopped", logging.INFO, end_manual=True)
             self.actuator.lock()
             self.source.close()
         return self.frames
@@ -201,16 +246,34 @@ class DoorLoop:
             self.tick()
 
     def _apply(self, verdict: Verdict) -> None:
-        if verdict.open:
-            if verdict.opened or not self.actuator.unlocked:
-                # A new open period (e.g. a manual unlock while open) re-arms the relay's watchdog too.
-                was_unlocked = self.actuator.unlocked
-                self.actuator.unlock(self.config.policy.open_seconds)
-                if not was_unlocked:
-                    self._emit("open")
-        elif self.actuator.unlocked:
-            self.actuator.lock()
-            self._emit("lock")
+        """Drive the relay to what the policy says; a relay failure ends every open period (fault)."""
+        relay = self.actuator
+        if verdict.opened:
+            # Only a new decision energises the relay; a new period (a manual unlock while open) re-arms
+            # its watchdog too.
+            was_unlocked = relay.unlocked
+            try:
+                relay.unlock(self.config.policy.open_seconds)
+            except RelayError as exc:
+                self.policy.fail(str(exc), end_manual=True)
+                self._emit("fault")
+                return
+            if not was_unlocked:
+                self._emit("open")
+        elif verdict.open:
+            if not relay.unlocked:
+                # Locked behind the policy's back: the relay's real-time watchdog fired first, so the
+                # policy's clock is wrong. Never energise again on the strength of that period.
+                self.policy.fail("relay watchdog locked the door before the open period ended", end_manual=True)
+                self._emit("fault")
+        elif relay.unlocked or relay.fault:
+            was_unlocked = relay.unlocked
+            if relay.lock():
+                if was_unlocked:
+                    self._emit("lock")
+            elif self.policy.fault != relay.fault:
+                self.policy.fail(relay.fault or "relay: lock failed", end_manual=True)
+                self._emit("fault")
 
     def _emit(self, event: str) -> None:
         for listener in self.listeners:
@@ -236,3 +299,11 @@ class DoorLoop:
             Image.fromarray(frame).save(Path(self.config.snapshots) / name, quality=90)
         except OSError as exc:  # a full disk must not stop the door
             log.warning("snapshot not saved: %s", exc)
+
+
+def _binary_only(predictor) -> None:
+    if predictor.threshold is None:
+        raise ToolkitError(
+            f"{predictor.folder}: output_kind {predictor.manifest.output_kind!r} has no yes/no answer; "
+            "the door needs a binary (sigmoid) export"
+        )

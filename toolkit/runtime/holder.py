@@ -39,6 +39,9 @@ class ModelHolder:
         self._signature = folder_signature(config.folder)
         self.last_error: str | None = None
         self.listeners: list[Callable[[str], None]] = []  # called with "reload" or "reload_refused"
+        # Extra checks a new model must pass before it is swapped in (the door needs a binary model);
+        # each raises ToolkitError to refuse it.
+        self.checks: list[Callable[[Predictor], None]] = []
 
     @property
     def predictor(self) -> Predictor:
@@ -54,6 +57,8 @@ class ModelHolder:
             signature = folder_signature(self.config.folder)
             try:
                 new = self._load()
+                for check in self.checks:
+                    check(new)
             except ToolkitError as exc:
                 self.last_error = str(exc)
                 self._signature = signature  # do not retry the same broken files in a loop

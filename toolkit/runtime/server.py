@@ -2,12 +2,14 @@
 
 Only ``toolkit door serve``/``run`` import this module (fastapi, prometheus-client come with the
 ``door`` extra). Every bad request gets a 4xx with ``{"error": "..."}`` saying what is wrong; nothing
-a client sends can take the server down or move the door without the bearer token.
+a client sends can take the server down or move the door without the bearer token. Oversized bodies
+(413) and slow clients (408, or a closed connection while headers trickle in) are cut off, and wrong
+unlock tokens are limited per client (429).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import logging
 import os
 import time
@@ -21,12 +23,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from toolkit import __version__
 from toolkit.errors import ImageError, ToolkitError
+from toolkit.runtime.actuator import RelayError
 from toolkit.runtime.config import ServeConfig
 from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.metrics import Metrics
+from toolkit.runtime.security import UnlockLimiter, guarded_http_protocol, retry_seconds, tokens_match
 from toolkit.runtime.v2 import INFER_REQUEST_SCHEMA, V2Error, encode_response, parse_infer_request
 
 log = logging.getLogger("toolkit.runtime")
@@ -42,11 +47,18 @@ _PREDICT_BODY = {
         "application/octet-stream": _IMAGE_BODY,
     },
 }
-_ERRORS = {code: {"description": why} for code, why in [(400, "bad input"), (404, "unknown model"), (413, "too large")]}
+_ERRORS = {
+    code: {"description": why}
+    for code, why in [(400, "bad input"), (404, "unknown model"), (408, "body too slow"), (413, "too large")]
+}
 
 
 class BodyTooLarge(Exception):
     """Raised from the receive channel once a request body passes the configured limit."""
+
+
+class BodyTimeout(Exception):
+    """Raised from the receive channel when the body has not arrived within the request timeout."""
 
 
 def load_token(config: ServeConfig) -> str | None:
@@ -65,7 +77,13 @@ def load_token(config: ServeConfig) -> str | None:
     return token or None
 
 
-def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token: str | None = None) -> FastAPI:
+def create_app(
+    holder: ModelHolder,
+    config: ServeConfig,
+    door: Any = None,
+    token: str | None = None,
+    limiter: UnlockLimiter | None = None,
+) -> FastAPI:
     """Build the API around a model holder and, when running the camera loop too, its door.
 
     Args:
@@ -73,14 +91,19 @@ def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token
         config: limits and auth settings.
         door: a :class:`~toolkit.runtime.door.DoorLoop` for manual unlock and readiness, or None.
         token: the bearer token for ``POST /door/open``; None refuses every manual unlock.
+        limiter: failed-unlock limiter; None builds one from ``config``.
     """
     app = FastAPI(title="toolkit door", version=__version__, description=__doc__)
     metrics = Metrics()
     app.state.metrics = metrics
+    limiter = limiter or UnlockLimiter(config.unlock_max_failures, config.unlock_window_seconds)
+    app.state.unlock_limiter = limiter
     holder.listeners.append(metrics.door_event)
     if door is not None:
         door.listeners.append(metrics.door_event)
-    app.add_middleware(_LimitAndMeasure, metrics=metrics, max_body=config.max_body_bytes)
+    app.add_middleware(
+        _LimitAndMeasure, metrics=metrics, max_body=config.max_body_bytes, timeout=config.request_timeout_seconds
+    )
     bearer = HTTPBearer(auto_error=False, description="the manual-unlock token")
 
     def model_for(name: str):
@@ -97,6 +120,15 @@ def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         return _error(413, f"request body exceeds {config.max_body_bytes:,} bytes")
+
+    @app.exception_handler(BodyTimeout)
+    async def _too_slow(request: Request, exc: BodyTimeout) -> JSONResponse:
+        message = f"request body did not arrive within {config.request_timeout_seconds:g} s"
+        return _error(408, message, {"Connection": "close"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # nobody is listening; not a server error worth a traceback
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -214,19 +246,33 @@ def create_app(holder: ModelHolder, config: ServeConfig, door: Any = None, token
             401: {"description": "bad token"},
             403: {"description": "disabled"},
             409: {"description": "no door"},
+            429: {"description": "too many wrong tokens from this client"},
+            503: {"description": "the relay failed; locked"},
         },
     )
-    def door_open(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict:
+    def door_open(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict:
         """Manual unlock for the open period; needs ``Authorization: Bearer <token>``."""
         if token is None:
             raise HTTPException(403, f"manual unlock is disabled: set {config.token_env} or --token-file")
-        given = credentials.credentials.encode() if credentials else b""
-        if not hmac.compare_digest(given, token.encode()):  # constant time: no token guessing by timing
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.retry_after(client)
+        if wait is not None:  # refused unchecked: not even the right token gets through now
+            metrics.door_event("unlock_rate_limited")
+            seconds = retry_seconds(wait)
+            raise HTTPException(
+                429, f"too many wrong tokens from this client; retry in {seconds} s", {"Retry-After": str(seconds)}
+            )
+        if not tokens_match(credentials.credentials if credentials else "", token):
+            limiter.failed(client)
             metrics.door_event("unlock_refused")
             raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        limiter.succeeded(client)
         if door is None:
             raise HTTPException(409, "no door attached to this server; run 'toolkit door run --serve'")
-        return door.manual_open()
+        try:
+            return door.manual_open()
+        except RelayError as exc:
+            raise HTTPException(503, f"{exc}; the door is locked") from None
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     def prometheus() -> Response:
@@ -252,10 +298,10 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 
 
 class _LimitAndMeasure:
-    """ASGI middleware: refuse oversized bodies (413) and count every request for Prometheus."""
+    """ASGI middleware: refuse oversized (413) and slow (408) bodies, count every request for Prometheus."""
 
-    def __init__(self, app, metrics: Metrics, max_body: int) -> None:
-        self.app, self.metrics, self.max_body = app, metrics, max_body
+    def __init__(self, app, metrics: Metrics, max_body: int, timeout: float) -> None:
+        self.app, self.metrics, self.max_body, self.timeout = app, metrics, max_body, timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -270,14 +316,22 @@ class _LimitAndMeasure:
             await response(scope, receive, send)
             self.metrics.request("unmatched", scope["method"], response.status_code, time.perf_counter() - start)
             return
-        seen = 0
+        seen, body_done = 0, False
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def limited_receive():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # later receives wait for a disconnect: no deadline on those
+                return await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
+            except asyncio.TimeoutError:
+                raise BodyTimeout() from None
             seen += len(message.get("body", b""))
             if seen > self.max_body:  # chunked uploads carry no Content-Length
                 raise BodyTooLarge()
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         async def send_status(message) -> None:
@@ -312,4 +366,20 @@ def serve(app: FastAPI, config: ServeConfig) -> None:
             "pick another --port or stop the other server"
         ) from exc
 
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
+    uvicorn.Server(uvicorn_config(app, config)).run()
+
+
+def uvicorn_config(app: FastAPI, config: ServeConfig, port: int | None = None):
+    """uvicorn settings for the door API: no access log (it would record paths and clients), a deadline
+    for request headers (:func:`~toolkit.runtime.security.guarded_http_protocol`), 5 s keep-alive."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port if port is None else port,
+        log_level=config.log_level,
+        access_log=False,
+        http=guarded_http_protocol(config.request_timeout_seconds),
+        timeout_keep_alive=5,
+    )

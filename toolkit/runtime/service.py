@@ -29,7 +29,9 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
     from toolkit.runtime.server import serve as run_server
 
     holder = ModelHolder(model, threshold)
-    app = create_app(holder, serve, token=load_token(serve))
+    token = load_token(serve)
+    _warn_if_exposed(serve, token)
+    app = create_app(holder, serve, token=token)
     stop = threading.Event()
     _watch(holder, stop)
     log.info("serving %s on http://%s:%d", holder.predictor.name, serve.host, serve.port)
@@ -69,7 +71,9 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
         from toolkit.runtime.server import create_app, load_token
         from toolkit.runtime.server import serve as run_server
 
-        app = create_app(holder, serve, door=loop, token=load_token(serve))
+        token = load_token(serve)
+        _warn_if_exposed(serve, token)
+        app = create_app(holder, serve, door=loop, token=token)
         thread = threading.Thread(target=loop.run, args=(stop,), name="door-loop", daemon=True)
         thread.start()
         log.info("door loop on %s, API on http://%s:%d", door.camera, serve.host, serve.port)
@@ -80,6 +84,14 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     finally:
         stop.set()
         loop.close()  # locked, whatever happened
+
+
+def _warn_if_exposed(serve: ServeConfig, token: str | None) -> None:
+    from toolkit.runtime.security import exposure_warning
+
+    message = exposure_warning(serve.host, token is not None, serve.token_env)
+    if message:
+        log.warning(message)
 
 
 def _watch(holder: ModelHolder, stop: threading.Event) -> None:
