@@ -15,24 +15,25 @@ from toolkit._keras import tf as _tf
 from toolkit.images import decode_image
 
 
-def make_tf_dataset(split, shuffle: bool = False, seed: int = 0):
-    """Build the dataset for ``split`` (see :meth:`Split.tf_dataset`)."""
+def make_tf_dataset(split, shuffle: bool = False, seed: int = 0, epoch=None, shard_hint: bool = False):
+    """Build the dataset for ``split`` (see :meth:`Split.tf_dataset`).
+
+    ``shard_hint``: multi-worker training; a streamed split's file list is sharded where tf.data's HINT
+    auto-shard policy fills in (workers, index), so each worker decodes only its own files.
+    """
     tf = _tf()
     h, w = split.image_size
     y = split.y.astype(np.int32)
     if not split.streamed:
         x, _ = split.numpy()
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        if shuffle and len(split):
-            ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-        return ds
+        return _items(tf, (x, y), shuffle and len(split) > 0, seed, epoch)
 
     # os.fsencode/fsdecode round-trip any file name, including non-ASCII ones.
     paths = tf.constant([os.fsencode(p) for p in split.paths], dtype=tf.string, shape=(len(split),))
-    ds = tf.data.Dataset.from_tensor_slices((paths, y))
-    if shuffle and len(split):
-        # Shuffling file names costs nothing; shuffling decoded images would need a buffer of pixels.
-        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    # Shuffling file names costs nothing; shuffling decoded images would need a buffer of pixels.
+    ds = _items(tf, (paths, y), shuffle and len(split) > 0, seed, epoch)
+    if shard_hint:  # after the shuffle: every epoch deals the files out afresh
+        ds = ds.shard(tf.data.experimental.SHARD_HINT, tf.data.experimental.SHARD_HINT)
 
     def _decode(path: bytes) -> np.ndarray:
         return decode_image(os.fsdecode(path), (h, w))
@@ -44,3 +45,26 @@ def make_tf_dataset(split, shuffle: bool = False, seed: int = 0):
 
     # deterministic=True keeps the element order fixed for a given seed, so runs repeat.
     return ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _items(tf, arrays: tuple, shuffle: bool, seed: int, epoch):
+    """A dataset of ``arrays``' rows, fully shuffled when asked.
+
+    With an ``epoch`` variable, epoch e's order is a permutation drawn from (seed, e) alone. tf.data's
+    own reshuffling draws each epoch's order from a generator that starts afresh in every process, so
+    a resumed run would replay epoch 0's order. The permutation is drawn when an epoch's iterator first
+    reads, after the trainer has set ``epoch`` for that epoch.
+    """
+    if not shuffle:
+        return tf.data.Dataset.from_tensor_slices(arrays)
+    n = len(arrays[-1])
+    if epoch is None:
+        return tf.data.Dataset.from_tensor_slices(arrays).shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    tensors = tuple(tf.convert_to_tensor(a) for a in arrays)
+
+    def order(_):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
+        return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(tf.range(n), seed=key))
+
+    indices = tf.data.Dataset.from_tensors(0).flat_map(order).apply(tf.data.experimental.assert_cardinality(n))
+    return indices.map(lambda i: tuple(tf.gather(t, i) for t in tensors))

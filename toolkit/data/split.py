@@ -92,16 +92,18 @@ class Split:
 
         return decode_files(self._paths, self.image_size), self.y
 
-    def tf_dataset(self, shuffle: bool = False, seed: int = 0):
+    def tf_dataset(self, shuffle: bool = False, seed: int = 0, epoch=None):
         """An unbatched ``tf.data.Dataset`` of (uint8 HxWx3 image, int32 label).
 
         Args:
             shuffle: reshuffle every epoch; a streamed split shuffles its file list, which is cheap.
             seed: shuffle seed, so runs repeat.
+            epoch: an int64 ``tf.Variable`` holding the epoch being trained; each epoch's order is then
+                a function of ``(seed, epoch)``, so a resumed run sees the same order as an uninterrupted one.
         """
         from toolkit.data.pipeline import make_tf_dataset
 
-        return make_tf_dataset(self, shuffle=shuffle, seed=seed)
+        return make_tf_dataset(self, shuffle=shuffle, seed=seed, epoch=epoch)
 
     def take(self, n: int, seed: int = 0) -> Split:
         """A stratified subset of ``n`` items (every class keeps at least one when n allows).

@@ -114,8 +114,9 @@ def export_model(
     )
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    workdir = Path(tempfile.mkdtemp(prefix="toolkit-export-"))
+    clean_stale(out)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"toolkit-export-{os.getpid()}-"))
     try:
         metadata = {
             "labels": list(labels),
@@ -237,6 +238,39 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ToolkitError(f"{out}: already exists; choose another --out or pass --overwrite")
     if out.exists() and not out.is_dir():
         raise ToolkitError(f"{out}: exists and is not a folder; choose another --out")
+
+
+def clean_stale(out: Path) -> None:
+    """Undo what a killed export left: its staging folders and work dirs; a swapped-out old export comes back.
+
+    Each temporary name carries its writer's process id, so folders of an export still running elsewhere
+    are left alone.
+    """
+    for prefix in (f".{out.name}.partial-", f".{out.name}.old-"):
+        for path in sorted(out.parent.glob(prefix + "*")):
+            if _alive(path.name[len(prefix):]):
+                continue
+            if prefix.endswith(".old-") and not out.exists():  # killed between the two renames of _publish
+                os.replace(path, out)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+    for path in Path(tempfile.gettempdir()).glob("toolkit-export-*"):
+        if not _alive(path.name[len("toolkit-export-"):]):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(suffix: str) -> bool:
+    """Is the process whose id starts ``suffix`` ("1234" or "1234-x1y2") still running?"""
+    digits = suffix.split("-", 1)[0]
+    if not digits.isdigit():
+        return False
+    try:
+        os.kill(int(digits), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 def _publish(staging: Path, out: Path, overwrite: bool) -> None:

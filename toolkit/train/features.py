@@ -103,6 +103,7 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
         log.info("%s features (%d images): from the cache %s, no base computation", split.name, len(split), key[:12])
         return cached
     root.mkdir(parents=True, exist_ok=True)
+    remove_unfinished(root)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-{os.getpid()}-"))
     try:
         seconds = _compute(base, split, tmp, batch_size)
@@ -110,6 +111,8 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
                 "image_size": list(split.image_size), "fingerprint": split.fingerprint, "base": weights_hash,
                 "model": base.name, "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / META).write_text(json.dumps(meta, indent=2))  # last: an entry without meta is never trusted
+        if entry.exists() and not (entry / META).is_file():  # an entry nobody trusts: make room
+            shutil.rmtree(entry, ignore_errors=True)
         try:
             os.rename(tmp, entry)
         except OSError:  # another run stored the same entry first; theirs is as good as ours
@@ -123,6 +126,29 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
         raise ToolkitError(f"{entry}: feature cache entry unreadable right after writing it; check the disk")
     opened.hit = False
     return opened
+
+
+def remove_unfinished(root: Path) -> int:
+    """Delete entries that killed runs left half-written (their writer's process is gone); returns how many."""
+    removed = 0
+    for tmp in root.glob(".tmp-*"):
+        parts = tmp.name.split("-")  # .tmp, key, pid, random
+        pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+        if pid is not None and _running(pid):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
 
 
 def _compute(base, split, folder: Path, batch_size: int) -> float:
@@ -158,23 +184,32 @@ def _open_entry(entry: Path, key: str, n: int) -> CachedFeatures | None:
         log.warning("%s: damaged feature cache entry; computing again", entry)
         shutil.rmtree(entry, ignore_errors=True)
         return None
-    if len(x) != n or len(y) != n:
+    if len(x) != n or len(y) != n or x.ndim != 2 or y.ndim != 1:
+        log.warning("%s: feature cache entry holds %d items, expected %d; computing again", entry, len(y), n)
+        del x, y
+        shutil.rmtree(entry, ignore_errors=True)
         return None
     return CachedFeatures(key, entry, x, y, hit=True)
 
 
-def feature_batches(features: CachedFeatures, batch_size: int, *, shuffle: bool = False, seed: int = 0):
-    """A tf.data pipeline over cached features that reads one batch at a time from the memory map."""
+def feature_batches(features: CachedFeatures, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                    epoch=None):
+    """A tf.data pipeline over cached features that reads one batch at a time from the memory map.
+
+    ``epoch`` (see :func:`toolkit.train.fit.epoch_counter`) makes each epoch's order depend on the seed
+    and the epoch number alone, so a resumed run sees the same batches; without it epochs count up from 0.
+    """
     from toolkit._keras import tf
 
     t = tf()
     n, dim = features.x.shape
-    epoch = [0]
+    calls = [0]
 
     def gen():
         # A new permutation each epoch, repeatable from the seed; sorted per batch for sequential reads.
-        order = np.random.default_rng(seed + epoch[0]).permutation(n) if shuffle else np.arange(n)
-        epoch[0] += 1
+        e = int(epoch.numpy()) if epoch is not None else calls[0]
+        calls[0] += 1
+        order = np.random.default_rng(seed + e).permutation(n) if shuffle else np.arange(n)
         for s in range(0, n, batch_size):
             idx = np.sort(order[s:s + batch_size])
             yield np.asarray(features.x[idx]), np.asarray(features.y[idx], dtype=np.int32)

@@ -223,6 +223,9 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run:
         if saved != {**config.to_dict(), "resume": saved.get("resume")}:
             raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: "
                                f"{fit._first_difference(saved, config.to_dict())}")
+        if fit.is_finished(out):
+            log.info("%s: the run already finished; nothing to resume", out)
+            return runs.load_run(out)
     source, origin, implied = resolve_weights(config)
     kwargs = {**implied, **config.model_kwargs}
     ds, splits = fit.load_splits(config, config.image_size or spec.default_input, data)
@@ -258,13 +261,15 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run:
 
         basis = pca_colour_basis(splits.train.numpy()[0], seed=config.seed) if "pca" in config.augment else None
         augment = make_augmenter(tuple(config.augment), config.seed, basis)
-    train_ds = fit.batches(splits.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment)
+    epoch = fit.epoch_counter()
+    train_ds = fit.batches(splits.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment,
+                           epoch=epoch)
     val_ds = fit.batches(splits.val, config.batch_size) if len(splits.val) else None
-    _two_stages(config, model, out, train_ds, val_ds, n_classes)
+    _two_stages(config, model, out, train_ds, val_ds, n_classes, epoch)
     return fit.finish_run(out, model, splits.test)
 
 
-def _two_stages(config: FinetuneConfig, model, out: Path, train_ds, val_ds, n_classes: int) -> None:
+def _two_stages(config: FinetuneConfig, model, out: Path, train_ds, val_ds, n_classes: int, epoch) -> None:
     """Stage 1 as frozen; stage 2 (if asked) from layer K at the fine-tuning rate, numbering epochs on."""
     done = out / fit.BACKUP / STAGE1_DONE
     weights = out / fit.BACKUP / "stage1.weights.h5"
@@ -273,7 +278,7 @@ def _two_stages(config: FinetuneConfig, model, out: Path, train_ds, val_ds, n_cl
         stage2_start = json.loads(done.read_text())["epochs"]
     else:
         fit.fit_model(model, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
-                      backup=out / fit.BACKUP / "stage1")
+                      backup=out / fit.BACKUP / "stage1", data_epoch=epoch)
         stage2_start = len(runs.read_history(out))
         if config.unfreeze_at is not None:
             model.save_weights(weights)
@@ -288,7 +293,8 @@ def _two_stages(config: FinetuneConfig, model, out: Path, train_ds, val_ds, n_cl
              config.unfreeze_at, config.fine_tune_lr, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}")
     fit.compile_model(model, n_classes, config.optimizer, config.fine_tune_lr)
     fit.fit_model(model, out, train_ds, val_ds, epochs=stage2_start + config.fine_tune_epochs,
-                  patience=config.patience, initial_epoch=stage2_start, backup=out / fit.BACKUP / "stage2")
+                  patience=config.patience, initial_epoch=stage2_start, backup=out / fit.BACKUP / "stage2",
+                  data_epoch=epoch)
 
 
 def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, labels, out: Path) -> runs.Run:
@@ -313,10 +319,12 @@ def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, 
         log.info("all features came from the cache: no base computation at all")
     head = F.build_head(model, penultimate)
     fit.compile_model(head, len(labels), config.optimizer, config.lr)
-    train_ds = F.feature_batches(parts["train"], config.batch_size, shuffle=True, seed=config.seed)
+    epoch = fit.epoch_counter()
+    train_ds = F.feature_batches(parts["train"], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
     val_ds = F.feature_batches(parts["val"], config.batch_size) if "val" in parts else None
     head_file = out / "head.keras"
-    fit.fit_model(head, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience, checkpoint=head_file)
+    fit.fit_model(head, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience, checkpoint=head_file,
+                  data_epoch=epoch)
     if head_file.is_file():
         head = runs.load_keras_model(head_file)  # the best epoch, as model.keras is for image training
     F.assemble(model, head)
@@ -324,10 +332,9 @@ def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, 
     runs.write_json_atomic(out / "features.json", {
         "cache_seconds": cache_s, "computed": computed, "keys": {n: f.key for n, f in parts.items()},
         "dim": int(base.output_shape[-1]), "layer": penultimate})
-    run = fit.finish_run(out, model, splits.test, evaluate=False)
     if "test" in parts:  # from the cached test features: the base does not run again
         report = F.evaluate_features(head, parts["test"], tuple(labels))
         report.update(data=config.data, split="test", fingerprint=splits.test.fingerprint)
         runs.write_json_atomic(out / runs.METRICS, report)
         plot_confusion(np.array(report["confusion"]), tuple(labels), out / "confusion.png")
-    return run
+    return fit.finish_run(out, model, splits.test, evaluate=False)  # last: it drops the resume state

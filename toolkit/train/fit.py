@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from toolkit.config import TrainConfig
+from toolkit.config import TrainConfig, same_run
 from toolkit.errors import ToolkitError
+from toolkit.train import distribute as D
 from toolkit.train import runs
 
 log = logging.getLogger("toolkit.train")
 BACKUP = "backup"
-BEST = "best"
 
 
 def compile_model(model, n_classes: int, optimizer: str, lr: float) -> None:
@@ -29,14 +30,23 @@ def compile_model(model, n_classes: int, optimizer: str, lr: float) -> None:
                       metrics=[k.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
-def batches(split, batch_size: int, *, shuffle: bool = False, seed: int = 0, augment=None):
-    """A split as batched float32 (images 0-255, labels) with prefetch; augmentation only if given."""
+def batches(split, batch_size: int, *, shuffle: bool = False, seed: int = 0, augment=None, epoch=None, dist=None):
+    """A split as batched float32 (images 0-255, labels) with prefetch; augmentation only if given.
+
+    ``epoch`` (an :func:`epoch_counter`) makes the shuffled order a function of the seed and the epoch.
+    ``batch_size`` is the global batch; under multiworker ``dist`` the dataset carries the auto-shard
+    policy that splits it between the workers (see :func:`toolkit.train.distribute.shard_options`).
+    """
+    from toolkit.data.pipeline import make_tf_dataset
+
     t = _tf()
-    ds = split.tf_dataset(shuffle=shuffle, seed=seed).batch(batch_size)
-    ds = ds.map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=t.data.AUTOTUNE)
+    options = D.shard_options(dist, split.streamed) if dist is not None else None
+    ds = make_tf_dataset(split, shuffle=shuffle, seed=seed, epoch=epoch, shard_hint=options is not None)
+    ds = ds.batch(batch_size).map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=t.data.AUTOTUNE)
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=t.data.AUTOTUNE)
-    return ds.prefetch(t.data.AUTOTUNE)
+    ds = ds.prefetch(t.data.AUTOTUNE)
+    return ds.with_options(options) if options is not None else ds
 
 
 class EpochTimer:
@@ -68,8 +78,11 @@ def check_run_dir(config: TrainConfig) -> Path:
     return out
 
 
-def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> runs.Run:
+def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> runs.Run | None:
     """Train ``config.model`` on ``config.data`` and write a complete run folder.
+
+    Under ``--strategy multiworker`` every worker calls this with the same settings; the chief writes the
+    run folder, the others write nothing there (see :mod:`toolkit.train.distribute`) and return None.
 
     Args:
         config: every setting of the run; saved as ``config.json``.
@@ -78,30 +91,45 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
         extra_callbacks: Keras callbacks run after the toolkit's own (e.g. a benchmark's timer).
 
     Returns:
-        The finished run (its ``model.keras`` is the best checkpoint by validation loss).
+        The finished run (its ``model.keras`` is the best checkpoint by validation loss); None on a worker
+        that is not the chief.
 
     Raises:
-        ToolkitError: bad data, an occupied run folder, or a config that contradicts a resumed run.
+        ToolkitError: bad data, an occupied run folder, a config that contradicts a resumed run, or a
+            cluster that does not come up.
     """
     from toolkit.models import build_model, get_spec
 
     spec = get_spec(config.model)
-    out = check_run_dir(config)
-    if config.resume:
-        saved = runs.load_run_config(out)
-        if saved.to_dict() != {**config.to_dict(), "resume": saved.resume}:
-            raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: "
-                               f"{_first_difference(saved.to_dict(), config.to_dict())}")
+    is_chief = D.is_chief(config.strategy, config.workers, config.worker_index)
+    out = check_run_dir(config) if is_chief else Path(config.out)
+    if config.resume and is_chief:
+        differs = same_run(runs.load_run_config(out).to_dict(), config.to_dict())
+        if differs:
+            raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: {differs}")
+    dist = D.setup(config.strategy, config.workers, config.worker_index, config.connect_timeout)
+    if config.resume and dist.chief_says(is_chief and is_finished(out)):
+        log.info("%s: the run already finished; nothing to resume", out)
+        dist.finish()
+        return runs.load_run(out) if is_chief else None
     ds, splits = load_splits(config, config.image_size or spec.default_input, data)
     n_classes = len(ds.labels)
 
     seed_everything(config.seed, config.deterministic)
-    model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **config.model_kwargs)
-    compile_model(model, n_classes, config.optimizer, config.lr)
-    out.mkdir(parents=True, exist_ok=True)  # only now: a bad spec or a missing extra leaves nothing behind
+    plan = D.plan_batch(config.batch_size, config.lr, dist.replicas, config.scale_batch)
+    log.info("%s", plan.describe())
+    with dist.scope():  # the strategy creates (and mirrors) the variables
+        model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **config.model_kwargs)
+        compile_model(model, n_classes, config.optimizer, plan.lr)
+    if is_chief:
+        work = out
+        out.mkdir(parents=True, exist_ok=True)  # only now: a bad spec or a missing extra leaves nothing behind
+    else:  # the run folder is the chief's; this worker's side of collective saves goes to its own folder
+        work = D.prepare_worker_dir(D.worker_dir(out, dist), config.resume)
 
-    if not config.resume:
-        runs.write_json_atomic(out / runs.CONFIG, run_record(config.to_dict(), ds, splits, model))
+    if not config.resume and is_chief:
+        runs.write_json_atomic(out / runs.CONFIG, run_record(config.to_dict(), ds, splits, model,
+                                                             distribute=plan.record(dist)))
 
     augment = None
     if config.augment:
@@ -109,13 +137,26 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
 
         basis = pca_colour_basis(splits.train.numpy()[0], seed=config.seed) if "pca" in config.augment else None
         augment = make_augmenter(tuple(config.augment), config.seed, basis)
-    train_ds = batches(splits.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment)
-    val_ds = batches(splits.val, config.batch_size) if len(splits.val) else None
+    epoch = epoch_counter()
+    train_ds = batches(splits.train, plan.global_batch, shuffle=True, seed=config.seed, augment=augment, epoch=epoch,
+                       dist=dist)
+    val_ds = batches(splits.val, plan.global_batch, dist=dist) if len(splits.val) else None
     log.info("training %s (%s params) on %d images, validating on %d, %d classes",
              model.name, f"{model.count_params():,}", len(splits.train), len(splits.val), n_classes)
-    fit_model(model, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
-              extra_callbacks=extra_callbacks)
-    return finish_run(out, model, splits.test)
+    with D.translate_errors(dist):
+        fit_model(model, work, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
+                  extra_callbacks=extra_callbacks, data_epoch=epoch, dist=dist)
+        run = finish_run(work, model, splits.test, dist=dist)
+    finish_worker(work, dist)
+    return run
+
+
+def finish_worker(work: Path, dist) -> None:
+    """The end of a run on every worker: a non-chief drops its private folder; all wait for the chief."""
+    if not dist.is_chief:
+        shutil.rmtree(work, ignore_errors=True)
+        log.info("worker %d: done; the chief (%s) holds the run folder", dist.index, dist.cluster.tasks[0][2])
+    dist.finish()
 
 
 def load_splits(config, size: int, data=None):
@@ -159,13 +200,26 @@ def run_record(train_settings: dict, ds, splits, model, **extra) -> dict:
     }
 
 
-def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int, initial_epoch: int = 0,
-              checkpoint: Path | None = None, backup: Path | None = None, extra_callbacks: tuple = ()) -> None:
-    """``model.fit`` with the run folder's callbacks: backup for resume, best checkpoint, CSV, TensorBoard.
+def epoch_counter():
+    """A variable that holds the epoch being trained; shuffled datasets read it to pick that epoch's order.
 
-    Checkpoint writes run in the background while the next epoch trains: the resume state after every
-    epoch, and the weights of each new best epoch (in ``best/``). When training ends the best weights
-    are loaded back and saved once as a whole model at ``checkpoint``.
+    The order of epoch ``e`` then depends on ``(seed, e)`` only, so a resumed run sees the same batches
+    as an uninterrupted one (tf.data's own reshuffling restarts from the first order in a new process).
+    """
+    t = _tf()
+    return t.Variable(0, dtype=t.int64, trainable=False, name="data_epoch")
+
+
+def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int, initial_epoch: int = 0,
+              checkpoint: Path | None = None, backup: Path | None = None, extra_callbacks: tuple = (),
+              data_epoch=None, dist=None) -> None:
+    """``model.fit`` with the run folder's callbacks: resume state, best weights, CSV, TensorBoard.
+
+    After every epoch one checkpoint is written in the background while the next epoch trains: weights,
+    optimizer, the epoch number, early stopping's verdict and a copy of the best epoch's weights, all
+    in one file, so a run killed at any moment resumes from a consistent state (the last checkpoint
+    whose write completed). When training ends the best weights are saved once as a whole model at
+    ``checkpoint``. The checkpoint folder stays until :func:`finish_run` has written everything else.
 
     Args:
         model: a compiled model.
@@ -175,30 +229,45 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
         patience: early-stopping patience on the monitored loss; 0 switches it off.
         initial_epoch: the first epoch of this stage (a second fine-tuning stage continues the numbering).
         checkpoint: where the best model is saved (default: the run's model.keras).
-        backup: BackupAndRestore's folder (default: out/backup); one per stage, since each stage recompiles.
+        backup: the resume checkpoint's folder (default: out/backup); one per stage, since each stage recompiles.
         extra_callbacks: run after the toolkit's own, so they see the work of all of them.
+        data_epoch: the :func:`epoch_counter` the training dataset's shuffle reads, if any.
+        dist: the :class:`toolkit.train.distribute.Distribution` the model was built under (default: one
+            device). Every worker calls this; decisions read from files follow the chief's.
     """
     k = _k()
+    dist = dist or D.LOCAL
     monitor = "val_loss" if val_ds is not None else "loss"
     history = runs.read_history(out)
-    best = min((row[monitor] for row in history if monitor in row), default=None)
-    best_weights = BestWeights(model, out / BEST, monitor, best)
+    # Only earlier stages: this stage's own best travels inside its checkpoint.
+    earlier = min((row[monitor] for row in history if row["epoch"] < initial_epoch and monitor in row), default=None)
+    earlier = dist.chief_says(float("inf") if earlier is None else earlier)
+    # Collective saves would stall a background writer: multiworker checkpoints are written in place.
+    state = ResumeState(model, Path(backup or out / BACKUP), monitor, earlier, data_epoch,
+                        background=not dist.multiworker)
+    with dist.scope():  # restoring may create the optimizer's slot variables: the strategy must own them
+        start = max(initial_epoch, state.restore())
+    D.check_same_start(dist, start)
     callbacks = [
         EpochTimer(),
-        # Saves weights, optimizer and epoch after every epoch; a killed run resumes after the last one.
-        AsyncBackupAndRestore(str(backup or out / BACKUP)),
-        best_weights,
+        # Before the checkpoint: an epoch's row is on disk before the state that skips it on resume.
         k.callbacks.CSVLogger(str(out / runs.HISTORY), append=True),
         k.callbacks.TensorBoard(str(out / "logs"), profile_batch=0),
     ]
     if patience:
-        callbacks.append(k.callbacks.EarlyStopping(monitor=monitor, patience=patience))
+        rows = [row for row in history if initial_epoch <= row["epoch"] < start]
+        callbacks.append(ResumableEarlyStopping(monitor, patience, rows))
+    callbacks.append(state)  # after early stopping, so the checkpoint records its verdict
     callbacks.extend(extra_callbacks)
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-              verbose=1 if sys.stdout.isatty() else 2)
-    if best_weights.restore():  # this stage improved on the best so far: that epoch becomes the model
+    if start < epochs and not state.stopped:
+        if start > initial_epoch:
+            log.info("resuming after epoch %d (from %s)", start, state.folder)
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start, callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)
+    state.sync()
+    if state.improved:  # this stage improved on the best so far: that epoch becomes the model
+        state.load_best()
         save_model_atomic(model, checkpoint or out / runs.MODEL)
-        shutil.rmtree(out / BEST)
 
 
 def save_model_atomic(model, path: Path) -> None:
@@ -208,74 +277,114 @@ def save_model_atomic(model, path: Path) -> None:
     tmp.replace(path)
 
 
-def _async_options():
-    """Checkpoint options that copy the variables and write the copy on a background thread."""
-    return _tf().train.CheckpointOptions(experimental_enable_async_checkpoint=True)
+def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoch=None,  # noqa: N802 (lazy class)
+                background: bool = True):
+    """The resume checkpoint: model and optimizer, last finished epoch, early stop, best weights and value.
 
+    Written with TensorFlow's async checkpointing: the variables are copied at the end of an epoch and
+    written on a background thread while the next epoch runs. The checkpoint manager records a write as
+    the latest only after it completed, so a kill mid-write leaves the previous epoch's state. One
+    checkpoint holds everything, so the best weights can never disagree with the epoch they belong to.
 
-def AsyncBackupAndRestore(backup_dir: str):  # noqa: N802 (a class factory: tf_keras is imported lazily)
-    """Keras' BackupAndRestore, writing each epoch's state in the background while the next epoch runs.
-
-    TensorFlow's checkpoint manager records a checkpoint as the latest only after its write completes,
-    so a run killed mid-write resumes from the previous epoch's state. Training waits for any write in
-    flight before it ends.
+    ``best`` is the lowest ``monitor`` of earlier stages: only a better epoch replaces their model.
+    ``background=False`` writes each checkpoint before the next epoch starts.
     """
+    t, k = _tf(), _k()
 
-    class _AsyncBackupAndRestore(_k().callbacks.BackupAndRestore):
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            manager = self._training_state.write_checkpoint_manager
-            save = manager.save
-            manager.save = lambda *args, **kwargs: save(*args, **{"options": _async_options(), **kwargs})
-
-        def on_train_end(self, logs=None):
-            self._training_state.write_checkpoint_manager.sync()
-            super().on_train_end(logs)
-
-    return _AsyncBackupAndRestore(backup_dir)
-
-
-def BestWeights(model, folder: Path, monitor: str, best: float | None):  # noqa: N802 (lazy tf_keras class)
-    """Keeps the weights of the epoch with the lowest ``monitor`` in ``folder``, written in the background.
-
-    ``best`` is the lowest value of earlier stages or of the killed run being resumed: only a better
-    epoch replaces their weights. ``restore()`` (after training) loads the best weights this stage
-    wrote, if it wrote any, and says whether it did.
-    """
-    t = _tf()
-
-    class _BestWeights(_k().callbacks.Callback):
+    class _ResumeState(k.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.best = float("inf") if best is None else best
-            # Weights only, not the optimizer: the model file made from them is for inference and export.
-            self._ckpt = t.train.Checkpoint(weights=list(model.weights))
+            self.folder = folder
+            self._epoch = t.Variable(-1, dtype=t.int64, trainable=False)
+            self._stopped = t.Variable(False, trainable=False)
+            self._improved = t.Variable(False, trainable=False)
+            self._best = t.Variable(float("inf") if best is None else best, dtype=t.float64, trainable=False)
+            # A copy of every weight (batch-norm statistics too) of the best epoch so far.
+            self._best_weights = [t.Variable(w, trainable=False) for w in model.weights]
+            self._ckpt = t.train.Checkpoint(model=model, epoch=self._epoch, stopped=self._stopped,
+                                            improved=self._improved, best=self._best, best_weights=self._best_weights)
             self._manager = t.train.CheckpointManager(self._ckpt, str(folder), max_to_keep=1)
+            self._async = t.train.CheckpointOptions(experimental_enable_async_checkpoint=background)
+
+        def restore(self) -> int:
+            """Load the latest complete checkpoint, if any; returns the next epoch to train (0 if none)."""
+            latest = self._manager.latest_checkpoint
+            if latest is None:
+                return 0
+            optimizer = model.optimizer
+            if optimizer is not None and not getattr(optimizer, "_built", True):
+                optimizer.build(model.trainable_variables)  # slot variables must exist to be restored
+            self._ckpt.restore(latest).assert_existing_objects_matched()
+            return int(self._epoch.numpy()) + 1
+
+        @property
+        def stopped(self) -> bool:
+            return bool(self._stopped.numpy())
+
+        @property
+        def improved(self) -> bool:
+            return bool(self._improved.numpy())
+
+        def load_best(self) -> None:
+            for w, b in zip(model.weights, self._best_weights):
+                w.assign(b)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if data_epoch is not None:
+                data_epoch.assign(epoch)
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get(monitor)
-            if value is not None and value < self.best:  # NaN never compares lower
-                self.best = value
-                self._manager.save(checkpoint_number=epoch, options=_async_options())
+            if value is not None and value < self._best.numpy():  # NaN never compares lower
+                self._best.assign(value)
+                self._improved.assign(True)
+                for b, w in zip(self._best_weights, model.weights):
+                    b.assign(w)
+            self._epoch.assign(epoch)
+            self._stopped.assign(bool(model.stop_training))
+            self._manager.save(options=self._async)
 
-        def on_train_end(self, logs=None):
+        def sync(self) -> None:
             self._manager.sync()
 
-        def restore(self) -> bool:
-            latest = self._manager.latest_checkpoint if folder.is_dir() else None
-            if latest is None:
-                return False
-            self._ckpt.restore(latest).assert_existing_objects_matched()
-            return True
+        def on_train_end(self, logs=None):
+            self.sync()
 
-    return _BestWeights()
+    return _ResumeState()
 
 
-def finish_run(out: Path, model, test_split, *, evaluate: bool = True) -> runs.Run:
-    """Close a run folder: keep the last model if no epoch improved, drop resume state, plot, evaluate."""
-    if not (out / runs.MODEL).is_file():  # no epoch improved on a resumed run's best: keep the last
+def ResumableEarlyStopping(monitor: str, patience: int, rows: list[dict]):  # noqa: N802 (lazy tf_keras class)
+    """Keras' EarlyStopping, first replaying the epochs a resumed run already finished (``rows``).
+
+    Without the replay a resumed run would forget how long the loss has not improved and train
+    longer than the same run uninterrupted.
+    """
+
+    class _EarlyStopping(_k().callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            for row in rows:
+                if monitor in row:
+                    if self._is_improvement(row[monitor], self.best):
+                        self.best, self.wait = row[monitor], 0
+                    else:
+                        self.wait += 1
+
+    return _EarlyStopping(monitor=monitor, patience=patience)
+
+
+def finish_run(out: Path, model, test_split, *, evaluate: bool = True, dist=None) -> runs.Run | None:
+    """Close a run folder: keep the last model if no epoch improved, plot, evaluate, then drop resume state.
+
+    The resume checkpoint goes last, so a run killed while finishing resumes by finishing again, not by
+    training again: a folder with model.keras and no backup/ is a finished run (see :func:`is_finished`).
+    Under multiworker only the chief gets past the model save (which needs every worker); others get None.
+    """
+    dist = dist or D.LOCAL
+    if dist.chief_says(not (out / runs.MODEL).is_file()):  # no epoch improved on a resumed run's best: keep the last
         save_model_atomic(model, out / runs.MODEL)
-    shutil.rmtree(out / BACKUP, ignore_errors=True)
+    if not dist.is_chief:
+        return None
 
     run = runs.load_run(out)
     from toolkit.train.evaluate import evaluate_run
@@ -284,14 +393,23 @@ def finish_run(out: Path, model, test_split, *, evaluate: bool = True) -> runs.R
     plot_history(runs.read_history(out), out / "curves.png")
     if evaluate and len(test_split):
         evaluate_run(run, split=test_split)
+    discard(out / BACKUP)
+    for leftover in out.glob(f".{BACKUP}.removing-*"):  # a removal that an earlier kill interrupted
+        shutil.rmtree(leftover, ignore_errors=True)
     return run
 
 
-def _first_difference(a: dict, b: dict) -> str:
-    for key in a:
-        if key != "resume" and a.get(key) != b.get(key):
-            return f"{key}={b.get(key)!r} (run: {a.get(key)!r})"
-    return "none"
+def is_finished(out: Path) -> bool:
+    """True for a run folder that :func:`finish_run` completed (its resume state is gone, its model there)."""
+    return (out / runs.MODEL).is_file() and not (out / BACKUP).exists()
+
+
+def discard(folder: Path) -> None:
+    """Delete a folder so that a kill midway leaves it whole or absent: renamed away first, then removed."""
+    if folder.exists():
+        trash = folder.with_name(f".{folder.name}.removing-{os.getpid()}")
+        os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _k():
