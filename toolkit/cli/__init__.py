@@ -85,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
         return 130
+    except Exception as exc:  # a full disk is the user's to fix, wherever the write failed
+        from toolkit.errors import disk_full_error
+
+        full = disk_full_error(exc)
+        if full is None:
+            raise
+        typer.echo(f"error: {full}", err=True)
+        return 2
     return rv if isinstance(rv, int) else 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import __version__
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, disk_full_error
 from toolkit.export.config import ExportConfig
 from toolkit.export.formats import Context, select
 from toolkit.export.manifest import build_manifest, file_entry, relative
@@ -184,8 +184,12 @@ def export_model(
         manifest.write(staging)
         (staging / "report.md").write_text(report_markdown(manifest))
         _publish(staging, out, config.overwrite)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        full = disk_full_error(exc, str(out.parent), "nothing was written and an earlier export there is "
+                               "untouched; free some space and export again") if isinstance(exc, Exception) else None
+        if full is not None:
+            raise full from exc
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -15,6 +15,7 @@ $TOOLKIT_CACHE (default ~/.cache/toolkit/features)/
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import metrics
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, disk_full_error
 
 log = logging.getLogger("toolkit.features")
 CACHE_ENV = "TOOLKIT_CACHE"
@@ -117,8 +118,12 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
             os.rename(tmp, entry)
         except OSError:  # another run stored the same entry first; theirs is as good as ours
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full_error(exc, str(root), f"the cache keeps its complete entries; free some space (or set "
+                               f"${CACHE_ENV} to another disk) and run again") if isinstance(exc, Exception) else None
+        if full is not None:
+            raise full from exc
         raise
     log.info("%s features (%d images): computed in %.1f s and cached as %s", split.name, len(split), seconds, key[:12])
     opened = _open_entry(entry, key, len(split))
@@ -157,8 +162,8 @@ def _compute(base, split, folder: Path, batch_size: int) -> float:
 
     t0 = time.perf_counter()
     dim = int(base.output_shape[-1])
-    x = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32, shape=(len(split), dim))
-    y = np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.int64, shape=(len(split),))
+    x = _open_reserved(folder / "features.npy", np.float32, (len(split), dim))
+    y = _open_reserved(folder / "labels.npy", np.int64, (len(split),))
     i = 0
     for xb, yb in batches(split, batch_size):  # no shuffle, no augmentation: features of the images as they are
         # predict_on_batch runs the compiled graph in inference mode (frozen BN) and returns only this batch.
@@ -172,6 +177,24 @@ def _compute(base, split, folder: Path, batch_size: int) -> float:
     y.flush()
     del x, y
     return time.perf_counter() - t0
+
+
+def _open_reserved(path: Path, dtype, shape: tuple):
+    """A writable .npy memory map whose disk blocks are allocated up front.
+
+    A memory map over a sparse file fails on a full disk with SIGBUS at the first write to an unbacked
+    page, which kills the process without a word; allocating first turns that into an OSError here.
+    """
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system that cannot reserve
+                    del arr
+                    raise
+    return arr
 
 
 def _open_entry(entry: Path, key: str, n: int) -> CachedFeatures | None:
