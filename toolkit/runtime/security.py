@@ -18,6 +18,9 @@ from collections.abc import Callable
 
 log = logging.getLogger("toolkit.runtime")
 
+# Request line and headers together; uvicorn's httptools parser has no limit of its own (h11's is 16 KiB).
+MAX_HEADER_BYTES = 64 << 10
+
 
 def tokens_match(given: str, token: str) -> bool:
     """Constant-time token check that leaks neither the content nor the length of the token.
@@ -123,13 +126,14 @@ def exposure_warning(host: str, has_token: bool, token_env: str) -> str | None:
     )
 
 
-def guarded_http_protocol(timeout: float) -> type:
-    """uvicorn's HTTP protocol with a deadline for request headers, which uvicorn itself lacks.
+def guarded_http_protocol(timeout: float, max_header_bytes: int = MAX_HEADER_BYTES) -> type:
+    """uvicorn's HTTP protocol with a deadline and a size limit for request headers, which uvicorn lacks.
 
     uvicorn times out idle keep-alive connections only after a response; a client that connects and
-    sends its headers a byte at a time (slowloris) would hold its connection forever. With this
-    protocol a connection must complete each request's headers within ``timeout`` seconds of
-    connecting or of the request's first byte; the body has its own deadline in the app.
+    sends its headers a byte at a time (slowloris) would hold its connection forever, and httptools
+    buffers headers of any size. With this protocol a connection must complete each request's headers
+    within ``timeout`` seconds of connecting or of the request's first byte, in at most
+    ``max_header_bytes`` (else 431); the body has its own deadline in the app.
     """
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
@@ -140,15 +144,27 @@ def guarded_http_protocol(timeout: float) -> type:
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._deadline = None
+            self._header_bytes = 0
             self._arm()
 
         def data_received(self, data: bytes) -> None:
             if self._deadline is None and not self._in_request():
                 self._arm()  # the first byte of the next request on a keep-alive connection
+                self._header_bytes = 0
             super().data_received(data)
             if self._deadline is not None and self._in_request():
                 self._deadline.cancel()  # headers complete: the app and its body deadline take over
                 self._deadline = None
+            elif not self._in_request() and not self.transport.is_closing():
+                # Only bytes that did not complete the headers count: a body in the same chunk is fine.
+                self._header_bytes += len(data)
+                if self._header_bytes > max_header_bytes:
+                    body = f'{{"error": "request headers exceed {max_header_bytes:,} bytes"}}'.encode()
+                    self.transport.write(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                    self.transport.close()
 
         def connection_lost(self, exc) -> None:
             if self._deadline is not None:

@@ -371,7 +371,10 @@ def serve(app: FastAPI, config: ServeConfig) -> None:
 
 def uvicorn_config(app: FastAPI, config: ServeConfig, port: int | None = None):
     """uvicorn settings for the door API: no access log (it would record paths and clients), a deadline
-    for request headers (:func:`~toolkit.runtime.security.guarded_http_protocol`), 5 s keep-alive."""
+    for request headers (:func:`~toolkit.runtime.security.guarded_http_protocol`), 5 s keep-alive, and
+    no proxy headers: uvicorn trusts X-Forwarded-For from 127.0.0.1 by default, and on a loopback-bound
+    server every client is 127.0.0.1, so any client could pick a fresh address for each token guess.
+    Behind a reverse proxy the unlock limit therefore counts all clients together (stricter, not looser)."""
     import uvicorn
 
     return uvicorn.Config(
@@ -380,6 +383,7 @@ def uvicorn_config(app: FastAPI, config: ServeConfig, port: int | None = None):
         port=config.port if port is None else port,
         log_level=config.log_level,
         access_log=False,
+        proxy_headers=False,
         http=guarded_http_protocol(config.request_timeout_seconds),
         timeout_keep_alive=5,
     )

@@ -72,6 +72,8 @@ def parse_infer_request(body: bytes, header_length: str | None, predictor, max_b
         req = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise V2Error(f"body is not JSON ({exc})") from None
+    except RecursionError:  # [[[[...]]]] thousands deep: the stdlib parser recurses per level
+        raise V2Error("body is JSON nested too deeply; send a flat 'data' list") from None
     if not isinstance(req, dict):
         raise V2Error("body must be a JSON object with 'inputs'")
     params = _object(req.get("parameters"), "parameters")
