@@ -195,3 +195,16 @@ def bench(
     from toolkit.runtime.config import BenchConfig
 
     run_bench(BenchConfig(tuple(model), threads, n, clients=clients, seconds=seconds, http=http), out=typer.echo)
+
+
+@door_app.command("faults")
+def faults(
+    model: Path = _MODEL,
+    only: str = typer.Option(None, "--only", help="Run only the faults whose name contains this text."),
+) -> None:
+    """Inject faults into a running door (mock relay pin) and print: fault, door state, health, recovery."""
+    from toolkit.runtime.faults import run_drill
+
+    results = run_drill(model, only=only, out=typer.echo)
+    if not results or not all(r.ok for r in results):
+        raise typer.Exit(1)

@@ -85,7 +85,10 @@ class Actuator:
         return True
 
     def _record(self, operation: str, exc: Exception) -> None:
+        again = self._failed == operation
         self._failed, self.fault = operation, f"relay: {operation} failed ({exc})"
+        if again:
+            return  # logged when the failure began; the lock is retried every tick
         if operation == "lock":
             log.critical("relay: cannot lock (%s); retrying; check the relay wiring and driver", exc)
         else:

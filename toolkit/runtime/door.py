@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -82,6 +83,7 @@ class DoorLoop:
         self.listeners: list[Callable[[str], None]] = []
         self.frames = 0
         self.repeats = 0  # frames a live camera delivered twice (not counted as new looks)
+        self._logged_fault: str | None = None
         self._previous: np.ndarray | None = None
         self._last_new = clock()
         self._lock = threading.RLock()
@@ -119,10 +121,9 @@ class DoorLoop:
             RelayError: the relay did not unlock (the door is locked and not ready).
         """
         with self._lock:
-            verdict = self.policy.manual_open()
-            self._log_event(None, verdict, 0.0, manual=True)
-            self._apply(verdict)
-            if not self.actuator.unlocked or self.actuator.fault:
+            verdict = self._apply(self.policy.manual_open())
+            self._log_event(None, verdict, 0.0, manual=verdict.opened)
+            if not verdict.opened or self.actuator.fault:
                 raise RelayError(self.actuator.fault or "relay: unlock failed; the door stays locked")
             self._emit("manual_open")
             return {"state": "open", "seconds": self.config.policy.open_seconds}
@@ -168,8 +169,9 @@ class DoorLoop:
         latency = (time.perf_counter() - start) * 1000.0
         with self._lock:
             self.policy.threshold = self._threshold(predictor)  # a hot reload may bring a new threshold
-            verdict = self.policy.observe(probability)
-            self._apply(verdict)
+            verdict = self._apply(self.policy.observe(probability))
+            if self.policy.fault is None:
+                self._logged_fault = None  # a good frame: the next fault is news again
         if crop is None:
             self._emit("no_face")
         self._log_event(probability, verdict, latency)
@@ -180,16 +182,20 @@ class DoorLoop:
     def tick(self) -> Verdict:
         """Apply time-based rules (open period over, stale camera) without a frame."""
         with self._lock:
-            verdict = self.policy.tick()
-            self._apply(verdict)
-            return verdict
+            return self._apply(self.policy.tick())
 
     def fault(self, reason: str, level: int = logging.ERROR, *, end_manual: bool = False) -> None:
-        """Lock now (a manual unlock keeps its period unless ``end_manual``) and stay not-ready until a good frame."""
-        log.log(level, "door locked: %s", reason)
+        """Lock now (a manual unlock keeps its period unless ``end_manual``) and stay not-ready until a good frame.
+
+        Logged once per kind of fault until a good frame: a camera that sends black frames at 30 fps must
+        not write 30 lines a second to a Pi's SD card (the event log still has every frame).
+        """
+        kind = re.sub(r"[0-9.]+", "#", reason)
+        if kind != self._logged_fault:
+            self._logged_fault = kind
+            log.log(level, "door locked: %s", reason)
         with self._lock:
-            verdict = self.policy.fail(reason, end_manual=end_manual)
-            self._apply(verdict)
+            verdict = self._apply(self.policy.fail(reason, end_manual=end_manual))
         self._emit("fault")
         self._log_event(None, verdict, 0.0)
 
@@ -245,8 +251,8 @@ class DoorLoop:
         while not stop.wait(0.1):
             self.tick()
 
-    def _apply(self, verdict: Verdict) -> None:
-        """Drive the relay to what the policy says; a relay failure ends every open period (fault)."""
+    def _apply(self, verdict: Verdict) -> Verdict:
+        """Drive the relay to what the policy says; returns what really happened (a relay failure is a fault)."""
         relay = self.actuator
         if verdict.opened:
             # Only a new decision energises the relay; a new period (a manual unlock while open) re-arms
@@ -255,25 +261,26 @@ class DoorLoop:
             try:
                 relay.unlock(self.config.policy.open_seconds)
             except RelayError as exc:
-                self.policy.fail(str(exc), end_manual=True)
                 self._emit("fault")
-                return
+                return self.policy.fail(str(exc), end_manual=True)
             if not was_unlocked:
                 self._emit("open")
         elif verdict.open:
             if not relay.unlocked:
                 # Locked behind the policy's back: the relay's real-time watchdog fired first, so the
                 # policy's clock is wrong. Never energise again on the strength of that period.
-                self.policy.fail("relay watchdog locked the door before the open period ended", end_manual=True)
                 self._emit("fault")
+                reason = "relay watchdog locked the door before the open period ended"
+                return self.policy.fail(reason, end_manual=True)
         elif relay.unlocked or relay.fault:
             was_unlocked = relay.unlocked
             if relay.lock():
                 if was_unlocked:
                     self._emit("lock")
             elif self.policy.fault != relay.fault:
-                self.policy.fail(relay.fault or "relay: lock failed", end_manual=True)
                 self._emit("fault")
+                return self.policy.fail(relay.fault or "relay: lock failed", end_manual=True)
+        return verdict
 
     def _emit(self, event: str) -> None:
         for listener in self.listeners:
