@@ -20,37 +20,41 @@ MODES = ("scratch", "freeze", "cached")
 _INT, _FLOAT, _STR, _BOOL, _LIST = "integer", "number", "string", "boolean", "list"
 
 
-def _k(kind, default=None, choices=None, required=False):
-    return {"kind": kind, "default": default, "choices": choices, "required": required}
+def _k(kind, default=None, choices=None, required=False, low=None, above=None):
+    """One key's rule: its kind, default, allowed values, and bounds (``low`` <= value, ``above`` < value)."""
+    return {"kind": kind, "default": default, "choices": choices, "required": required, "low": low, "above": above}
 
 
 # section -> key -> rule. Defaults match the CLI commands' defaults.
 SCHEMA: dict[str, dict[str, dict]] = {
     "pipeline": {"name": _k(_STR), "description": _k(_STR, "")},
     "data": {
-        "spec": _k(_STR, required=True), "image_size": _k(_INT, 64), "seed": _k(_INT, 0),
+        "spec": _k(_STR, required=True), "image_size": _k(_INT, 64), "seed": _k(_INT, 0, low=0),
         "val": _k(_FLOAT, 0.15), "test": _k(_FLOAT, 0.15), "strict": _k(_BOOL, False),
     },
     "pretrain": {  # optional: train a source model first, then transfer from it ("weights = 'pretrain'")
-        "model": _k(_STR, required=True), "data": _k(_STR, required=True), "epochs": _k(_INT, 10),
-        "batch_size": _k(_INT, 32), "lr": _k(_FLOAT, 1e-3), "augment": _k(_LIST, []), "patience": _k(_INT, 5),
+        "model": _k(_STR, required=True), "data": _k(_STR, required=True), "epochs": _k(_INT, 10, low=1),
+        "batch_size": _k(_INT, 32, low=1), "lr": _k(_FLOAT, 1e-3, above=0), "augment": _k(_LIST, []),
+        "patience": _k(_INT, 5, low=0),
     },
     "train": {
-        "mode": _k(_STR, "scratch", MODES), "model": _k(_STR, required=True), "epochs": _k(_INT, 20),
-        "batch_size": _k(_INT, 32), "lr": _k(_FLOAT, 1e-3), "optimizer": _k(_STR, "adam", ("adam", "sgd", "rmsprop")),
-        "augment": _k(_LIST, []), "patience": _k(_INT, 5), "stem": _k(_STR, None, ("seed", "keras")),
-        "weights": _k(_STR, None), "freeze": _k(_STR, "all"), "unfreeze_at": _k(_INT, None),
-        "fine_tune_epochs": _k(_INT, 0), "fine_tune_lr": _k(_FLOAT, 1e-5),
+        "mode": _k(_STR, "scratch", MODES), "model": _k(_STR, required=True), "epochs": _k(_INT, 20, low=1),
+        "batch_size": _k(_INT, 32, low=1), "lr": _k(_FLOAT, 1e-3, above=0),
+        "optimizer": _k(_STR, "adam", ("adam", "sgd", "rmsprop")), "augment": _k(_LIST, []),
+        "patience": _k(_INT, 5, low=0), "stem": _k(_STR, None, ("seed", "keras")), "weights": _k(_STR, None),
+        "freeze": _k(_STR, "all"), "unfreeze_at": _k(_INT, None, low=0), "fine_tune_epochs": _k(_INT, 0, low=0),
+        "fine_tune_lr": _k(_FLOAT, 1e-5, above=0),
     },
     "export": {
         "formats": _k(_LIST, ["onnx", "tflite"]), "quantize": _k(_LIST, ["none", "int8"]),
-        "calibration": _k(_INT, 300), "calibration_method": _k(_STR, "minmax", ("minmax", "entropy", "percentile")),
-        "max_drop": _k(_FLOAT, 1.0), "target_far": _k(_FLOAT, 0.01), "qat_epochs": _k(_INT, 2),
+        "calibration": _k(_INT, 300, low=1),
+        "calibration_method": _k(_STR, "minmax", ("minmax", "entropy", "percentile")),
+        "max_drop": _k(_FLOAT, 1.0), "target_far": _k(_FLOAT, 0.01), "qat_epochs": _k(_INT, 2, low=1),
         "uint8_io": _k(_BOOL, False), "out": _k(_STR, None),
     },
     "benchmark": {
         "enabled": _k(_BOOL, True), "threads": _k(_LIST, [1, 0]), "batch": _k(_LIST, [1, 32]),
-        "repeats": _k(_INT, 50), "keras": _k(_BOOL, True),
+        "repeats": _k(_INT, 50, low=1), "keras": _k(_BOOL, True),
     },
     "report": {"enabled": _k(_BOOL, True)},
 }
@@ -180,6 +184,11 @@ def validate(raw: dict, source: str) -> dict:
                 problems.append(f"{section}.{key}: must be {_article(rule['kind'])}, got {got}")
             elif rule["choices"] and value not in rule["choices"]:
                 problems.append(f"{section}.{key}: must be one of {', '.join(rule['choices'])}, got {value!r}")
+            elif rule["low"] is not None and value < rule["low"]:
+                want = "a positive integer" if rule["kind"] == _INT and rule["low"] == 1 else f">= {rule['low']}"
+                problems.append(f"{section}.{key}: must be {want}, got {value!r}")
+            elif rule["above"] is not None and value <= rule["above"]:
+                problems.append(f"{section}.{key}: must be > {rule['above']}, got {value!r}")
             values[key] = value
         settings[section] = values
     if not problems:
