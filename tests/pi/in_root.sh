@@ -1,0 +1,50 @@
+#!/bin/bash
+# The arm64 half of tests/pi/pi_check.sh, run inside the emulated root (never on the host): a fresh venv,
+# `pip install '.[door]'`, no TensorFlow, versions, the runtime smoke tests, the demo model vs x86.
+set -euo pipefail
+IN=/opt/pi-check
+SRC=$IN/src
+VENV=$IN/venv
+LOGS=$IN/logs
+PY=$VENV/bin/python
+mkdir -p "$LOGS"
+cd "$SRC"
+
+T0=$SECONDS
+step() { echo "pi-check [arm64 +$((SECONDS - T0))s]: $*"; }
+run_logged() {  # run_logged LOG CMD...: quiet on success, the log's tail and one error line on failure
+  local log=$LOGS/$1
+  shift
+  if ! "$@" >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "error: '$*' failed; log: $log" >&2
+    exit 1
+  fi
+}
+
+step "fresh venv ($(python3 --version), $(uname -m))"
+rm -rf "$VENV"
+python3 -m venv "$VENV"
+
+step "pip install '.[door]'"
+# --no-compile: byte-compiling every installed file is minutes under emulation; imports compile what they use.
+run_logged pip-door.log "$PY" -m pip install --progress-bar off --no-compile ".[door]"
+"$PY" tests/pi/compare.py no-tensorflow
+# Tests must use the installed package, as a Pi would, not the copied source tree.
+rm -rf "$SRC/toolkit" "$SRC/build"
+
+step "installed versions"
+"$PY" tests/pi/compare.py versions
+
+step "test tools from the dev extra (pytest, httpx, onnx, tritonclient)"
+mapfile -t tools < <("$PY" tests/pi/compare.py requirements dev pytest httpx onnx tritonclient)
+run_logged pip-tests.log "$PY" -m pip install --progress-bar off --no-compile "${tools[@]}"
+"$PY" tests/pi/compare.py no-tensorflow
+
+step "demo model: arm64 vs x86"
+"$PY" tests/pi/compare.py check --model exported/happy --reference "$IN/x86"
+
+step "pytest ${PI_TESTS}"
+# shellcheck disable=SC2086  # PI_TESTS is a list of pytest arguments
+"$VENV/bin/pytest" -q -p no:cacheprovider -o addopts="" -rs --durations=5 $PI_TESTS
+step "done"
