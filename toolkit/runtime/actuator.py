@@ -47,6 +47,9 @@ class Actuator:
             self._timer = threading.Timer(max_seconds + 0.5, self._watchdog)
             self._timer.daemon = True
             self._timer.start()
+            if self._failed == "lock" and not self._lock_now():
+                # The relay did not let go last time and still does not: an opening cannot be counted on it.
+                raise RelayError(f"{self.fault}; not unlocking a relay that is stuck")
             if self.unlocked:
                 return
             self.unlocked = True  # from the first attempt on, the pin may be high

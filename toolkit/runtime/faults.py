@@ -449,7 +449,7 @@ def run_drill(
         f"door fault drill: {folder}, k={t.k} of n={t.n}, open {t.open_seconds} s, cooldown {t.cooldown_seconds} s, "
         f"stale {t.stale_seconds} s, camera {t.fps:g} fps, each fault {t.fault_seconds} s, relay: gpiozero mock pin"
     )
-    out(f"{'fault':34}  {'door during the fault':58}  {'health':14}  {'recovery':>8}  check")
+    out(f"{'fault':34}  {'door during the fault':62}  {'health':16}  {'recovery':>8}  check")
     try:
         with tempfile.TemporaryDirectory(prefix="toolkit-faults-") as tmp:
             for i, sc in enumerate(chosen):
@@ -458,7 +458,7 @@ def run_drill(
                 results.append(r)
                 recovery = "-" if r.recovery_s is None else f"{r.recovery_s * 1000:.0f} ms"
                 check = "ok" if r.ok else "FAIL: " + "; ".join(r.problems)
-                out(f"{r.fault:34}  {r.door:58}  {r.health:14}  {recovery:>8}  {check}")
+                out(f"{r.fault:34}  {r.door:62}  {r.health:16}  {recovery:>8}  {check}")
     finally:
         runtime_log.setLevel(level)
         factory.reset()

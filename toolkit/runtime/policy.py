@@ -101,8 +101,8 @@ class DoorPolicy:
         now = self._now()
         self.fault = reason
         self._votes.clear()
-        if now < self._open_until:  # an opening cut short: the cooldown starts now, not at its planned end
-            self._cooldown_until = now + self.config.cooldown_seconds
+        if now < self._open_until or (end_manual and now < self._manual_until):
+            self._cooldown_until = now + self.config.cooldown_seconds  # cut short: the cooldown starts now
         self._open_until = float("-inf")
         if end_manual:
             self._manual_until = float("-inf")
