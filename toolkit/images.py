@@ -17,6 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from toolkit.errors import ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Pillow format names that decode_image opens ("JPEG" includes MPO, the multi-frame JPEG of many cameras).
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF")
 # A 64x64 model never needs more than this; larger files are refused before decoding (zip bombs).
 DEFAULT_MAX_PIXELS = 40_000_000
 RESAMPLE = Image.Resampling.BILINEAR
@@ -59,8 +61,11 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
             raise ImageError(f"{label}: empty file (0 bytes), not an image")
         try:
             with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's notes on odd files; the outcome is what counts
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data))
+                # Only the formats photos come in: Pillow would otherwise open dozens by their content,
+                # among them EPS, which runs Ghostscript on the file.
+                img = Image.open(io.BytesIO(data), formats=FORMATS)
                 if img.width * img.height > max_pixels:
                     raise ImageError(
                         f"{label}: {img.width}x{img.height} pixels exceeds the limit of {max_pixels:,}; "
@@ -69,15 +74,27 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
                 img.load()
         except ImageError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"{label}: not a readable image ({exc})") from exc
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageError(f"{label}: corrupt or truncated image ({exc})") from exc
+        except UnidentifiedImageError as exc:
+            raise ImageError(f"{label}: not a readable image (not a JPEG, PNG, BMP, WebP or GIF file)") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"{label}: not a readable image ({_one_line(exc)})") from exc
+        except Exception as exc:  # hostile bytes reach decoder paths that raise anything; none may escape
+            raise ImageError(f"{label}: corrupt or truncated image ({_one_line(exc)})") from exc
     try:
-        img = ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose an otherwise good photo
         pass
-    return _to_rgb(img)
+    try:
+        return _to_rgb(img)
+    except Exception as exc:  # a mode Pillow cannot convert
+        raise ImageError(f"{label}: cannot convert mode {img.mode} to RGB ({_one_line(exc)})") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text or type(exc).__name__)[:200]
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

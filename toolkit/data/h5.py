@@ -8,6 +8,7 @@ and key, since a silently misread label array trains a model that is confidently
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -69,19 +70,18 @@ def read_h5(path: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, tuple[str,
     x_key, y_key = f"{prefix}_set_x", f"{prefix}_set_y"
     try:
         with h5py.File(path, "r") as f:
-            for key in (x_key, y_key):
-                if key not in f:
-                    keys = ", ".join(sorted(f.keys())) or "none"
-                    raise ToolkitError(
-                        f"{path}: missing key {key!r} (keys present: {keys}); expected the course format"
-                    )
-            x = np.asarray(f[x_key][()])
-            y = np.asarray(f[y_key][()])
-            classes = np.asarray(f["list_classes"][()]).reshape(-1) if "list_classes" in f else None
+            x_ds = _array(f, path, x_key, required=True)
+            y_ds = _array(f, path, y_key, required=True)
+            if x_ds.ndim == 4 and x_ds.shape[3] == 3 and x_ds.dtype != np.uint8:  # refuse before reading it
+                raise ToolkitError(f"{path}: key {x_key!r} has dtype {x_ds.dtype}; expected uint8 pixels 0-255")
+            x = np.asarray(x_ds[()])
+            y = np.asarray(y_ds[()])
+            c_ds = _array(f, path, "list_classes", required=False)
+            classes = None if c_ds is None else np.asarray(c_ds[()]).reshape(-1)
     except ToolkitError:
         raise
-    except (OSError, ValueError, TypeError) as exc:
-        raise ToolkitError(f"{path}: not a readable HDF5 file ({exc})") from None
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise ToolkitError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from None
     if x.ndim != 4 or x.shape[3] != 3:
         raise ToolkitError(f"{path}: key {x_key!r} has shape {x.shape}; expected (N, height, width, 3)")
     if x.dtype != np.uint8:
@@ -98,6 +98,45 @@ def read_h5(path: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, tuple[str,
     if names is not None and len(set(names)) != len(names):
         raise ToolkitError(f"{path}: key 'list_classes' repeats a class name: {names}")
     return x, y, names
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _array(f, path: Path, key: str, *, required: bool):
+    """The dataset at ``key``, checked before anything is read: an array (not a group or a broken link)
+    of a size that fits in memory. None when it is absent and not required.
+
+    Raises:
+        ToolkitError: missing, not an array, or larger than half this machine's memory.
+    """
+    h5py = _h5py()
+    try:
+        obj = f.get(key)
+    except (KeyError, OSError, ValueError, RuntimeError) as exc:  # a link to a missing file or object
+        raise ToolkitError(f"{path}: key {key!r} cannot be opened ({_first_line(exc)})") from None
+    if obj is None:
+        if not required:
+            return None
+        keys = ", ".join(sorted(f.keys())) or "none"
+        raise ToolkitError(f"{path}: missing key {key!r} (keys present: {keys}); expected the course format")
+    if not isinstance(obj, h5py.Dataset):
+        raise ToolkitError(f"{path}: key {key!r} is a {type(obj).__name__.lower()}, not an array")
+    size = int(obj.size or 0) * obj.dtype.itemsize
+    if size > _memory_bytes() // 2:
+        shape = "x".join(str(d) for d in obj.shape)
+        raise ToolkitError(f"{path}: key {key!r} holds {size / 2**30:,.1f} GiB ({shape} {obj.dtype}), more than half "
+                           "this machine's memory; use an image folder (streamed from disk) instead")
+    return obj
 
 
 def encode_labels(path: Path, key: str, y: np.ndarray, names: tuple[str, ...] | None):
