@@ -47,6 +47,15 @@ def scan_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]], li
             f"{root}: no class sub-folders{hint}; put the images in one folder per class, e.g. "
             f"{root}/smile/*.jpg and {root}/no_smile/*.jpg"
         )
+    for name in classes:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the file system stored that are not UTF-8 (surrogate-escaped)
+            shown = os.fsencode(root / name).decode("utf-8", "backslashreplace")
+            raise ToolkitError(
+                f"{shown}: class folder name is not valid UTF-8; rename it (class names become the "
+                "labels in manifests and API answers)"
+            ) from None
     if len(classes) < 2:
         raise ToolkitError(
             f"{root}: only one class folder ({classes[0]}); a classifier needs at least two, "
