@@ -110,6 +110,10 @@ def load_keras_model(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"{path}: model file not found")
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise ToolkitError(f"{path}: not a Keras model file; give a .keras (or .h5) file or a run folder")
+    if path.suffix != ".keras":
+        _refuse_code_in_h5(path)
     k = keras()
     try:
         if path.suffix == ".keras":
@@ -118,6 +122,38 @@ def load_keras_model(path: str | Path):
     except Exception as exc:  # Keras raises many types for a bad file; all mean the same to a user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ToolkitError(f"{path}: not a loadable Keras model ({first[:200]})") from exc
+
+
+def _refuse_code_in_h5(path: Path) -> None:
+    """Refuse an HDF5 model whose config carries Python code (a Lambda layer's marshalled bytecode).
+
+    Keras' safe_mode covers only the .keras format; loading an .h5 model rebuilds every Lambda from the
+    file's bytecode and runs it. The config is read here with h5py, before Keras sees the file.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except OSError as exc:
+        raise ToolkitError(f"{path}: not a readable HDF5 model file ({str(exc).splitlines()[0][:200]})") from exc
+    if raw is None:
+        raise ToolkitError(f"{path}: an HDF5 file without a model config (weights only?); give a full model file")
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ToolkitError(f"{path}: unreadable model config ({exc})") from exc
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda" or "function_type" in node:
+                raise ToolkitError(f"{path}: the model holds a Lambda layer, whose Python code loading would run; "
+                                   "refused (rebuild the model without Lambda layers)")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def resolve_model(source: str | Path):
