@@ -31,11 +31,15 @@ class OnnxRunner:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ToolkitError(f"{path}: onnxruntime cannot load it ({one_line(exc, 200)})") from exc
+        self.path = path
         self.input = self.session.get_inputs()[0].name
         self.input_dtype = "float32"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x.astype(np.float32, copy=False)})[0]
+        try:
+            return self.session.run(None, {self.input: x.astype(np.float32, copy=False)})[0]
+        except Exception as exc:  # a damaged graph can load and still fail to run
+            raise ToolkitError(f"{self.path}: onnxruntime cannot run it ({one_line(exc, 200)})") from exc
 
 
 class TFLiteRunner:
@@ -48,12 +52,19 @@ class TFLiteRunner:
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads or cpu_count())
         except Exception as exc:
             raise ToolkitError(f"{path}: ai-edge-litert cannot load it ({one_line(exc, 200)})") from exc
+        self.path = path
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
         self.input_dtype = np.dtype(self._in["dtype"]).name
         self._batch = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        try:
+            return self._run(x)
+        except (RuntimeError, ValueError) as exc:  # a damaged file can load and still fail to allocate or run
+            raise ToolkitError(f"{self.path}: ai-edge-litert cannot run it ({one_line(exc, 200)})") from exc
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         it = self.interpreter
         if self._batch != len(x):
             it.resize_tensor_input(self._in["index"], [len(x), *self._in["shape"][1:]])
