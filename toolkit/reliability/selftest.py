@@ -1,0 +1,216 @@
+"""``toolkit selftest``: the long reliability runs, one section each, then a table of every figure.
+
+The CI tests (tests/reliability) run the same functions with small budgets; this runs them long
+enough to mean something: five trainings killed at random moments and resumed, more kill points for
+export, pipelines and the feature cache, several full disks, thousands of fuzz cases, and damaged
+copies of every model format.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.reliability.common import run, toolkit_cmd
+
+SECTIONS = ("interrupt", "diskfull", "fuzz", "models", "audit")
+
+
+@dataclass(frozen=True)
+class Budget:
+    train_kills: int = 5
+    epochs: int = 6
+    export_kills: int = 6
+    pipeline_kills: int = 4
+    cache_kills: int = 6
+    train_free_kb: tuple = (16, 60, 120, 200, 300)
+    cache_free_kb: tuple = (8, 40)
+    export_free_kb: tuple = (8, 30, 60)
+    decode_cases: int = 3000
+    folder_cases: int = 400
+    h5_cases: int = 1000
+    model_cuts: int = 20
+    model_flips: int = 40
+
+
+QUICK = Budget(train_kills=1, epochs=3, export_kills=1, pipeline_kills=1, cache_kills=1, train_free_kb=(60,),
+               cache_free_kb=(8,), export_free_kb=(30,), decode_cases=200, folder_cases=40, h5_cases=150,
+               model_cuts=4, model_flips=4)
+
+
+def run_selftest(sections=SECTIONS, *, budget: Budget = Budget(), seed: int = 0, work: Path | None = None,
+                 log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
+    """Run the sections; returns the figures as (section, figure, value) rows (also printed as they come)."""
+    own = work is None
+    work = Path(tempfile.mkdtemp(prefix="toolkit-selftest-")) if own else Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows: list[tuple[str, str, str]] = []
+    needs_run = {"interrupt", "diskfull", "models"} & set(sections)
+    try:
+        ref = work / "interrupt" / "train" / "reference"
+        train_result = None
+        if "interrupt" in sections:
+            from toolkit.reliability.interrupt import train_kills
+
+            t0 = time.monotonic()
+            train_result = train_kills(work / "interrupt" / "train", kills=budget.train_kills, epochs=budget.epochs,
+                                       rng=rng, log=log)
+            rows += _train_rows(train_result, time.monotonic() - t0)
+        elif needs_run:
+            _train_reference(ref, budget.epochs)
+        export_dir = work / "earlier-export"
+        if needs_run:
+            r = run(toolkit_cmd("export", str(ref), "--format", "onnx,tflite", "--quantize", "none", "--out",
+                                str(export_dir)))
+            if r.returncode != 0:
+                raise RuntimeError(f"export of the reference run failed: {r.stderr[-1500:]}")
+        if "interrupt" in sections:
+            rows += _interrupt_rows(work, ref, budget, rng, log)
+        if "diskfull" in sections:
+            rows += _diskfull_rows(work, ref, export_dir, budget, log)
+        if "fuzz" in sections:
+            rows += _fuzz_rows(budget, seed, log)
+        if "models" in sections:
+            from toolkit.reliability.modelfiles import sweep
+
+            t0 = time.monotonic()
+            sources = [ref / "model.keras", export_dir / "model.onnx", export_dir / "model.tflite"]
+            for r in sweep(sources, work / "models", cuts=budget.model_cuts, flips=budget.model_flips, seed=seed):
+                log(f"model files {r['format']}: {r}")
+                rows.append(("models", f"damaged .{r['format']} files: refused / loaded / escaped / crashed",
+                             f"{r['refused']} / {r['loaded']} / {r['exception'] + r['refused-multiline']} / "
+                             f"{r['crashed']} of {r['cases']}"))
+            rows.append(("models", "time", f"{time.monotonic() - t0:.0f} s"))
+        if "audit" in sections:
+            from toolkit.reliability.audit import audit, summary
+
+            status, lines = summary(audit())
+            for line in lines:
+                log(line)
+            result = {0: "clean", 1: "VULNERABLE", 3: "NOT AUDITED (no database reachable)"}[status]
+            rows.append(("audit", "pip-audit", f"{result}; {lines[-1].removeprefix('audit: ')}"))
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _train_reference(out: Path, epochs: int) -> None:
+    from toolkit.reliability.common import train_args
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    r = run(toolkit_cmd(*train_args(out, epochs=epochs)))
+    if r.returncode != 0:
+        raise RuntimeError(f"reference training failed: {r.stderr[-1500:]}")
+
+
+def _train_rows(result: dict, seconds: float) -> list[tuple[str, str, str]]:
+    kills = result["kills"]
+    ok = [k for k in kills if k["resume_rc"] == 0]
+    in_flight = sum(1 for k in kills if k["reported"] > k["durable"])
+    return [
+        ("train", "SIGKILL runs resumed to the end", f"{len(ok)}/{len(kills)} ({result['attempts']} kills drawn)"),
+        ("train", "kill moments", "; ".join(k["where"] for k in kills)),
+        ("train", "epochs lost beyond the one in flight (max)", str(max((k["lost_beyond_in_flight"] for k in kills),
+                                                                        default=0))),
+        ("train", "epochs re-run after resume (each run)", ", ".join(str(k["rerun"]) for k in kills)),
+        ("train", "kills while an epoch's checkpoint was still being written", str(in_flight)),
+        ("train", "resumed from the last complete checkpoint",
+         f"{sum(k['resumed_from'] == k['durable'] for k in kills)}/{len(kills)}"),
+        ("train", "same history and test metrics as the uninterrupted run",
+         f"{sum(k['same_history'] and k['same_metrics'] for k in kills)}/{len(kills)} "
+         f"(max |test loss delta| {max((k['test_loss_delta'] for k in kills), default=0):.2g})"),
+        ("train", "uninterrupted reference", f"test loss {result['reference']['test_loss']:.4f}, accuracy "
+                                             f"{result['reference']['test_accuracy']:.3f}"),
+        ("train", "time", f"{seconds:.0f} s"),
+    ]
+
+
+def _interrupt_rows(work: Path, ref: Path, budget: Budget, rng, log) -> list[tuple[str, str, str]]:
+    from toolkit.reliability.interrupt import cache_kills, export_kills, pipeline_kills
+
+    rows = []
+    t0 = time.monotonic()
+    e = export_kills(work / "interrupt" / "export", ref, points=budget.export_kills, rng=rng, log=log)
+    k = e["kills"]
+    rows += [
+        ("export", "SIGKILL points (line events drawn from)", f"{len(k)} (of {e['events']})"),
+        ("export", "folder after the kill: absent / complete / partial",
+         f"{sum(r['after_kill'] == 'absent' for r in k)} / {sum(r['after_kill'] == 'complete' for r in k)} / "
+         f"{sum(r['after_kill'] == 'PARTIAL' for r in k)}"),
+        ("export", "re-runs completing, staging left after them",
+         f"{sum(r['rerun_ok'] for r in k)}/{len(k)}, {sum(len(r['staging_after_rerun']) for r in k)}"),
+    ]
+    p = pipeline_kills(work / "interrupt" / "pipeline", points=budget.pipeline_kills, rng=rng, log=log)
+    k = p["kills"]
+    rows += [
+        ("pipeline", "SIGKILL points (line events drawn from)", f"{len(k)} (of {p['events']})"),
+        ("pipeline", "steps recorded done but broken", str(sum(len(r["trusted_but_broken"]) for r in k))),
+        ("pipeline", "re-runs completing; next run skipping all 3 steps",
+         f"{sum(r['rerun_rc'] == 0 and r['complete'] for r in k)}/{len(k)}; "
+         f"{sum(r['steps_skipped_next'] == 3 for r in k)}/{len(k)}"),
+    ]
+    c = cache_kills(work / "interrupt" / "cache", ref, points=budget.cache_kills, rng=rng, log=log)
+    k = c["kills"]
+    rows += [
+        ("cache", "SIGKILL points (line events drawn from)", f"{len(k)} (of {c['events']})"),
+        ("cache", "trusted entries after the kill; wrong ones", f"{sum(r['trusted'] for r in k)}; "
+                                                               f"{sum(r['trusted_but_wrong'] for r in k)}"),
+        ("cache", "re-runs completing; wrong entries after them",
+         f"{sum(r['rerun_rc'] == 0 for r in k)}/{len(k)}; {sum(r['wrong_after_rerun'] for r in k)}"),
+        ("interrupt", "time (export, pipeline, cache)", f"{time.monotonic() - t0:.0f} s"),
+    ]
+    return rows
+
+
+def _diskfull_rows(work: Path, ref: Path, export_dir: Path, budget: Budget, log) -> list[tuple[str, str, str]]:
+    from toolkit.reliability.diskfull import caching_full, export_full, training_full
+
+    t0 = time.monotonic()
+    results = [training_full(work / "disk", ref, free_kb=kb) for kb in budget.train_free_kb]
+    results += [caching_full(work / "disk", ref, free_kb=kb) for kb in budget.cache_free_kb]
+    results += [export_full(work / "disk", ref, export_dir, free_kb=kb) for kb in budget.export_free_kb]
+    rows = []
+    for what in ("train", "cache", "export"):
+        part = [r for r in results if r["what"] == what]
+        full = [r for r in part if r["rc"] != 0]
+        for r in part:
+            log(f"disk full {what}: {r['free_kb']} KB free ({r['method']}): rc {r['rc']}, {r['error'] or 'fit'}")
+        rows.append(("disk full", f"{what}: clear one-line error / runs that hit the full disk",
+                     f"{sum(r['clear'] for r in full)}/{len(full)} (free KB tried: "
+                     f"{', '.join(str(r['free_kb']) for r in part)}; {part[0]['method'] if part else '-'})"))
+        rows.append(("disk full", f"{what}: earlier artifacts intact", f"{sum(r['earlier_intact'] for r in full)}"
+                                                                      f"/{len(full)}"))
+    example = next((r["error"] for r in results if r["error"]), "")
+    rows.append(("disk full", "example message", example[:150]))
+    rows.append(("disk full", "time", f"{time.monotonic() - t0:.0f} s"))
+    return rows
+
+
+def _fuzz_rows(budget: Budget, seed: int, log) -> list[tuple[str, str, str]]:
+    from toolkit.reliability.fuzz import fuzz_decode, fuzz_folders, fuzz_h5
+
+    rows = []
+    for fn, n in ((fuzz_decode, budget.decode_cases), (fuzz_folders, budget.folder_cases), (fuzz_h5, budget.h5_cases)):
+        t0 = time.monotonic()
+        tally = fn(n, seed)
+        log(f"fuzz {tally.name}: {tally.row()}")
+        rows.append(("fuzz", f"{tally.name}: cases / accepted / refused in one line / failures",
+                     f"{tally.cases} / {tally.accepted} / {tally.refused} / {len(tally.failures)}"
+                     + (f" ({tally.skipped_files} files skipped with a warning)" if tally.skipped_files else "")
+                     + (f"  FIRST FAILURE: {tally.failures[0][:200]}" if tally.failures else "")))
+        rows.append(("fuzz", f"{tally.name}: slowest case / total time",
+                     f"{tally.slowest:.2f} s / {time.monotonic() - t0:.0f} s"))
+    return rows
+
+
+def format_table(rows: list[tuple[str, str, str]]) -> str:
+    width = max((len(f"{s}: {f}") for s, f, _ in rows), default=10)
+    return "\n".join(f"{f'{s}: {f}':<{width}}  {v}" for s, f, v in rows)
