@@ -35,6 +35,12 @@ _UNLOCK_FAILURES = typer.Option(
     5, "--unlock-max-failures", min=1, help="Wrong /door/open tokens per client per window before 429."
 )
 _UNLOCK_WINDOW = typer.Option(60.0, "--unlock-window", min=0.1, help="Window (s) for --unlock-max-failures.")
+_INFERENCE_THREADS = typer.Option(
+    0,
+    "--inference-threads",
+    min=0,
+    help="Requests running the model at once; others queue (0 = cores, cores - 1 beside a door).",
+)
 
 
 def _logging(quiet: bool) -> None:
@@ -46,7 +52,7 @@ def _logging(quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet, timeout, failures, window):
+def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet, timeout, failures, window, workers):
     from toolkit.runtime.config import ServeConfig
 
     return ServeConfig(
@@ -60,6 +66,7 @@ def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet,
         request_timeout_seconds=timeout,
         unlock_max_failures=failures,
         unlock_window_seconds=window,
+        inference_threads=workers,
     )
 
 
@@ -80,6 +87,7 @@ def serve(
     request_timeout: float = _REQUEST_TIMEOUT,
     unlock_max_failures: int = _UNLOCK_FAILURES,
     unlock_window: float = _UNLOCK_WINDOW,
+    inference_threads: int = _INFERENCE_THREADS,
     quiet: bool = _QUIET,
 ) -> None:
     """Serve the model over HTTP: KServe v2 inference, /predict, /metrics. Never moves a door."""
@@ -88,7 +96,7 @@ def serve(
 
     _logging(quiet)
     api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet, request_timeout,
-                        unlock_max_failures, unlock_window)  # fmt: skip
+                        unlock_max_failures, unlock_window, inference_threads)  # fmt: skip
     serve_model(ModelConfig(model, file, threads, max_pixels, watch), api, threshold)
 
 
@@ -127,6 +135,7 @@ def run(
     request_timeout: float = _REQUEST_TIMEOUT,
     unlock_max_failures: int = _UNLOCK_FAILURES,
     unlock_window: float = _UNLOCK_WINDOW,
+    inference_threads: int = _INFERENCE_THREADS,
     quiet: bool = _QUIET,
 ) -> None:
     """Run the door: camera -> (face) -> model -> k-of-n -> relay. Fails closed on any doubt."""
@@ -157,7 +166,7 @@ def run(
     api = None
     if with_api:
         api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet, request_timeout,
-                            unlock_max_failures, unlock_window)  # fmt: skip
+                            unlock_max_failures, unlock_window, inference_threads)  # fmt: skip
     frames = run_door(ModelConfig(model, file, threads, max_pixels, watch), door, api)
     typer.echo(f"door loop stopped after {frames} frames; relay locked")
 
@@ -186,15 +195,28 @@ def bench(
     ),
     threads: int = _THREADS,
     n: int = typer.Option(200, "--n", min=1, help="Frames (and HTTP requests) per measurement."),
-    clients: int = typer.Option(0, "--clients", min=0, help="Concurrent clients for the load test (0 = skip)."),
-    seconds: float = typer.Option(5.0, "--seconds", min=0.1, help="Length of the load test."),
+    clients: str = typer.Option(
+        "0", "--clients", help="Concurrent clients for the load test, or a list like 8,32,64 (0 = skip)."
+    ),
+    seconds: float = typer.Option(5.0, "--seconds", min=0.1, help="Length of each load test."),
     http: bool = typer.Option(True, "--http/--no-http", help="Measure /predict overhead over the Predictor."),
+    with_door: bool = typer.Option(False, "--with-door", help="Load again with the door loop in the server."),
+    door_fps: float = typer.Option(10.0, "--door-fps", min=0.1, help="The door loop's frame rate under load."),
 ) -> None:
-    """Print frame->decision latency p50/p99, /predict overhead and a bounded load test."""
+    """Print frame->decision latency p50/p99, /predict overhead and bounded load tests (with the door too)."""
+    from toolkit.errors import ToolkitError
     from toolkit.runtime.bench import run_bench
     from toolkit.runtime.config import BenchConfig
 
-    run_bench(BenchConfig(tuple(model), threads, n, clients=clients, seconds=seconds, http=http), out=typer.echo)
+    try:
+        counts = tuple(int(c) for c in clients.split(",") if c.strip() and int(c) > 0)
+    except ValueError:
+        raise ToolkitError(f"--clients {clients!r}: give a count or a comma-separated list like 8,32,64") from None
+    if with_door and not counts:
+        raise ToolkitError("--with-door: give --clients too, e.g. --clients 8,32,64")
+    config = BenchConfig(tuple(model), threads, n, clients=counts, seconds=seconds, http=http, with_door=with_door,
+                         door_fps=door_fps)  # fmt: skip
+    run_bench(config, out=typer.echo)
 
 
 @door_app.command("faults")

@@ -3,20 +3,15 @@
 1. Frame → decision latency (decode/resize a camera-sized frame, run, k-of-n vote) per export folder.
 2. ``POST /predict`` overhead over the bare Predictor, both on the same JPEG, against a real
    ``toolkit door serve`` subprocess on 127.0.0.1 (one process per side, like production).
-3. A bounded load test: N concurrent clients for S seconds; counts 5xx and dropped requests.
+3. A bounded load test (:mod:`toolkit.runtime.load`): N concurrent clients for S seconds per N; counts 5xx
+   and dropped requests, the server's memory; with the door loop in the server, its decision latency.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,14 +20,9 @@ from PIL import Image
 
 from toolkit.errors import ToolkitError
 from toolkit.runtime.config import BenchConfig, PolicyConfig
+from toolkit.runtime.load import ServerProcess, percentiles, run_load
 from toolkit.runtime.policy import DoorPolicy
 from toolkit.runtime.predictor import Predictor
-
-
-def percentiles(ms: list[float]) -> tuple[float, float]:
-    """p50 and p99 of a list of milliseconds."""
-    a = np.asarray(ms, dtype=np.float64)
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
 def split_model(path: Path) -> tuple[Path, str | None]:
@@ -69,12 +59,14 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
             f"over {config.n} frames of {fw}x{fh}"
         )
         results["models"][str(model)] = {"p50_ms": p50, "p99_ms": p99}
-    if config.http or config.clients:
+    if config.http:
         with ServerProcess(config.models[0], config.threads) as server:
-            if config.http:
-                results["http"] = _http_overhead(config, server.url, out, server.proc.pid)
-            if config.clients:
-                results["load"] = load_test(server.url, config.clients, config.seconds, _sample_jpeg(config), out)
+            results["http"] = _http_overhead(config, server.url, out, server.proc.pid)
+    if config.clients:
+        results["load"] = run_load(
+            config.models[0], config.threads, config.clients, config.seconds, _sample_jpeg(config),
+            frames, config.with_door, config.door_fps, out,
+        )  # fmt: skip
     return results
 
 
@@ -161,87 +153,3 @@ def _http_overhead(config: BenchConfig, url: str, out: Callable[[str], None], se
         )
         result["server_cpu_overhead_ms"] = per_request - per_predict
     return result
-
-
-def load_test(url: str, clients: int, seconds: float, body: bytes, out: Callable[[str], None] = print) -> dict:
-    """``clients`` threads POST /predict back to back for ``seconds``; every request is accounted for."""
-    import httpx
-
-    statuses: Counter = Counter()
-    latencies: list[float] = []
-    dropped = [0]
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
-
-    def client_loop() -> None:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            while time.monotonic() < deadline:
-                start = time.perf_counter()
-                try:
-                    status = client.post("/predict", content=body).status_code
-                except httpx.HTTPError:
-                    with lock:
-                        dropped[0] += 1
-                    continue
-                with lock:
-                    statuses[status] += 1
-                    latencies.append((time.perf_counter() - start) * 1000.0)
-
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    total = sum(statuses.values())
-    server_errors = sum(n for s, n in statuses.items() if s >= 500)
-    p50, p99 = percentiles(latencies) if latencies else (float("nan"), float("nan"))
-    out(
-        f"load  {clients} clients x {seconds:g} s: {total} requests ({total / seconds:.0f}/s), "
-        f"status {dict(sorted(statuses.items()))}, 5xx {server_errors}, dropped {dropped[0]}, "
-        f"p50 {p50:.2f} ms p99 {p99:.2f} ms"
-    )
-    return {"requests": total, "5xx": server_errors, "dropped": dropped[0], "p50_ms": p50, "p99_ms": p99}
-
-
-class ServerProcess:
-    """``toolkit door serve`` in a subprocess on a free loopback port, stopped on exit."""
-
-    def __init__(self, model: Path, threads: int = 1) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        folder, file = split_model(model)
-        self.cmd = [sys.executable, "-m", "toolkit", "door", "serve", "--model", str(folder)]
-        self.cmd += ["--file", file] if file else []
-        self.cmd += ["--port", str(self.port), "--threads", str(threads), "--quiet"]
-
-    def __enter__(self) -> ServerProcess:
-        import httpx
-
-        env = {**os.environ, "TOOLKIT_DOOR_TOKEN": ""}  # the benchmark never needs to unlock
-        # stderr to a file, not a pipe nobody reads: a full pipe would stall the server mid-benchmark.
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise ToolkitError(f"'toolkit door serve' exited: {self.log.read().decode()[-500:]}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.__exit__()
-        raise ToolkitError("'toolkit door serve' did not become ready within 60 s")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()

@@ -38,6 +38,7 @@ class ServeConfig:
     request_timeout_seconds: float = 30.0
     unlock_max_failures: int = 5  # wrong tokens per client for /door/open...
     unlock_window_seconds: float = 60.0  # ...within this window; then 429 until the window has passed
+    inference_threads: int = 0  # requests inferring at once; the rest queue. 0 = one per core (cores - 1 with a door)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class BenchConfig:
     threads: int = 1  # onnxruntime threads: 1 is what the door uses
     n: int = 200  # frames per latency measurement
     frame_size: tuple[int, int] = (480, 640)  # camera frame (h, w) decoded and resized like the door does
-    clients: int = 0  # >0 runs the HTTP load test with this many concurrent clients...
-    seconds: float = 5.0  # ...for this long
+    clients: tuple[int, ...] = ()  # HTTP load tests, one per count of concurrent clients (e.g. 8, 32, 64)...
+    seconds: float = 5.0  # ...each this long
     http: bool = True  # measure /predict overhead over the bare Predictor on loopback
+    with_door: bool = False  # load again with the door loop running in the server (folder camera)...
+    door_fps: float = 10.0  # ...at this frame rate: its decision latency must hold under load

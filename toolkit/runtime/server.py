@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -104,6 +104,15 @@ def create_app(
     app.add_middleware(
         _LimitAndMeasure, metrics=metrics, max_body=config.max_body_bytes, timeout=config.request_timeout_seconds
     )
+    # Inference runs in at most this many threads; other requests wait their turn in the event loop. The
+    # default pool (40 threads) lets a burst of clients thrash the GIL and the cores: throughput falls,
+    # each thread keeps its own malloc arena (memory grows), and the door loop waits for a core.
+    workers = anyio.CapacityLimiter(inference_threads(config, with_door=door is not None))
+    app.state.inference_threads = workers.total_tokens
+
+    async def in_worker(fn, *args):
+        return await anyio.to_thread.run_sync(fn, *args, limiter=workers)
+
     bearer = HTTPBearer(auto_error=False, description="the manual-unlock token")
 
     def model_for(name: str):
@@ -222,7 +231,7 @@ def create_app(
         except V2Error as exc:
             return _error(400, str(exc))
         start = time.perf_counter()
-        probs = await run_in_threadpool(p.run, req.batch)
+        probs = await in_worker(p.run, req.batch)
         metrics.inference.observe(time.perf_counter() - start)
         content, headers = encode_response(p, req, probs)
         return Response(content, headers=headers, media_type=headers.pop("content-type"))
@@ -233,7 +242,7 @@ def create_app(
         data = await _image_bytes(request)
         p = holder.predictor
         try:
-            result = await run_in_threadpool(p.predict, data, "upload")
+            result = await in_worker(p.predict, data, "upload")
         except ImageError as exc:
             return _error(400, str(exc))
         metrics.inference.observe(result.latency_ms / 1000.0)
@@ -281,6 +290,14 @@ def create_app(
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+def inference_threads(config: ServeConfig, with_door: bool) -> int:
+    """Threads that may run the model at once: the configured count, else one per core, but one core
+    fewer when the door loop runs in the same process (its decisions come first)."""
+    if config.inference_threads > 0:
+        return config.inference_threads
+    return max(1, (os.cpu_count() or 1) - (1 if with_door else 0))
 
 
 async def _image_bytes(request: Request) -> bytes:

@@ -1,0 +1,93 @@
+"""A seconds-long smoke run of the load benchmark (``toolkit door bench --clients ... --with-door``); the
+real one (8, 32, 64 clients x 60 s) prints figures and is not a test. Also: bounded inference threads."""
+
+from __future__ import annotations
+
+import re
+
+import anyio
+import pytest
+from door_support import make_export
+
+from toolkit.cli import main
+from toolkit.runtime.config import ModelConfig, ServeConfig
+from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.server import create_app, inference_threads
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return make_export(tmp_path_factory.mktemp("load") / "tiny")
+
+
+def test_bench_with_door_smoke(export, capsys):
+    argv = ["door", "bench", "--model", str(export), "--no-http", "--n", "10", "--clients", "2,4", "--seconds", "0.5",
+            "--with-door", "--door-fps", "20"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    loads = re.findall(r"^load  (\d+) clients x 0.5 s: (\d+) requests .* 5xx (\d+), dropped (\d+), .*RSS", out, re.M)
+    assert [(c, x, d) for c, _, x, d in loads] == [("2", "0", "0"), ("4", "0", "0")] * 2, out
+    assert all(int(n) > 0 for _, n, _, _ in loads)
+    assert out.count("memory  ") == 2 and "GROWING" not in out
+    door = re.findall(r"^door  (.*): (\d+) decisions \(([\d.]+)/s\), frame->decision p50 ([\d.]+) ms", out, re.M)
+    assert [d[0] for d in door] == ["alone for 0.5 s (no HTTP load)", "under 2 clients", "under 4 clients"], out
+    assert all(int(d[1]) >= 4 for d in door)  # the door kept deciding (20 fps) while the API was loaded
+    assert out.startswith("frame->decision") and out.count("\nmachine: ") == 2 and "door decision p99: alone" in out
+
+
+def test_bench_rejects_bad_client_lists(export, capsys):
+    assert main(["door", "bench", "--model", str(export), "--clients", "8,x"]) == 2
+    assert "--clients '8,x'" in capsys.readouterr().err
+    assert main(["door", "bench", "--model", str(export), "--with-door"]) == 2
+    assert "give --clients too" in capsys.readouterr().err
+
+
+def test_inference_runs_in_a_bounded_number_of_threads(export, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert inference_threads(ServeConfig(), with_door=False) == 4
+    assert inference_threads(ServeConfig(), with_door=True) == 3  # a core left for the door loop
+    assert inference_threads(ServeConfig(inference_threads=2), with_door=True) == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert inference_threads(ServeConfig(), with_door=True) == 1
+
+    # Sixteen concurrent /predict calls never run more than two models at once.
+    holder = ModelHolder(ModelConfig(export))
+    real = holder.predictor
+    running, peak = [0], [0]
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def predict(self, data, name=None):
+            import time
+
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            time.sleep(0.02)
+            running[0] -= 1
+            return real.predict(data, name)
+
+    holder._predictor = Counting()
+    app = create_app(holder, ServeConfig(inference_threads=2))
+    assert app.state.inference_threads == 2
+    import httpx
+    from door_support import jpeg
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://door") as c:
+            async with anyio.create_task_group() as tg:
+                codes: list[int] = []
+
+                async def one() -> None:
+                    codes.append((await c.post("/predict", content=jpeg(220))).status_code)
+
+                for _ in range(16):
+                    tg.start_soon(one)
+            return codes
+
+    assert anyio.run(burst) == [200] * 16
+    assert peak[0] == 2
