@@ -40,9 +40,11 @@ audit: $(STAMP)
 selftest: $(STAMP)
 	$(VENV)/bin/toolkit selftest
 
-# Door latency, /predict overhead and 8 clients for 60 s against the committed demo export.
+# Door latency, /predict overhead, 8, 32 and 64 clients for 60 s each (then again with the door loop in the
+# server) against the committed demo export; then the door's fault drill. About 8 minutes.
 bench-door: $(STAMP)
-	$(VENV)/bin/toolkit door bench --model exported/happy --threads 1 --clients 8 --seconds 60
+	$(VENV)/bin/toolkit door bench --model exported/happy --threads 1 --clients 8,32,64 --seconds 60 --with-door
+	$(VENV)/bin/toolkit door faults --model exported/happy
 
 # The door runtime in an emulated arm64 Raspberry Pi OS-like root (qemu): install, tests, demo model vs x86.
 # Needs root and network to the Debian mirror and the package index; minutes, so not part of `make test`.
