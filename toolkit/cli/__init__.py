@@ -45,9 +45,21 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"toolkit.cli.{_name}")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (in-process callers such as tests swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging() -> None:
     # Library warnings and progress reach the console as "warning: ..." lines, not tracebacks.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
     root = logging.getLogger("toolkit")
     if not root.handlers:
