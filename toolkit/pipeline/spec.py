@@ -30,7 +30,7 @@ SCHEMA: dict[str, dict[str, dict]] = {
     "pipeline": {"name": _k(_STR), "description": _k(_STR, "")},
     "data": {
         "spec": _k(_STR, required=True), "image_size": _k(_INT, 64), "seed": _k(_INT, 0, low=0),
-        "val": _k(_FLOAT, 0.15), "test": _k(_FLOAT, 0.15), "strict": _k(_BOOL, False),
+        "val": _k(_FLOAT, 0.15, low=0), "test": _k(_FLOAT, 0.15, low=0), "strict": _k(_BOOL, False),
     },
     "pretrain": {  # optional: train a source model first, then transfer from it ("weights = 'pretrain'")
         "model": _k(_STR, required=True), "data": _k(_STR, required=True), "epochs": _k(_INT, 10, low=1),
@@ -49,7 +49,7 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "formats": _k(_LIST, ["onnx", "tflite"]), "quantize": _k(_LIST, ["none", "int8"]),
         "calibration": _k(_INT, 300, low=1),
         "calibration_method": _k(_STR, "minmax", ("minmax", "entropy", "percentile")),
-        "max_drop": _k(_FLOAT, 1.0), "target_far": _k(_FLOAT, 0.01), "qat_epochs": _k(_INT, 2, low=1),
+        "max_drop": _k(_FLOAT, 1.0, low=0), "target_far": _k(_FLOAT, 0.01, low=0), "qat_epochs": _k(_INT, 2, low=1),
         "uint8_io": _k(_BOOL, False), "out": _k(_STR, None),
     },
     "benchmark": {
