@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run tests/runtime in a venv WITHOUT the `train` extra, proving the door runtime installs and works
-# with no TensorFlow (what `pip install 'toolkit[door]'` gives a Raspberry Pi), plus the test tools.
+# Run tests/runtime (and the door runtime's reliability tests, tests/reliability/test_rel_{http,door}_*)
+# in a venv WITHOUT the `train` extra, proving the door runtime installs and works with no TensorFlow
+# (what `pip install 'toolkit[door]'` gives a Raspberry Pi), plus the test tools.
 #
 #   tests/runtime/run_without_tf.sh [pytest args...]
 #
@@ -26,4 +27,5 @@ if "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(0 if importlib.ut
 fi
 
 cd "$ROOT"
-exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/runtime "$@"
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/runtime tests/reliability/test_rel_http_*.py \
+  tests/reliability/test_rel_door_*.py "$@"

@@ -76,7 +76,9 @@ class OpenCVSource(FrameSource):
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self.is_file = not spec.isdigit() and "://" not in spec
-        self.live = not self.is_file
+        # A sensor (device index) never repeats a frame; a decoded RTSP/HTTP stream of a still scene can,
+        # and a stalled stream blocks or fails in read() instead.
+        self.live = spec.isdigit()
         self.cap = None
 
     def open(self) -> None:
