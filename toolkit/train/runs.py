@@ -117,7 +117,7 @@ def load_keras_model(path: str | Path):
     k = keras()
     try:
         if path.suffix == ".keras":
-            return k.models.load_model(path, compile=False, safe_mode=True)
+            return _load_keras_archive(path, k)
         return k.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file; all mean the same to a user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -154,6 +154,25 @@ def _refuse_code_in_h5(path: Path) -> None:
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
+
+
+def _load_keras_archive(path: Path, k):
+    """A ``.keras`` file through its two members: the architecture (safe mode) and the weights, unpacked.
+
+    Keras' own loader reads the weights file from inside the zip, and before Python 3.12 every backward
+    seek in a zip member re-reads the member from its start: loading a 280 MB ResNet50 took 265 s that
+    way against 5 s unpacked (same weights, bit for bit).
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as tmp:
+        names = set(archive.namelist())
+        if "config.json" not in names or "model.weights.h5" not in names:
+            return k.models.load_model(path, compile=False, safe_mode=True)  # another layout: Keras decides
+        config = json.loads(archive.read("config.json"))
+        model = k.saving.deserialize_keras_object(config, safe_mode=True)
+        model.load_weights(archive.extract("model.weights.h5", tmp))
+    return model
 
 
 def resolve_model(source: str | Path):
