@@ -65,3 +65,13 @@ def _meaningful_folder(path: str) -> str:
         if i and (part.startswith(".") or "_temp" in part or part.endswith(".tmp") or "tempstate" in part):
             return "/".join(parts[:i]) or "/"
     return path
+
+
+def printable(value) -> str:
+    """A path or name as one printable line: newlines, other control characters and bytes that are not
+    UTF-8 (file systems allow all of them in names) escaped, so a message stays one line."""
+    import os
+
+    text = os.fsencode(value).decode("utf-8", "backslashreplace") if isinstance(value, (str, os.PathLike)) else str(
+        value)
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)

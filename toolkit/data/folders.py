@@ -19,7 +19,7 @@ from PIL import Image
 
 from toolkit.data.report import DataReport, find_duplicates
 from toolkit.data.split import Split, take_indices
-from toolkit.errors import ImageError, ToolkitError
+from toolkit.errors import ImageError, ToolkitError, printable
 from toolkit.images import decode_image, is_image_file
 
 # Decoding is I/O plus C code that drops the GIL; a few more threads than cores hides file latency.
@@ -44,25 +44,22 @@ def scan_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]], li
     if not classes:
         hint = f" ({len(loose)} files lie directly in it)" if loose else ""
         raise ToolkitError(
-            f"{root}: no class sub-folders{hint}; put the images in one folder per class, e.g. "
-            f"{root}/smile/*.jpg and {root}/no_smile/*.jpg"
+            f"{printable(root)}: no class sub-folders{hint}; put the images in one folder per class, e.g. "
+            f"{printable(root)}/smile/*.jpg and {printable(root)}/no_smile/*.jpg"
         )
     for name in classes:
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:  # bytes the file system stored that are not UTF-8 (surrogate-escaped)
-            shown = os.fsencode(root / name).decode("utf-8", "backslashreplace")
+        if printable(name) != name:  # not UTF-8 (surrogate-escaped bytes), or control characters
             raise ToolkitError(
-                f"{shown}: class folder name is not valid UTF-8; rename it (class names become the "
-                "labels in manifests and API answers)"
-            ) from None
+                f"{printable(root / name)}: class folder name is not valid UTF-8 or has control characters; rename "
+                "it (class names become the labels in manifests and API answers)"
+            )
     if len(classes) < 2:
         raise ToolkitError(
-            f"{root}: only one class folder ({classes[0]}); a classifier needs at least two, "
+            f"{printable(root)}: only one class folder ({classes[0]}); a classifier needs at least two, "
             "add a sub-folder per class"
         )
     files: list[tuple[Path, int]] = []
-    ignored = list(loose)
+    ignored = [printable(n) for n in loose]
     for index, name in enumerate(classes):
         folder = root / name
         found = []
@@ -73,10 +70,10 @@ def scan_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]], li
             if is_image_file(path):
                 found.append((path, index))
             else:
-                ignored.append(str(rel))
+                ignored.append(printable(rel))
         if not found:
             raise ToolkitError(
-                f"{folder}: class folder has no images (.jpg .jpeg .png .bmp .webp); add images or remove it"
+                f"{printable(folder)}: class folder has no images (.jpg .jpeg .png .bmp .webp); add images or remove it"
             )
         files.extend(found)
     return tuple(classes), files, ignored
@@ -144,7 +141,7 @@ def load_folder(
         if n > len(files):
             raise ToolkitError(f"data spec {spec!r}: n={n} but {root} holds only {len(files)} images")
         files = [files[i] for i in take_indices(np.array([y for _, y in files]), n, seed)]
-    names = [str(p.relative_to(root)) for p, _ in files]
+    names = [printable(p.relative_to(root)) for p, _ in files]  # for messages and the report only
     streamed = len(files) * size[0] * size[1] * 3 > max_in_memory_bytes
     # Streamed splits still decode every file once here: a corrupt file must surface now, as a
     # warning, not as a crash in the middle of an epoch.
@@ -162,11 +159,11 @@ def load_folder(
     if report.skipped and strict:
         path, reason = report.skipped[0]
         more = f" (and {len(report.skipped) - 1} more)" if len(report.skipped) > 1 else ""
-        raise ToolkitError(f"{root / path}: {reason}{more}; fix or delete it, or load without strict mode")
+        raise ToolkitError(f"{printable(root)}/{path}: {reason}{more}; fix or delete it, or load without strict mode")
     y = np.array([files[i][1] for i in keep], dtype=np.int64)
     for index, name in enumerate(labels):
         if not np.any(y == index):
-            raise ToolkitError(f"{root / name}: no readable image in this class folder; fix or remove it")
+            raise ToolkitError(f"{printable(root / name)}: no readable image in this class folder; fix or remove it")
     digests = [results[i][0] for i in keep]
     kept_names = [names[i] for i in keep]
     report.class_counts = {name: int(np.sum(y == i)) for i, name in enumerate(labels)}
