@@ -16,7 +16,7 @@ import numpy as np
 
 from toolkit.data.report import DataReport, find_duplicates
 from toolkit.data.split import Split
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, printable
 from toolkit.images import decode_image
 
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -36,8 +36,8 @@ def find_h5_files(folder: Path) -> tuple[Path | None, Path | None]:
                     found[prefix].append(path)
     for prefix, paths in found.items():
         if len(paths) > 1:
-            names = ", ".join(p.name for p in paths)
-            raise ToolkitError(f"{folder}: several {prefix}_*.h5 files ({names}); give one file as the spec")
+            names = ", ".join(printable(p.name) for p in paths)
+            raise ToolkitError(f"{printable(folder)}: several {prefix}_*.h5 files ({names}); give one file as the spec")
     return (found["train"] or [None])[0], (found["test"] or [None])[0]
 
 
@@ -73,7 +73,9 @@ def read_h5(path: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, tuple[str,
             x_ds = _array(f, path, x_key, required=True)
             y_ds = _array(f, path, y_key, required=True)
             if x_ds.ndim == 4 and x_ds.shape[3] == 3 and x_ds.dtype != np.uint8:  # refuse before reading it
-                raise ToolkitError(f"{path}: key {x_key!r} has dtype {x_ds.dtype}; expected uint8 pixels 0-255")
+                raise ToolkitError(
+                    f"{printable(path)}: key {x_key!r} has dtype {x_ds.dtype}; expected uint8 pixels 0-255"
+                )
             x = np.asarray(x_ds[()])
             y = np.asarray(y_ds[()])
             c_ds = _array(f, path, "list_classes", required=False)
@@ -81,22 +83,22 @@ def read_h5(path: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, tuple[str,
     except ToolkitError:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise ToolkitError(f"{path}: not a readable HDF5 file ({_first_line(exc)})") from None
+        raise ToolkitError(f"{printable(path)}: not a readable HDF5 file ({_first_line(exc)})") from None
     if x.ndim != 4 or x.shape[3] != 3:
-        raise ToolkitError(f"{path}: key {x_key!r} has shape {x.shape}; expected (N, height, width, 3)")
+        raise ToolkitError(f"{printable(path)}: key {x_key!r} has shape {x.shape}; expected (N, height, width, 3)")
     if x.dtype != np.uint8:
-        raise ToolkitError(f"{path}: key {x_key!r} has dtype {x.dtype}; expected uint8 pixels 0-255")
+        raise ToolkitError(f"{printable(path)}: key {x_key!r} has dtype {x.dtype}; expected uint8 pixels 0-255")
     if y.ndim > 1 and sum(d != 1 for d in y.shape) <= 1:
         y = y.reshape(-1)  # the course stores (N,) but its notebooks reshape to (1, N)
     if y.ndim != 1 or len(y) != len(x):
         raise ToolkitError(
-            f"{path}: key {y_key!r} has shape {y.shape}; expected ({len(x)},), one label per image"
+            f"{printable(path)}: key {y_key!r} has shape {y.shape}; expected ({len(x)},), one label per image"
         )
     if y.dtype.kind not in "iuSUO":
-        raise ToolkitError(f"{path}: key {y_key!r} has dtype {y.dtype}; expected integer or string labels")
+        raise ToolkitError(f"{printable(path)}: key {y_key!r} has dtype {y.dtype}; expected integer or string labels")
     names = None if classes is None else tuple(_text(c) for c in classes)
     if names is not None and len(set(names)) != len(names):
-        raise ToolkitError(f"{path}: key 'list_classes' repeats a class name: {names}")
+        raise ToolkitError(f"{printable(path)}: key 'list_classes' repeats a class name: {names}")
     return x, y, names
 
 
@@ -123,19 +125,19 @@ def _array(f, path: Path, key: str, *, required: bool):
     try:
         obj = f.get(key)
     except (KeyError, OSError, ValueError, RuntimeError) as exc:  # a link to a missing file or object
-        raise ToolkitError(f"{path}: key {key!r} cannot be opened ({_first_line(exc)})") from None
+        raise ToolkitError(f"{printable(path)}: key {key!r} cannot be opened ({_first_line(exc)})") from None
     if obj is None:
         if not required:
             return None
         keys = ", ".join(sorted(f.keys())) or "none"
-        raise ToolkitError(f"{path}: missing key {key!r} (keys present: {keys}); expected the course format")
+        raise ToolkitError(f"{printable(path)}: missing key {key!r} (keys present: {keys}); expected the course format")
     if not isinstance(obj, h5py.Dataset):
-        raise ToolkitError(f"{path}: key {key!r} is a {type(obj).__name__.lower()}, not an array")
+        raise ToolkitError(f"{printable(path)}: key {key!r} is a {type(obj).__name__.lower()}, not an array")
     size = int(obj.size or 0) * obj.dtype.itemsize
     if size > _memory_bytes() // 2:
         shape = "x".join(str(d) for d in obj.shape)
-        raise ToolkitError(f"{path}: key {key!r} holds {size / 2**30:,.1f} GiB ({shape} {obj.dtype}), more than half "
-                           "this machine's memory; use an image folder (streamed from disk) instead")
+        raise ToolkitError(f"{printable(path)}: key {key!r} holds {size / 2**30:,.1f} GiB ({shape} {obj.dtype}), "
+                           "more than half this machine's memory; use an image folder (streamed from disk) instead")
     return obj
 
 
@@ -153,7 +155,7 @@ def encode_labels(path: Path, key: str, y: np.ndarray, names: tuple[str, ...] | 
         elif y.dtype.kind in "iu" and 0 <= int(v) < len(names):
             out[i] = int(v)  # integer labels that index a list of class names
         else:
-            raise ToolkitError(f"{path}: key {key!r} holds label {v!r} not in list_classes {list(names)}")
+            raise ToolkitError(f"{printable(path)}: key {key!r} holds label {v!r} not in list_classes {list(names)}")
     return names, out
 
 
@@ -177,7 +179,7 @@ def load_h5(path: Path, spec: str, size: tuple[int, int]) -> tuple[Split, Split 
     for file, _, _, file_names in parts.values():
         if names is not None and file_names is not None and file_names != names:
             raise ToolkitError(
-                f"{file}: list_classes {list(file_names)} differ from {list(names)} in the other file"
+                f"{printable(file)}: list_classes {list(file_names)} differ from {list(names)} in the other file"
             )
     if names is None:  # no list_classes anywhere: one shared label set from all y values
         all_y = np.concatenate(
@@ -186,7 +188,7 @@ def load_h5(path: Path, spec: str, size: tuple[int, int]) -> tuple[Split, Split 
         names = encode_labels(path, "y", all_y, None)[0]
     if len(names) < 2:
         raise ToolkitError(
-            f"{path}: only one class ({names[0] if names else 'none'}); a classifier needs two"
+            f"{printable(path)}: only one class ({names[0] if names else 'none'}); a classifier needs two"
         )
 
     report = DataReport(spec=spec, source="h5")
