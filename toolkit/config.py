@@ -12,6 +12,9 @@ from toolkit.errors import ToolkitError
 
 AUGMENTATIONS = ("flip", "rotate", "zoom", "shear", "color", "pca")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")  # see toolkit.train.distribute
+# Where and how a run is started rather than what it computes: they may differ when it is resumed.
+DEPLOYMENT = ("resume", "workers", "worker_index", "connect_timeout")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class TrainConfig:
     strict: bool = False  # unreadable images are an error instead of a skipped warning
     deterministic: bool = True  # same seed and data -> same weights (TF op determinism)
     model_kwargs: dict = field(default_factory=dict)  # builder options, e.g. {"stem": "keras"}
+    strategy: str = "auto"  # one device, mirrored (local GPUs) or multiworker; auto: mirrored if >1 GPU
+    scale_batch: bool = False  # False: batch_size is the global batch, so results match one device
+    workers: tuple = ()  # multiworker: host:port of every worker, the chief first (or TF_CONFIG)
+    worker_index: int | None = None  # multiworker: this process's place in workers
+    connect_timeout: float = 120.0  # multiworker: seconds to wait for every worker to come up
 
     def __post_init__(self):
         check_training(self)
@@ -40,6 +48,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["augment"] = list(self.augment)
+        d["workers"] = list(self.workers)
         return d
 
     @classmethod
@@ -50,6 +59,7 @@ class TrainConfig:
             raise ToolkitError(f"unknown training setting {unknown[0]!r}")
         d = dict(d)
         d["augment"] = tuple(d.get("augment", ()))
+        d["workers"] = tuple(d.get("workers", ()))
         return cls(**d)
 
 
@@ -68,6 +78,18 @@ def check_training(cfg) -> None:
         raise ToolkitError(f"val and test fractions must be in [0, 1) and sum below 1, got {cfg.val}, {cfg.test}")
     if cfg.patience < 0:
         raise ToolkitError(f"patience must be >= 0, got {cfg.patience}")
+    if cfg.strategy not in STRATEGIES:
+        raise ToolkitError(f"strategy must be one of {', '.join(STRATEGIES)}, got {cfg.strategy!r}")
+    if not cfg.connect_timeout > 0:
+        raise ToolkitError(f"connect_timeout must be > 0 seconds, got {cfg.connect_timeout}")
+
+
+def same_run(saved: dict, given: dict) -> str | None:
+    """None when ``given`` settings may resume the run ``saved`` describes, else the first difference."""
+    for key in saved:
+        if key not in DEPLOYMENT and saved.get(key) != given.get(key):
+            return f"{key}={given.get(key)!r} (run: {saved.get(key)!r})"
+    return None
 
 
 def check_positive(name: str, value: int) -> None:

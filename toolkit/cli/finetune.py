@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 
 from toolkit.cli import app
-from toolkit.cli.train import _print_result, split_list
+from toolkit.cli.train import (
+    INDEX_HELP,
+    SCALE_HELP,
+    STRATEGY_HELP,
+    TIMEOUT_HELP,
+    WORKERS_HELP,
+    _print_result,
+    distribution_options,
+    split_list,
+)
 
 cache_app = typer.Typer(help="Show or free the penultimate-feature cache ($TOOLKIT_CACHE or ~/.cache/toolkit).",
                         no_args_is_help=True)
@@ -47,6 +56,11 @@ def finetune(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error, not a warning."),
     deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Reproducible ops (a little slower)."),
+    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
+    workers: str = typer.Option(None, "--workers", help=WORKERS_HELP),
+    worker_index: int = typer.Option(None, "--worker-index", help=INDEX_HELP),
+    scale_batch: bool = typer.Option(False, "--scale-batch", help=SCALE_HELP),
+    connect_timeout: float = typer.Option(120.0, "--connect-timeout", help=TIMEOUT_HELP),
 ) -> None:
     """Fine-tune pretrained weights on new data with a new head: frozen layers, two stages, or cached features."""
     from toolkit.train.finetune import FinetuneConfig
@@ -58,10 +72,10 @@ def finetune(
         unfreeze_at=unfreeze_at, fine_tune_epochs=fine_tune_epochs, fine_tune_lr=fine_tune_lr, epochs=epochs,
         batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, image_size=image_size, val=val, test=test,
         augment=split_list(augment), patience=patience, resume=resume, strict=strict, deterministic=deterministic,
-        model_kwargs=kwargs,
+        model_kwargs=kwargs, **distribution_options(strategy, workers, worker_index, scale_batch, connect_timeout),
     )
     run = finetune_fn(config)
-    _print_result(run.path)
+    _print_result(run.path if run is not None else None)
 
 
 @cache_app.command("ls")

@@ -15,6 +15,21 @@ def split_list(value: str | None) -> tuple:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
+# The distribution options, shared by train and finetune.
+STRATEGY_HELP = ("one: one device; mirrored: every local GPU; multiworker: several machines (--workers or "
+                 "TF_CONFIG); auto: mirrored with more than one GPU, multiworker with --workers, else one.")
+WORKERS_HELP = "multiworker: host:port of every worker, the chief first; the same list on every worker."
+INDEX_HELP = "multiworker: this worker's place in --workers (0 is the chief, which writes the run folder)."
+SCALE_HELP = ("--batch-size is per replica and the learning rate is multiplied by the replica count (linear "
+              "scaling); default: --batch-size is the global batch and --lr is used as given.")
+TIMEOUT_HELP = "multiworker: seconds to wait for every worker to come up before failing."
+
+
+def distribution_options(strategy, workers, worker_index, scale_batch, connect_timeout) -> dict:
+    return dict(strategy=strategy, workers=split_list(workers), worker_index=worker_index, scale_batch=scale_batch,
+                connect_timeout=connect_timeout)
+
+
 @app.command()
 def train(
     model: str = typer.Argument(..., help="Registered model name: happy, resnet50 (see 'toolkit models')."),
@@ -34,6 +49,11 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error, not a warning."),
     deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Reproducible ops (a little slower)."),
+    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
+    workers: str = typer.Option(None, "--workers", help=WORKERS_HELP),
+    worker_index: int = typer.Option(None, "--worker-index", help=INDEX_HELP),
+    scale_batch: bool = typer.Option(False, "--scale-batch", help=SCALE_HELP),
+    connect_timeout: float = typer.Option(120.0, "--connect-timeout", help=TIMEOUT_HELP),
 ) -> None:
     """Train a model from scratch and write a run folder (model, config, history, metrics, plots)."""
     from toolkit.config import TrainConfig
@@ -43,12 +63,16 @@ def train(
         model=model, data=data, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
         seed=seed, image_size=image_size, val=val, test=test, augment=split_list(augment), patience=patience,
         resume=resume, strict=strict, deterministic=deterministic, model_kwargs={"stem": stem} if stem else {},
+        **distribution_options(strategy, workers, worker_index, scale_batch, connect_timeout),
     )
     run = train_fn(config)
-    _print_result(run.path)
+    _print_result(run.path if run is not None else None)
 
 
-def _print_result(path: Path) -> None:
+def _print_result(path: Path | None) -> None:
+    if path is None:  # a multiworker run's other workers: the chief wrote the folder
+        typer.echo("worker done: the chief holds the run folder")
+        return
     metrics_file = path / "metrics.json"
     if metrics_file.is_file():
         m = json.loads(metrics_file.read_text())

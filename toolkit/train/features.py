@@ -85,8 +85,13 @@ def feature_key(weights_hash: str, layer: str, image_size, fingerprint: str) -> 
 
 
 def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: int = 64,
-                   root: Path | None = None) -> CachedFeatures:
+                   root: Path | None = None, dist=None, scratch: Path | None = None) -> CachedFeatures:
     """Return ``split``'s features from the cache, computing and storing them first if absent.
+
+    Under multiworker ``dist`` every worker calls this: the cache is read only if every worker has the
+    entry (a cache folder they share, or an earlier run); otherwise each worker computes every
+    ``workers``-th image, all shares are exchanged, and the chief stores the assembled entry. The other
+    workers keep their assembled copy in ``scratch`` (their private folder) and write no cache entry.
 
     Args:
         base: the frozen base (see :func:`base_model`); called in inference mode, without augmentation.
@@ -95,11 +100,22 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
         layer: the penultimate layer's name (part of the key).
         batch_size: images per forward pass; memory use is bounded by it, not by the split's size.
         root: the cache folder (default :func:`cache_root`).
+        dist: the run's :class:`toolkit.train.distribute.Distribution`, if any.
+        scratch: where a non-chief worker keeps the features (required with a multiworker ``dist``).
     """
     root = Path(root) if root is not None else cache_root()
     key = feature_key(weights_hash, layer, split.image_size, split.fingerprint)
     entry = root / key
     cached = _open_entry(entry, key, len(split))
+    together = dist is not None and dist.multiworker
+    if together and not dist.all_agree(cached is not None):
+        cached = None
+        if not dist.is_chief:
+            folder = Path(scratch) / key
+            folder.mkdir(parents=True, exist_ok=True)
+            _compute_shared(base, split, folder, batch_size, dist)
+            return CachedFeatures(key, folder, np.load(folder / "features.npy", mmap_mode="r"),
+                                  np.load(folder / "labels.npy", mmap_mode="r"), hit=False)
     if cached is not None:
         log.info("%s features (%d images): from the cache %s, no base computation", split.name, len(split), key[:12])
         return cached
@@ -107,7 +123,10 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
     remove_unfinished(root)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-{os.getpid()}-"))
     try:
-        seconds = _compute(base, split, tmp, batch_size)
+        if together:  # every worker computes its share; the chief stores the assembled entry
+            seconds = _compute_shared(base, split, tmp, batch_size, dist)
+        else:
+            seconds = _compute(base, split, tmp, batch_size)
         meta = {"key": key, "layer": layer, "split": split.name, "n": len(split), "dim": int(base.output_shape[-1]),
                 "image_size": list(split.image_size), "fingerprint": split.fingerprint, "base": weights_hash,
                 "model": base.name, "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -195,6 +214,38 @@ def _open_reserved(path: Path, dtype, shape: tuple):
                     del arr
                     raise
     return arr
+
+
+def _compute_shared(base, split, folder: Path, batch_size: int, dist, chunk_bytes: int = 1 << 22) -> float:
+    """Each worker runs the base on images index, index + workers, ...; the shares are exchanged in chunks
+    of about ``chunk_bytes`` per worker and every worker writes the whole (N, D) array into ``folder``."""
+    t0 = time.perf_counter()
+    n, w = len(split), dist.workers
+    dim = int(base.output_shape[-1])
+    share = tempfile.mkdtemp(dir=folder, prefix=".share-")
+    mine = np.arange(dist.index, n, w)
+    if len(mine):
+        _compute(base, split.subset(mine), Path(share), batch_size)
+        part = np.load(Path(share) / "features.npy", mmap_mode="r")
+    else:  # more workers than images
+        part = np.zeros((0, dim), np.float32)
+    x = _open_reserved(folder / "features.npy", np.float32, (n, dim))
+    y = _open_reserved(folder / "labels.npy", np.int64, (n,))
+    y[:] = split.y  # labels are known everywhere: only features travel
+    rows = max(1, chunk_bytes // (4 * dim))
+    for start in range(0, -(-n // w), rows):
+        block = np.zeros((rows, dim), np.float32)
+        got = part[start:start + rows]
+        block[:len(got)] = got
+        shares = dist.exchange(block)  # (workers, rows, dim)
+        for k in range(w):
+            idx = np.arange(k, n, w)[start:start + rows]
+            x[idx] = shares[k, :len(idx)]
+    x.flush()
+    y.flush()
+    del x, y, part
+    shutil.rmtree(share, ignore_errors=True)
+    return time.perf_counter() - t0
 
 
 def _open_entry(entry: Path, key: str, n: int) -> CachedFeatures | None:

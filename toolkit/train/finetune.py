@@ -15,8 +15,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.config import TrainConfig, check_training
+from toolkit.config import TrainConfig, check_training, same_run
 from toolkit.errors import ToolkitError
+from toolkit.train import distribute as D
 from toolkit.train import fit, runs
 
 log = logging.getLogger("toolkit.finetune")
@@ -51,6 +52,11 @@ class FinetuneConfig:
     strict: bool = False
     deterministic: bool = True
     model_kwargs: dict = field(default_factory=dict)  # overrides what the weights imply (preprocess, stem)
+    strategy: str = "auto"  # as TrainConfig; --cache-features computes each worker's share of the features
+    scale_batch: bool = False
+    workers: tuple = ()
+    worker_index: int | None = None
+    connect_timeout: float = 120.0
 
     def __post_init__(self):
         check_training(self)
@@ -67,13 +73,14 @@ class FinetuneConfig:
                                "and no --unfreeze-at or --augment")
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "augment": list(self.augment)}
+        return {**dataclasses.asdict(self), "augment": list(self.augment), "workers": list(self.workers)}
 
     def train_settings(self, model_kwargs: dict) -> dict:
         """The TrainConfig view written as config.json's "train": what Run.splits, evaluate and export read."""
         names = {f.name for f in dataclasses.fields(TrainConfig)}
         d = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
-        return TrainConfig(**{**d, "augment": tuple(self.augment), "model_kwargs": model_kwargs}).to_dict()
+        return TrainConfig(**{**d, "augment": tuple(self.augment), "workers": tuple(self.workers),
+                              "model_kwargs": model_kwargs}).to_dict()
 
 
 def imagenet_weights_file() -> Path:
@@ -199,7 +206,7 @@ def frozen_count(config: FinetuneConfig, n_layers: int, n_base: int) -> int:
     return n
 
 
-def finetune(config: FinetuneConfig, *, data=None) -> runs.Run:
+def finetune(config: FinetuneConfig, *, data=None) -> runs.Run | None:
     """Transfer ``config.weights`` to ``config.data`` and write a run folder like ``toolkit train``'s.
 
     Args:
@@ -208,6 +215,7 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run:
 
     Returns:
         The finished run; its model.keras is one flat model (base + new head), exportable like any run.
+        None on a multiworker worker that is not the chief (the chief writes the run folder).
 
     Raises:
         ToolkitError: unusable weights (offline ImageNet, another architecture), bad --freeze/--unfreeze-at,
@@ -216,30 +224,40 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run:
     from toolkit.models import build_model, get_spec
     from toolkit.models.summary import param_counts
 
+    D.quiet_native_log(config.strategy, config.workers)
     spec = get_spec(config.model)
-    out = fit.check_run_dir(config)
-    if config.resume:
-        saved = json.loads((out / runs.CONFIG).read_text()).get("finetune", {})
-        if saved != {**config.to_dict(), "resume": saved.get("resume")}:
-            raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: "
-                               f"{fit._first_difference(saved, config.to_dict())}")
-        if fit.is_finished(out):
-            log.info("%s: the run already finished; nothing to resume", out)
-            return runs.load_run(out)
+    is_chief = D.is_chief(config.strategy, config.workers, config.worker_index)
+    out = fit.check_run_dir(config) if is_chief else Path(config.out)
+    if config.resume and is_chief:
+        differs = same_run(json.loads((out / runs.CONFIG).read_text()).get("finetune", {}), config.to_dict())
+        if differs:
+            raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: {differs}")
+    dist = D.setup(config.strategy, config.workers, config.worker_index, config.connect_timeout)
+    if config.resume and dist.chief_says(is_chief and fit.is_finished(out)):
+        log.info("%s: the run already finished; nothing to resume", out)
+        dist.finish()
+        return runs.load_run(out) if is_chief else None
     source, origin, implied = resolve_weights(config)
     kwargs = {**implied, **config.model_kwargs}
     ds, splits = fit.load_splits(config, config.image_size or spec.default_input, data)
     n_classes = len(ds.labels)
 
     fit.seed_everything(config.seed, config.deterministic)
-    model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **kwargs)
+    plan = D.plan_batch(config.batch_size, config.lr, dist.replicas, config.scale_batch)
+    # Cached features: the full model never trains (only a copy of its head), so it stays on this machine.
+    with dist.scope() if not config.cache_features else D.LOCAL.scope():
+        model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **kwargs)
     n_base = [la.name for la in model.layers].index(spec.penultimate) + 1
     head = {la.name for la in model.layers[n_base:]}
     n_frozen = frozen_count(config, len(model.layers), n_base)
     if config.unfreeze_at is not None and config.unfreeze_at > n_base:
         raise ToolkitError(f"--unfreeze-at {config.unfreeze_at}: the model has {n_base} layers before the head")
     loaded = copy_weights(model, source, head, origin)
-    out.mkdir(parents=True, exist_ok=True)  # only now: bad weights, data or flags leave nothing behind
+    if is_chief:
+        work = out
+        out.mkdir(parents=True, exist_ok=True)  # only now: bad weights, data or flags leave nothing behind
+    else:  # the run folder is the chief's; this worker's side of collective saves goes to its own folder
+        work = D.prepare_worker_dir(D.worker_dir(out, dist), config.resume)
     freeze_layers(model, n_frozen)
     counts = param_counts(model)
     log.info("loaded pretrained weights into %d layers from %s; new head %s for %d classes",
@@ -248,13 +266,24 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run:
              n_frozen, len(model.layers), f"{counts['trainable']:,}", f"{counts['non_trainable']:,}")
     record = fit.run_record(config.train_settings(kwargs), ds, splits, model, finetune=config.to_dict(),
                             weights={"source": origin, "layers_loaded": loaded}, frozen_layers=n_frozen,
-                            param_counts=counts)
-    if not config.resume:
+                            param_counts=counts, distribute=plan.record(dist))
+    if not config.resume and is_chief:
         runs.write_json_atomic(out / runs.CONFIG, record)
 
-    if config.cache_features:
-        return _train_on_features(config, model, spec.penultimate, splits, ds.labels, out)
-    fit.compile_model(model, n_classes, config.optimizer, config.lr)
+    plan.announce()
+    with D.translate_errors(dist):
+        if config.cache_features:
+            run = _train_on_features(config, model, spec.penultimate, splits, ds.labels, work, dist, plan)
+        else:
+            run = _train_images(config, model, splits, n_classes, work, dist, plan)
+    fit.finish_worker(work, dist)
+    return run
+
+
+def _train_images(config: FinetuneConfig, model, splits, n_classes: int, out: Path, dist, plan) -> runs.Run | None:
+    """Train the model on images with its frozen layers, in one or two stages."""
+    with dist.scope():
+        fit.compile_model(model, n_classes, config.optimizer, plan.lr)
     augment = None
     if config.augment:
         from toolkit.train.augment import make_augmenter, pca_colour_basis
@@ -262,24 +291,25 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run:
         basis = pca_colour_basis(splits.train.numpy()[0], seed=config.seed) if "pca" in config.augment else None
         augment = make_augmenter(tuple(config.augment), config.seed, basis)
     epoch = fit.epoch_counter()
-    train_ds = fit.batches(splits.train, config.batch_size, shuffle=True, seed=config.seed, augment=augment,
-                           epoch=epoch)
-    val_ds = fit.batches(splits.val, config.batch_size) if len(splits.val) else None
-    _two_stages(config, model, out, train_ds, val_ds, n_classes, epoch)
-    return fit.finish_run(out, model, splits.test)
+    train_ds = fit.batches(splits.train, plan.global_batch, shuffle=True, seed=config.seed, augment=augment,
+                           epoch=epoch, dist=dist)
+    val_ds = fit.batches(splits.val, plan.global_batch, dist=dist) if len(splits.val) else None
+    _two_stages(config, model, out, train_ds, val_ds, n_classes, epoch, dist, plan)
+    return fit.finish_run(out, model, splits.test, dist=dist)
 
 
-def _two_stages(config: FinetuneConfig, model, out: Path, train_ds, val_ds, n_classes: int, epoch) -> None:
+def _two_stages(config: FinetuneConfig, model, out: Path, train_ds, val_ds, n_classes: int, epoch,
+                dist=D.LOCAL, plan=None) -> None:
     """Stage 1 as frozen; stage 2 (if asked) from layer K at the fine-tuning rate, numbering epochs on."""
     done = out / fit.BACKUP / STAGE1_DONE
     weights = out / fit.BACKUP / "stage1.weights.h5"
-    if done.is_file():  # resuming inside stage 2: stage 1's result is kept, not retrained
+    if dist.all_agree(done.is_file()):  # resuming inside stage 2: stage 1's result is kept, not retrained
         model.load_weights(weights)
         stage2_start = json.loads(done.read_text())["epochs"]
     else:
         fit.fit_model(model, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
-                      backup=out / fit.BACKUP / "stage1", data_epoch=epoch)
-        stage2_start = len(runs.read_history(out))
+                      backup=out / fit.BACKUP / "stage1", data_epoch=epoch, dist=dist)
+        stage2_start = dist.chief_says(len(runs.read_history(out)))
         if config.unfreeze_at is not None:
             model.save_weights(weights)
             runs.write_json_atomic(done, {"epochs": stage2_start})
@@ -289,16 +319,23 @@ def _two_stages(config: FinetuneConfig, model, out: Path, train_ds, val_ds, n_cl
 
     unfreeze_from(model, config.unfreeze_at)
     counts = param_counts(model)
+    lr = config.fine_tune_lr * (plan.lr / config.lr if plan else 1.0)  # scaled like stage 1's under --scale-batch
     log.info("stage 2: layers %d.. train at lr %g; trainable params: %s, non-trainable params: %s",
-             config.unfreeze_at, config.fine_tune_lr, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}")
-    fit.compile_model(model, n_classes, config.optimizer, config.fine_tune_lr)
+             config.unfreeze_at, lr, f"{counts['trainable']:,}", f"{counts['non_trainable']:,}")
+    with dist.scope():
+        fit.compile_model(model, n_classes, config.optimizer, lr)
     fit.fit_model(model, out, train_ds, val_ds, epochs=stage2_start + config.fine_tune_epochs,
                   patience=config.patience, initial_epoch=stage2_start, backup=out / fit.BACKUP / "stage2",
-                  data_epoch=epoch)
+                  data_epoch=epoch, dist=dist)
 
 
-def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, labels, out: Path) -> runs.Run:
-    """Cache the base's features, train a copy of the head on them, put it back on the base."""
+def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, labels, out: Path, dist=D.LOCAL,
+                       plan=None) -> runs.Run | None:
+    """Cache the base's features, train a copy of the head on them, put it back on the base.
+
+    ``model`` is local to this machine; only the head's copy trains under ``dist``. Under multiworker each
+    worker computes its share of the features and the chief assembles the cache entry.
+    """
     import time
 
     import numpy as np
@@ -309,7 +346,8 @@ def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, 
     base = F.base_model(model, penultimate)
     t0 = time.perf_counter()
     weights_hash = F.base_hash(base)
-    parts = {s.name: F.cache_features(base, s, weights_hash=weights_hash, layer=penultimate)
+    parts = {s.name: F.cache_features(base, s, weights_hash=weights_hash, layer=penultimate, dist=dist,
+                                      scratch=out / "features")
              for s in (splits.train, splits.val, splits.test) if len(s)}
     cache_s = time.perf_counter() - t0
     computed = [name for name, f in parts.items() if not f.hit]
@@ -317,17 +355,25 @@ def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, 
         log.info("feature caching took %.1f s (one time; computed: %s)", cache_s, ", ".join(computed))
     else:
         log.info("all features came from the cache: no base computation at all")
-    head = F.build_head(model, penultimate)
-    fit.compile_model(head, len(labels), config.optimizer, config.lr)
+    plan = plan or D.plan_batch(config.batch_size, config.lr, 1, False)
+    with dist.scope():
+        head = F.build_head(model, penultimate)
+        fit.compile_model(head, len(labels), config.optimizer, plan.lr)
     epoch = fit.epoch_counter()
-    train_ds = F.feature_batches(parts["train"], config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
-    val_ds = F.feature_batches(parts["val"], config.batch_size) if "val" in parts else None
+    options = D.shard_options(dist, streamed=False)  # every worker reads all features and keeps its slice
+    train_ds = F.feature_batches(parts["train"], plan.global_batch, shuffle=True, seed=config.seed, epoch=epoch)
+    val_ds = F.feature_batches(parts["val"], plan.global_batch) if "val" in parts else None
+    if options is not None:
+        train_ds, val_ds = train_ds.with_options(options), val_ds and val_ds.with_options(options)
     head_file = out / "head.keras"
     fit.fit_model(head, out, train_ds, val_ds, epochs=config.epochs, patience=config.patience, checkpoint=head_file,
-                  data_epoch=epoch)
+                  data_epoch=epoch, dist=dist)
     if head_file.is_file():
         head = runs.load_keras_model(head_file)  # the best epoch, as model.keras is for image training
     F.assemble(model, head)
+    if not dist.is_chief:
+        return fit.finish_run(out, model, splits.test, evaluate=False, dist=dist)  # its collective part only
+    head = F.build_head(model, penultimate)  # a copy on this machine: evaluating needs no other worker
     fit.save_model_atomic(model, out / runs.MODEL)
     runs.write_json_atomic(out / "features.json", {
         "cache_seconds": cache_s, "computed": computed, "keys": {n: f.key for n, f in parts.items()},
@@ -337,4 +383,4 @@ def _train_on_features(config: FinetuneConfig, model, penultimate: str, splits, 
         report.update(data=config.data, split="test", fingerprint=splits.test.fingerprint)
         runs.write_json_atomic(out / runs.METRICS, report)
         plot_confusion(np.array(report["confusion"]), tuple(labels), out / "confusion.png")
-    return fit.finish_run(out, model, splits.test, evaluate=False)  # last: it drops the resume state
+    return fit.finish_run(out, model, splits.test, evaluate=False, dist=dist)  # last: it drops the resume state

@@ -100,6 +100,7 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
     """
     from toolkit.models import build_model, get_spec
 
+    D.quiet_native_log(config.strategy, config.workers)
     spec = get_spec(config.model)
     is_chief = D.is_chief(config.strategy, config.workers, config.worker_index)
     out = check_run_dir(config) if is_chief else Path(config.out)
@@ -117,7 +118,6 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
 
     seed_everything(config.seed, config.deterministic)
     plan = D.plan_batch(config.batch_size, config.lr, dist.replicas, config.scale_batch)
-    log.info("%s", plan.describe())
     with dist.scope():  # the strategy creates (and mirrors) the variables
         model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **config.model_kwargs)
         compile_model(model, n_classes, config.optimizer, plan.lr)
@@ -143,6 +143,7 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
     val_ds = batches(splits.val, plan.global_batch, dist=dist) if len(splits.val) else None
     log.info("training %s (%s params) on %d images, validating on %d, %d classes",
              model.name, f"{model.count_params():,}", len(splits.train), len(splits.val), n_classes)
+    plan.announce()
     with D.translate_errors(dist):
         fit_model(model, work, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
                   extra_callbacks=extra_callbacks, data_epoch=epoch, dist=dist)
