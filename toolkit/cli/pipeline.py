@@ -43,6 +43,9 @@ def run(
 
     p = load_pipeline(file, data=data, sets=set_)
     outputs = run_pipeline(p, work_root=work)
+    if "export" not in outputs:  # a multiworker worker other than the chief
+        typer.echo("worker done: the chief holds the training run, the export and the report")
+        return
     typer.echo(f"training run: {outputs['train']}")
     typer.echo(f"exported:     {outputs['export']}")
     if "report" in outputs:

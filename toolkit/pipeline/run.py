@@ -38,13 +38,27 @@ def step_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _train_config(p: Pipeline, out: Path, *, section: str, weights: str | None):
+# Settings added after the first pipelines ran count in a step's key only when set, so that unchanged
+# pipelines keep their keys (and their finished steps).
+LATER_DEFAULTS = {"strategy": "auto", "scale_batch": False}
+
+
+def _key_settings(section: dict) -> dict:
+    return {k: v for k, v in section.items() if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
+
+
+def _multiworker(p: Pipeline) -> bool:
+    return any(p.section(s).get("strategy") == "multiworker" for s in ("pretrain", "train"))
+
+
+def _train_config(p: Pipeline, out: Path, *, section: str, weights: str | None, resume: bool | None = None):
     """The TrainConfig or FinetuneConfig a step's settings describe (the CLI builds the same objects)."""
     d, t = p.section("data"), p.section(section)
     common = dict(data=t.get("data") or d["spec"], out=str(out), epochs=t["epochs"], batch_size=t["batch_size"],
                   lr=t["lr"], seed=d["seed"], image_size=d["image_size"], val=d["val"], test=d["test"],
                   augment=tuple(t["augment"]), patience=t["patience"], strict=d["strict"],
-                  resume=(out / "config.json").is_file())
+                  resume=(out / "config.json").is_file() if resume is None else resume,
+                  strategy=t["strategy"], scale_batch=t["scale_batch"])
     if section == "pretrain" or t["mode"] == "scratch":
         from toolkit.config import TrainConfig
 
@@ -77,16 +91,22 @@ class _State:
         write_json_atomic(self.path, self.data)
 
 
-def _train_step(p: Pipeline, work: Path, state: _State, section: str, upstream: str, weights: str | None):
+def _train_step(p: Pipeline, work: Path, state: _State, section: str, upstream: str, weights: str | None,
+                dist=None):
+    """One training step; under multiworker every worker runs it and the chief's files decide (skip, resume)."""
+    from toolkit.train import distribute as D
+
+    dist = dist or D.LOCAL
     t = p.section(section)
     data = t.get("data") or p.section("data")["spec"]
-    key = step_key(section, t, p.section("data"), source_fingerprint(data), upstream, weights)
+    key = step_key(section, _key_settings(t), p.section("data"), source_fingerprint(data), upstream, weights)
     out = work / f"{section}-{key}"
-    if state.done(section, key, out / "model.keras"):
+    if dist.chief_says(state.done(section, key, out / "model.keras")):
         log.info("%s: unchanged since the last run, skipped (%s)", section, out)
         return key, out
     t0 = time.perf_counter()
-    config = _train_config(p, out, section=section, weights=weights)
+    config = _train_config(p, out, section=section, weights=weights,
+                           resume=dist.chief_says((out / "config.json").is_file()))
     if config.resume:
         log.info("%s: resuming the unfinished run in %s", section, out)
     if section == "pretrain" or t["mode"] == "scratch":
@@ -97,7 +117,8 @@ def _train_step(p: Pipeline, work: Path, state: _State, section: str, upstream: 
         from toolkit.train.finetune import finetune
 
         finetune(config)
-    state.record(section, key, out / "model.keras", time.perf_counter() - t0)
+    if dist.is_chief:
+        state.record(section, key, out / "model.keras", time.perf_counter() - t0)
     return key, out
 
 
@@ -109,15 +130,25 @@ def run_pipeline(p: Pipeline, *, work_root: str | Path = "runs/pipelines") -> di
     """
     check_ready(p)
     work = Path(work_root) / p.name
-    work.mkdir(parents=True, exist_ok=True)
+    dist = None
+    if _multiworker(p):  # the cluster (from TF_CONFIG) comes up before anything else touches TensorFlow
+        from toolkit.train import distribute as D
+
+        D.quiet_native_log("multiworker")
+        dist = D.setup("multiworker")
+    if dist is None or dist.is_chief:  # the work folder and its state are the chief's
+        work.mkdir(parents=True, exist_ok=True)
     state = _State(work)
     outputs: dict[str, Path] = {}
     upstream, weights = "", p.section("train").get("weights")
     if p.has_pretrain:
-        upstream, outputs["pretrain"] = _train_step(p, work, state, "pretrain", "", None)
+        upstream, outputs["pretrain"] = _train_step(p, work, state, "pretrain", "", None, dist)
         if weights == "pretrain":
             weights = str(outputs["pretrain"])
-    train_key, outputs["train"] = _train_step(p, work, state, "train", upstream, weights)
+    train_key, outputs["train"] = _train_step(p, work, state, "train", upstream, weights, dist)
+    if dist is not None and not dist.is_chief:
+        log.info("worker %d: training done; the chief exports, benchmarks and reports", dist.index)
+        return outputs
 
     e = p.section("export")
     export_out = Path(e["out"])

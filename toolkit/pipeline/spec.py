@@ -14,6 +14,7 @@ from typing import Any
 
 import tomllib
 
+from toolkit.config import STRATEGIES
 from toolkit.errors import ToolkitError
 
 MODES = ("scratch", "freeze", "cached")
@@ -35,7 +36,7 @@ SCHEMA: dict[str, dict[str, dict]] = {
     "pretrain": {  # optional: train a source model first, then transfer from it ("weights = 'pretrain'")
         "model": _k(_STR, required=True), "data": _k(_STR, required=True), "epochs": _k(_INT, 10, low=1),
         "batch_size": _k(_INT, 32, low=1), "lr": _k(_FLOAT, 1e-3, above=0), "augment": _k(_LIST, []),
-        "patience": _k(_INT, 5, low=0),
+        "patience": _k(_INT, 5, low=0), "strategy": _k(_STR, "auto", STRATEGIES), "scale_batch": _k(_BOOL, False),
     },
     "train": {
         "mode": _k(_STR, "scratch", MODES), "model": _k(_STR, required=True), "epochs": _k(_INT, 20, low=1),
@@ -44,6 +45,8 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "patience": _k(_INT, 5, low=0), "stem": _k(_STR, None, ("seed", "keras")), "weights": _k(_STR, None),
         "freeze": _k(_STR, "all"), "unfreeze_at": _k(_INT, None, low=0), "fine_tune_epochs": _k(_INT, 0, low=0),
         "fine_tune_lr": _k(_FLOAT, 1e-5, above=0),
+        # multiworker takes its cluster from TF_CONFIG; the chief alone then exports, benchmarks and reports
+        "strategy": _k(_STR, "auto", STRATEGIES), "scale_batch": _k(_BOOL, False),
     },
     "export": {
         "formats": _k(_LIST, ["onnx", "tflite"]), "quantize": _k(_LIST, ["none", "int8"]),
@@ -93,6 +96,10 @@ def _check_values(s: dict, problems: list[str]) -> None:
         problems.append(f"{key}: {why}")
 
     t, d = s["train"], s["data"]
+    pre = s.get("pretrain")
+    if pre and "multiworker" in (pre["strategy"], t["strategy"]) and pre["strategy"] != t["strategy"]:
+        bad("pretrain.strategy", f"is {pre['strategy']!r} but train.strategy is {t['strategy']!r}: under "
+            "multiworker every worker runs every training step; give both 'multiworker'")
     for key in ("epochs", "batch_size", "patience"):
         if t[key] is not None and (t[key] < (0 if key == "patience" else 1)):
             bad(f"train.{key}", f"must be {'>= 0' if key == 'patience' else 'a positive integer'}, got {t[key]}")
