@@ -197,7 +197,9 @@ def _run(prop, tally: Tally) -> None:
     try:
         prop()
     except Exception as exc:  # noqa: BLE001 - the failure is the finding
-        tally.failures.append(f"{type(exc).__name__}: {str(exc).strip()[:600]}")
+        for sub in getattr(exc, "exceptions", [exc]):  # hypothesis groups distinct failures
+            notes = " ".join(" ".join(getattr(sub, "__notes__", [])).split())
+            tally.failures.append(f"{type(sub).__name__}: {' '.join(str(sub).split())[:400]} {notes[:600]}".strip())
 
 
 # ---- image folders -------------------------------------------------------------------------------

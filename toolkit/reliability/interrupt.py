@@ -30,6 +30,7 @@ from toolkit.reliability.common import (
     toolkit_cmd,
     train_args,
 )
+from toolkit.train.runs import read_history
 
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)")
 SUMMARY_LINE = re.compile(r"^\d+/\d+ - ")  # Keras' end-of-epoch line with verbose=2
@@ -107,21 +108,30 @@ def _history(run_dir: Path) -> dict[int, tuple[str, str]]:
     return rows
 
 
-def train_kills(work: Path, *, kills: int, epochs: int, rng: random.Random, log=print) -> dict:
+def train_kills(work: Path, *, kills: int, epochs: int, rng: random.Random, log=print,
+                phases: tuple[int, ...] = (), reference: Path | None = None) -> dict:
     """Train once uninterrupted, then ``kills`` times killed at a random moment and resumed.
+
+    A moment is a random epoch (1..epochs; epochs + 1 means while the run finishes) plus a random
+    fraction of it; ``phases`` fixes the epochs of the first kills (the fractions stay random).
 
     Returns:
         {"reference": {...}, "kills": [one dict per kill: where, epochs reported/durable, resumed from,
         epochs re-run, lost beyond the epoch in flight, resume exit code, same result as the reference]}.
     """
     work.mkdir(parents=True, exist_ok=True)
-    ref_dir = work / "reference"
-    shutil.rmtree(ref_dir, ignore_errors=True)
     t0 = time.monotonic()
-    ref = _Child(toolkit_cmd(*train_args(ref_dir, epochs=epochs)))
-    if ref.finish() != 0:
-        raise RuntimeError(f"reference training failed:\n{ref.text[-2000:]}")
-    epoch_s, finish_s = _timing(ref.lines, time.monotonic())
+    if reference is not None:  # a finished run with the same settings (train_args); its epoch times set the pace
+        ref_dir = reference
+        times = sorted(float(row["epoch_time"]) for row in read_history(ref_dir) if "epoch_time" in row)
+        epoch_s, finish_s = (times[len(times) // 2] if times else 0.5) + 0.2, 0.5
+    else:
+        ref_dir = work / "reference"
+        shutil.rmtree(ref_dir, ignore_errors=True)
+        ref = _Child(toolkit_cmd(*train_args(ref_dir, epochs=epochs)))
+        if ref.finish() != 0:
+            raise RuntimeError(f"reference training failed:\n{ref.text[-2000:]}")
+        epoch_s, finish_s = _timing(ref.lines, time.monotonic())
     ref_metrics = read_json(ref_dir / "metrics.json")
     reference = {"seconds": time.monotonic() - t0, "epoch_s": epoch_s, "finish_s": finish_s,
                  "test_loss": ref_metrics["loss"], "test_accuracy": ref_metrics["accuracy"]}
@@ -132,6 +142,8 @@ def train_kills(work: Path, *, kills: int, epochs: int, rng: random.Random, log=
         out = work / f"kill-{len(rows) + 1}"
         shutil.rmtree(out, ignore_errors=True)
         phase = rng.randint(1, epochs + 1)  # epochs + 1: while the run finishes (model, plots, metrics)
+        if len(rows) < len(phases):
+            phase = phases[len(rows)]
         fraction = rng.random()
         child = _Child(toolkit_cmd(*train_args(out, epochs=epochs)))
         if phase <= epochs:
@@ -235,6 +247,8 @@ threads = [1]
 batch = [1]
 repeats = 3
 keras = false
+[report]
+enabled = false
 """
 
 
@@ -284,7 +298,8 @@ def pipeline_kills(work: Path, *, points: int, rng: random.Random, log=print) ->
         row = {"at": at, "of": total, "killed": killed.killed, "trusted_but_broken": problems,
                "rerun_rc": rerun.returncode, "rerun_error": (rerun.error_lines or [""])[0],
                "complete": not export_problems(export_out) and not pipeline_problems(work / "runs", export_out),
-               "steps_skipped_next": skipped, "staging_left": leftovers(export_out.parent, STAGING)}
+               "steps_skipped_next": skipped, "next_rc": again.returncode, "next_error": again.stderr[-600:]
+               if again.returncode or skipped != 3 else "", "staging_left": leftovers(export_out.parent, STAGING)}
         log(f"pipeline kill {i + 1}: line event {at}/{total}; broken but trusted: {problems or 'none'}; "
             f"re-run rc {rerun.returncode}; next run skipped {skipped} steps")
         rows.append(row)
@@ -300,28 +315,23 @@ def cache_kills(work: Path, run_dir: Path, *, points: int, rng: random.Random, l
     import numpy as np
 
     work.mkdir(parents=True, exist_ok=True)
-    reference_cache = work / "cache-reference"
 
     def args(out: Path) -> list[str]:
         return ["finetune", "happy", "--weights", str(run_dir), "--data", DATA, "--image-size", str(IMAGE_SIZE),
                 "--cache-features", "--epochs", "2", "--batch-size", "16", "--patience", "0", "--out", str(out)]
 
-    shutil.rmtree(reference_cache, ignore_errors=True)
-    shutil.rmtree(work / "ref-run", ignore_errors=True)
-    ref = run(toolkit_cmd(*args(work / "ref-run")), env=child_env(TOOLKIT_CACHE=str(reference_cache)))
-    if ref.returncode != 0:
-        raise RuntimeError(f"reference caching run failed: {ref.stderr[-2000:]}")
-    reference = {p.name: np.load(p / "features.npy") for p in reference_cache.iterdir() if (p / "meta.json").exists()}
+    # One undisturbed run counts the line events and leaves the reference features.
+    reference_cache = work / "cache-reference"
+    for p in (reference_cache, work / "ref-run"):
+        shutil.rmtree(p, ignore_errors=True)
     modules = "toolkit.train.features"
-    count_cache = work / "cache-count"
-    shutil.rmtree(count_cache, ignore_errors=True)
-    shutil.rmtree(work / "count-run", ignore_errors=True)
-    env = child_env(TOOLKIT_CACHE=str(count_cache))
     count_file = work / "events.txt"
-    counted = run(killer_cmd(0, modules, *args(work / "count-run"), count_file=count_file), env=env)
+    counted = run(killer_cmd(0, modules, *args(work / "ref-run"), count_file=count_file),
+                  env=child_env(TOOLKIT_CACHE=str(reference_cache)))
     if counted.returncode != 0:
-        raise RuntimeError(f"counting run failed: {counted.stderr[-2000:]}")
+        raise RuntimeError(f"reference caching run failed: {counted.stderr[-2000:]}")
     total = int(count_file.read_text())
+    reference = {p.name: np.load(p / "features.npy") for p in reference_cache.iterdir() if (p / "meta.json").exists()}
     rows = []
     for i in range(points):
         cache = work / f"cache-{i}"
