@@ -90,11 +90,16 @@ def run_selftest(sections=SECTIONS, *, budget: Budget = Budget(), seed: int = 0,
         if "audit" in sections:
             from toolkit.reliability.audit import audit, summary
 
-            status, lines = summary(audit())
+            result = audit()
+            status, lines = summary(result)
             for line in lines:
                 log(line)
-            result = {0: "clean", 1: "VULNERABLE", 3: "NOT AUDITED (no database reachable)"}[status]
-            rows.append(("audit", "pip-audit", f"{result}; {lines[-1].removeprefix('audit: ')}"))
+            verdict = {0: "no known vulnerabilities", 1: "VULNERABLE packages found",
+                       3: "NOT AUDITED: no vulnerability database answered"}[status]
+            rows.append(("audit", "pip-audit verdict", f"{verdict} (exit {status})"))
+            for a in result["attempts"]:
+                rows.append(("audit", f"service {a['service']}", a["error"][:90] if "error" in a else
+                             f"{a['audited']} of {a['packages']} packages checked"))
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
