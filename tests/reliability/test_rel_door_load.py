@@ -3,6 +3,7 @@ real one (8, 32, 64 clients x 60 s) prints figures and is not a test. Also: boun
 
 from __future__ import annotations
 
+import os
 import re
 
 import anyio
@@ -43,8 +44,6 @@ def test_bench_rejects_bad_client_lists(export, capsys):
 
 
 def test_inference_runs_in_a_bounded_number_of_threads(export, monkeypatch):
-    import os
-
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     assert inference_threads(ServeConfig(), with_door=False) == 4
     assert inference_threads(ServeConfig(), with_door=True) == 3  # a core left for the door loop
@@ -91,3 +90,40 @@ def test_inference_runs_in_a_bounded_number_of_threads(export, monkeypatch):
 
     assert anyio.run(burst) == [200] * 16
     assert peak[0] == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are a Linux feature")
+def test_beside_a_door_inference_threads_run_nicer(export):
+    import threading
+
+    import httpx
+    from door_support import jpeg
+
+    holder = ModelHolder(ModelConfig(export))
+    real = holder.predictor
+    seen: list[int] = []
+
+    class Probe:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def predict(self, data, name=None):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return real.predict(data, name)
+
+    class Door:
+        listeners: list = []
+
+        def ready(self):
+            return True, "ready"
+
+    holder._predictor = Probe()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+
+    async def one(app) -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://door") as c:
+            return (await c.post("/predict", content=jpeg(220))).status_code
+
+    assert anyio.run(one, create_app(holder, ServeConfig(inference_threads=1))) == 200
+    assert anyio.run(one, create_app(holder, ServeConfig(inference_threads=1), door=Door())) == 200
+    assert seen == [base, min(19, base + 10)]  # without a door: untouched; beside one: 10 nicer than the process

@@ -39,6 +39,7 @@ class ServeConfig:
     unlock_max_failures: int = 5  # wrong tokens per client for /door/open...
     unlock_window_seconds: float = 60.0  # ...within this window; then 429 until the window has passed
     inference_threads: int = 0  # requests inferring at once; the rest queue. 0 = one per core (cores - 1 with a door)
+    inference_nice: int = 10  # beside a door, API inference threads run this much nicer (Linux): the door goes first
 
 
 @dataclass(frozen=True)

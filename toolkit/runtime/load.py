@@ -68,16 +68,15 @@ def load_test(
 
     statuses: Counter = Counter()
     latencies: list[float] = []
-    dropped = 0
+    errors: Counter = Counter()  # transport errors by kind: no HTTP status at all
 
     async def client_loop(client: httpx.AsyncClient, deadline: float) -> None:
-        nonlocal dropped
         while time.monotonic() < deadline:
             start = time.perf_counter()
             try:
                 response = await client.post("/predict", content=body, headers={"content-type": "image/jpeg"})
-            except httpx.HTTPError:
-                dropped += 1
+            except httpx.HTTPError as exc:
+                errors[f"{type(exc).__name__} after {time.perf_counter() - start:.1f} s"] += 1
                 continue
             statuses[response.status_code] += 1
             latencies.append((time.perf_counter() - start) * 1000.0)
@@ -95,14 +94,16 @@ def load_test(
     after = rss_mb(pid) if pid else None
     total = sum(statuses.values())
     server_errors = sum(n for s, n in statuses.items() if s >= 500)
+    dropped = sum(errors.values())
     p50, p99 = percentiles(latencies)
     memory = ""
     if before is not None and after is not None:
         memory = f", server RSS {before:.1f} -> {after:.1f} MB ({after - before:+.1f})"
     out(
         f"load  {clients} clients x {seconds:g} s: {total} requests ({total / elapsed:.1f}/s), "
-        f"status {dict(sorted(statuses.items()))}, 5xx {server_errors}, dropped {dropped}, "
-        f"p50 {p50:.1f} ms p99 {p99:.1f} ms{memory}"
+        f"status {dict(sorted(statuses.items()))}, 5xx {server_errors}, dropped {dropped}"
+        f"{' ' + str(dict(errors)) if errors else ''}, p50 {p50:.1f} ms p99 {p99:.1f} ms "
+        f"max {max(latencies, default=float('nan')):.0f} ms{memory}"
     )
     return {
         "clients": clients, "requests": total, "per_second": total / elapsed, "5xx": server_errors,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,12 @@ def create_app(
     workers = anyio.CapacityLimiter(inference_threads(config, with_door=door is not None))
     app.state.inference_threads = workers.total_tokens
 
+    # Beside a door, those threads also run at a lower OS priority: the door's decisions get a core first
+    # (measured on 2 busy cores, 32 clients: door p99 27-66 ms instead of 103-167 ms, HTTP throughput no lower).
+    niceness = config.inference_nice if door is not None else 0
+
     async def in_worker(fn, *args):
-        return await anyio.to_thread.run_sync(fn, *args, limiter=workers)
+        return await anyio.to_thread.run_sync(_at_priority, niceness, fn, *args, limiter=workers)
 
     bearer = HTTPBearer(auto_error=False, description="the manual-unlock token")
 
@@ -290,6 +295,22 @@ def create_app(
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+_worker = threading.local()
+
+
+def _at_priority(niceness: int, fn, *args):
+    """Run ``fn`` in this worker thread after lowering the thread's priority once (Linux; elsewhere a no-op)."""
+    if niceness and getattr(_worker, "niceness", 0) != niceness and hasattr(os, "setpriority"):
+        try:
+            # PRIO_PROCESS with a thread id renices that one thread on Linux; raising niceness needs no privilege.
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+        except OSError as exc:
+            log.debug("cannot lower the inference thread's priority: %s", exc)
+        _worker.niceness = niceness  # tried once per thread, whatever the outcome
+    return fn(*args)
 
 
 def inference_threads(config: ServeConfig, with_door: bool) -> int:
