@@ -35,6 +35,9 @@ _UNLOCK_FAILURES = typer.Option(
     5, "--unlock-max-failures", min=1, help="Wrong /door/open tokens per client per window before 429."
 )
 _UNLOCK_WINDOW = typer.Option(60.0, "--unlock-window", min=0.1, help="Window (s) for --unlock-max-failures.")
+_INFERENCE_NICE = typer.Option(
+    10, "--inference-nice", min=0, max=19, help="Beside a door, API inference threads run this much nicer (Linux)."
+)
 _INFERENCE_THREADS = typer.Option(
     0,
     "--inference-threads",
@@ -52,7 +55,8 @@ def _logging(quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet, timeout, failures, window, workers):
+def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet, timeout, failures, window, workers,
+                  nice):  # fmt: skip
     from toolkit.runtime.config import ServeConfig
 
     return ServeConfig(
@@ -67,6 +71,7 @@ def _serve_config(host, port, max_body, max_batch, token_file, token_env, quiet,
         unlock_max_failures=failures,
         unlock_window_seconds=window,
         inference_threads=workers,
+        inference_nice=nice,
     )
 
 
@@ -88,6 +93,7 @@ def serve(
     unlock_max_failures: int = _UNLOCK_FAILURES,
     unlock_window: float = _UNLOCK_WINDOW,
     inference_threads: int = _INFERENCE_THREADS,
+    inference_nice: int = _INFERENCE_NICE,
     quiet: bool = _QUIET,
 ) -> None:
     """Serve the model over HTTP: KServe v2 inference, /predict, /metrics. Never moves a door."""
@@ -96,7 +102,7 @@ def serve(
 
     _logging(quiet)
     api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet, request_timeout,
-                        unlock_max_failures, unlock_window, inference_threads)  # fmt: skip
+                        unlock_max_failures, unlock_window, inference_threads, inference_nice)  # fmt: skip
     serve_model(ModelConfig(model, file, threads, max_pixels, watch), api, threshold)
 
 
@@ -136,6 +142,7 @@ def run(
     unlock_max_failures: int = _UNLOCK_FAILURES,
     unlock_window: float = _UNLOCK_WINDOW,
     inference_threads: int = _INFERENCE_THREADS,
+    inference_nice: int = _INFERENCE_NICE,
     quiet: bool = _QUIET,
 ) -> None:
     """Run the door: camera -> (face) -> model -> k-of-n -> relay. Fails closed on any doubt."""
@@ -166,7 +173,7 @@ def run(
     api = None
     if with_api:
         api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet, request_timeout,
-                            unlock_max_failures, unlock_window, inference_threads)  # fmt: skip
+                            unlock_max_failures, unlock_window, inference_threads, inference_nice)  # fmt: skip
     frames = run_door(ModelConfig(model, file, threads, max_pixels, watch), door, api)
     typer.echo(f"door loop stopped after {frames} frames; relay locked")
 
