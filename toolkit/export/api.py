@@ -259,7 +259,8 @@ def clean_stale(out: Path) -> None:
             else:
                 shutil.rmtree(path, ignore_errors=True)
     for path in Path(tempfile.gettempdir()).glob("toolkit-export-*"):
-        if not _alive(path.name[len("toolkit-export-"):]):
+        pid = path.name[len("toolkit-export-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(pid):  # a name without a writer's id is not ours to judge
             shutil.rmtree(path, ignore_errors=True)
 
 
