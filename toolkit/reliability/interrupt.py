@@ -85,7 +85,14 @@ def _timing(lines: list[tuple[float, str]], end: float) -> tuple[float, float]:
 
 
 def durable_epochs(run_dir: Path) -> int:
-    """Epochs whose resume checkpoint is complete: the number the checkpoint manager last recorded."""
+    """Epochs whose resume checkpoint is complete: the number the checkpoint manager last recorded.
+
+    A finished run has dropped its checkpoint: all its epochs are kept.
+    """
+    from toolkit.train.fit import is_finished
+
+    if is_finished(run_dir):
+        return len(read_history(run_dir))
     state = run_dir / "backup" / "checkpoint"
     try:
         match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text())
