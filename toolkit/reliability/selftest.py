@@ -71,11 +71,11 @@ def run_selftest(sections=SECTIONS, *, budget: Budget = Budget(), seed: int = 0,
             if r.returncode != 0:
                 raise RuntimeError(f"export of the reference run failed: {r.stderr[-1500:]}")
         if "interrupt" in sections:
-            rows += _interrupt_rows(work, ref, budget, rng, log)
+            rows += _guarded("interrupt", lambda: _interrupt_rows(work, ref, budget, rng, log), log)
         if "diskfull" in sections:
-            rows += _diskfull_rows(work, ref, export_dir, budget, log)
+            rows += _guarded("disk full", lambda: _diskfull_rows(work, ref, export_dir, budget, log), log)
         if "fuzz" in sections:
-            rows += _fuzz_rows(budget, seed, log)
+            rows += _guarded("fuzz", lambda: _fuzz_rows(budget, seed, log), log)
         if "models" in sections:
             from toolkit.reliability.modelfiles import sweep
 
@@ -104,6 +104,15 @@ def run_selftest(sections=SECTIONS, *, budget: Budget = Budget(), seed: int = 0,
         if own:
             shutil.rmtree(work, ignore_errors=True)
     return rows
+
+
+def _guarded(section: str, fn, log) -> list[tuple[str, str, str]]:
+    """A section's rows, or one ERROR row: one broken check must not hide the figures of the others."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        log(f"{section}: ERROR {type(exc).__name__}: {exc}")
+        return [(section, "ERROR", f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")]
 
 
 def _train_reference(out: Path, epochs: int) -> None:
