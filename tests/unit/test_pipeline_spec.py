@@ -56,6 +56,9 @@ def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, extra, message):
     (["data.val=0.6", "data.test=0.5"], "data.val: val and test must be fractions"),
     (["train.unfreeze_at=10"], "train.unfreeze_at: only applies to mode"),
     (["benchmark.batch=[0]"], "benchmark.batch: must be a list of positive integers"),
+    (["train.strategy='tpu'"], "train.strategy: must be one of auto, one, mirrored, multiworker, got 'tpu'"),
+    (["pretrain.model='happy'", "pretrain.data='synthetic:happy'", "train.strategy='multiworker'"],
+     "pretrain.strategy: is 'auto' but train.strategy is 'multiworker'"),
 ])
 def test_impossible_values_and_combinations(tmp_path, sets, message):
     with pytest.raises(ToolkitError) as err:

@@ -148,10 +148,12 @@ def is_chief(strategy: str, workers: tuple | str = (), worker_index: int | None 
 
 def quiet_native_log(strategy: str, workers: tuple | str = ()) -> None:
     """Under multiworker, keep TensorFlow's native error log (many lines of gRPC detail per cluster event)
-    off the console: cluster failures come back as one-line errors. Only before TensorFlow is imported,
-    and only when ``TF_CPP_MIN_LOG_LEVEL`` is not set (set it to 0 to see TensorFlow's own log)."""
+    off the console: cluster failures come back as one-line errors. Effective before TensorFlow is
+    imported; level 2 (the toolkit's default, and a common setting) becomes 3, while 0 or 1 (asking for
+    TensorFlow's own log) is left alone."""
     if strategy == "multiworker" or (strategy == "auto" and workers):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 
 
 def check_same_start(dist: Distribution, start: int) -> None:
@@ -200,7 +202,8 @@ def setup(strategy: str = "auto", workers: tuple | str = (), worker_index: int |
                            "own process")
     dist = Distribution(_create(name, cluster, connect_timeout), name, cluster, connect_timeout)
     _cache[key] = dist
-    log.info("%s", dist.describe())
+    if name != "one":
+        log.info("%s", dist.describe())
     return dist
 
 
