@@ -141,3 +141,19 @@ def train_benchmark(
         typer.echo(f"{i:>5} {a:>16.2f} {b:>12.2f}")
     typer.echo(f"ratio toolkit/plain, epochs after the first: fastest {r['ratio']:.3f}, "
                f"median {r['median_ratio']:.3f}  (<= 1: no slower)")
+
+
+@app.command("scaling-benchmark")
+def scaling_benchmark(
+    model: str = typer.Argument("happy", help="Registered model name."),
+    data: str = typer.Option("synthetic:happy?n=1000", "--data", help="Data spec (decoded once, shared by all)."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes of the multiworker side (on 127.0.0.1)."),
+    epochs: int = typer.Option(4, help="Epochs per side; the first traces graphs and is not timed."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Global batch, the same on both sides."),
+    image_size: int = typer.Option(64, "--image-size"),
+) -> None:
+    """Training images/s of one process against --workers multiworker processes on this machine."""
+    from toolkit.train.scale_bench import benchmark_scaling, format_scaling
+
+    typer.echo(format_scaling(benchmark_scaling(model, data, workers=workers, epochs=epochs, batch_size=batch_size,
+                                                image_size=image_size)))
