@@ -189,19 +189,21 @@ def _diskfull_rows(work: Path, ref: Path, export_dir: Path, budget: Budget, log)
 
     t0 = time.monotonic()
     results = [training_full(work / "disk", ref, free_kb=kb) for kb in budget.train_free_kb]
+    # The fallback for users who may not mount: a file-size limit (EFBIG) instead of a small disk (ENOSPC).
+    results.append(training_full(work / "disk", ref, free_kb=budget.train_free_kb[0], method="rlimit"))
     results += [caching_full(work / "disk", ref, free_kb=kb) for kb in budget.cache_free_kb]
     results += [export_full(work / "disk", ref, export_dir, free_kb=kb) for kb in budget.export_free_kb]
     rows = []
-    for what in ("train", "cache", "export"):
-        part = [r for r in results if r["what"] == what]
+    for what, method in dict.fromkeys((r["what"], r["method"]) for r in results):
+        part = [r for r in results if r["what"] == what and r["method"] == method]
         full = [r for r in part if r["rc"] != 0]
         for r in part:
-            log(f"disk full {what}: {r['free_kb']} KB free ({r['method']}): rc {r['rc']}, {r['error'] or 'fit'}")
-        rows.append(("disk full", f"{what}: clear one-line error / runs that hit the full disk",
-                     f"{sum(r['clear'] for r in full)}/{len(full)} (free KB tried: "
-                     f"{', '.join(str(r['free_kb']) for r in part)}; {part[0]['method'] if part else '-'})"))
-        rows.append(("disk full", f"{what}: earlier artifacts intact", f"{sum(r['earlier_intact'] for r in full)}"
-                                                                      f"/{len(full)}"))
+            log(f"disk full {what}: {r['free_kb']} KB free ({method}): rc {r['rc']}, {r['error'] or 'fit'}")
+        rows.append(("disk full", f"{what} ({method}): clear one-line error / runs that hit the full disk",
+                     f"{sum(r['clear'] for r in full)}/{len(full)} (KB tried: "
+                     f"{', '.join(str(r['free_kb']) for r in part)})"))
+        rows.append(("disk full", f"{what} ({method}): earlier artifacts intact",
+                     f"{sum(r['earlier_intact'] for r in full)}/{len(full)}"))
     example = next((r["error"] for r in results if r["error"]), "")
     rows.append(("disk full", "example message", example[:150]))
     rows.append(("disk full", "time", f"{time.monotonic() - t0:.0f} s"))
