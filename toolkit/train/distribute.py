@@ -168,8 +168,9 @@ def check_same_start(dist: Distribution, start: int) -> None:
     starts = [int(v) for v in dist.exchange(start)]
     if min(starts) != max(starts):
         where = ", ".join(f"{'chief' if i == 0 else f'worker {i}'} at epoch {e}" for i, e in enumerate(starts))
-        raise ToolkitError(f"multiworker: the workers' resume states disagree ({where}); start the run again with "
-                           f"another --out, or restore the missing state folder (see ${WORKER_STATE_ENV})")
+        raise ToolkitError(f"multiworker: the workers' resume states disagree ({where}); pass --resume to every "
+                           f"worker, or if one lost its state folder (${WORKER_STATE_ENV}), start again with another "
+                           "--out")
 
 
 def setup(strategy: str = "auto", workers: tuple | str = (), worker_index: int | None = None,

@@ -221,8 +221,7 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run | None:
         ToolkitError: unusable weights (offline ImageNet, another architecture), bad --freeze/--unfreeze-at,
             bad data, an occupied run folder or a resume with other settings.
     """
-    from toolkit.models import build_model, get_spec
-    from toolkit.models.summary import param_counts
+    from toolkit.models import get_spec
 
     D.quiet_native_log(config.strategy, config.workers)
     spec = get_spec(config.model)
@@ -233,10 +232,20 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run | None:
         if differs:
             raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: {differs}")
     dist = D.setup(config.strategy, config.workers, config.worker_index, config.connect_timeout)
-    if config.resume and dist.chief_says(is_chief and fit.is_finished(out)):
+    with D.translate_errors(dist):
+        return _finetune(config, dist, out, spec, data)
+
+
+def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run | None:
+    """:func:`finetune` once the cluster is up; every worker runs every collective step in the same order."""
+    from toolkit.models import build_model
+    from toolkit.models.summary import param_counts
+
+    resume = dist.chief_says(config.resume)  # the chief's --resume decides for every worker
+    if resume and dist.chief_says(dist.is_chief and fit.is_finished(out)):
         log.info("%s: the run already finished; nothing to resume", out)
         dist.finish()
-        return runs.load_run(out) if is_chief else None
+        return runs.load_run(out) if dist.is_chief else None
     source, origin, implied = resolve_weights(config)
     kwargs = {**implied, **config.model_kwargs}
     ds, splits = fit.load_splits(config, config.image_size or spec.default_input, data)
@@ -253,11 +262,11 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run | None:
     if config.unfreeze_at is not None and config.unfreeze_at > n_base:
         raise ToolkitError(f"--unfreeze-at {config.unfreeze_at}: the model has {n_base} layers before the head")
     loaded = copy_weights(model, source, head, origin)
-    if is_chief:
+    if dist.is_chief:
         work = out
         out.mkdir(parents=True, exist_ok=True)  # only now: bad weights, data or flags leave nothing behind
     else:  # the run folder is the chief's; this worker's side of collective saves goes to its own folder
-        work = D.prepare_worker_dir(D.worker_dir(out, dist), config.resume)
+        work = D.prepare_worker_dir(D.worker_dir(out, dist), resume)
     freeze_layers(model, n_frozen)
     counts = param_counts(model)
     log.info("loaded pretrained weights into %d layers from %s; new head %s for %d classes",
@@ -267,15 +276,14 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run | None:
     record = fit.run_record(config.train_settings(kwargs), ds, splits, model, finetune=config.to_dict(),
                             weights={"source": origin, "layers_loaded": loaded}, frozen_layers=n_frozen,
                             param_counts=counts, distribute=plan.record(dist))
-    if not config.resume and is_chief:
+    if not resume and dist.is_chief:
         runs.write_json_atomic(out / runs.CONFIG, record)
 
     plan.announce()
-    with D.translate_errors(dist):
-        if config.cache_features:
-            run = _train_on_features(config, model, spec.penultimate, splits, ds.labels, work, dist, plan)
-        else:
-            run = _train_images(config, model, splits, n_classes, work, dist, plan)
+    if config.cache_features:
+        run = _train_on_features(config, model, spec.penultimate, splits, ds.labels, work, dist, plan)
+    else:
+        run = _train_images(config, model, splits, n_classes, work, dist, plan)
     fit.finish_worker(work, dist)
     return run
 

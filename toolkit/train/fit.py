@@ -98,7 +98,7 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
         ToolkitError: bad data, an occupied run folder, a config that contradicts a resumed run, or a
             cluster that does not come up.
     """
-    from toolkit.models import build_model, get_spec
+    from toolkit.models import get_spec
 
     D.quiet_native_log(config.strategy, config.workers)
     spec = get_spec(config.model)
@@ -109,10 +109,19 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
         if differs:
             raise ToolkitError(f"{out}: --resume must use the run's own settings; differing: {differs}")
     dist = D.setup(config.strategy, config.workers, config.worker_index, config.connect_timeout)
-    if config.resume and dist.chief_says(is_chief and is_finished(out)):
+    with D.translate_errors(dist):
+        return _train(config, dist, out, spec, data, extra_callbacks)
+
+
+def _train(config: TrainConfig, dist, out: Path, spec, data, extra_callbacks: tuple) -> runs.Run | None:
+    """:func:`train` once the cluster is up; every worker runs every collective step in the same order."""
+    from toolkit.models import build_model
+
+    resume = dist.chief_says(config.resume)  # the chief's --resume decides for every worker
+    if resume and dist.chief_says(dist.is_chief and is_finished(out)):
         log.info("%s: the run already finished; nothing to resume", out)
         dist.finish()
-        return runs.load_run(out) if is_chief else None
+        return runs.load_run(out) if dist.is_chief else None
     ds, splits = load_splits(config, config.image_size or spec.default_input, data)
     n_classes = len(ds.labels)
 
@@ -121,13 +130,13 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
     with dist.scope():  # the strategy creates (and mirrors) the variables
         model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **config.model_kwargs)
         compile_model(model, n_classes, config.optimizer, plan.lr)
-    if is_chief:
+    if dist.is_chief:
         work = out
         out.mkdir(parents=True, exist_ok=True)  # only now: a bad spec or a missing extra leaves nothing behind
     else:  # the run folder is the chief's; this worker's side of collective saves goes to its own folder
-        work = D.prepare_worker_dir(D.worker_dir(out, dist), config.resume)
+        work = D.prepare_worker_dir(D.worker_dir(out, dist), resume)
 
-    if not config.resume and is_chief:
+    if not resume and dist.is_chief:
         runs.write_json_atomic(out / runs.CONFIG, run_record(config.to_dict(), ds, splits, model,
                                                              distribute=plan.record(dist)))
 
@@ -144,10 +153,9 @@ def train(config: TrainConfig, *, data=None, extra_callbacks: tuple = ()) -> run
     log.info("training %s (%s params) on %d images, validating on %d, %d classes",
              model.name, f"{model.count_params():,}", len(splits.train), len(splits.val), n_classes)
     plan.announce()
-    with D.translate_errors(dist):
-        fit_model(model, work, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
-                  extra_callbacks=extra_callbacks, data_epoch=epoch, dist=dist)
-        run = finish_run(work, model, splits.test, dist=dist)
+    fit_model(model, work, train_ds, val_ds, epochs=config.epochs, patience=config.patience,
+              extra_callbacks=extra_callbacks, data_epoch=epoch, dist=dist)
+    run = finish_run(work, model, splits.test, dist=dist)
     finish_worker(work, dist)
     return run
 
