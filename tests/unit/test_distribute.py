@@ -74,6 +74,8 @@ def test_cluster_errors_name_the_peer_and_the_timeout():
     assert "the chief (h0:1) did not answer (is it running?) within 5 s" in msg
     msg = cluster_error_message(chief, "tasks are unhealthy:\n/job:worker/replica:0/task:1\n", 30, starting=False)
     assert "lost contact with worker 1 (h1:2) during training" in msg and "--resume" in msg
+    msg = cluster_error_message(worker, "Could not start gRPC server", 5, starting=True)
+    assert msg.startswith("multiworker: cannot listen on h1:2, this worker's own address in --workers: its port")
 
 
 def test_batch_plan_is_explicit():

@@ -159,6 +159,9 @@ def cluster_error_message(cluster: Cluster, text: str, timeout: float, *, starti
         timeout: the --connect-timeout in force.
         starting: True while the cluster was coming up, False once training had started.
     """
+    if "Could not start gRPC server" in text:
+        return (f"multiworker: cannot listen on {cluster.address}, this worker's own address in {cluster.source}: "
+                "its port is taken (an earlier worker still running?); stop that process or give another port")
     me = (cluster.task_type, cluster.task_index)
     known = {(j, i) for j, i, _ in cluster.tasks}
     names: list[str] = []

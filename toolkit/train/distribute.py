@@ -232,8 +232,9 @@ def _create(name: str, cluster: Cluster | None, connect_timeout: float):
         t.train.ClusterSpec({job: list(a) for job, a in cluster.jobs.items()}), task_type=cluster.task_type,
         task_id=cluster.task_index, rpc_layer="grpc")
     dist = Distribution(None, name, cluster, connect_timeout)
-    log.info("multiworker: %s waits up to %g s for %d peer(s): %s", cluster.address, connect_timeout,
-             cluster.size - 1, ", ".join(a for *_, a in cluster.tasks if a != cluster.address))
+    if cluster.size > 1:
+        log.info("multiworker: %s waits up to %g s for %d peer(s): %s", cluster.address, connect_timeout,
+                 cluster.size - 1, ", ".join(a for *_, a in cluster.tasks if a != cluster.address))
     with translate_errors(dist):
         return t.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
 
