@@ -9,15 +9,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 
-from runtime_support import frame, free_port, jpeg, make_export  # noqa: E402
+from runtime_support import LiveServer, frame, free_port, jpeg, make_export  # noqa: E402
 
 from toolkit.runtime.config import ServeConfig  # noqa: E402
 
@@ -25,35 +23,20 @@ __all__ = ["frame", "free_port", "jpeg", "make_export", "GuardedServer", "mock_p
 HAPPY, SAD = 220, 40
 
 
-class GuardedServer:
+class GuardedServer(LiveServer):
     """A real uvicorn server on 127.0.0.1 in a thread, configured exactly as ``toolkit door serve`` does
     (``server.uvicorn_config``: header deadline, keep-alive, no access log)."""
 
     def __init__(self, app, config: ServeConfig | None = None, log_level: str = "warning") -> None:
         import dataclasses
 
-        import uvicorn
+        self._serve_config = dataclasses.replace(config or ServeConfig(), log_level=log_level)
+        super().__init__(app)
 
+    def uvicorn_config(self, app):
         from toolkit.runtime.server import uvicorn_config
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = dataclasses.replace(config or ServeConfig(), log_level=log_level)
-        self.server = uvicorn.Server(uvicorn_config(app, config, port=self.port))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> GuardedServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        return uvicorn_config(app, self._serve_config, port=self.port)
 
 
 def raw_http(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
