@@ -38,6 +38,21 @@ class Tally:
     slowest: float = 0.0
     failures: list[str] = field(default_factory=list)
 
+    def judge(self, case: str, load, refusal: type[Exception]) -> None:
+        """Count one case: ``load()`` accepts it (returning how many files it skipped) or raises ``refusal``
+        with a one-line message; either way within CASE_SECONDS. Anything else fails the property."""
+        t0 = time.perf_counter()
+        try:
+            self.skipped_files += load()
+            self.accepted += 1
+        except refusal as exc:
+            assert _one_line(exc), f"{case}: message is not one line: {exc!r}"
+            self.refused += 1
+        finally:
+            elapsed = time.perf_counter() - t0
+            self.slowest = max(self.slowest, elapsed)
+        assert elapsed < CASE_SECONDS, f"{case}: took {elapsed:.1f} s"
+
     def row(self) -> dict:
         return {"target": self.name, "cases": self.cases, "accepted": self.accepted, "refused": self.refused,
                 "skipped_files": self.skipped_files, "slowest_s": round(self.slowest, 2),
@@ -176,17 +191,13 @@ def fuzz_decode(budget: int, seed: int = 0) -> Tally:
     def prop(case):
         suffix, data, what = case
         tally.cases += 1
-        t0 = time.perf_counter()
-        try:
+
+        def load() -> int:
             out = decode_image(data, (32, 32), name=f"fuzz{suffix}")
             assert out.shape == (32, 32, 3) and out.dtype == np.uint8, f"{what}: decoded to {out.shape} {out.dtype}"
-            tally.accepted += 1
-        except ImageError as exc:
-            assert _one_line(exc), f"{what}: message is not one line: {exc!r}"
-            tally.refused += 1
-        finally:
-            tally.slowest = max(tally.slowest, time.perf_counter() - t0)
-        assert time.perf_counter() - t0 < CASE_SECONDS, f"{what}: took {time.perf_counter() - t0:.1f} s"
+            return 0
+
+        tally.judge(what, load, ImageError)
 
     _run(prop, tally)
     return tally
@@ -292,18 +303,13 @@ def fuzz_folders(budget: int, seed: int = 0) -> Tally:
         with tempfile.TemporaryDirectory(prefix="toolkit-fuzz-") as tmp:
             root = os.path.join(os.fsencode(tmp), b"data")
             _build(root, case)
-            t0 = time.perf_counter()
-            try:
+
+            def load() -> int:
                 ds = load_data(os.fsdecode(root), 32)
                 assert len(ds) >= 2 and ds.all().numpy()[0].shape[1:] == (32, 32, 3)
-                tally.accepted += 1
-                tally.skipped_files += len(ds.report.skipped)
-            except ToolkitError as exc:
-                assert _one_line(exc), f"message is not one line: {exc!r}"
-                tally.refused += 1
-            finally:
-                tally.slowest = max(tally.slowest, time.perf_counter() - t0)
-            assert time.perf_counter() - t0 < CASE_SECONDS, f"took {time.perf_counter() - t0:.1f} s"
+                return len(ds.report.skipped)
+
+            tally.judge("image folder", load, ToolkitError)
 
     _run(prop, tally)
     return tally
@@ -425,18 +431,13 @@ def fuzz_h5(budget: int, seed: int = 0) -> Tally:
         tally.cases += 1
         with tempfile.TemporaryDirectory(prefix="toolkit-fuzz-") as tmp:
             path = write_h5(Path(tmp) / "x.h5", case)
-            t0 = time.perf_counter()
-            try:
-                ds = load_data(str(path), 16)
-                x = ds.all().numpy()[0]
+
+            def load() -> int:
+                x = load_data(str(path), 16).all().numpy()[0]
                 assert x.dtype == np.uint8 and x.shape[1:] == (16, 16, 3)
-                tally.accepted += 1
-            except ToolkitError as exc:
-                assert _one_line(exc), f"message is not one line: {exc!r}"
-                tally.refused += 1
-            finally:
-                tally.slowest = max(tally.slowest, time.perf_counter() - t0)
-            assert time.perf_counter() - t0 < CASE_SECONDS, f"took {time.perf_counter() - t0:.1f} s"
+                return 0
+
+            tally.judge(".h5 file", load, ToolkitError)
 
     _run(prop, tally)
     return tally
