@@ -166,8 +166,9 @@ def test_history_reader_drops_repeated_epochs(tmp_path):
 
 def test_train_benchmark_times_both_sides(capsys):
     assert main(["train-benchmark", "happy", "--data", "synthetic:happy?n=64", "--epochs", "2",
-                 "--image-size", "32", "--batch-size", "16"]) == 0
+                 "--image-size", "32", "--batch-size", "16", "--rounds", "2"]) == 0
     out = capsys.readouterr().out
-    rows = [r for r in (line.split() for line in out.splitlines()) if len(r) == 3 and r[0].isdigit()]
-    assert [int(r[0]) for r in rows] == [1, 2] and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    rows = [r for r in (line.split() for line in out.splitlines()) if len(r) == 4 and r[0].isdigit()]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
     assert "fastest" in out and "median" in out

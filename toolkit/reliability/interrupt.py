@@ -85,20 +85,16 @@ def _timing(lines: list[tuple[float, str]], end: float) -> tuple[float, float]:
 
 
 def durable_epochs(run_dir: Path) -> int:
-    """Epochs whose resume checkpoint is complete: the number the checkpoint manager last recorded.
+    """Epochs whose resume state is complete: the last epoch ``backup/state.json`` records, plus one.
 
-    A finished run has dropped its checkpoint: all its epochs are kept.
+    A finished run has dropped its resume state: all its epochs are kept.
     """
     from toolkit.train.fit import is_finished
+    from toolkit.train.resume import durable_epochs as recorded
 
     if is_finished(run_dir):
         return len(read_history(run_dir))
-    state = run_dir / "backup" / "checkpoint"
-    try:
-        match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text())
-    except OSError:
-        return 0
-    return int(match.group(1)) if match else 0
+    return recorded(run_dir / "backup")
 
 
 def _history(run_dir: Path) -> dict[int, tuple[str, str]]:

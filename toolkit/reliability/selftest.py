@@ -135,8 +135,8 @@ def _train_rows(result: dict, seconds: float) -> list[tuple[str, str, str]]:
         ("train", "epochs lost beyond the one in flight (max)", str(max((k["lost_beyond_in_flight"] for k in kills),
                                                                         default=0))),
         ("train", "epochs re-run after resume (each run)", ", ".join(str(k["rerun"]) for k in kills)),
-        ("train", "kills while an epoch's checkpoint was still being written", str(in_flight)),
-        ("train", "resumed from the last complete checkpoint",
+        ("train", "kills after an epoch ended, before its resume state was written", str(in_flight)),
+        ("train", "resumed from the last complete resume state",
          f"{sum(k['resumed_from'] == k['durable'] for k in kills)}/{len(kills)}"),
         ("train", "same history and test metrics as the uninterrupted run",
          f"{sum(k['same_history'] and k['same_metrics'] for k in kills)}/{len(kills)} "

@@ -3,14 +3,16 @@
 Both sides train the same architecture from the same seed on the same images and validate on the
 same held-out images; the plain side gets them as in-memory numpy arrays with no callbacks (the
 fastest thing Keras offers), the toolkit side goes through its tf.data pipeline and all its
-callbacks (best checkpoint, BackupAndRestore, CSV, TensorBoard). An epoch is timed from its start to
-the end of the last callback, so checkpoint writes count. The first epoch traces graphs on both
-sides, so the later epochs are compared: fastest against fastest (least disturbed by a noisy machine)
-and median against median (epochs that write a new best checkpoint included).
+callbacks (resume state, best epoch, CSV, TensorBoard). An epoch is timed from its start to the end
+of the last callback, so resume-state writes count. The first epoch traces graphs on both sides, so
+the later epochs are compared: fastest against fastest (least disturbed by a noisy machine) and median
+against median. Epoch times on a shared machine drift by ±5 %, more than the difference measured,
+so ``rounds`` > 1 alternates the sides (toolkit, plain, plain, toolkit, ...) and pools their epochs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -54,27 +56,38 @@ def _plain_fit(config: TrainConfig, train_xy, val_xy, n_classes: int) -> list[fl
 
 
 def benchmark_training(model: str, data: str, *, epochs: int = 3, batch_size: int = 32,
-                       image_size: int | None = None, deterministic: bool = True) -> dict:
-    """Time ``epochs`` epochs both ways; per-epoch seconds and later-epoch ratios (fastest, median)."""
+                       image_size: int | None = None, deterministic: bool = True, rounds: int = 1) -> dict:
+    """Time ``epochs`` epochs both ways, ``rounds`` times; per-epoch seconds and later-epoch ratios."""
     from toolkit.data import load_data
     from toolkit.models import get_spec
     from toolkit.train.fit import train
 
     size = image_size or get_spec(model).default_input
     ds = load_data(data, size)
-    with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(model=model, data=data, out=str(Path(tmp) / "run"), epochs=epochs,
-                             batch_size=batch_size, image_size=size, patience=0, deterministic=deterministic)
-        clock = _epoch_clock()
-        train(config, data=ds, extra_callbacks=(clock,))
-        toolkit_times = clock.times
+    config = TrainConfig(model=model, data=data, out="run", epochs=epochs, batch_size=batch_size, image_size=size,
+                         patience=0, deterministic=deterministic)
     splits = ds.split(seed=config.seed, val=config.val, test=config.test)
-    plain_times = _plain_fit(config, splits.train.numpy(), splits.val.numpy(), len(ds.labels))
+
+    def toolkit_side() -> list[float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            clock = _epoch_clock()
+            train(dataclasses.replace(config, out=str(Path(tmp) / "run")), data=ds, extra_callbacks=(clock,))
+            return clock.times
+
+    def plain_side() -> list[float]:
+        return _plain_fit(config, splits.train.numpy(), splits.val.numpy(), len(ds.labels))
+
     later = slice(1, None) if epochs > 1 else slice(None)
+    times: dict[str, list[list[float]]] = {"toolkit": [], "plain": []}
+    for r in range(rounds):
+        order = (("toolkit", toolkit_side), ("plain", plain_side))
+        for name, side in order if r % 2 == 0 else order[::-1]:
+            times[name].append(side())
+    a = [t for run in times["toolkit"] for t in run[later]]
+    b = [t for run in times["plain"] for t in run[later]]
     return {
         "model": model, "data": data, "train_images": len(splits.train), "val_images": len(splits.val),
-        "batch_size": batch_size, "deterministic": deterministic,
-        "toolkit_epoch_s": toolkit_times, "plain_fit_epoch_s": plain_times,
-        "ratio": min(toolkit_times[later]) / min(plain_times[later]),
-        "median_ratio": float(np.median(toolkit_times[later]) / np.median(plain_times[later])),
+        "batch_size": batch_size, "deterministic": deterministic, "rounds": rounds,
+        "toolkit_epoch_s": times["toolkit"], "plain_fit_epoch_s": times["plain"],
+        "ratio": min(a) / min(b), "median_ratio": float(np.median(a) / np.median(b)),
     }

@@ -13,6 +13,7 @@ from toolkit.config import TrainConfig, same_run
 from toolkit.errors import ToolkitError
 from toolkit.train import distribute as D
 from toolkit.train import runs
+from toolkit.train.resume import ResumableEarlyStopping, ResumeState
 
 log = logging.getLogger("toolkit.train")
 BACKUP = "backup"
@@ -224,11 +225,10 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
               data_epoch=None, dist=None) -> None:
     """``model.fit`` with the run folder's callbacks: resume state, best weights, CSV, TensorBoard.
 
-    After every epoch one checkpoint is written in the background while the next epoch trains: weights,
-    optimizer, the epoch number, early stopping's verdict and a copy of the best epoch's weights, all
-    in one file, so a run killed at any moment resumes from a consistent state (the last checkpoint
-    whose write completed). When training ends the best weights are saved once as a whole model at
-    ``checkpoint``. The checkpoint folder stays until :func:`finish_run` has written everything else.
+    After every epoch the resume state (weights, optimizer, the epoch number, early stopping's verdict, and
+    which epoch was best) is written to ``backup`` (see :mod:`toolkit.train.resume`), so a run killed at any
+    moment resumes from the last finished epoch. When training ends the best epoch's weights are saved once as
+    a whole model at ``checkpoint``. The backup folder stays until :func:`finish_run` has written everything else.
 
     Args:
         model: a compiled model.
@@ -251,9 +251,7 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
     # Only earlier stages: this stage's own best travels inside its checkpoint.
     earlier = min((row[monitor] for row in history if row["epoch"] < initial_epoch and monitor in row), default=None)
     earlier = dist.chief_says(float("inf") if earlier is None else earlier)
-    # Collective saves would stall a background writer: multiworker checkpoints are written in place.
-    state = ResumeState(model, Path(backup or out / BACKUP), monitor, earlier, data_epoch,
-                        background=not dist.multiworker)
+    state = ResumeState(model, Path(backup or out / BACKUP), monitor, earlier, data_epoch)
     with dist.scope():  # restoring may create the optimizer's slot variables: the strategy must own them
         start = max(initial_epoch, state.restore())
     D.check_same_start(dist, start)
@@ -273,7 +271,6 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
             log.info("resuming after epoch %d (from %s)", start, state.folder)
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start, callbacks=callbacks,
                   verbose=1 if sys.stdout.isatty() else 2)
-    state.sync()
     if state.improved:  # this stage improved on the best so far: that epoch becomes the model
         state.load_best()
         save_model_atomic(model, checkpoint or out / runs.MODEL)
@@ -284,102 +281,6 @@ def save_model_atomic(model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     model.save(tmp)
     tmp.replace(path)
-
-
-def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoch=None,  # noqa: N802 (lazy class)
-                background: bool = True):
-    """The resume checkpoint: model and optimizer, last finished epoch, early stop, best weights and value.
-
-    Written with TensorFlow's async checkpointing: the variables are copied at the end of an epoch and
-    written on a background thread while the next epoch runs. The checkpoint manager records a write as
-    the latest only after it completed, so a kill mid-write leaves the previous epoch's state. One
-    checkpoint holds everything, so the best weights can never disagree with the epoch they belong to.
-
-    ``best`` is the lowest ``monitor`` of earlier stages: only a better epoch replaces their model.
-    ``background=False`` writes each checkpoint before the next epoch starts.
-    """
-    t, k = _tf(), _k()
-
-    class _ResumeState(k.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.folder = folder
-            self._epoch = t.Variable(-1, dtype=t.int64, trainable=False)
-            self._stopped = t.Variable(False, trainable=False)
-            self._improved = t.Variable(False, trainable=False)
-            self._best = t.Variable(float("inf") if best is None else best, dtype=t.float64, trainable=False)
-            # A copy of every weight (batch-norm statistics too) of the best epoch so far.
-            self._best_weights = [t.Variable(w, trainable=False) for w in model.weights]
-            self._ckpt = t.train.Checkpoint(model=model, epoch=self._epoch, stopped=self._stopped,
-                                            improved=self._improved, best=self._best, best_weights=self._best_weights)
-            self._manager = t.train.CheckpointManager(self._ckpt, str(folder), max_to_keep=1)
-            self._async = t.train.CheckpointOptions(experimental_enable_async_checkpoint=background)
-
-        def restore(self) -> int:
-            """Load the latest complete checkpoint, if any; returns the next epoch to train (0 if none)."""
-            latest = self._manager.latest_checkpoint
-            if latest is None:
-                return 0
-            optimizer = model.optimizer
-            if optimizer is not None and not getattr(optimizer, "_built", True):
-                optimizer.build(model.trainable_variables)  # slot variables must exist to be restored
-            self._ckpt.restore(latest).assert_existing_objects_matched()
-            return int(self._epoch.numpy()) + 1
-
-        @property
-        def stopped(self) -> bool:
-            return bool(self._stopped.numpy())
-
-        @property
-        def improved(self) -> bool:
-            return bool(self._improved.numpy())
-
-        def load_best(self) -> None:
-            for w, b in zip(model.weights, self._best_weights):
-                w.assign(b)
-
-        def on_epoch_begin(self, epoch, logs=None):
-            if data_epoch is not None:
-                data_epoch.assign(epoch)
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(monitor)
-            if value is not None and value < self._best.numpy():  # NaN never compares lower
-                self._best.assign(value)
-                self._improved.assign(True)
-                for b, w in zip(self._best_weights, model.weights):
-                    b.assign(w)
-            self._epoch.assign(epoch)
-            self._stopped.assign(bool(model.stop_training))
-            self._manager.save(options=self._async)
-
-        def sync(self) -> None:
-            self._manager.sync()
-
-        def on_train_end(self, logs=None):
-            self.sync()
-
-    return _ResumeState()
-
-
-def ResumableEarlyStopping(monitor: str, patience: int, rows: list[dict]):  # noqa: N802 (lazy tf_keras class)
-    """Keras' EarlyStopping, first replaying the epochs a resumed run already finished (``rows``).
-
-    Without the replay a resumed run would forget how long the loss has not improved and train
-    longer than the same run uninterrupted.
-    """
-
-    class _EarlyStopping(_k().callbacks.EarlyStopping):
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            for row in rows:
-                if monitor in row:
-                    if self._is_improvement(row[monitor], self.best):
-                        self.best, self.wait = row[monitor], 0
-                    else:
-                        self.wait += 1
-
-    return _EarlyStopping(monitor=monitor, patience=patience)
 
 
 def finish_run(out: Path, model, test_split, *, evaluate: bool = True, dist=None) -> runs.Run | None:
