@@ -6,23 +6,30 @@ A backup folder holds:
   a fixed order; three slots so one can be written while the other two hold the latest finished epoch
   and the best epoch so far (whose weights become ``model.keras`` at the end).
 - ``state.json``: which slot is the latest and which the best, the last finished epoch, early
-  stopping's verdict, the best monitored value, and the shapes and dtypes the slots hold.
+  stopping's verdict, the best monitored value, and a digest of the shapes and dtypes the slots hold.
 
-An epoch's end writes the free slot and then replaces ``state.json`` atomically, so a kill at any moment
-leaves the previous state whole: the slot being written is one no ``state.json`` points to. The slots
-are rewritten in place, so after the first epochs every write lands on pages the system already holds.
-For ResNet50 with Adam (283 MB) that costs ~0.1 s of one core per epoch, where TensorFlow's checkpoint
-writer (even asynchronous) took ~1.1 s of CPU in the same measurement, competing with training.
+At an epoch's end the variables are copied into a buffer (the only pause in training); a background
+thread writes the buffer to the free slot and then replaces ``state.json`` atomically. A kill at any
+moment leaves the previous state whole, since no ``state.json`` points to the slot being written.
 
-A killed process keeps everything it wrote (the kernel holds it). A power cut is not covered: nothing is
-fsynced, as with Keras' own BackupAndRestore.
+The slots are written with O_DIRECT where the file system allows it: the bytes go from the buffer to the
+disk without passing through the page cache. Measured here on ResNet50 with Adam (283 MB): TensorFlow's
+checkpoint writer took ~1.1 s of CPU per epoch, and buffered writes plus the kernel's later writeback
+made epochs ~10 % slower than with the same state on a RAM disk; O_DIRECT writes take ~0.14 s of wall
+time and almost no CPU, off the training thread.
+
+Nothing is fsynced beyond what O_DIRECT implies; a killed process keeps everything it wrote.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
+import mmap
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +40,8 @@ from toolkit.train.runs import write_json_atomic
 STATE = "state.json"
 SLOTS = ("slot-0.bin", "slot-1.bin", "slot-2.bin")
 FORMAT = 1
+BLOCK = 4096  # O_DIRECT writes whole, aligned blocks: a slot is padded to a multiple of this
+RESTART = "delete {folder} and start the run again without --resume"
 
 
 def durable_epochs(folder: Path) -> int:
@@ -61,27 +70,28 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             self.folder = Path(folder)
             self._state = {"format": FORMAT, "epoch": -1, "stopped": False, "improved": False,
                            "best": math.inf if best is None else float(best), "latest": None, "best_slot": None}
+            self._buffer: mmap.mmap | None = None
+            self._writer: ThreadPoolExecutor | None = None
+            self._pending: Future | None = None
 
         def restore(self) -> int:
             """Load the latest finished epoch's state, if any; returns the next epoch to train (0 if none)."""
+            restart = RESTART.format(folder=self.folder)
             if (self.folder / "checkpoint").is_file():
-                raise ToolkitError(f"{self.folder}: resume state in an older format; delete this folder and start "
-                                   "the run again without --resume")
+                raise ToolkitError(f"{self.folder}: resume state in an older format; {restart}")
             path = self.folder / STATE
             if not path.is_file():
                 return 0
             try:
                 state = json.loads(path.read_text())
-                latest = self.folder / state["latest"]
-                layout = state["layout"]
+                latest, layout = self.folder / state["latest"], state["layout"]
             except (ValueError, KeyError, TypeError) as e:
-                raise ToolkitError(f"{path}: damaged resume state ({e}); delete {self.folder} and start the run "
-                                   "again without --resume") from None
+                raise ToolkitError(f"{path}: damaged resume state ({e}); {restart}") from None
             variables = self._variables(build=True)
             if layout != _layout(variables):
                 raise ToolkitError(f"{self.folder}: the resume state was written for another model or optimizer; "
-                                   "resume with the run's own settings, or delete the folder to start again")
-            _read(latest, variables)
+                                   f"resume with the run's own settings, or {restart}")
+            _read(latest, variables, restart)
             self._state = state
             return int(state["epoch"]) + 1
 
@@ -95,24 +105,59 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
 
         def load_best(self) -> None:
             """Put the best epoch's weights (batch-norm statistics too) into the model."""
-            _read(self.folder / self._state["best_slot"], list(model.weights), partial=True)
+            self.sync()
+            _read(self.folder / self._state["best_slot"], list(model.weights), RESTART.format(folder=self.folder),
+                  partial=True)
 
         def on_epoch_begin(self, epoch, logs=None):
             if data_epoch is not None:
                 data_epoch.assign(epoch)
 
         def on_epoch_end(self, epoch, logs=None):
+            self.sync()  # the previous epoch's write is done (or its error is raised here) and the buffer free
             state = dict(self._state)
             slot = next(s for s in SLOTS if s not in (state["latest"], state["best_slot"]))
             variables = self._variables()
-            self.folder.mkdir(parents=True, exist_ok=True)
-            _write(self.folder / slot, variables)
+            size = self._fill(variables)
             state.update(epoch=int(epoch), stopped=bool(model.stop_training), latest=slot, layout=_layout(variables))
             value = (logs or {}).get(monitor)
             if value is not None and value < state["best"]:  # NaN never compares lower
                 state.update(best=float(value), improved=True, best_slot=slot)
-            write_json_atomic(self.folder / STATE, state)
             self._state = state
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="resume-state")
+            self._pending = self._writer.submit(self._persist, slot, size, state)
+
+        def on_train_end(self, logs=None):
+            self.sync()
+            if self._writer is not None:
+                self._writer.shutdown()
+            self._writer = self._buffer = None
+
+        def sync(self) -> None:
+            """Wait for the write in flight; re-raises its error (e.g. a full disk)."""
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                pending.result()
+
+        def _fill(self, variables) -> int:
+            """Copy every variable into the (page-aligned) buffer; returns the bytes used."""
+            arrays = [v.numpy() for v in variables]
+            size = sum(a.nbytes for a in arrays)
+            padded = -(-size // BLOCK) * BLOCK
+            if self._buffer is None or len(self._buffer) != padded:
+                self._buffer = mmap.mmap(-1, padded)
+            view, at = np.frombuffer(self._buffer, dtype=np.uint8), 0
+            for a in arrays:
+                view[at:at + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+                at += a.nbytes
+            view[at:] = 0
+            return size
+
+        def _persist(self, slot: str, size: int, state: dict) -> None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _write(self.folder / slot, self._buffer)
+            write_json_atomic(self.folder / STATE, {**state, "bytes": size})
 
         def _variables(self, build: bool = False) -> list:
             optimizer = model.optimizer
@@ -153,35 +198,44 @@ def _layout(variables) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _write(path: Path, variables) -> None:
-    """Every variable's bytes into ``path``, in place when the file exists (its pages are then already held)."""
+def _write(path: Path, buffer: mmap.mmap) -> None:
+    """The whole (block-padded, page-aligned) buffer into ``path``: O_DIRECT if the file system takes it."""
     try:
-        with open(path, "r+b" if path.is_file() else "wb") as f:
-            for v in variables:
-                f.write(memoryview(np.ascontiguousarray(v.numpy()).reshape(-1).view(np.uint8)))
-            f.truncate()
+        try:
+            _write_file(path, buffer, getattr(os, "O_DIRECT", 0))
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            _write_file(path, buffer, 0)  # tmpfs and some others refuse O_DIRECT, at open or at write
     except OSError as e:  # name the file: a full disk is reported with its folder
         raise OSError(e.errno, e.strerror, str(path)) from e
 
 
-def _read(path: Path, variables, partial: bool = False) -> None:
+def _write_file(path: Path, buffer: mmap.mmap, flags: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o644)
+    try:
+        view, at = memoryview(buffer), 0
+        while at < len(view):
+            at += os.write(fd, view[at:])
+        os.ftruncate(fd, len(view))
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path, variables, restart: str, partial: bool = False) -> None:
     """Assign the values stored in ``path`` to ``variables`` (a prefix of the stored ones if ``partial``)."""
     arrays = []
     try:
         with open(path, "rb") as f:
             for v in variables:
-                dtype = np.dtype(v.dtype.as_numpy_dtype)
                 count = int(np.prod(v.shape, dtype=np.int64))
-                a = np.fromfile(f, dtype=dtype, count=count)
+                a = np.fromfile(f, dtype=np.dtype(v.dtype.as_numpy_dtype), count=count)
                 if a.size != count:
-                    raise ToolkitError(f"{path}: truncated resume state; delete {path.parent} and start the run "
-                                       "again without --resume")
+                    raise ToolkitError(f"{path}: truncated resume state; {restart}")
                 arrays.append(a.reshape(v.shape))
-            if not partial and f.read(1):
-                raise ToolkitError(f"{path}: the resume state holds more than this model; delete {path.parent} "
-                                   "and start the run again without --resume")
+            if not partial and len(f.read(BLOCK)) == BLOCK:  # more than the padding: another model's state
+                raise ToolkitError(f"{path}: the resume state holds more than this model; {restart}")
     except OSError as e:
-        raise ToolkitError(f"{path}: cannot read the resume state ({e.strerror}); delete {path.parent} and start "
-                           "the run again without --resume") from None
+        raise ToolkitError(f"{path}: cannot read the resume state ({e.strerror}); {restart}") from None
     for v, a in zip(variables, arrays):
         v.assign(a)
