@@ -134,6 +134,37 @@ def test_cached_features_head_assembles_into_one_flat_model(pretrained, tmp_path
     assert "no base computation at all" in caplog.text
 
 
+def test_feature_layer_cuts_the_base_and_both_paths_agree(pretrained, tmp_path, caplog):
+    """--feature-layer: the base ends at a stage's output, flattened; the cached head and images agree."""
+    path, src = pretrained
+    caplog.set_level("INFO", logger="toolkit")
+    cached = finetune(_config(tmp_path / "c", path, cache_features=True, feature_layer="res3a_out", epochs=2))
+    frozen = finetune(_config(tmp_path / "f", path, feature_layer="res3a_out", epochs=2))
+    assert "cut at res3a_out" in caplog.text
+    for run in (cached, frozen):
+        model = run.load_model()
+        names = [la.name for la in model.layers]
+        assert names[-2:] == ["res3a_out_flat", HEAD] and "res4a_out" not in names and "avg_pool" not in names
+        assert _same(model.get_layer("bn3a_branch2c").get_weights(), src["bn3a_branch2c"])  # the base stays frozen
+    model = cached.load_model()
+    x, _ = cached.splits().test.numpy()
+    head = runs.load_keras_model(cached.path / "head.keras")
+    base = F.base_model(model, "res3a_out_flat")
+    np.testing.assert_allclose(model.predict(x.astype("float32"), verbose=0),
+                               head.predict(base.predict(x.astype("float32"), verbose=0), verbose=0), atol=1e-5)
+    assert json.loads((cached.path / "features.json").read_text())["layer"] == "res3a_out_flat"
+
+
+def test_unknown_feature_layer_is_one_line_with_examples(pretrained, tmp_path, capsys):
+    path, _ = pretrained
+    argv = ["finetune", "resnet_tiny", "--weights", str(path), "--data", DATA, "--out", str(tmp_path / "y"),
+            "--image-size", "32", "--feature-layer", "fc6"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--feature-layer fc6: not a layer of" in err[0] and "res2a_out" in err[0]
+    assert not (tmp_path / "y").exists()
+
+
 def test_cache_entries_are_atomic_and_cli_lists_and_clears(pretrained, tmp_path, capsys):
     path, _ = pretrained
     finetune(_config(tmp_path / "a", path, cache_features=True, epochs=1))

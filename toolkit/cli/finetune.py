@@ -38,6 +38,10 @@ def finetune(
                                "count; see 'toolkit summary MODEL'). Frozen BatchNorm runs in inference mode."),
     cache_features: bool = typer.Option(False, "--cache-features", help="Train only the head on penultimate "
                                         "features computed once and cached on disk (needs --freeze all)."),
+    feature_layer: str = typer.Option(None, "--feature-layer", help="Cut the pretrained base at this layer "
+                                      "(e.g. res2c_out; default: the penultimate layer, avg_pool for ResNet50). "
+                                      "A feature map is flattened. Earlier layers transfer better to a task "
+                                      "unlike the pretraining one."),
     unfreeze_at: int = typer.Option(None, "--unfreeze-at", help="Stage 2: train layers K.. (BatchNorm stays frozen)."),
     fine_tune_epochs: int = typer.Option(0, "--fine-tune-epochs", help="Epochs of stage 2."),
     fine_tune_lr: float = typer.Option(1e-5, "--fine-tune-lr", help="Learning rate of stage 2."),
@@ -69,7 +73,8 @@ def finetune(
     kwargs = {k: v for k, v in (("stem", stem), ("preprocess", preprocess)) if v}
     config = FinetuneConfig(
         model=model, data=data, out=str(out), weights=weights, freeze=freeze, cache_features=cache_features,
-        unfreeze_at=unfreeze_at, fine_tune_epochs=fine_tune_epochs, fine_tune_lr=fine_tune_lr, epochs=epochs,
+        feature_layer=feature_layer, unfreeze_at=unfreeze_at, fine_tune_epochs=fine_tune_epochs,
+        fine_tune_lr=fine_tune_lr, epochs=epochs,
         batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, image_size=image_size, val=val, test=test,
         augment=split_list(augment), patience=patience, resume=resume, strict=strict, deterministic=deterministic,
         model_kwargs=kwargs, **distribution_options(strategy, workers, worker_index, scale_batch, connect_timeout),
@@ -130,12 +135,15 @@ def bench_transfer(
     image_size: int = typer.Option(64, "--image-size"),
     epochs: int = typer.Option(15, help="Epochs for every contender."),
     work: Path = typer.Option(Path("runs/transfer"), "--work", help="Folder for the runs (replaced)."),
+    feature_layer: str = typer.Option("", "--feature-layer", help="Comma list of further cut points to try "
+                                      "(e.g. res2c_out,res3d_out), besides the penultimate layer."),
 ) -> None:
     """Test accuracy of fine-tuned (--freeze, --cache-features) vs from-scratch models on the same small set."""
     from toolkit.train.transfer_bench import format_transfer, transfer_benchmark
 
     typer.echo(format_transfer(transfer_benchmark(pretrain, data, train_n=train_n, test_n=test_n, model=model,
-                                                  image_size=image_size, epochs=epochs, work=work)))
+                                                  image_size=image_size, epochs=epochs, work=work,
+                                                  feature_layers=split_list(feature_layer))))
 
 
 @bench_app.command("memory")

@@ -5,6 +5,10 @@ Three recipes share one run folder (the same files as ``toolkit train``, so eval
 - ``--freeze N|all|none``: the first N layers of ``model.layers`` keep their pretrained weights;
 - ``--unfreeze-at K --fine-tune-epochs E``: train the head first, then layers K.. at a lower rate;
 - ``--cache-features``: run the frozen base once, cache its penultimate outputs, train only the head.
+
+``--feature-layer L`` moves the cut: the base ends at layer L (a feature map is flattened, keeping where
+things are) and a new classifier follows. Features from the last layers are specific to the pretraining
+task; when the new task differs, earlier layers transfer better.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class FinetuneConfig:
     weights: str = "imagenet"  # imagenet (Keras' official file), a .h5/.keras file, or a run folder
     freeze: str = "all"  # "all" (everything but the head), "none", or N: the first N entries of model.layers
     cache_features: bool = False  # head only, on cached penultimate features: the base runs once, ever
+    feature_layer: str | None = None  # cut the base at this layer (default: the model's penultimate layer)
     unfreeze_at: int | None = None  # stage 2 trains layers K.. (BatchNorm stays frozen, as Keras' guide advises)
     fine_tune_epochs: int = 0  # stage 2's epochs; 0 means one stage only
     fine_tune_lr: float = 1e-5  # stage 2's rate: small, so the pretrained features are nudged, not destroyed
@@ -177,6 +182,39 @@ def copy_weights(model, source, head: set[str], origin: str) -> int:
     return loaded
 
 
+def cut_model(model, layer: str, penultimate: str, classes: int):
+    """``model`` up to ``layer``, then a new classifier: -> (the new model, the layer that feeds the classifier).
+
+    A feature map (4-D output) is flattened, not pooled, so the classifier sees where each feature fired.
+
+    Raises:
+        ToolkitError: ``layer`` is not a layer between the input and ``penultimate``; names a few that are.
+    """
+    from toolkit._keras import keras
+    from toolkit.models.layers import classifier
+
+    k = keras()
+    names = [la.name for la in model.layers]
+    usable = names[1:names.index(penultimate)]
+    if layer not in usable:
+        last_of_group: dict[str, str] = {}
+        for name in usable:
+            if name.endswith("_out"):
+                last_of_group[name[:4]] = name
+        hint = ", ".join(list(last_of_group.values()) or usable[-3:])
+        raise ToolkitError(f"--feature-layer {layer}: not a layer of {model.name} before {penultimate}; "
+                           f"for example {hint} ('toolkit summary {model.name.lower()}' lists them all)")
+    x = model.get_layer(layer).output
+    fed_by = layer
+    if len(x.shape) > 2:
+        fed_by = f"{layer}_flat"
+        x = k.layers.Flatten(name=fed_by)(x)
+    out = classifier(classes, model.layers[-1].name)(x)
+    cut = k.Model(model.input, out, name=model.name)
+    log.info("cut at %s: the new classifier reads %s values", layer, f"{int(x.shape[-1]):,}")
+    return cut, fed_by
+
+
 def freeze_layers(model, n: int) -> None:
     """Freeze the first ``n`` entries of ``model.layers``; the rest train.
 
@@ -256,7 +294,10 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
     # Cached features: the full model never trains (only a copy of its head), so it stays on this machine.
     with dist.scope() if not config.cache_features else D.LOCAL.scope():
         model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **kwargs)
-    n_base = [la.name for la in model.layers].index(spec.penultimate) + 1
+        penultimate = spec.penultimate
+        if config.feature_layer not in (None, spec.penultimate):
+            model, penultimate = cut_model(model, config.feature_layer, spec.penultimate, n_classes)
+    n_base = [la.name for la in model.layers].index(penultimate) + 1
     head = {la.name for la in model.layers[n_base:]}
     n_frozen = frozen_count(config, len(model.layers), n_base)
     if config.unfreeze_at is not None and config.unfreeze_at > n_base:
@@ -281,7 +322,7 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
 
     plan.announce()
     if config.cache_features:
-        run = _train_on_features(config, model, spec.penultimate, splits, ds.labels, work, dist, plan)
+        run = _train_on_features(config, model, penultimate, splits, ds.labels, work, dist, plan)
     else:
         run = _train_images(config, model, splits, n_classes, work, dist, plan)
     fit.finish_worker(work, dist)

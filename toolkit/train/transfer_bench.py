@@ -94,9 +94,12 @@ def format_speed(r: dict) -> str:
 
 
 def transfer_benchmark(pretrain: str, data: str, *, train_n: int = 200, test_n: int = 1000, model: str = "resnet50",
-                       image_size: int = 64, epochs: int = 15, work: Path = Path("runs/transfer")) -> list[dict]:
-    """Four contenders on the same ``train_n`` images (15% of them for validation), tested on ``test_n`` others.
+                       image_size: int = 64, epochs: int = 15, work: Path = Path("runs/transfer"),
+                       feature_layers: tuple = ()) -> list[dict]:
+    """Contenders on the same ``train_n`` images (15% of them for validation), tested on ``test_n`` others.
 
+    HappyModel and ``model`` from scratch; the pretrained ``model`` with ``--freeze all`` and with
+    ``--cache-features``, cut at its penultimate layer and then at each of ``feature_layers``.
     One stratified subsample of ``train_n + test_n`` images is split once with a fixed seed, so every
     contender trains and is scored on exactly the same images.
     """
@@ -119,12 +122,18 @@ def transfer_benchmark(pretrain: str, data: str, *, train_n: int = 200, test_n: 
     contenders = [
         ("happy from scratch", lambda out: train(TrainConfig(model="happy", out=out, **common), data=ds)),
         (f"{model} from scratch", lambda out: train(TrainConfig(model=model, out=out, **common), data=ds)),
-        (f"{model} pretrained, --freeze all",
-         lambda out: finetune(FinetuneConfig(model=model, weights=pretrain, out=out, **common), data=ds)),
-        (f"{model} pretrained, --cache-features",
-         lambda out: finetune(FinetuneConfig(model=model, weights=pretrain, out=out, cache_features=True,
-                                             **common), data=ds)),
     ]
+    for layer in (None, *feature_layers):
+        at = f" at {layer}" if layer else ""
+        contenders += [
+            (f"{model} pretrained, --freeze all{at}",
+             lambda out, layer=layer: finetune(FinetuneConfig(model=model, weights=pretrain, out=out,
+                                                              feature_layer=layer, **common), data=ds)),
+            (f"{model} pretrained, --cache-features{at}",
+             lambda out, layer=layer: finetune(FinetuneConfig(model=model, weights=pretrain, out=out,
+                                                              cache_features=True, feature_layer=layer, **common),
+                                               data=ds)),
+        ]
     rows = []
     for i, (name, fn) in enumerate(contenders):
         t0 = time.perf_counter()
@@ -138,8 +147,8 @@ def transfer_benchmark(pretrain: str, data: str, *, train_n: int = 200, test_n: 
 
 
 def format_transfer(rows: list[dict]) -> str:
-    lines = [f"{'contender':<42} {'train+val':>9} {'test n':>6} {'test acc':>8} {'seconds':>8}"]
-    lines += [f"{r['contender']:<42} {r['train_n']:>9} {r['test_n']:>6} {r['test_accuracy']:>8.4f} "
+    lines = [f"{'contender':<56} {'train+val':>9} {'test n':>6} {'test acc':>8} {'seconds':>8}"]
+    lines += [f"{r['contender']:<56} {r['train_n']:>9} {r['test_n']:>6} {r['test_accuracy']:>8.4f} "
               f"{r['seconds']:>8.1f}" for r in rows]
     return "\n".join(lines)
 
