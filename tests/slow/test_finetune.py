@@ -144,7 +144,8 @@ def test_feature_layer_cuts_the_base_and_both_paths_agree(pretrained, tmp_path, 
     for run in (cached, frozen):
         model = run.load_model()
         names = [la.name for la in model.layers]
-        assert names[-2:] == ["res3a_out_flat", HEAD] and "res4a_out" not in names and "avg_pool" not in names
+        assert names[-3:] == ["res3a_out_flat", "res3a_out_norm", HEAD]
+        assert "res4a_out" not in names and "avg_pool" not in names
         assert _same(model.get_layer("bn3a_branch2c").get_weights(), src["bn3a_branch2c"])  # the base stays frozen
     model = cached.load_model()
     x, _ = cached.splits().test.numpy()

@@ -183,9 +183,12 @@ def copy_weights(model, source, head: set[str], origin: str) -> int:
 
 
 def cut_model(model, layer: str, penultimate: str, classes: int):
-    """``model`` up to ``layer``, then a new classifier: -> (the new model, the layer that feeds the classifier).
+    """``model`` up to ``layer``, then a new head: -> (the new model, the last layer of the base).
 
     A feature map (4-D output) is flattened, not pooled, so the classifier sees where each feature fired.
+    The head standardises the features (BatchNormalization) before the classifier: raw activations of an
+    inner layer are large and uneven, and without it a head trained on ~200 images picked its best epoch
+    by luck (test accuracy 0.66 vs 0.81 for the same features in two runs).
 
     Raises:
         ToolkitError: ``layer`` is not a layer between the input and ``penultimate``; names a few that are.
@@ -209,6 +212,7 @@ def cut_model(model, layer: str, penultimate: str, classes: int):
     if len(x.shape) > 2:
         fed_by = f"{layer}_flat"
         x = k.layers.Flatten(name=fed_by)(x)
+    x = k.layers.BatchNormalization(name=f"{layer}_norm")(x)
     out = classifier(classes, model.layers[-1].name)(x)
     cut = k.Model(model.input, out, name=model.name)
     log.info("cut at %s: the new classifier reads %s values", layer, f"{int(x.shape[-1]):,}")
