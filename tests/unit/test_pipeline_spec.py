@@ -55,6 +55,7 @@ def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, extra, message):
     (["export.target_far=1.5"], "export.target_far: must be in [0, 1)"),
     (["data.val=0.6", "data.test=0.5"], "data.val: val and test must be fractions"),
     (["train.unfreeze_at=10"], "train.unfreeze_at: only applies to mode"),
+    (["train.feature_layer='res2c_out'"], "train.feature_layer: only applies to mode"),
     (["benchmark.batch=[0]"], "benchmark.batch: must be a list of positive integers"),
     (["train.strategy='tpu'"], "train.strategy: must be one of auto, one, mirrored, multiworker, got 'tpu'"),
     (["pretrain.model='happy'", "pretrain.data='synthetic:happy'", "train.strategy='multiworker'"],

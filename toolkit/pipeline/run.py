@@ -67,7 +67,8 @@ def _train_config(p: Pipeline, out: Path, *, section: str, weights: str | None, 
     from toolkit.train.finetune import FinetuneConfig
 
     return FinetuneConfig(model=t["model"], weights=weights, freeze=str(t["freeze"]),
-                          cache_features=t["mode"] == "cached", unfreeze_at=t["unfreeze_at"],
+                          cache_features=t["mode"] == "cached", feature_layer=t["feature_layer"],
+                          unfreeze_at=t["unfreeze_at"],
                           fine_tune_epochs=t["fine_tune_epochs"], fine_tune_lr=t["fine_tune_lr"],
                           optimizer=t["optimizer"], model_kwargs={"stem": t["stem"]} if t["stem"] else {}, **common)
 

@@ -44,7 +44,7 @@ SCHEMA: dict[str, dict[str, dict]] = {
         "optimizer": _k(_STR, "adam", ("adam", "sgd", "rmsprop")), "augment": _k(_LIST, []),
         "patience": _k(_INT, 5, low=0), "stem": _k(_STR, None, ("seed", "keras")), "weights": _k(_STR, None),
         "freeze": _k(_STR, "all"), "unfreeze_at": _k(_INT, None, low=0), "fine_tune_epochs": _k(_INT, 0, low=0),
-        "fine_tune_lr": _k(_FLOAT, 1e-5, above=0),
+        "fine_tune_lr": _k(_FLOAT, 1e-5, above=0), "feature_layer": _k(_STR, None),
         # multiworker takes its cluster from TF_CONFIG; the chief alone then exports, benchmarks and reports
         "strategy": _k(_STR, "auto", STRATEGIES), "scale_batch": _k(_BOOL, False),
     },
@@ -113,7 +113,7 @@ def _check_values(s: dict, problems: list[str]) -> None:
     if not (freeze in ("all", "none") or freeze.isdigit()):
         bad("train.freeze", f"must be 'all', 'none' or a number of layers, got {t['freeze']!r}")
     if t["mode"] == "scratch":
-        for key in ("weights", "unfreeze_at"):
+        for key in ("weights", "unfreeze_at", "feature_layer"):
             if t[key] is not None:
                 bad(f"train.{key}", "only applies to mode 'freeze' or 'cached'; remove it or change train.mode")
     else:

@@ -2,8 +2,9 @@
 
 - ``speed``: seconds per epoch of the head on cached features against ``--freeze all`` on the same
   data and base (both from the same pretrained weights), the one-time caching cost, and test accuracy.
-- ``transfer``: a pretrained ResNet50 fine-tuned (``--freeze all``, ``--cache-features``) against
-  HappyModel and ResNet50 from scratch, all on the same small set, scored on the same test split.
+- ``transfer``: a pretrained ResNet50 fine-tuned (``--freeze all``, ``--cache-features``, cut at its
+  penultimate layer and at any ``--feature-layer`` given) against HappyModel and ResNet50 from scratch,
+  all on the same small set, scored on the same test split.
 - ``memory``: peak resident memory (ru_maxrss) while caching the features of a large image folder,
   measured in a child process so this process's own memory does not count.
 """
