@@ -23,6 +23,7 @@ from toolkit.config import TrainConfig, check_training, same_run
 from toolkit.errors import ToolkitError
 from toolkit.train import distribute as D
 from toolkit.train import fit, runs
+from toolkit.train.surgery import copy_weights, cut_model, freeze_layers, frozen_count, unfreeze_from
 
 log = logging.getLogger("toolkit.finetune")
 IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # no head: it is replaced anyway
@@ -156,98 +157,6 @@ def _implied_kwargs(source) -> dict:
     return out
 
 
-def copy_weights(model, source, head: set[str], origin: str) -> int:
-    """Copy weights layer by layer by name into every layer of ``model`` but the head; returns the count.
-
-    Raises:
-        ToolkitError: a layer missing from the source or with other shapes (the weights are for another model).
-    """
-    from toolkit.models.weights import load_resnet50_weights
-
-    if isinstance(source, Path):  # Keras Applications' layout: matched by its names, conv1 flipped to RGB
-        return load_resnet50_weights(model, source)
-    arrays = source if isinstance(source, dict) else {la.name: la.get_weights() for la in source.layers if la.weights}
-    loaded = 0
-    for layer in model.layers:
-        if not layer.weights or layer.name in head:
-            continue
-        if layer.name not in arrays:
-            raise ToolkitError(f"{origin}: no weights for layer {layer.name!r}; were they saved from {model.name}?")
-        expected = [tuple(w.shape) for w in layer.weights]
-        got = [tuple(a.shape) for a in arrays[layer.name]]
-        if got != expected:
-            raise ToolkitError(f"{origin}: layer {layer.name!r} has shapes {got}, the model expects {expected}")
-        layer.set_weights(arrays[layer.name])
-        loaded += 1
-    return loaded
-
-
-def cut_model(model, layer: str, penultimate: str, classes: int):
-    """``model`` up to ``layer``, then a new head: -> (the new model, the last layer of the base).
-
-    A feature map (4-D output) is flattened, not pooled, so the classifier sees where each feature fired.
-    The head standardises the features (BatchNormalization) before the classifier: raw activations of an
-    inner layer are large and uneven, and without it a head trained on ~200 images picked its best epoch
-    by luck (test accuracy 0.66 vs 0.81 for the same features in two runs).
-
-    Raises:
-        ToolkitError: ``layer`` is not a layer between the input and ``penultimate``; names a few that are.
-    """
-    from toolkit._keras import keras
-    from toolkit.models.layers import classifier
-
-    k = keras()
-    names = [la.name for la in model.layers]
-    usable = names[1:names.index(penultimate)]
-    if layer not in usable:
-        last_of_group: dict[str, str] = {}
-        for name in usable:
-            if name.endswith("_out"):
-                last_of_group[name[:4]] = name
-        hint = ", ".join(list(last_of_group.values()) or usable[-3:])
-        raise ToolkitError(f"--feature-layer {layer}: not a layer of {model.name} before {penultimate}; "
-                           f"for example {hint} ('toolkit summary {model.name.lower()}' lists them all)")
-    x = model.get_layer(layer).output
-    fed_by = layer
-    if len(x.shape) > 2:
-        fed_by = f"{layer}_flat"
-        x = k.layers.Flatten(name=fed_by)(x)
-    x = k.layers.BatchNormalization(name=f"{layer}_norm")(x)
-    out = classifier(classes, model.layers[-1].name)(x)
-    cut = k.Model(model.input, out, name=model.name)
-    log.info("cut at %s: the new classifier reads %s values", layer, f"{int(x.shape[-1]):,}")
-    return cut, fed_by
-
-
-def freeze_layers(model, n: int) -> None:
-    """Freeze the first ``n`` entries of ``model.layers``; the rest train.
-
-    A frozen BatchNormalization layer runs in inference mode in tf_keras (``trainable=False`` overrides
-    ``training=True``): its moving statistics stay those of the pretraining data.
-    """
-    for i, layer in enumerate(model.layers):
-        layer.trainable = i >= n
-
-
-def unfreeze_from(model, k: int) -> None:
-    """Stage 2: layers k.. train, except BatchNormalization, which keeps its pretrained statistics."""
-    for i, layer in enumerate(model.layers):
-        layer.trainable = i >= k and type(layer).__name__ != "BatchNormalization"
-
-
-def frozen_count(config: FinetuneConfig, n_layers: int, n_base: int) -> int:
-    """--freeze as a number of layers; more than the layers before the head is an error naming the count."""
-    if config.freeze == "all":
-        return n_base
-    if config.freeze == "none":
-        return 0
-    n = int(config.freeze)
-    if n > n_base:
-        raise ToolkitError(f"--freeze {n}: the model has {n_layers} layers, {n_base} before the head; "
-                           f"give at most {n_base} (or --freeze all)")
-    return n
-
-
 def finetune(config: FinetuneConfig, *, data=None) -> runs.Run | None:
     """Transfer ``config.weights`` to ``config.data`` and write a run folder like ``toolkit train``'s.
 
@@ -303,7 +212,7 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
             model, penultimate = cut_model(model, config.feature_layer, spec.penultimate, n_classes)
     n_base = [la.name for la in model.layers].index(penultimate) + 1
     head = {la.name for la in model.layers[n_base:]}
-    n_frozen = frozen_count(config, len(model.layers), n_base)
+    n_frozen = frozen_count(config.freeze, len(model.layers), n_base)
     if config.unfreeze_at is not None and config.unfreeze_at > n_base:
         raise ToolkitError(f"--unfreeze-at {config.unfreeze_at}: the model has {n_base} layers before the head")
     loaded = copy_weights(model, source, head, origin)
