@@ -74,8 +74,10 @@ def benchmark_training(model: str, data: str, *, epochs: int = 3, batch_size: in
             train(dataclasses.replace(config, out=str(Path(tmp) / "run")), data=ds, extra_callbacks=(clock,))
             return clock.times
 
+    train_xy, val_xy = splits.train.numpy(), splits.val.numpy()
+
     def plain_side() -> list[float]:
-        return _plain_fit(config, splits.train.numpy(), splits.val.numpy(), len(ds.labels))
+        return _plain_fit(config, train_xy, val_xy, len(ds.labels))
 
     later = slice(1, None) if epochs > 1 else slice(None)
     times: dict[str, list[list[float]]] = {"toolkit": [], "plain": []}

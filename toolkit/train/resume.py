@@ -72,6 +72,7 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             self._state = {"format": FORMAT, "epoch": -1, "stopped": False, "improved": False,
                            "best": math.inf if best is None else float(best), "latest": None, "best_slot": None}
             self._snapshot = None  # a graph that returns every variable's value at once
+            self._layout = ""  # the digest of those variables' shapes and dtypes
             self._writer: ThreadPoolExecutor | None = None
             self._pending: Future | None = None
 
@@ -118,13 +119,14 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             self.sync()  # the previous epoch's write is done, or its error (e.g. a full disk) is raised here
             state = dict(self._state)
             slot = next(s for s in SLOTS if s not in (state["latest"], state["best_slot"]))
-            variables = self._variables()
-            if self._snapshot is None:
+            if self._snapshot is None:  # the variables are fixed once training has begun: trace and digest once
                 from toolkit._keras import tf
 
+                variables = self._variables()
                 self._snapshot = tf().function(lambda: [v.read_value() for v in variables])
+                self._layout = _layout(variables)
             arrays = [a.numpy() for a in self._snapshot()]
-            state.update(epoch=int(epoch), stopped=bool(model.stop_training), latest=slot, layout=_layout(variables))
+            state.update(epoch=int(epoch), stopped=bool(model.stop_training), latest=slot, layout=self._layout)
             value = (logs or {}).get(monitor)
             if value is not None and value < state["best"]:  # NaN never compares lower
                 state.update(best=float(value), improved=True, best_slot=slot)
