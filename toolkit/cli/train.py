@@ -127,11 +127,11 @@ def train_benchmark(
     epochs: int = typer.Option(3, help="Epochs per side; the fastest after the first (graph tracing) is compared."),
     batch_size: int = typer.Option(32, "--batch-size"),
     image_size: int = typer.Option(None, "--image-size"),
-    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Op determinism on the toolkit side."),
+    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Op determinism (both sides)."),
     rounds: int = typer.Option(1, "--rounds", min=1,
                                help="Repeat both sides, alternating which goes first; epochs are pooled."),
 ) -> None:
-    """Seconds per epoch of 'toolkit train' against plain model.fit on the same numpy arrays."""
+    """Seconds per epoch of 'toolkit train' against plain model.fit on the same numpy arrays, epochs interleaved."""
     from toolkit.train.bench import benchmark_training
 
     r = benchmark_training(model, data, epochs=epochs, batch_size=batch_size, image_size=image_size,
@@ -142,8 +142,10 @@ def train_benchmark(
     for n, (ta, tb) in enumerate(zip(r["toolkit_epoch_s"], r["plain_fit_epoch_s"]), start=1):
         for i, (a, b) in enumerate(zip(ta, tb), start=1):
             typer.echo(f"{n:>5} {i:>5} {a:>16.2f} {b:>12.2f}")
+    low, high = r["paired_ratio_95"]
     typer.echo(f"ratio toolkit/plain, epochs after each run's first: fastest {r['ratio']:.3f}, "
-               f"median {r['median_ratio']:.3f}  (<= 1: no slower)")
+               f"median {r['median_ratio']:.3f}, paired {r['paired_ratio']:.3f} "
+               f"(95 % interval {low:.3f}-{high:.3f})  (<= 1: no slower)")
 
 
 @app.command("scaling-benchmark")

@@ -1,0 +1,95 @@
+"""The resume state's staging buffer and slot files, and the training benchmark's statistics and turns."""
+
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit._keras import tf
+from toolkit.train import resume
+from toolkit.train.bench import _OtherSideFailed, _Turns, paired_ratio
+
+
+def _variables():
+    rng = np.random.default_rng(0)
+    t = tf()
+    return [t.Variable(rng.normal(size=(3, 5, 7)).astype(np.float32)),
+            t.Variable(rng.normal(size=(1001,)).astype(np.float32)),  # not a whole number of blocks
+            t.Variable(np.int64(42)),  # an optimizer's step counter: a scalar
+            t.Variable(rng.normal(size=(2, 2)).astype(np.float64))]
+
+
+def _fresh_like(variables):
+    return [tf().Variable(np.zeros(v.shape, v.dtype.as_numpy_dtype)) for v in variables]
+
+
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+def test_slot_round_trip_holds_the_values_packed(where, tmp_path):
+    """What is written is what the variables held when packed, not what they hold later (O_DIRECT or buffered)."""
+    if where == "tmpfs":
+        if not Path("/dev/shm").is_dir():
+            pytest.skip("no /dev/shm here")
+        tmp_path = Path(tempfile.mkdtemp(dir="/dev/shm"))  # tmpfs refuses O_DIRECT: the buffered path
+    variables = _variables()
+    packed = [v.numpy().copy() for v in variables]
+    staging = resume._Staging(variables)
+    staging.pack(variables)
+    for v in variables:  # training goes on after the pack
+        v.assign(v + tf().ones_like(v))
+    staging.write(tmp_path / "slot-0.bin")
+    staging.close()
+    size = (tmp_path / "slot-0.bin").stat().st_size
+    assert size % resume.BLOCK == 0 and size >= sum(a.nbytes for a in packed)
+    back = _fresh_like(variables)
+    resume._read(tmp_path / "slot-0.bin", back, "restart")
+    for a, v in zip(packed, back):
+        np.testing.assert_array_equal(a, v.numpy())
+
+
+def test_a_slot_of_a_bigger_model_is_refused(tmp_path):
+    variables = _variables() + [tf().Variable(np.ones((5000,), np.float32))]
+    staging = resume._Staging(variables)
+    staging.pack(variables)
+    staging.write(tmp_path / "slot-0.bin")
+    staging.close()
+    with pytest.raises(resume.ToolkitError, match="holds more than this model"):
+        resume._read(tmp_path / "slot-0.bin", _fresh_like(variables[:-1]), "restart")
+
+
+def test_write_errors_name_the_slot_file(tmp_path):
+    variables = _variables()
+    staging = resume._Staging(variables)
+    staging.pack(variables)
+    with pytest.raises(OSError) as info:
+        staging.write(tmp_path / "no-such-folder" / "slot-1.bin")
+    staging.close()
+    assert info.value.filename == str(tmp_path / "no-such-folder" / "slot-1.bin")
+
+
+def test_paired_ratio_and_its_interval():
+    b = np.array([6.0, 6.5, 7.0, 6.2, 6.8, 6.4])
+    assert paired_ratio(0.9 * b, b) == pytest.approx((0.9, 0.9, 0.9))
+    noisy = b * np.array([0.97, 1.04, 0.99, 1.02, 0.96, 1.01])
+    mid, low, high = paired_ratio(noisy, b)
+    assert low <= mid <= high and low < 1.0 < high
+
+
+def test_a_failed_side_releases_the_one_waiting_for_its_turn():
+    turns = _Turns(["toolkit", "plain", "toolkit", "plain"])
+    turns.wait_for("toolkit")  # its turn: returns at once
+    failure = []
+
+    def next_toolkit_epoch():
+        try:
+            turns.wait_for("toolkit")
+        except _OtherSideFailed as e:
+            failure.append(e)
+
+    turns.done()  # the plain side's turn now
+    waiter = threading.Thread(target=next_toolkit_epoch)
+    waiter.start()
+    turns.break_()  # ... and it fails
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and failure
