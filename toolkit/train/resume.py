@@ -22,8 +22,9 @@ buffered writes plus the kernel's later writeback made epochs ~10 % slower than 
 RAM disk; copying each value out with ``.numpy()`` (fresh memory every epoch) slowed the next epoch's
 first step by ~0.13 s.
 
-The staging buffer costs one copy of the state in memory for the length of training. Nothing is
-fsynced beyond what O_DIRECT implies; a killed process keeps everything it wrote.
+The staging buffer costs one copy of the state in memory for the length of training. The slot is
+synced to the disk before ``state.json`` names it, and ``state.json`` and its folder entry are synced
+too, so a power cut, like a kill, leaves the last complete state.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             self._state = {"format": FORMAT, "epoch": -1, "stopped": False, "improved": False,
                            "best": math.inf if best is None else float(best), "latest": None, "best_slot": None}
             self._staging: _Staging | None = None  # every variable's bytes at the last epoch's end
+            self._packing: Future | None = None  # the copy into it, under way
             self._layout = ""  # the digest of those variables' shapes and dtypes
             self._writer: ThreadPoolExecutor | None = None
             self._pending: Future | None = None
@@ -120,25 +122,40 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             if data_epoch is not None:
                 data_epoch.assign(epoch)
 
+        def on_test_begin(self, logs=None):  # fit's validation pass: the epoch's training steps are done
+            if self._packing is None:  # validation leaves the weights be: copy them while it runs
+                self._start_pack()
+
         def on_epoch_end(self, epoch, logs=None):
             self.sync()  # the previous epoch's write is done, or its error (e.g. a full disk) is raised here
+            if self._packing is None:  # no validation data
+                self._start_pack()
+            packing, self._packing = self._packing, None
+            packing.result()
             state = dict(self._state)
             slot = next(s for s in SLOTS if s not in (state["latest"], state["best_slot"]))
-            if self._staging is None:  # the variables are fixed once training has begun: size and digest once
-                variables = self._variables()
-                self._staging, self._layout = _Staging(variables), _layout(variables)
-            self._staging.pack(self._variables())
             state.update(epoch=int(epoch), stopped=bool(model.stop_training), latest=slot, layout=self._layout)
             value = (logs or {}).get(monitor)
             if value is not None and value < state["best"]:  # NaN never compares lower
                 state.update(best=float(value), improved=True, best_slot=slot)
             self._state = state
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="resume-state")
             self._pending = self._writer.submit(self._persist, slot, state)
+
+        def _start_pack(self) -> None:
+            """Copy the variables into the staging buffer on the writer thread, while validation runs.
+
+            The views are taken here, on the training thread; the writer thread copies them once the previous
+            epoch's write is out of the buffer.
+            """
+            if self._staging is None:  # the variables are fixed once training has begun: size and digest once
+                variables = self._variables()
+                self._staging, self._layout = _Staging(variables), _layout(variables)
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="resume-state")
+            self._packing = self._writer.submit(self._staging.fill, self._staging.views(self._variables()))
 
         def on_train_end(self, logs=None):
             self.sync()
+            self._packing = None
             if self._writer is not None:
                 self._writer.shutdown()
             if self._staging is not None:
@@ -146,7 +163,11 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             self._writer = self._staging = None
 
         def sync(self) -> float:
-            """Wait for the write in flight; re-raises its error (e.g. a full disk). Returns its CPU seconds."""
+            """Wait for the write in flight; re-raises its error (e.g. a full disk).
+
+            Returns the CPU seconds the write took on the writer thread (the copy into the staging buffer,
+            done there while validation runs, is not counted: it is part of the epoch's own time).
+            """
             pending, self._pending = self._pending, None
             return pending.result() if pending is not None else 0.0
 
@@ -154,7 +175,7 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             start = time.thread_time()
             self.folder.mkdir(parents=True, exist_ok=True)
             self._staging.write(self.folder / slot)
-            write_json_atomic(self.folder / STATE, state)
+            write_json_atomic(self.folder / STATE, state, durable=True)
             return time.thread_time() - start
 
         def _variables(self, build: bool = False) -> list:
@@ -207,13 +228,24 @@ class _Staging:
             self._buffer.madvise(mmap.MADV_HUGEPAGE)
         self._bytes = np.frombuffer(self._buffer, dtype=np.uint8)
 
-    def pack(self, variables) -> None:
-        """Copy every variable's current value in (one memcpy each, from TensorFlow's own buffer)."""
+    def views(self, variables) -> list[np.ndarray]:
+        """Every variable's current value as bytes, viewed in TensorFlow's own buffers (nothing copied yet)."""
+        return [_host_bytes(v.value()) for v in variables]
+
+    def fill(self, views: list) -> None:
+        """Copy ``views`` in, in order (one memcpy each); empties the list, so no buffer stays shared."""
         at = 0
-        for v, size in zip(variables, self.sizes):
-            self._bytes[at:at + size] = _host_bytes(v.value())
+        for data, size in zip(views, self.sizes):
+            if data.size != size:
+                raise ValueError(f"a variable holds {data.size} bytes where {size} were sized")
+            self._bytes[at:at + size] = data
             at += size
         self._bytes[at:] = 0
+        views.clear()  # a variable's buffer still referenced here would be copied by the optimizer's next update
+
+    def pack(self, variables) -> None:
+        """Copy every variable's current value in."""
+        self.fill(self.views(variables))
 
     def write(self, path: Path) -> None:
         """Write the buffer to ``path``; O_DIRECT if the file system takes it. Errors name the file."""
@@ -235,6 +267,7 @@ class _Staging:
                 while at < self.size:
                     at += os.write(fd, view[at:min(at + chunk, self.size)])
             os.ftruncate(fd, self.size)
+            os.fdatasync(fd)  # on the disk (not in its cache) before state.json may point here
         finally:
             os.close(fd)
 
@@ -258,13 +291,18 @@ class _DLPack:
 
 def _host_bytes(value) -> np.ndarray:
     """A tensor's bytes as a flat uint8 array: a view of its memory where DLPack can give one, else a copy."""
+    return np.ascontiguousarray(_host_array(value)).reshape(-1).view(np.uint8)
+
+
+def _host_array(value) -> np.ndarray:
     from toolkit._keras import tf
 
-    try:
-        array = np.from_dlpack(_DLPack(tf().experimental.dlpack.to_dlpack(value)))
-    except (TypeError, ValueError, BufferError, RuntimeError, tf().errors.OpError):  # a dtype DLPack lacks
-        array = value.numpy()
-    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    if "CPU" in value.device:  # a GPU tensor's memory is not the host's: .numpy() copies it over
+        try:
+            return np.from_dlpack(_DLPack(tf().experimental.dlpack.to_dlpack(value)))
+        except (TypeError, ValueError, BufferError, RuntimeError, tf().errors.OpError):  # a dtype DLPack lacks
+            pass
+    return value.numpy()
 
 
 def _itemsize(variable) -> int:

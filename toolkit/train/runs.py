@@ -198,14 +198,26 @@ def versions() -> dict[str, str]:
     return out
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON so a crash leaves either the old file or the new one, never half of one."""
+def write_json_atomic(path: Path, obj, durable: bool = False) -> None:
+    """Write JSON so a crash leaves either the old file or the new one, never half of one.
+
+    ``durable`` also survives a power cut: the file and then its folder entry are synced to the disk.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+    if durable:
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def load_run_config(path: str | Path):
