@@ -1,5 +1,6 @@
 """The resume state's staging buffer and slot files, and the training benchmark's statistics and turns."""
 
+import json
 import tempfile
 import threading
 from pathlib import Path
@@ -93,3 +94,34 @@ def test_a_failed_side_releases_the_one_waiting_for_its_turn():
     turns.break_()  # ... and it fails
     waiter.join(timeout=10)
     assert not waiter.is_alive() and failure
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_every_epochs_state_holds_the_weights_at_that_epochs_end(validate, tmp_path):
+    """With validation the copy is taken when validation begins, without it at the epoch's end: same bytes."""
+    from toolkit._keras import keras
+    from toolkit.models import build_model
+    from toolkit.train.fit import compile_model
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = build_model("happy", (32, 32, 3), 2)
+    compile_model(model, 2, "adam", 1e-3)
+    folder = tmp_path / "backup"
+    state = resume.ResumeState(model, folder, "val_loss" if validate else "loss", None)
+    same = []
+
+    class Check(k.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            state.sync()
+            latest = json.loads((folder / resume.STATE).read_text())["latest"]
+            variables = state._variables()
+            back = _fresh_like(variables)
+            resume._read(folder / latest, back, "restart")
+            same.append(all(np.array_equal(v.numpy(), b.numpy()) for v, b in zip(variables, back)))
+
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 255, (24, 32, 32, 3)).astype(np.float32), rng.integers(0, 2, 24)
+    model.fit(x[:16], y[:16], validation_data=(x[16:], y[16:]) if validate else None, epochs=3, batch_size=8,
+              callbacks=[state, Check()], verbose=0)
+    assert same == [True, True, True]
