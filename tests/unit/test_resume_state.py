@@ -36,7 +36,7 @@ def test_slot_round_trip_holds_the_values_packed(where, tmp_path):
     variables = _variables()
     packed = [v.numpy().copy() for v in variables]
     staging = resume._Staging(variables)
-    staging.pack(variables)
+    staging.pack()
     for v in variables:  # training goes on after the pack
         v.assign(v + tf().ones_like(v))
     staging.write(tmp_path / "slot-0.bin")
@@ -52,7 +52,7 @@ def test_slot_round_trip_holds_the_values_packed(where, tmp_path):
 def test_a_slot_of_a_bigger_model_is_refused(tmp_path):
     variables = _variables() + [tf().Variable(np.ones((5000,), np.float32))]
     staging = resume._Staging(variables)
-    staging.pack(variables)
+    staging.pack()
     staging.write(tmp_path / "slot-0.bin")
     staging.close()
     with pytest.raises(resume.ToolkitError, match="holds more than this model"):
@@ -62,7 +62,7 @@ def test_a_slot_of_a_bigger_model_is_refused(tmp_path):
 def test_write_errors_name_the_slot_file(tmp_path):
     variables = _variables()
     staging = resume._Staging(variables)
-    staging.pack(variables)
+    staging.pack()
     with pytest.raises(OSError) as info:
         staging.write(tmp_path / "no-such-folder" / "slot-1.bin")
     staging.close()

@@ -153,14 +153,14 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             """
             from toolkit._keras import tf
 
-            if self._staging is None:  # the variables are fixed once training has begun: size and digest once
-                variables = self._variables()
-                self._staging, self._layout = _Staging(variables), _layout(variables)
+            if self._staging is None:  # the variables are fixed once training has begun: lay out and digest once
+                self._staging = _Staging(self._variables())
+                self._layout = _layout(self._staging.variables)
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="resume-state")
             if tf().distribute.has_strategy():
-                self._packing = self._writer.submit(self._staging.fill, self._staging.views(self._variables()))
+                self._packing = self._writer.submit(self._staging.fill, self._staging.views())
             else:
-                self._packing = self._writer.submit(self._staging.pack, self._variables())
+                self._packing = self._writer.submit(self._staging.pack)
 
         def on_train_end(self, logs=None):
             self.sync()
@@ -227,19 +227,20 @@ def _layout(variables) -> str:
 
 
 class _Staging:
-    """One page-aligned buffer that holds every variable's bytes, in order, padded to whole blocks."""
+    """One page-aligned buffer laid out for ``variables``: their bytes, in order, padded to whole blocks."""
 
     def __init__(self, variables):
-        self.sizes = [_itemsize(v) * int(np.prod(v.shape, dtype=np.int64)) for v in variables]
+        self.variables = list(variables)  # fixed once training has begun
+        self.sizes = [_itemsize(v) * int(np.prod(v.shape, dtype=np.int64)) for v in self.variables]
         self.size = max(BLOCK, -(-sum(self.sizes) // BLOCK) * BLOCK)
         self._buffer = mmap.mmap(-1, self.size)  # anonymous: page-aligned, as O_DIRECT needs
         if hasattr(mmap, "MADV_HUGEPAGE"):  # fewer page faults when it is first filled
             self._buffer.madvise(mmap.MADV_HUGEPAGE)
         self._bytes = np.frombuffer(self._buffer, dtype=np.uint8)
 
-    def views(self, variables) -> list[np.ndarray]:
+    def views(self) -> list[np.ndarray]:
         """Every variable's current value as bytes, viewed in TensorFlow's own buffers (nothing copied yet)."""
-        return [_host_bytes(v.value()) for v in variables]
+        return [_host_bytes(v.value()) for v in self.variables]
 
     def fill(self, views: list) -> None:
         """Copy ``views`` in, in order (one memcpy each); empties the list, so no buffer stays shared."""
@@ -252,9 +253,9 @@ class _Staging:
         self._bytes[at:] = 0
         views.clear()  # a variable's buffer still referenced here would be copied by the optimizer's next update
 
-    def pack(self, variables) -> None:
+    def pack(self) -> None:
         """Copy every variable's current value in."""
-        self.fill(self.views(variables))
+        self.fill(self.views())
 
     def write(self, path: Path) -> None:
         """Write the buffer to ``path``; O_DIRECT if the file system takes it. Errors name the file."""
