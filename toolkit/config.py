@@ -1,14 +1,17 @@
-"""Frozen configs: one field per CLI flag, with the reason for each default.
+"""Training settings, declared once: each field carries its default, the reason for it, and its help.
 
-A config is everything needed to reproduce a run; it is written into the run folder as JSON.
+``toolkit train`` and ``toolkit finetune`` take their options from these fields and pipeline files
+their ``[data]``, ``[pretrain]`` and ``[train]`` keys (see :mod:`toolkit.settings`). A config is
+everything needed to reproduce a run; it is written into the run folder as JSON.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from toolkit.errors import ToolkitError
+from toolkit.settings import SettingError, check, setting
 
 AUGMENTATIONS = ("flip", "rotate", "zoom", "shear", "color", "pca")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -19,31 +22,44 @@ DEPLOYMENT = ("resume", "workers", "worker_index", "connect_timeout")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str  # a name from toolkit.models.list_models()
-    data: str  # a data spec: folder, .h5 file, or synthetic:NAME
-    out: str  # the run folder
-    epochs: int = 20  # HappyModel reaches 98% on synthetic:happy well within this
-    batch_size: int = 32  # the seed's choice; small data sets, small batches
-    lr: float = 1e-3  # Adam's default
-    optimizer: str = "adam"
-    seed: int = 0  # one seed drives the split, the weights' init, shuffling and augmentation
-    image_size: int | None = None  # None: the model's default input (64)
-    val: float = 0.15  # fraction held out for early stopping and the best checkpoint
-    test: float = 0.15  # fraction held out for the final, untouched evaluation
-    augment: tuple = ()  # any of AUGMENTATIONS; applied to training batches only
-    patience: int = 5  # early-stopping patience on val loss; 0 switches it off
-    resume: bool = False  # continue an interrupted run from its last finished epoch
-    strict: bool = False  # unreadable images are an error instead of a skipped warning
-    deterministic: bool = True  # same seed and data -> same weights (TF op determinism)
-    model_kwargs: dict = field(default_factory=dict)  # builder options, e.g. {"stem": "keras"}
-    strategy: str = "auto"  # one device, mirrored (local GPUs) or multiworker; auto: mirrored if >1 GPU
-    scale_batch: bool = False  # False: batch_size is the global batch, so results match one device
-    workers: tuple = ()  # multiworker: host:port of every worker, the chief first (or TF_CONFIG)
-    worker_index: int | None = None  # multiworker: this process's place in workers
-    connect_timeout: float = 120.0  # multiworker: seconds to wait for every worker to come up
+    model: str = setting(help="Registered model name: happy, resnet50 (see 'toolkit models').", argument=True)
+    data: str = setting(help="Image folder, course .h5 file or folder, or synthetic:happy|signs (?n=N&seed=S).")
+    out: str = setting(help="Run folder to create (e.g. runs/happy).")
+    # HappyModel reaches 98% on synthetic:happy well within 20
+    epochs: int = setting(20, "Maximum number of epochs.", low=1)
+    batch_size: int = setting(32, "Images per training step.", low=1)  # the seed's; small data, small batches
+    lr: float = setting(1e-3, "Learning rate.", above=0)  # Adam's default
+    optimizer: str = setting("adam", "Optimizer (sgd uses momentum 0.9).", choices=OPTIMIZERS)
+    # one seed drives the split, the weights' init, shuffling and augmentation
+    seed: int = setting(0, "Seed for the split, initial weights, shuffling and augmentation.", low=0)
+    image_size: int | None = setting(None, "Input height and width in pixels (default: the model's, 64).", low=16)
+    val: float = setting(0.15, "Fraction held out for validation (early stopping, best checkpoint).", low=0, below=1)
+    test: float = setting(0.15, "Fraction held out for the final, untouched test.", low=0, below=1)
+    augment: tuple = setting((), "Comma list of augmentations for training batches only.", choices=AUGMENTATIONS)
+    patience: int = setting(5, "Early-stopping patience in epochs (0: off).", low=0)
+    resume: bool = setting(False, "Continue an interrupted run in --out from its last finished epoch.")
+    strict: bool = setting(False, "Unreadable images are an error instead of a skipped warning.")
+    # same seed and data -> same weights; costs little on a CPU
+    deterministic: bool = setting(True, "Reproducible ops (--fast: a little faster, not bit-exact).",
+                                  flag="--deterministic/--fast")
+    model_kwargs: dict = setting({}, "Builder options, e.g. {'stem': 'keras'}.", cli=False)
+    strategy: str = setting("auto", "one: one device; mirrored: every local GPU; multiworker: several machines "
+                            "(--workers or TF_CONFIG); auto: mirrored with more than one GPU, multiworker with "
+                            "--workers, else one.", choices=STRATEGIES)
+    # False: batch_size is the global batch, so results match one device
+    scale_batch: bool = setting(False, "--batch-size is per replica and the learning rate is multiplied by the "
+                                "replica count (linear scaling); default: --batch-size is the global batch.")
+    workers: tuple = setting((), "multiworker: host:port of every worker, the chief first; the same list on "
+                             "every worker.")
+    worker_index: int | None = setting(None, "multiworker: this worker's place in --workers (0 is the chief, "
+                                       "which writes the run folder).", low=0)
+    connect_timeout: float = setting(120.0, "multiworker: seconds to wait for every worker to come up.", above=0)
 
     def __post_init__(self):
-        check_training(self)
+        check(self)
+        if self.val + self.test >= 1:
+            raise SettingError("val", f"val and test must be fractions that sum below 1, got {self.val} and "
+                               f"{self.test}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -63,25 +79,69 @@ class TrainConfig:
         return cls(**d)
 
 
-def check_training(cfg) -> None:
-    """The settings every training config shares (TrainConfig, FinetuneConfig): one-line errors."""
-    check_positive("epochs", cfg.epochs)
-    check_positive("batch_size", cfg.batch_size)
-    if not cfg.lr > 0:
-        raise ToolkitError(f"lr must be > 0, got {cfg.lr}")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ToolkitError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
-    bad = [a for a in cfg.augment if a not in AUGMENTATIONS]
-    if bad:
-        raise ToolkitError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
-    if not (0 <= cfg.val < 1 and 0 <= cfg.test < 1 and cfg.val + cfg.test < 1):
-        raise ToolkitError(f"val and test fractions must be in [0, 1) and sum below 1, got {cfg.val}, {cfg.test}")
-    if cfg.patience < 0:
-        raise ToolkitError(f"patience must be >= 0, got {cfg.patience}")
-    if cfg.strategy not in STRATEGIES:
-        raise ToolkitError(f"strategy must be one of {', '.join(STRATEGIES)}, got {cfg.strategy!r}")
-    if not cfg.connect_timeout > 0:
-        raise ToolkitError(f"connect_timeout must be > 0 seconds, got {cfg.connect_timeout}")
+FREEZE_HELP = ("all: everything but the new head; none; or N: the first N entries of model.layers (input, "
+               "preprocessing, padding, activation and add layers count; see 'toolkit summary MODEL'). Frozen "
+               "BatchNorm runs in inference mode.")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    """A TrainConfig plus where the pretrained weights come from and what of them trains."""
+
+    model: str = setting(help="Registered model name: resnet50, happy, resnet_tiny (the weights must fit it).",
+                         argument=True)
+    # imagenet: Keras' official file, cached in ~/.keras/models
+    weights: str = setting("imagenet", "imagenet (Keras' official ResNet50 file, cached in ~/.keras/models), a "
+                           ".h5/.keras file, or a run folder from 'toolkit train'.")
+    freeze: str = setting("all", FREEZE_HELP)
+    # the base runs once, ever; only the head trains
+    cache_features: bool = setting(False, "Train only the head on penultimate features computed once and cached "
+                                   "on disk (needs --freeze all).")
+    feature_layer: str | None = setting(None, "Cut the pretrained base at this layer (e.g. res2c_out; default: the "
+                                        "penultimate layer). A feature map is flattened. Earlier layers transfer "
+                                        "better to a task unlike the pretraining one.")
+    # BatchNorm stays frozen in stage 2, as Keras' transfer-learning guide advises
+    unfreeze_at: int | None = setting(None, "Stage 2: train layers K.. (BatchNorm stays frozen).", low=0)
+    fine_tune_epochs: int = setting(0, "Epochs of stage 2 (0: one stage only).", low=0)
+    # small, so the pretrained features are nudged, not destroyed
+    fine_tune_lr: float = setting(1e-5, "Learning rate of stage 2.", above=0)
+    # stage 1 (the head) converges fast on pretrained features
+    epochs: int = setting(10, "Maximum epochs of stage 1 (the head).", low=1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (self.freeze in ("all", "none") or str(self.freeze).isdigit()):
+            raise SettingError("freeze", f"must be all, none or a number of layers, got {self.freeze!r}")
+        if (self.fine_tune_epochs > 0) != (self.unfreeze_at is not None):
+            raise SettingError("unfreeze_at", "--unfreeze-at K and --fine-tune-epochs E (> 0) go together: give "
+                               "both or neither")
+        if self.cache_features and (self.freeze != "all" or self.unfreeze_at is not None or self.augment):
+            raise SettingError("cache_features", "trains the head only on fixed features: it needs --freeze all "
+                               "and no --unfreeze-at or --augment")
+
+    def train_settings(self, model_kwargs: dict) -> dict:
+        """The TrainConfig view written as config.json's "train": what Run.splits, evaluate and export read."""
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+        return TrainConfig(**{**d, "augment": tuple(self.augment), "workers": tuple(self.workers),
+                              "model_kwargs": model_kwargs}).to_dict()
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Builder options given on the command line or in a pipeline; they become a config's ``model_kwargs``."""
+
+    stem: str | None = setting(None, "ResNet only: 'seed' (the seed's stem) or 'keras' (Keras Applications' stem, "
+                               "a pad before the max-pool); default: what the weights imply, else seed.",
+                               choices=("seed", "keras"))
+    preprocess: str | None = setting(None, "Override the preprocessing the weights imply.",
+                                     choices=("scale", "imagenet"))
+
+    def __post_init__(self):
+        check(self)
+
+    def as_kwargs(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v}
 
 
 def same_run(saved: dict, given: dict) -> str | None:
@@ -90,8 +150,3 @@ def same_run(saved: dict, given: dict) -> str | None:
         if key not in DEPLOYMENT and saved.get(key) != given.get(key):
             return f"{key}={given.get(key)!r} (run: {saved.get(key)!r})"
     return None
-
-
-def check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ToolkitError(f"{name} must be a positive integer, got {value!r}")

@@ -15,23 +15,29 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
+from toolkit.settings import INT, check, setting
 
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    folder: str  # an export folder written by `toolkit export`
-    threads: tuple = (1, 0)  # 1 is a proxy for one Pi core; 0 means every core this process may use
-    batches: tuple = (1, 32)  # batch 1 gives the latency percentiles; larger batches the throughput
-    data: str | None = None  # score on this data instead of the source run's test split
-    repeats: int = 50  # batch-1 calls per file and thread count (after warm-up)
-    min_seconds: float = 1.0  # and at least this long, so fast files get stable percentiles
-    keras: bool = True  # time the float Keras baseline (a TensorFlow child process per thread count)
+    folder: str = setting(help="An export folder written by 'toolkit export'.", argument=True)
+    # 1 is a proxy for one Pi core
+    threads: tuple = setting((1, "all"), "onnxruntime thread counts (comma list); all = every core this process "
+                             "may use.", item=INT, low=1, every="all")
+    # batch 1 gives the latency percentiles; larger batches the throughput
+    batch_size: tuple = setting((1, 32), "Batch sizes (comma list): 1 for latency, larger ones for throughput.",
+                                item=INT, low=1, aliases=("--batch",), toml_aliases=("batch",))
+    data: str | None = setting(None, "Score every image of this data (folder, .h5, synthetic:NAME) instead of the "
+                               "source run's test split.")
+    repeats: int = setting(50, "Batch-1 calls per file and thread count (after warm-up).", low=1)
+    # and at least this long, so fast files get stable percentiles
+    min_seconds: float = setting(1.0, "Shortest time each measurement runs.", above=0, cli=False)
+    # a TensorFlow child process per thread count
+    keras: bool = setting(True, "Include the float Keras model (a TensorFlow child process) as the baseline.",
+                          flag="--keras/--no-keras")
 
     def __post_init__(self):
-        if not self.threads or any(not isinstance(t, int) or t < 0 for t in self.threads):
-            raise ToolkitError(f"--threads must be non-negative integers (0 = all cores), got {self.threads}")
-        if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
-            raise ToolkitError(f"--batch must be positive integers, got {self.batches}")
+        check(self)
 
 
 def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None) -> dict:
@@ -51,7 +57,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     manifest = load_manifest(folder)
     features = cpu_features()
     log(describe(features))
-    threads = tuple(dict.fromkeys(t or cpu_count() for t in config.threads))
+    threads = tuple(dict.fromkeys(cpu_count() if t == "all" else t for t in config.threads))
     x, y, data_desc = _test_data(folder, manifest, config.data)
     keras_file = _keras_file(folder, manifest)
     rows, reference = [], None
@@ -60,7 +66,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
 
         for t in threads:
             log(f"keras baseline, {t} thread(s) ...")
-            res = run_in_child(str(keras_file), x, t, config.batches, config.repeats, config.min_seconds)
+            res = run_in_child(str(keras_file), x, t, config.batch_size, config.repeats, config.min_seconds)
             reference = res["probs"]
             rows.append(
                 _row(
@@ -89,7 +95,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
             if probs is None:
                 probs = predict(runner, x)
             lat = time_latency(runner, x, config.repeats, config.min_seconds)
-            thr = time_batches(runner, x, [b for b in config.batches if b > 1], config.min_seconds)
+            thr = time_batches(runner, x, [b for b in config.batch_size if b > 1], config.min_seconds)
             rows.append(
                 _row(
                     name,
@@ -115,7 +121,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
         "n": int(len(y)),
         "cpu": features,
         "threads": list(threads),
-        "batches": list(config.batches),
+        "batches": list(config.batch_size),
         "rows": rows,
     }
     write_reports(folder, result)

@@ -21,6 +21,7 @@ app = typer.Typer(
     help="Train, quantize, export and serve small image classifiers, from photos to a door camera.",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # sub-commands inherit it
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("error: aborted", err=True)
         return 130
     except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `toolkit`, `toolkit door`: help is the answer, not an error
+            typer.echo(exc.ctx.get_help())
+            return 0
         ctx = getattr(exc, "ctx", None)
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         typer.echo(f"error: {exc.format_message()}{where}", err=True)

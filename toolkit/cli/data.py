@@ -16,12 +16,18 @@ app.add_typer(data_app, name="data")
 def synth(
     name: str = typer.Argument(..., help="Synthetic task: happy or signs."),
     out: Path = typer.Option(..., "--out", help="Folder to create; gets one sub-folder per class."),
-    n: int = typer.Option(None, "--n", help="Number of images (default: 600 for happy, 1080 for signs)."),
+    count: int = typer.Option(None, "--count", min=1, help="Number of images (default: 600 happy, 1080 signs)."),
     seed: int = typer.Option(0, "--seed", help="Generator seed; the same seed draws the same images."),
-    size: int = typer.Option(64, "--size", help="Image height and width in pixels."),
+    image_size: int = typer.Option(64, "--image-size", min=16, help="Image height and width in pixels."),
+    n: int = typer.Option(None, "--n", hidden=True),  # old spelling of --count
+    size: int = typer.Option(None, "--size", hidden=True),  # old spelling of --image-size
 ) -> None:
     """Write a synthetic set as an image folder OUT/<label>/<index>.png."""
+    from toolkit.cli.options import deprecated
     from toolkit.data.export import write_image_folder
+
+    n = deprecated("--n", "--count", n, count)
+    size = deprecated("--size", "--image-size", size, image_size)
 
     query = f"?seed={seed}" + (f"&n={n}" if n is not None else "")
     count = write_image_folder(f"synthetic:{name}{query}", out, size)
@@ -31,12 +37,17 @@ def synth(
 @data_app.command("inspect")
 def inspect(
     spec: str = typer.Argument(..., help="Image folder, .h5 file or synthetic:NAME, optionally ?n=N&seed=S."),
-    size: int = typer.Option(64, "--size", help="Image height and width the loader resizes to."),
+    image_size: int = typer.Option(64, "--image-size", min=16, help="Image height and width the loader resizes to."),
     grid: Path = typer.Option(None, "--grid", help="Also write a PNG grid of samples per class here."),
     strict: bool = typer.Option(False, "--strict", help="Fail on unreadable files instead of skipping them."),
+    size: int = typer.Option(None, "--size", hidden=True),  # old spelling of --image-size
 ) -> None:
     """Print counts per class, image sizes and modes, duplicates, label conflicts and skipped files."""
     import logging
+
+    from toolkit.cli.options import deprecated
+
+    size = deprecated("--size", "--image-size", size, image_size)
 
     from toolkit.data import load_data
 

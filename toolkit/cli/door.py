@@ -7,6 +7,7 @@ commands so ``toolkit door --help`` answers at once.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -15,6 +16,8 @@ from toolkit.cli import app
 door_app = typer.Typer(help="Serve an exported model and run the door camera (TensorFlow-free).", no_args_is_help=True)
 app.add_typer(door_app, name="door")
 
+Detector = Literal["none", "haar"]
+_DETECTOR = typer.Option("none", "--detector", help="haar: crop the largest face first (no face, no vote).")
 _MODEL = typer.Option(..., "--model", help="Export folder with manifest.json (written by 'toolkit export').")
 _FILE = typer.Option(None, "--file", help="ONNX file in the folder (default: the manifest's 'serve' file).")
 _THREADS = typer.Option(1, "--threads", min=1, help="onnxruntime intra-op threads.")
@@ -115,9 +118,12 @@ def run(
     relay: str = typer.Option("log", "--relay", help="'log' (dry run) or 'gpio'."),
     relay_pin: int = typer.Option(17, "--relay-pin", help="BCM pin of the relay driver."),
     active_low: bool = typer.Option(False, "--active-low", help="The relay board energises on a low pin."),
-    face: str = typer.Option("none", "--face", help="'haar' crops the largest face first; no face, no vote."),
-    k: int = typer.Option(3, "--k", min=1, help="Happy frames needed..."),
-    n: int = typer.Option(5, "--n", min=1, help="...among the last N frames."),
+    detector: Detector = _DETECTOR,
+    votes: int = typer.Option(3, "--votes", min=1, help="Frames at or above the threshold needed to open..."),
+    window: int = typer.Option(5, "--window", min=1, help="...among the last WINDOW frames."),
+    face: Detector = typer.Option(None, "--face", hidden=True),  # old spelling of --detector
+    k: int = typer.Option(None, "--k", min=1, hidden=True),  # old spelling of --votes
+    n: int = typer.Option(None, "--n", min=1, hidden=True),  # old spelling of --window
     threshold: float = _THRESHOLD,
     open_seconds: float = typer.Option(3.0, "--open-seconds", min=0.1, help="How long the door stays unlocked."),
     cooldown: float = typer.Option(5.0, "--cooldown", min=0.0, help="Locked time after each opening."),
@@ -146,22 +152,25 @@ def run(
     quiet: bool = _QUIET,
 ) -> None:
     """Run the door: camera -> (face) -> model -> k-of-n -> relay. Fails closed on any doubt."""
+    from toolkit.cli.options import deprecated
     from toolkit.errors import ToolkitError
     from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig
     from toolkit.runtime.service import run_door
 
     _logging(quiet)
+    votes, window = deprecated("--k", "--votes", k, votes), deprecated("--n", "--window", n, window)
+    detector = deprecated("--face", "--detector", face, detector)
     try:
-        policy = PolicyConfig(k, n, threshold, open_seconds, cooldown, stale)
+        policy = PolicyConfig(votes, window, threshold, open_seconds, cooldown, stale)
     except ValueError as exc:
-        raise ToolkitError(f"--k/--n/--open-seconds: {exc}") from exc
+        raise ToolkitError(f"--votes/--window/--open-seconds: {exc}") from exc
     door = DoorConfig(
         camera=camera,
         policy=policy,
         relay=relay,
         relay_pin=relay_pin,
         active_high=not active_low,
-        face=face,
+        face=detector,
         fps=fps,
         event_log=event_log,
         snapshots=snapshots,
@@ -185,13 +194,16 @@ def collect(
     out: Path = typer.Option(..., "--out", help="Dataset folder; photos go to OUT/LABEL/."),
     every: float = typer.Option(1.0, "--every", min=0.0, help="Seconds between photos."),
     count: int = typer.Option(0, "--count", min=0, help="Stop after this many photos (0 = until Ctrl-C)."),
-    face: str = typer.Option("none", "--face", help="'haar' saves face crops, as the door sees them."),
+    detector: Detector = _DETECTOR,
+    face: Detector = typer.Option(None, "--face", hidden=True),  # old spelling of --detector
 ) -> None:
     """Capture labelled photos from the door camera into an image folder for training."""
+    from toolkit.cli.options import deprecated
     from toolkit.runtime.collect import collect as run_collect
     from toolkit.runtime.config import CollectConfig
 
-    saved = run_collect(CollectConfig(camera, label, out, every, count, face), on_save=lambda p: typer.echo(p))
+    config = CollectConfig(camera, label, out, every, count, deprecated("--face", "--detector", face, detector))
+    saved = run_collect(config, on_save=lambda p: typer.echo(p))
     typer.echo(f"saved {len(saved)} photos in {out / label}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -12,18 +13,20 @@ from toolkit.cli import app
 @app.command()
 def summary(
     model: str = typer.Argument(..., help="Registered model name (see 'toolkit models')."),
-    input: int = typer.Option(64, "--input", help="Input height and width in pixels."),
+    image_size: int = typer.Option(64, "--image-size", min=16, help="Input height and width in pixels."),
     classes: int = typer.Option(2, "--classes", help="Number of classes of the head."),
-    stem: str = typer.Option(None, "--stem", help="ResNet only: 'seed' (default) or 'keras'."),
+    stem: Literal["seed", "keras"] = typer.Option(None, "--stem", help="ResNet only: 'seed' (default) or 'keras'."),
     plot: Path = typer.Option(None, "--plot", help="Also draw the graph to this PNG (needs graphviz)."),
+    input: int = typer.Option(None, "--input", hidden=True),  # old spelling of --image-size
 ) -> None:
     """Print the layer table with parameter counts and multiply-accumulates (MACs)."""
+    from toolkit.cli.options import deprecated
     from toolkit.errors import ToolkitError
     from toolkit.models import build_model
     from toolkit.models.summary import format_summary
 
     kwargs = {"stem": stem} if stem else {}
-    net = build_model(model, input, classes, **kwargs)
+    net = build_model(model, deprecated("--input", "--image-size", input, image_size), classes, **kwargs)
     typer.echo(format_summary(net))
     if plot:
         from toolkit._keras import keras

@@ -35,14 +35,17 @@ def run(
     file: Path = typer.Argument(..., help="A pipeline file, e.g. pipelines/happy.toml."),
     data: str = typer.Option(None, "--data", help=DATA_HELP),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    work: Path = typer.Option(Path("runs/pipelines"), "--work", help="Where training runs and step state go."),
+    out: Path = typer.Option(Path("runs/pipelines"), "--out", help="Where training runs and step state go."),
+    work: Path = typer.Option(None, "--work", hidden=True),  # the old spelling of --out
 ) -> None:
     """Run every step; steps whose inputs did not change since the last run are skipped."""
+    from toolkit.cli.options import deprecated
     from toolkit.pipeline import load_pipeline
     from toolkit.pipeline.run import run_pipeline
 
+    out = deprecated("--work", "--out", work, out)
     p = load_pipeline(file, data=data, sets=set_)
-    outputs = run_pipeline(p, work_root=work)
+    outputs = run_pipeline(p, work_root=out)
     if "export" not in outputs:  # a multiworker worker other than the chief
         typer.echo("worker done: the chief holds the training run, the export and the report")
         return

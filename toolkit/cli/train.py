@@ -2,70 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import typer
 
 from toolkit.cli import app
+from toolkit.cli.options import config_command
+from toolkit.config import ModelOptions, TrainConfig
 
 
-def split_list(value: str | None) -> tuple:
-    """'flip,pca' -> ('flip', 'pca'); empty or None -> ()."""
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
-
-
-# The distribution options, shared by train and finetune.
-STRATEGY_HELP = ("one: one device; mirrored: every local GPU; multiworker: several machines (--workers or "
-                 "TF_CONFIG); auto: mirrored with more than one GPU, multiworker with --workers, else one.")
-WORKERS_HELP = "multiworker: host:port of every worker, the chief first; the same list on every worker."
-INDEX_HELP = "multiworker: this worker's place in --workers (0 is the chief, which writes the run folder)."
-SCALE_HELP = ("--batch-size is per replica and the learning rate is multiplied by the replica count (linear "
-              "scaling); default: --batch-size is the global batch and --lr is used as given.")
-TIMEOUT_HELP = "multiworker: seconds to wait for every worker to come up before failing."
-
-
-def distribution_options(strategy, workers, worker_index, scale_batch, connect_timeout) -> dict:
-    return dict(strategy=strategy, workers=split_list(workers), worker_index=worker_index, scale_batch=scale_batch,
-                connect_timeout=connect_timeout)
-
-
-@app.command()
-def train(
-    model: str = typer.Argument(..., help="Registered model name: happy, resnet50 (see 'toolkit models')."),
-    data: str = typer.Option(..., "--data", help="Image folder, course .h5 file/folder, or synthetic:happy|signs."),
-    out: Path = typer.Option(..., "--out", help="Run folder to create (e.g. runs/happy)."),
-    epochs: int = typer.Option(20, help="Maximum number of epochs."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
-    optimizer: str = typer.Option("adam", help="adam, sgd (momentum 0.9) or rmsprop."),
-    seed: int = typer.Option(0, help="Seed for the split, initial weights, shuffling and augmentation."),
-    image_size: int = typer.Option(None, "--image-size", help="Input size in pixels (default: the model's, 64)."),
-    val: float = typer.Option(0.15, help="Fraction held out for validation (early stopping, best checkpoint)."),
-    test: float = typer.Option(0.15, help="Fraction held out for the final test."),
-    augment: str = typer.Option("", help="Comma list of: flip, rotate, zoom, shear, color, pca."),
-    patience: int = typer.Option(5, help="Early-stopping patience in epochs (0: off)."),
-    stem: str = typer.Option(None, help="ResNet only: 'seed' (default) or 'keras' (Keras Applications' stem)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error, not a warning."),
-    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Reproducible ops (a little slower)."),
-    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
-    workers: str = typer.Option(None, "--workers", help=WORKERS_HELP),
-    worker_index: int = typer.Option(None, "--worker-index", help=INDEX_HELP),
-    scale_batch: bool = typer.Option(False, "--scale-batch", help=SCALE_HELP),
-    connect_timeout: float = typer.Option(120.0, "--connect-timeout", help=TIMEOUT_HELP),
-) -> None:
+@config_command(app, TrainConfig, ModelOptions, skip=("preprocess",))
+def train(config: TrainConfig, build: ModelOptions) -> None:
     """Train a model from scratch and write a run folder (model, config, history, metrics, plots)."""
-    from toolkit.config import TrainConfig
     from toolkit.train.fit import train as train_fn
 
-    config = TrainConfig(
-        model=model, data=data, out=str(out), epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-        seed=seed, image_size=image_size, val=val, test=test, augment=split_list(augment), patience=patience,
-        resume=resume, strict=strict, deterministic=deterministic, model_kwargs={"stem": stem} if stem else {},
-        **distribution_options(strategy, workers, worker_index, scale_batch, connect_timeout),
-    )
-    run = train_fn(config)
+    run = train_fn(dataclasses.replace(config, model_kwargs=build.as_kwargs()))
     _print_result(run.path if run is not None else None)
 
 
@@ -118,47 +71,3 @@ def predict(
 
     for row in predict_fn(source, [str(p) for p in images]):
         typer.echo(f"{row['image']}\t{row['label']}\t{row['probability']:.4f}")
-
-
-@app.command("train-benchmark")
-def train_benchmark(
-    model: str = typer.Argument("resnet50", help="Registered model name."),
-    data: str = typer.Option("synthetic:signs", "--data", help="Data spec to train on."),
-    epochs: int = typer.Option(3, help="Epochs per side; the fastest after the first (graph tracing) is compared."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    image_size: int = typer.Option(None, "--image-size"),
-    deterministic: bool = typer.Option(True, "--deterministic/--fast", help="Op determinism (both sides)."),
-    rounds: int = typer.Option(1, "--rounds", min=1,
-                               help="Repeat both sides, alternating which goes first; epochs are pooled."),
-) -> None:
-    """Seconds per epoch of 'toolkit train' against plain model.fit on the same numpy arrays, epochs interleaved."""
-    from toolkit.train.bench import benchmark_training
-
-    r = benchmark_training(model, data, epochs=epochs, batch_size=batch_size, image_size=image_size,
-                           deterministic=deterministic, rounds=rounds)
-    typer.echo(f"{r['model']} on {r['data']}: {r['train_images']} training + {r['val_images']} validation images, "
-               f"batch {r['batch_size']}, deterministic={r['deterministic']}, {r['rounds']} round(s)")
-    typer.echo(f"{'round':>5} {'epoch':>5} {'toolkit train s':>16} {'plain fit s':>12}")
-    for n, (ta, tb) in enumerate(zip(r["toolkit_epoch_s"], r["plain_fit_epoch_s"]), start=1):
-        for i, (a, b) in enumerate(zip(ta, tb), start=1):
-            typer.echo(f"{n:>5} {i:>5} {a:>16.2f} {b:>12.2f}")
-    low, high = r["paired_ratio_95"]
-    typer.echo(f"ratio toolkit/plain, epochs after each run's first: fastest {r['ratio']:.3f}, "
-               f"median {r['median_ratio']:.3f}, paired {r['paired_ratio']:.3f} "
-               f"(95 % interval {low:.3f}-{high:.3f})  (<= 1: no slower)")
-
-
-@app.command("scaling-benchmark")
-def scaling_benchmark(
-    model: str = typer.Argument("happy", help="Registered model name."),
-    data: str = typer.Option("synthetic:happy?n=1000", "--data", help="Data spec (decoded once, shared by all)."),
-    workers: int = typer.Option(2, "--workers", help="Worker processes of the multiworker side (on 127.0.0.1)."),
-    epochs: int = typer.Option(4, help="Epochs per side; the first traces graphs and is not timed."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Global batch, the same on both sides."),
-    image_size: int = typer.Option(64, "--image-size"),
-) -> None:
-    """Training images/s of one process against --workers multiworker processes on this machine."""
-    from toolkit.train.scale_bench import benchmark_scaling, format_scaling
-
-    typer.echo(format_scaling(benchmark_scaling(model, data, workers=workers, epochs=epochs, batch_size=batch_size,
-                                                image_size=image_size)))

@@ -1,10 +1,11 @@
-"""ExportConfig: one field per ``toolkit export`` flag, with the reason for each default."""
+"""ExportConfig: the settings of ``toolkit export`` and a pipeline's ``[export]``, declared once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from toolkit.errors import ToolkitError
+from toolkit.settings import SettingError, check, setting
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8", "qat")
@@ -13,51 +14,39 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 @dataclass(frozen=True)
 class ExportConfig:
-    source: str  # a run folder (brings labels, splits and training data) or a .keras/.h5 model file
-    out: str  # the export folder; written to a temp dir and renamed, so it is complete or absent
-    formats: tuple = FORMATS  # "all" on the command line; one file per format x quantization
-    quantize: tuple = ("none",)  # several at once so one folder holds float and int8 files side by side
-    data: str | None = None  # validate/calibrate on this data instead of the run's splits (required for model files)
-    calibration: int = 300  # representative images from the train split: enough for stable min/max
-    calibration_method: str = "minmax"  # ORT static int8; entropy/percentile clip outliers, cost more time
-    uint8_io: bool = False  # int8 TFLite only: uint8 in/out, so a camera frame goes in without a cast
-    qat_epochs: int = 2  # quantization-aware fine-tuning is short: it starts from the trained float model
-    qat_lr: float = 1e-4  # a tenth of Adam's default: nudge the weights, don't retrain
-    max_drop: float = 1.0  # accuracy points a file may lose against the float model before export fails
-    target_far: float = 0.01  # binary tasks: the threshold admits at most this false-accept rate
-    opset: int = 17  # ORT 1.17+ and the Pi's onnxruntime wheels all run opset 17
-    overwrite: bool = False  # replace an existing export folder (atomically) instead of refusing
-    seed: int = 0  # calibration subset and the split of a bare --data spec
+    source: str = setting(help="A run folder (from 'toolkit train'), or a .keras/.h5 model file (then give --data).",
+                          argument=True)
+    # written to a temp dir and renamed, so it is complete or absent
+    out: str = setting(help="Export folder to create, e.g. exported/happy.")
+    formats: tuple = setting(FORMATS, "File formats (comma list); one file per format x quantization.",
+                             choices=FORMATS, every="all", flag="--format")
+    # several at once, so one folder holds float and int8 files side by side
+    quantize: tuple = setting(("none",), "Quantizations (comma list); each file is validated against the float "
+                              "model.", choices=QUANTIZATIONS, every="all")
+    data: str | None = setting(None, "Validate and calibrate on this data instead of the run's splits (required "
+                               "for model files).")
+    # enough representative images for stable min/max ranges
+    calibration: int = setting(300, "Training images used to calibrate int8 ranges.", low=1)
+    # entropy/percentile clip outliers and cost more time
+    calibration_method: str = setting("minmax", "How ONNX int8 ranges are chosen.", choices=CALIBRATION_METHODS)
+    # a camera frame then goes in without a cast
+    uint8_io: bool = setting(False, "int8 TFLite files with uint8 input/output tensors.")
+    # short: it starts from the trained float model
+    qat_epochs: int = setting(2, "Quantization-aware fine-tuning epochs.", low=1)
+    qat_lr: float = setting(1e-4, "Learning rate of the QAT fine-tuning (a tenth of Adam's default).", above=0)
+    max_drop: float = setting(1.0, "Accuracy points a file may lose against the float model before the export "
+                              "fails.", low=0, high=100)
+    target_far: float = setting(0.01, "Binary tasks: the false-accept rate the door's threshold allows.", low=0,
+                                below=1)
+    opset: int = setting(17, "ONNX opset (ORT 1.17+ and the Pi's onnxruntime wheels all run 17).", low=17)
+    overwrite: bool = setting(False, "Replace an existing export folder (atomically) instead of refusing.")
+    seed: int = setting(0, "Seed of the calibration sample and of a bare --data spec's split.", low=0)
 
     def __post_init__(self):
-        bad = [f for f in self.formats if f not in FORMATS]
-        if bad or not self.formats:
-            raise ToolkitError(
-                f"--format: unknown format {bad[0] if bad else ''!r}; choose from {', '.join(FORMATS)} or all"
-            )
-        bad = [q for q in self.quantize if q not in QUANTIZATIONS]
-        if bad or not self.quantize:
-            raise ToolkitError(
-                f"--quantize: unknown quantization {bad[0] if bad else ''!r}; choose from {', '.join(QUANTIZATIONS)}"
-            )
-        if self.calibration_method not in CALIBRATION_METHODS:
-            raise ToolkitError(
-                f"--calibration-method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.calibration_method!r}"
-            )
+        check(self)
         if self.uint8_io and not ("tflite" in self.formats and {"int8", "qat"} & set(self.quantize)):
-            raise ToolkitError(
-                "--uint8-io applies only to int8 TFLite files: add --format tflite --quantize int8 (or qat)"
-            )
-        if not isinstance(self.calibration, int) or self.calibration < 1:
-            raise ToolkitError(f"--calibration must be a positive number of images, got {self.calibration!r}")
-        if not isinstance(self.qat_epochs, int) or self.qat_epochs < 1:
-            raise ToolkitError(f"--qat-epochs must be a positive integer, got {self.qat_epochs!r}")
-        if not 0 <= self.max_drop <= 100:
-            raise ToolkitError(f"--max-drop is in accuracy points (0-100), got {self.max_drop}")
-        if not 0 <= self.target_far < 1:
-            raise ToolkitError(f"--target-far must be in [0, 1), got {self.target_far}")
-        if self.opset < 17:
-            raise ToolkitError(f"--opset must be >= 17, got {self.opset}")
+            raise SettingError("uint8_io", "applies only to int8 TFLite files: add --format tflite --quantize int8 "
+                               "(or qat)")
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

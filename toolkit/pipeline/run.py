@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.pipeline.spec import Pipeline
+from toolkit.pipeline.spec import SECTIONS, Pipeline
 
 log = logging.getLogger("toolkit.pipeline")
 STATE = "state.json"
@@ -53,24 +53,10 @@ def _multiworker(p: Pipeline) -> bool:
 
 def _train_config(p: Pipeline, out: Path, *, section: str, weights: str | None, resume: bool | None = None):
     """The TrainConfig or FinetuneConfig a step's settings describe (the CLI builds the same objects)."""
-    d, t = p.section("data"), p.section(section)
-    common = dict(data=t.get("data") or d["spec"], out=str(out), epochs=t["epochs"], batch_size=t["batch_size"],
-                  lr=t["lr"], seed=d["seed"], image_size=d["image_size"], val=d["val"], test=d["test"],
-                  augment=tuple(t["augment"]), patience=t["patience"], strict=d["strict"],
-                  resume=(out / "config.json").is_file() if resume is None else resume,
-                  strategy=t["strategy"], scale_batch=t["scale_batch"])
-    if section == "pretrain" or t["mode"] == "scratch":
-        from toolkit.config import TrainConfig
+    from toolkit.pipeline.spec import train_config
 
-        kwargs = {"stem": t["stem"]} if t.get("stem") else {}
-        return TrainConfig(model=t["model"], optimizer=t.get("optimizer", "adam"), model_kwargs=kwargs, **common)
-    from toolkit.train.finetune import FinetuneConfig
-
-    return FinetuneConfig(model=t["model"], weights=weights, freeze=str(t["freeze"]),
-                          cache_features=t["mode"] == "cached", feature_layer=t["feature_layer"],
-                          unfreeze_at=t["unfreeze_at"],
-                          fine_tune_epochs=t["fine_tune_epochs"], fine_tune_lr=t["fine_tune_lr"],
-                          optimizer=t["optimizer"], model_kwargs={"stem": t["stem"]} if t["stem"] else {}, **common)
+    return train_config(p.settings, section, out=str(out), weights=weights,
+                        resume=(out / "config.json").is_file() if resume is None else resume)
 
 
 class _State:
@@ -161,11 +147,9 @@ def run_pipeline(p: Pipeline, *, work_root: str | Path = "runs/pipelines") -> di
         from toolkit.export.config import ExportConfig
 
         t0 = time.perf_counter()
-        export(ExportConfig(source=str(outputs["train"]), out=str(export_out), formats=tuple(e["formats"]),
-                            quantize=tuple(e["quantize"]), calibration=e["calibration"],
-                            calibration_method=e["calibration_method"], uint8_io=e["uint8_io"],
-                            qat_epochs=e["qat_epochs"], max_drop=e["max_drop"], target_far=e["target_far"],
-                            overwrite=True, seed=p.section("data")["seed"]),
+        fields = {f: e[k] for k, (_, f) in SECTIONS["export"].items()}
+        export(ExportConfig(source=str(outputs["train"]), **{**fields, "out": str(export_out)}, overwrite=True,
+                            seed=p.section("data")["seed"]),
                log=lambda msg: log.info("export: %s", msg))
         state.record("export", export_key, export_out / "manifest.json", time.perf_counter() - t0)
     outputs["export"] = export_out
@@ -179,8 +163,8 @@ def run_pipeline(p: Pipeline, *, work_root: str | Path = "runs/pipelines") -> di
             from toolkit.bench.inference import BenchmarkConfig, benchmark
 
             t0 = time.perf_counter()
-            benchmark(BenchmarkConfig(folder=str(export_out), threads=tuple(b["threads"]), batches=tuple(b["batch"]),
-                                      repeats=b["repeats"], keras=b["keras"]),
+            fields = {f: b[k] for k, (cls, f) in SECTIONS["benchmark"].items() if cls is BenchmarkConfig}
+            benchmark(BenchmarkConfig(folder=str(export_out), **fields),
                       log=lambda msg: log.info("benchmark: %s", msg))
             state.record("benchmark", bench_key, export_out / "benchmark.json", time.perf_counter() - t0)
     if p.section("report")["enabled"]:

@@ -1,67 +1,87 @@
 """Pipeline files: a declarative TOML list of steps and their settings, validated before any work.
 
 A pipeline holds no logic: each section becomes the config of one library function (the same one
-the matching CLI command calls). Every problem in the file is reported at once, one line each,
-naming the key.
+the matching CLI command calls), and each key is a field of that config, declared once (see
+:mod:`toolkit.settings`). Every problem in the file is reported at once, one line each, naming the key.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import tomllib
 
-from toolkit.config import STRATEGIES
+from toolkit import settings as S
+from toolkit.bench.inference import BenchmarkConfig
+from toolkit.config import FinetuneConfig, ModelOptions, TrainConfig
 from toolkit.errors import ToolkitError
+from toolkit.export.config import ExportConfig
+from toolkit.settings import setting
+
+log = logging.getLogger("toolkit.pipeline")
 
 MODES = ("scratch", "freeze", "cached")
-_INT, _FLOAT, _STR, _BOOL, _LIST = "integer", "number", "string", "boolean", "list"
 
 
-def _k(kind, default=None, choices=None, required=False, low=None, above=None):
-    """One key's rule: its kind, default, allowed values, and bounds (``low`` <= value, ``above`` < value)."""
-    return {"kind": kind, "default": default, "choices": choices, "required": required, "low": low, "above": above}
+@dataclass(frozen=True)
+class PipelineInfo:
+    name: str | None = setting(None, "The pipeline's name (default: the file's name); names its runs and export.")
+    description: str = setting("", "One line for the report.")
 
 
-# section -> key -> rule. Defaults match the CLI commands' defaults.
-SCHEMA: dict[str, dict[str, dict]] = {
-    "pipeline": {"name": _k(_STR), "description": _k(_STR, "")},
-    "data": {
-        "spec": _k(_STR, required=True), "image_size": _k(_INT, 64), "seed": _k(_INT, 0, low=0),
-        "val": _k(_FLOAT, 0.15, low=0), "test": _k(_FLOAT, 0.15, low=0), "strict": _k(_BOOL, False),
-    },
-    "pretrain": {  # optional: train a source model first, then transfer from it ("weights = 'pretrain'")
-        "model": _k(_STR, required=True), "data": _k(_STR, required=True), "epochs": _k(_INT, 10, low=1),
-        "batch_size": _k(_INT, 32, low=1), "lr": _k(_FLOAT, 1e-3, above=0), "augment": _k(_LIST, []),
-        "patience": _k(_INT, 5, low=0), "strategy": _k(_STR, "auto", STRATEGIES), "scale_batch": _k(_BOOL, False),
-    },
-    "train": {
-        "mode": _k(_STR, "scratch", MODES), "model": _k(_STR, required=True), "epochs": _k(_INT, 20, low=1),
-        "batch_size": _k(_INT, 32, low=1), "lr": _k(_FLOAT, 1e-3, above=0),
-        "optimizer": _k(_STR, "adam", ("adam", "sgd", "rmsprop")), "augment": _k(_LIST, []),
-        "patience": _k(_INT, 5, low=0), "stem": _k(_STR, None, ("seed", "keras")), "weights": _k(_STR, None),
-        "freeze": _k(_STR, "all"), "unfreeze_at": _k(_INT, None, low=0), "fine_tune_epochs": _k(_INT, 0, low=0),
-        "fine_tune_lr": _k(_FLOAT, 1e-5, above=0), "feature_layer": _k(_STR, None),
-        # multiworker takes its cluster from TF_CONFIG; the chief alone then exports, benchmarks and reports
-        "strategy": _k(_STR, "auto", STRATEGIES), "scale_batch": _k(_BOOL, False),
-    },
-    "export": {
-        "formats": _k(_LIST, ["onnx", "tflite"]), "quantize": _k(_LIST, ["none", "int8"]),
-        "calibration": _k(_INT, 300, low=1),
-        "calibration_method": _k(_STR, "minmax", ("minmax", "entropy", "percentile")),
-        "max_drop": _k(_FLOAT, 1.0, low=0), "target_far": _k(_FLOAT, 0.01, low=0), "qat_epochs": _k(_INT, 2, low=1),
-        "uint8_io": _k(_BOOL, False), "out": _k(_STR, None),
-    },
-    "benchmark": {
-        "enabled": _k(_BOOL, True), "threads": _k(_LIST, [1, 0]), "batch": _k(_LIST, [1, 32]),
-        "repeats": _k(_INT, 50, low=1), "keras": _k(_BOOL, True),
-    },
-    "report": {"enabled": _k(_BOOL, True)},
+@dataclass(frozen=True)
+class StepOptions:
+    mode: str = setting("scratch", "scratch: from random weights; freeze: pretrained weights with frozen layers; "
+                        "cached: a head on cached features of the pretrained base.", choices=MODES)
+    enabled: bool = setting(True, "Run this step.")
+
+
+def _keys(cls, *names: str) -> dict[str, tuple[type, str]]:
+    return {n: (cls, n) for n in names}
+
+
+# section -> TOML key -> (the config class that declares it, its field). Help, kind, default, choices
+# and bounds all come from that declaration; nothing about a key is written twice.
+SECTIONS: dict[str, dict[str, tuple[type, str]]] = {
+    "pipeline": _keys(PipelineInfo, "name", "description"),
+    "data": {"spec": (TrainConfig, "data"), **_keys(TrainConfig, "image_size", "seed", "val", "test", "strict")},
+    "pretrain": _keys(TrainConfig, "model", "data", "epochs", "batch_size", "lr", "optimizer", "augment", "patience",
+                      "strategy", "scale_batch"),  # train a source model first ("weights = 'pretrain'")
+    "train": {**_keys(StepOptions, "mode"),
+              **_keys(FinetuneConfig, "model", "epochs", "batch_size", "lr", "optimizer", "augment", "patience",
+                      "weights", "freeze", "unfreeze_at", "fine_tune_epochs", "fine_tune_lr", "feature_layer",
+                      "strategy", "scale_batch"),
+              **_keys(ModelOptions, "stem")},
+    "export": _keys(ExportConfig, "formats", "quantize", "calibration", "calibration_method", "max_drop",
+                    "target_far", "qat_epochs", "qat_lr", "uint8_io", "opset", "out"),
+    "benchmark": {**_keys(StepOptions, "enabled"),
+                  **_keys(BenchmarkConfig, "threads", "batch_size", "repeats", "keras")},
+    "report": _keys(StepOptions, "enabled"),
 }
+REQUIRED = {"data": ("spec",), "pretrain": ("model", "data"), "train": ("model",)}
 REQUIRED_SECTIONS = ("data", "train")
+OPTIONAL_SECTIONS = ("pretrain",)  # absent: the step does not run (other sections get their defaults)
+# Step settings that only apply to some training modes.
+TRANSFER_ONLY = ("weights", "unfreeze_at", "feature_layer")
+
+
+def _rule(section: str, key: str) -> dict:
+    cls, name = SECTIONS[section][key]
+    f = S.fields_of(cls)[name]
+    m = S.meta(f)
+    kind, _ = S.kind_of(cls, name)
+    default = S.default_of(f)
+    return {"kind": kind, "default": None if default is dataclasses.MISSING else default, "choices": m["choices"],
+            "required": key in REQUIRED.get(section, ()), "low": m["low"], "above": m["above"], "high": m["high"],
+            "below": m["below"], "help": m["help"], "aliases": m["toml_aliases"]}
+
+
+# The derived schema, for tests and docs: section -> key -> rule.
+SCHEMA: dict[str, dict[str, dict]] = {s: {k: _rule(s, k) for k in keys} for s, keys in SECTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -78,79 +98,53 @@ class Pipeline:
         return "pretrain" in self.settings
 
 
-def _article(kind: str) -> str:
-    return ("an " if kind[0] in "aeiou" else "a ") + kind
+def _default(section: str, key: str, values: dict):
+    """A key's default; a scratch [train] step takes TrainConfig's (e.g. 20 epochs, not fine-tuning's 10)."""
+    cls, name = SECTIONS[section][key]
+    if section == "train" and values.get("mode", "scratch") == "scratch":
+        if key in TRANSFER_ONLY:
+            return None
+        if name in S.fields_of(TrainConfig):
+            cls = TrainConfig
+    value = S.default_of(S.fields_of(cls)[name])
+    return None if value is dataclasses.MISSING else copy.deepcopy(value)
 
 
-def _type_ok(kind: str, value: Any) -> bool:
-    if kind == _INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _FLOAT:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, {_STR: str, _BOOL: bool, _LIST: list}[kind])
+def _value(section: str, key: str, value, problems: list[str]):
+    cls, name = SECTIONS[section][key]
+    if key == "freeze" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # freeze = 40 and freeze = "all" are both natural in TOML
+    if section == "benchmark" and key == "threads" and isinstance(value, list) and 0 in value:
+        log.warning("benchmark.threads: 0 for every core is deprecated; write \"all\"")
+        value = ["all" if v == 0 and not isinstance(v, bool) else v for v in value]
+    try:
+        value = S.normalize(cls, name, value)
+    except S.SettingError as exc:
+        problems.append(f"{section}.{key}: {exc.why}")
+        return None
+    return list(value) if isinstance(value, tuple) else value
 
 
-def _check_values(s: dict, problems: list[str]) -> None:
-    """Ranges and combinations no single key can see."""
-    def bad(key, why):
-        problems.append(f"{key}: {why}")
-
-    t, d = s["train"], s["data"]
-    pre = s.get("pretrain")
-    if pre and "multiworker" in (pre["strategy"], t["strategy"]) and pre["strategy"] != t["strategy"]:
-        bad("pretrain.strategy", f"is {pre['strategy']!r} but train.strategy is {t['strategy']!r}: under "
-            "multiworker every worker runs every training step; give both 'multiworker'")
-    for key in ("epochs", "batch_size", "patience"):
-        if t[key] is not None and (t[key] < (0 if key == "patience" else 1)):
-            bad(f"train.{key}", f"must be {'>= 0' if key == 'patience' else 'a positive integer'}, got {t[key]}")
-    if t["lr"] <= 0:
-        bad("train.lr", f"must be > 0, got {t['lr']}")
-    if d["image_size"] < 16:
-        bad("data.image_size", f"must be at least 16 pixels, got {d['image_size']}")
-    if not (0 <= d["val"] < 1 and 0 <= d["test"] < 1 and d["val"] + d["test"] < 1):
-        bad("data.val", f"val and test must be fractions in [0, 1) that sum below 1, got {d['val']} and {d['test']}")
-    freeze = str(t["freeze"])
-    if not (freeze in ("all", "none") or freeze.isdigit()):
-        bad("train.freeze", f"must be 'all', 'none' or a number of layers, got {t['freeze']!r}")
-    if t["mode"] == "scratch":
-        for key in ("weights", "unfreeze_at", "feature_layer"):
-            if t[key] is not None:
-                bad(f"train.{key}", "only applies to mode 'freeze' or 'cached'; remove it or change train.mode")
-    else:
-        if not t["weights"]:
-            bad("train.weights", f"mode {t['mode']!r} needs pretrained weights: 'imagenet', a path, or 'pretrain'")
-        elif t["weights"] == "pretrain" and "pretrain" not in s:
-            bad("train.weights", "'pretrain' needs a [pretrain] section that says what to pretrain on")
-    if t["mode"] == "cached" and (freeze != "all" or t["unfreeze_at"] is not None or t["augment"]):
-        bad("train.mode", "'cached' trains the head on fixed features: use freeze = 'all', no unfreeze_at, no augment")
-    if (t["fine_tune_epochs"] > 0) != (t["unfreeze_at"] is not None):
-        bad("train.unfreeze_at", "unfreeze_at and fine_tune_epochs (> 0) go together: give both or neither")
-    e = s.get("export")
-    if e:
-        if not 0 <= e["max_drop"] <= 100:
-            bad("export.max_drop", f"is in accuracy points (0-100), got {e['max_drop']}")
-        if not 0 <= e["target_far"] < 1:
-            bad("export.target_far", f"must be in [0, 1), got {e['target_far']}")
-        if e["calibration"] < 1:
-            bad("export.calibration", f"must be a positive number of images, got {e['calibration']}")
-        from toolkit.export.config import FORMATS, QUANTIZATIONS
-
-        for key, allowed in (("formats", FORMATS), ("quantize", QUANTIZATIONS)):
-            wrong = [v for v in e[key] if v not in allowed]
-            if wrong or not e[key]:
-                shown = repr(wrong[0]) if wrong else "(empty)"
-                bad(f"export.{key}", f"unknown value {shown}; choose from {', '.join(allowed)}")
-    b = s.get("benchmark")
-    if b:
-        for key in ("threads", "batch"):
-            low = 0 if key == "threads" else 1
-            if not b[key] or not all(_type_ok(_INT, v) and v >= low for v in b[key]):
-                bad(f"benchmark.{key}", f"must be a list of {'non-negative' if key == 'threads' else 'positive'} "
-                    f"integers, got {b[key]!r}")
+def _section(section: str, body: dict, problems: list[str]) -> dict:
+    keys = SECTIONS[section]
+    aliases = {a: k for k in keys for a in SCHEMA[section][k]["aliases"]}
+    given = {}
+    for key, value in body.items():
+        if key in aliases:
+            log.warning("%s.%s is deprecated; use %s.%s", section, key, section, aliases[key])
+            key = aliases[key]
+        if key not in keys:
+            problems.append(f"{section}.{key}: unknown key; known: {', '.join(keys)}")
+            continue
+        given[key] = _value(section, key, value, problems)
+    for key in REQUIRED.get(section, ()):
+        if key not in given:
+            problems.append(f"{section}.{key}: required key is missing")
+    return {k: given[k] if k in given else _default(section, k, given) for k in keys}
 
 
 def validate(raw: dict, source: str) -> dict:
-    """Check ``raw`` against :data:`SCHEMA`; returns settings with defaults filled in.
+    """Check ``raw`` against :data:`SECTIONS`; returns settings with defaults filled in.
 
     Raises:
         ToolkitError: one line per problem, each naming ``source`` and the key.
@@ -158,51 +152,90 @@ def validate(raw: dict, source: str) -> dict:
     problems: list[str] = []
     settings: dict = {}
     for section, body in raw.items():
-        if section not in SCHEMA:
-            problems.append(f"[{section}]: unknown section; known: {', '.join(SCHEMA)}")
-            continue
-        if not isinstance(body, dict):
+        if section not in SECTIONS:
+            problems.append(f"[{section}]: unknown section; known: {', '.join(SECTIONS)}")
+        elif not isinstance(body, dict):
             problems.append(f"{section}: must be a table ([{section}]), got {type(body).__name__}")
-            continue
-        for key in body:
-            if key not in SCHEMA[section]:
-                problems.append(f"{section}.{key}: unknown key; known: {', '.join(SCHEMA[section])}")
     for section in REQUIRED_SECTIONS:
         if not isinstance(raw.get(section), dict):
             problems.append(f"[{section}]: required section is missing")
-    for section, rules in SCHEMA.items():
+    for section in SECTIONS:
         body = raw.get(section)
-        if not isinstance(body, dict):
-            if section not in ("pretrain",) and section not in REQUIRED_SECTIONS:
-                settings[section] = {k: copy.deepcopy(r["default"]) for k, r in rules.items()}
-            continue
-        values = {}
-        for key, rule in rules.items():
-            if key not in body:
-                if rule["required"]:
-                    problems.append(f"{section}.{key}: required key is missing")
-                values[key] = copy.deepcopy(rule["default"])
-                continue
-            value = body[key]
-            if key == "freeze" and isinstance(value, int) and not isinstance(value, bool):
-                value = str(value)  # freeze = 40 and freeze = "all" are both natural in TOML
-            if not _type_ok(rule["kind"], value):
-                got = f"{type(value).__name__} {value!r}"
-                problems.append(f"{section}.{key}: must be {_article(rule['kind'])}, got {got}")
-            elif rule["choices"] and value not in rule["choices"]:
-                problems.append(f"{section}.{key}: must be one of {', '.join(rule['choices'])}, got {value!r}")
-            elif rule["low"] is not None and value < rule["low"]:
-                want = "a positive integer" if rule["kind"] == _INT and rule["low"] == 1 else f">= {rule['low']}"
-                problems.append(f"{section}.{key}: must be {want}, got {value!r}")
-            elif rule["above"] is not None and value <= rule["above"]:
-                problems.append(f"{section}.{key}: must be > {rule['above']}, got {value!r}")
-            values[key] = value
-        settings[section] = values
+        if isinstance(body, dict):
+            settings[section] = _section(section, body, problems)
+        elif section not in OPTIONAL_SECTIONS + REQUIRED_SECTIONS:
+            settings[section] = _section(section, {}, problems)
     if not problems:
         _check_values(settings, problems)
     if problems:
         raise ToolkitError("\n".join(f"{source}: {p}" for p in problems))
     return settings
+
+
+def _check_values(s: dict, problems: list[str]) -> None:
+    """Rules across keys: the configs' own checks (named by their keys), then the pipeline's."""
+    def bad(key, why):
+        problems.append(f"{key}: {why}")
+
+    t = s["train"]
+    pre = s.get("pretrain")
+    if pre and "multiworker" in (pre["strategy"], t["strategy"]) and pre["strategy"] != t["strategy"]:
+        bad("pretrain.strategy", f"is {pre['strategy']!r} but train.strategy is {t['strategy']!r}: under "
+            "multiworker every worker runs every training step; give both 'multiworker'")
+    if t["mode"] == "scratch":
+        for key in TRANSFER_ONLY:
+            if t[key] is not None:
+                bad(f"train.{key}", "only applies to mode 'freeze' or 'cached'; remove it or change train.mode")
+    elif not t["weights"]:
+        bad("train.weights", f"mode {t['mode']!r} needs pretrained weights: 'imagenet', a path, or 'pretrain'")
+    elif t["weights"] == "pretrain" and "pretrain" not in s:
+        bad("train.weights", "'pretrain' needs a [pretrain] section that says what to pretrain on")
+    if t["mode"] == "cached" and (t["freeze"] != "all" or t["unfreeze_at"] is not None or t["augment"]):
+        bad("train.mode", "'cached' trains the head on fixed features: use freeze = 'all', no unfreeze_at, no augment")
+    if problems:
+        return
+    # Build the configs the run will build: their own checks, reported in this file's terms.
+    for section, build in (("train", _probe_train), ("pretrain", _probe_pretrain), ("export", _probe_export),
+                           ("benchmark", _probe_benchmark)):
+        if section not in s:
+            continue
+        try:
+            build(s)
+        except S.SettingError as exc:
+            key = next((k for k, (_, f) in SECTIONS[section].items() if f == exc.name), exc.name)
+            where = "data" if key in SECTIONS["data"] and key not in SECTIONS[section] else section
+            bad(f"{where}.{key}", exc.why)
+
+
+def train_config(s: dict, section: str, *, out: str, weights: str | None = None, resume: bool = False):
+    """The TrainConfig or FinetuneConfig a step's settings describe (the CLI builds the same objects)."""
+    d, t = s["data"], s[section]
+    fields = {f: t[k] for k, (cls, f) in SECTIONS[section].items() if cls in (TrainConfig, FinetuneConfig)}
+    fields.update(data=t.get("data") or d["spec"], out=out, resume=resume, seed=d["seed"], val=d["val"],
+                  test=d["test"], image_size=d["image_size"], strict=d["strict"])
+    kwargs = ModelOptions(stem=t.get("stem")).as_kwargs()
+    if section == "pretrain" or t["mode"] == "scratch":
+        names = S.fields_of(TrainConfig)
+        return TrainConfig(model_kwargs=kwargs, **{k: v for k, v in fields.items() if k in names})
+    return FinetuneConfig(model_kwargs=kwargs, cache_features=t["mode"] == "cached",
+                          **{**fields, "weights": weights or t["weights"]})
+
+
+def _probe_train(s):
+    train_config(s, "train", out="-", weights="-")
+
+
+def _probe_pretrain(s):
+    train_config(s, "pretrain", out="-")
+
+
+def _probe_export(s):
+    ExportConfig(source="-", **{**{f: s["export"][k] for k, (_, f) in SECTIONS["export"].items()}, "out": "-"})
+
+
+def _probe_benchmark(s):
+    b = s["benchmark"]
+    BenchmarkConfig(folder="-", **{f: b[k] for k, (cls, f) in SECTIONS["benchmark"].items() if cls is BenchmarkConfig})
 
 
 def apply_overrides(raw: dict, data: str | None, sets: list[str]) -> dict:

@@ -13,13 +13,11 @@ task; when the new task differs, earlier layers transfer better.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.config import TrainConfig, check_training, same_run
+from toolkit.config import FinetuneConfig, same_run
 from toolkit.errors import ToolkitError
 from toolkit.train import distribute as D
 from toolkit.train import fit, runs
@@ -30,63 +28,6 @@ IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # no hea
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_FILE
 IMAGENET_MD5 = "4d473c1dd8becc155b73f8504c6f6626"  # Keras Applications' own hash for this file
 STAGE1_DONE = "stage1.json"
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    model: str  # a registered model name; the pretrained weights must fit its layers
-    data: str  # the new task's data spec
-    out: str  # the run folder
-    weights: str = "imagenet"  # imagenet (Keras' official file), a .h5/.keras file, or a run folder
-    freeze: str = "all"  # "all" (everything but the head), "none", or N: the first N entries of model.layers
-    cache_features: bool = False  # head only, on cached penultimate features: the base runs once, ever
-    feature_layer: str | None = None  # cut the base at this layer (default: the model's penultimate layer)
-    unfreeze_at: int | None = None  # stage 2 trains layers K.. (BatchNorm stays frozen, as Keras' guide advises)
-    fine_tune_epochs: int = 0  # stage 2's epochs; 0 means one stage only
-    fine_tune_lr: float = 1e-5  # stage 2's rate: small, so the pretrained features are nudged, not destroyed
-    epochs: int = 10  # stage 1 (the head) converges fast on pretrained features
-    batch_size: int = 32
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    seed: int = 0  # split, head init, shuffling, augmentation
-    image_size: int | None = None  # None: the model's default input (64)
-    val: float = 0.15
-    test: float = 0.15
-    augment: tuple = ()  # images only: cached features are computed once, without augmentation
-    patience: int = 5
-    resume: bool = False
-    strict: bool = False
-    deterministic: bool = True
-    model_kwargs: dict = field(default_factory=dict)  # overrides what the weights imply (preprocess, stem)
-    strategy: str = "auto"  # as TrainConfig; --cache-features computes each worker's share of the features
-    scale_batch: bool = False
-    workers: tuple = ()
-    worker_index: int | None = None
-    connect_timeout: float = 120.0
-
-    def __post_init__(self):
-        check_training(self)
-        if not self.fine_tune_lr > 0:
-            raise ToolkitError(f"fine_tune_lr must be > 0, got {self.fine_tune_lr}")
-        if not (self.freeze in ("all", "none") or str(self.freeze).isdigit()):
-            raise ToolkitError(f"--freeze must be all, none or a number of layers, got {self.freeze!r}")
-        if self.fine_tune_epochs < 0 or (self.fine_tune_epochs > 0) != (self.unfreeze_at is not None):
-            raise ToolkitError("--unfreeze-at K and --fine-tune-epochs E (> 0) go together: give both or neither")
-        if self.unfreeze_at is not None and self.unfreeze_at < 0:
-            raise ToolkitError(f"--unfreeze-at must be >= 0, got {self.unfreeze_at}")
-        if self.cache_features and (self.freeze != "all" or self.unfreeze_at is not None or self.augment):
-            raise ToolkitError("--cache-features trains the head only on fixed features: it needs --freeze all "
-                               "and no --unfreeze-at or --augment")
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "augment": list(self.augment), "workers": list(self.workers)}
-
-    def train_settings(self, model_kwargs: dict) -> dict:
-        """The TrainConfig view written as config.json's "train": what Run.splits, evaluate and export read."""
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
-        return TrainConfig(**{**d, "augment": tuple(self.augment), "workers": tuple(self.workers),
-                              "model_kwargs": model_kwargs}).to_dict()
 
 
 def imagenet_weights_file() -> Path:
