@@ -116,26 +116,19 @@ def _is(kind: str, value: Any) -> bool:
 
 
 def _bounds(m: dict, value: Any, kind: str) -> str | None:
-    """Why ``value`` is out of the field's bounds, or None."""
-    if m["low"] is not None and value < m["low"]:
-        return "a positive integer" if kind == INT and m["low"] == 1 else f">= {m['low']}"
-    if m["above"] is not None and value <= m["above"]:
-        return f"> {m['above']}"
-    if m["high"] is not None and value > m["high"]:
-        return f"<= {m['high']}"
-    if m["below"] is not None and value >= m["below"]:
-        return f"< {m['below']}"
-    return None
-
-
-def _range_text(m: dict, kind: str) -> str:
-    lo = "" if m["low"] is None and m["above"] is None else (f"{m['low']} <= " if m["low"] is not None
-                                                              else f"{m['above']} < ")
-    hi = "" if m["high"] is None and m["below"] is None else (f" <= {m['high']}" if m["high"] is not None
-                                                               else f" < {m['below']}")
-    if kind == INT and m["low"] == 1 and not hi:
+    """What ``value`` should be when it is out of the field's bounds (e.g. "in [0, 1)"), or None."""
+    lo, hi = m["low"] if m["low"] is not None else m["above"], m["high"] if m["high"] is not None else m["below"]
+    inside = ((m["low"] is None or value >= m["low"]) and (m["above"] is None or value > m["above"])
+              and (m["high"] is None or value <= m["high"]) and (m["below"] is None or value < m["below"]))
+    if inside:
+        return None
+    if lo is not None and hi is not None:
+        return f"in {'[' if m['low'] is not None else '('}{lo}, {hi}{']' if m['high'] is not None else ')'}"
+    if kind == INT and m["low"] == 1:
         return "a positive integer"
-    return f"{lo}x{hi}" if lo or hi else ""
+    if lo is not None:
+        return f"{'>=' if m['low'] is not None else '>'} {lo}"
+    return f"{'<=' if m['high'] is not None else '<'} {hi}"
 
 
 def normalize(cls, name: str, value: Any) -> Any:
@@ -184,7 +177,8 @@ def _normalize_list(name: str, m: dict, items: tuple, required: bool) -> tuple:
         if m["item"] == INT:
             want = _bounds(m, i, INT)
             if want:
-                raise SettingError(name, f"must be a list of integers {_range_text(m, INT) or want}, got {i!r}")
+                what = "positive integers" if want == "a positive integer" else f"integers {want}"
+                raise SettingError(name, f"must be a list of {what}, got {i!r}")
         out.append(i)
     if not out and required:  # a list whose default has items needs at least one
         raise SettingError(name, "must not be empty")

@@ -45,7 +45,7 @@ def test_empty_folder_error(tmp_path, capsys):
 def test_synth_writes_a_folder_that_loads_back_identically(tmp_path, capsys):
     out = tmp_path / "happy"
     assert (
-        main(["data", "synth", "happy", "--out", str(out), "--n", "10", "--seed", "3", "--size", "32"]) == 0
+        main(["data", "synth", "happy", "--out", str(out), "--count", "10", "--seed", "3", "--image-size", "32"]) == 0
     )
     assert sorted(p.name for p in out.iterdir()) == ["no_smile", "smile"]
     assert len(list(out.glob("*/*.png"))) == 10
@@ -56,7 +56,7 @@ def test_synth_writes_a_folder_that_loads_back_identically(tmp_path, capsys):
     key = lambda xy: sorted((int(label), img.tobytes()) for img, label in zip(*xy, strict=True))  # noqa: E731
     assert key(back) == key(direct)
     capsys.readouterr()
-    assert main(["data", "synth", "happy", "--out", str(out), "--n", "10"]) == 2
+    assert main(["data", "synth", "happy", "--out", str(out), "--count", "10"]) == 2
     assert "already exists and is not empty" in _error_line(capsys)
 
 
@@ -71,7 +71,7 @@ def test_inspect_prints_the_report_and_writes_a_grid(tmp_path, capsys):
     (root / "b" / "copy.png").write_bytes((root / "a" / "0.png").read_bytes())
     (root / "b" / "broken.jpg").write_bytes(b"")
     grid = tmp_path / "grid.png"
-    assert main(["data", "inspect", str(root), "--size", "16", "--grid", str(grid)]) == 0
+    assert main(["data", "inspect", str(root), "--image-size", "16", "--grid", str(grid)]) == 0
     out = capsys.readouterr().out
     assert "images: 7 in 2 classes" in out
     assert "label conflicts (same image, different labels): 1" in out

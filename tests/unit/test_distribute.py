@@ -102,7 +102,7 @@ def test_resume_may_change_where_a_run_trains_but_not_what_it_computes():
     assert same_run(saved, moved) is None
     assert same_run(saved, {**moved, "scale_batch": True}) == "scale_batch=True (run: False)"
     assert TrainConfig.from_dict(saved).workers == ("a:1", "b:1")
-    with pytest.raises(ToolkitError, match="strategy must be one of"):
+    with pytest.raises(ToolkitError, match="strategy: must be one of"):
         TrainConfig(model="happy", data="d", out="o", strategy="tpu")
 
 

@@ -7,7 +7,8 @@ from toolkit.bench.cpu import cpu_features, describe
 from toolkit.bench.report import markdown
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
-from toolkit.export.config import FORMATS, QUANTIZATIONS, ExportConfig, parse_list
+from toolkit.export.config import FORMATS, QUANTIZATIONS, ExportConfig
+from toolkit.settings import SettingError, parse_text
 from toolkit.export.formats import FORMATS as REGISTRY
 from toolkit.export.formats import get_format
 from toolkit.export.manifest import choose_serve
@@ -54,14 +55,14 @@ def test_compare_reports_accuracy_agreement_and_max_dp():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(formats=("tflite", "coreml")), "unknown format 'coreml'"),
-        (dict(quantize=("int4",)), "unknown quantization 'int4'"),
-        (dict(formats=("onnx",), quantize=("int8",), uint8_io=True), "--uint8-io applies only to int8 TFLite"),
-        (dict(calibration=0), "--calibration must be a positive"),
-        (dict(calibration_method="mse"), "--calibration-method must be one of"),
-        (dict(max_drop=-1), "--max-drop"),
-        (dict(target_far=1.5), "--target-far"),
-        (dict(opset=13), "--opset must be >= 17"),
+        (dict(formats=("tflite", "coreml")), "formats: unknown value 'coreml'"),
+        (dict(quantize=("int4",)), "quantize: unknown value 'int4'"),
+        (dict(formats=("onnx",), quantize=("int8",), uint8_io=True), "uint8_io: applies only to int8 TFLite"),
+        (dict(calibration=0), "calibration: must be a positive integer, got 0"),
+        (dict(calibration_method="mse"), "calibration_method: must be one of minmax, entropy, percentile"),
+        (dict(max_drop=-1), r"max_drop: must be in \[0, 100\]"),
+        (dict(target_far=1.5), r"target_far: must be in \[0, 1\)"),
+        (dict(opset=13), "opset: must be >= 17"),
     ],
 )
 def test_bad_export_settings_are_one_line_errors(kwargs, message):
@@ -70,11 +71,12 @@ def test_bad_export_settings_are_one_line_errors(kwargs, message):
     assert "\n" not in str(info.value)
 
 
-def test_parse_list_and_registry_cover_every_combination():
-    assert parse_list("none, int8,none", QUANTIZATIONS, "--quantize") == ("none", "int8")
-    assert parse_list("all", FORMATS, "--format") == FORMATS
-    with pytest.raises(ToolkitError, match="--format: unknown value 'tf'"):
-        parse_list("tf", FORMATS, "--format")
+def test_comma_lists_and_registry_cover_every_combination():
+    assert parse_text(ExportConfig, "quantize", "none, INT8,none") == ["none", "int8", "none"]
+    assert ExportConfig(source="r", out="o", quantize=["none", "int8", "none"]).quantize == ("none", "int8")
+    assert ExportConfig(source="r", out="o", formats=parse_text(ExportConfig, "formats", "all")).formats == FORMATS
+    with pytest.raises(SettingError, match="formats: unknown value 'tf'"):
+        ExportConfig(source="r", out="o", formats=parse_text(ExportConfig, "formats", "tf"))
     assert set(REGISTRY) == {(f, q) for f in FORMATS for q in QUANTIZATIONS}
     assert get_format("onnx", "int8").filename == "model_int8.onnx"
     assert get_format("tflite", "none").filename == "model.tflite"

@@ -48,7 +48,7 @@ def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, extra, message):
 @pytest.mark.parametrize("sets, message", [
     (["train.epochs=0"], "train.epochs: must be a positive integer, got 0"),
     (["train.epochs=2.5"], "train.epochs: must be an integer, got float"),
-    (["train.mode='freeze'"], "train.weights: mode 'freeze' needs pretrained weights"),
+    (["train.mode='freeze'", "train.weights=''"], "train.weights: mode 'freeze' needs pretrained weights"),
     (["train.mode='cached'", "train.weights='imagenet'", "train.freeze=40"], "train.mode: 'cached' trains the head"),
     (["train.weights='pretrain'", "train.mode='freeze'"], "'pretrain' needs a [pretrain] section"),
     (["export.quantize=['int4']"], "export.quantize: unknown value 'int4'"),
@@ -56,7 +56,8 @@ def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, extra, message):
     (["data.val=0.6", "data.test=0.5"], "data.val: val and test must be fractions"),
     (["train.unfreeze_at=10"], "train.unfreeze_at: only applies to mode"),
     (["train.feature_layer='res2c_out'"], "train.feature_layer: only applies to mode"),
-    (["benchmark.batch=[0]"], "benchmark.batch: must be a list of positive integers"),
+    (["benchmark.batch_size=[0]"], "benchmark.batch_size: must be a list of positive integers, got 0"),
+    (["benchmark.threads=[-1, 2]"], "benchmark.threads: must be a list of positive integers, got -1"),
     (["train.strategy='tpu'"], "train.strategy: must be one of auto, one, mirrored, multiworker, got 'tpu'"),
     (["pretrain.model='happy'", "pretrain.data='synthetic:happy'", "train.strategy='multiworker'"],
      "pretrain.strategy: is 'auto' but train.strategy is 'multiworker'"),
