@@ -27,7 +27,7 @@ def _camera(folder, values):
 def test_run_dry_on_a_folder(export_dir, tmp_path, capsys):
     cam = _camera(tmp_path / "cam", [40, 220, 220, 40])
     log = tmp_path / "events.jsonl"
-    rc = main(["door", "run", "--model", str(export_dir), "--camera", str(cam), "--k", "2", "--n", "3",
+    rc = main(["door", "run", "--model", str(export_dir), "--camera", str(cam), "--votes", "2", "--window", "3",
                "--event-log", str(log), "--quiet"])  # fmt: skip
     assert rc == 0
     assert "stopped after 4 frames; relay locked" in capsys.readouterr().out
@@ -36,11 +36,22 @@ def test_run_dry_on_a_folder(export_dir, tmp_path, capsys):
     assert events[-1]["reason"] == "door loop stopped"
 
 
+def test_old_door_flags_from_systemd_units_still_start_with_one_line_each(export_dir, tmp_path, capsys):
+    cam = _camera(tmp_path / "cam", [40, 220, 220, 40])
+    rc = main(["door", "run", "--model", str(export_dir), "--camera", str(cam), "--k", "2", "--n", "3",
+               "--face", "none", "--quiet"])  # fmt: skip
+    out = capsys.readouterr()
+    assert rc == 0 and "stopped after 4 frames; relay locked" in out.out
+    assert out.err.splitlines() == ["warning: --k is deprecated; use --votes",
+                                    "warning: --n is deprecated; use --window",
+                                    "warning: --face is deprecated; use --detector"]
+
+
 def test_user_errors_are_one_line(export_dir, tmp_path, capsys):
     cases = [
         (["door", "run", "--model", str(tmp_path), "--camera", str(tmp_path)], "no manifest"),
         (["door", "run", "--model", str(export_dir), "--camera", str(tmp_path / "nope")], "no such file or folder"),
-        (["door", "run", "--model", str(export_dir), "--camera", "0", "--k", "4", "--n", "3"], "1 <= k <= n"),
+        (["door", "run", "--model", str(export_dir), "--camera", "0", "--votes", "4", "--window", "3"], "1 <= k <= n"),
         (["door", "run", "--model", str(export_dir), "--camera", "0", "--relay", "servo"], "choose 'log' or 'gpio'"),
         (["door", "collect", "--camera", str(tmp_path), "--label", "../x", "--out", str(tmp_path)], "--label"),
         (["door", "serve", "--model", str(tmp_path / "missing")], "no manifest"),

@@ -175,7 +175,7 @@ def test_bare_model_file_with_data_and_benchmark(runs, tmp_path):
     code = main(["export", str(runs["happy"].path / "model.keras"), "--data", DATA["happy"], "--out", str(out),
                  "--format", "onnx", "--quantize", "none,int8", "--max-drop", "100", "--calibration", "16"])
     assert code == 0 and load_manifest(out).source_model.get("run") is None
-    code = main(["benchmark", str(out), "--data", DATA["happy"], "--threads", "1", "--batch", "1,4",
+    code = main(["benchmark", str(out), "--data", DATA["happy"], "--threads", "1", "--batch-size", "1,4",
                  "--repeats", "3"])
     assert code == 0
     result = json.loads((out / "benchmark.json").read_text())
