@@ -96,7 +96,7 @@ def benchmark(
         "1,32", "--batch", help="Batch sizes: 1 for latency, larger ones for throughput."
     ),
     data: str = typer.Option(
-        None, "--data", help="Score on this data instead of the source run's test split."
+        None, "--data", help="Score every image of this data (default: the source run's test split)."
     ),
     repeats: int = typer.Option(50, "--repeats", help="Batch-1 calls per file and thread count."),
     keras: bool = typer.Option(
@@ -118,4 +118,4 @@ def benchmark(
     )
     result = benchmark_fn(config, log=lambda msg: typer.echo(msg, err=True))
     typer.echo(markdown(result))
-    typer.echo(f"wrote {folder}/benchmark.json, benchmark.md, benchmark.png")
+    typer.echo(f"wrote {', '.join(str(folder / name) for name in result['written'])}")
