@@ -78,7 +78,7 @@ def test_export_folder_mistakes_are_one_line(export_dir, tmp_path, capsys):
     cases = [
         (["evaluate", str(export_dir)], "an export folder holds no test split; pass --data"),
         (["evaluate", str(export_dir), "--data", "synthetic:happy", "--tta"], "--tta needs the Keras model"),
-        (["evaluate", str(export_dir), "--data", str(three)], "labels a, b, c do not match the model's no_smile, smile"),
+        (["evaluate", str(export_dir), "--data", str(three)], "a, b, c do not match the model's no_smile, smile"),
         (["predict", str(tmp_path), str(img), "--file", "model.onnx"], f"but {tmp_path} has no manifest.json"),
         (["predict", str(export_dir), str(img), "--file", "nope.onnx"], "has no entry 'nope.onnx'"),
     ]  # fmt: skip
