@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # the FAR/FRR table's rows
+
 
 def as_class_probs(outputs: np.ndarray) -> np.ndarray:
     """Model outputs -> (N, K) class probabilities; a single sigmoid column becomes [1 - p, p]."""
@@ -61,7 +63,7 @@ def far_frr(p_positive: np.ndarray, is_positive: np.ndarray, threshold: float) -
 def threshold_table(p_positive: np.ndarray, is_positive: np.ndarray, thresholds=None) -> list[dict]:
     """FAR and FRR at each threshold (binary tasks: the door opens when p >= threshold)."""
     if thresholds is None:
-        thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+        thresholds = THRESHOLDS
     rows = []
     for t in thresholds:
         far, frr = far_frr(p_positive, is_positive, t)

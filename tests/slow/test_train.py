@@ -141,9 +141,11 @@ def test_evaluate_and_predict_cli(run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "happy", "--data", "synthetic:happy", "--out", "{tmp}/x", "--epochs", "0"], "--epochs: must be a positive integer"),
+    (["train", "happy", "--data", "synthetic:happy", "--out", "{tmp}/x", "--epochs", "0"],
+     "--epochs: must be a positive integer"),
     (["train", "vgg", "--data", "synthetic:happy", "--out", "{tmp}/x"], "unknown model 'vgg'"),
-    (["train", "happy", "--data", "synthetic:happy", "--out", "{tmp}/x", "--augment", "blur"], "--augment: unknown value 'blur'"),
+    (["train", "happy", "--data", "synthetic:happy", "--out", "{tmp}/x", "--augment", "blur"],
+     "--augment: unknown value 'blur'"),
     (["evaluate", "{tmp}/nothing"], "not found"),
     (["predict", "{tmp}/nothing.keras", "{tmp}/a.jpg"], "model file not found"),
     (["evaluate", "{tmp}/corrupt.keras", "--data", "synthetic:happy"], "not a loadable Keras model"),

@@ -8,13 +8,13 @@ from toolkit.bench.report import markdown
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
 from toolkit.export.config import FORMATS, QUANTIZATIONS, ExportConfig
-from toolkit.settings import SettingError, parse_text
 from toolkit.export.formats import FORMATS as REGISTRY
 from toolkit.export.formats import get_format
 from toolkit.export.manifest import choose_serve
 from toolkit.export.quantize import check_images
 from toolkit.export.validate import choose_threshold, classes, compare
 from toolkit.runtime.manifest import FileEntry
+from toolkit.settings import SettingError, parse_text
 
 
 def test_threshold_is_the_lowest_with_far_at_most_target():

@@ -6,7 +6,7 @@ import pytest
 import typer
 
 from toolkit import settings as S
-from toolkit.bench.inference import BenchmarkConfig
+from toolkit.bench.config import BenchmarkConfig
 from toolkit.cli import app, main
 from toolkit.config import FinetuneConfig, ModelOptions, TrainConfig
 from toolkit.export.config import ExportConfig

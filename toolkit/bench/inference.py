@@ -9,35 +9,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from toolkit.bench.config import BenchmarkConfig
 from toolkit.errors import ToolkitError
-from toolkit.settings import INT, check, setting
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    folder: str = setting(help="An export folder written by 'toolkit export'.", argument=True)
-    # 1 is a proxy for one Pi core
-    threads: tuple = setting((1, "all"), "onnxruntime thread counts (comma list); all = every core this process "
-                             "may use.", item=INT, low=1, every="all")
-    # batch 1 gives the latency percentiles; larger batches the throughput
-    batch_size: tuple = setting((1, 32), "Batch sizes (comma list): 1 for latency, larger ones for throughput.",
-                                item=INT, low=1, aliases=("--batch",), toml_aliases=("batch",))
-    data: str | None = setting(None, "Score every image of this data (folder, .h5, synthetic:NAME) instead of the "
-                               "source run's test split.")
-    repeats: int = setting(50, "Batch-1 calls per file and thread count (after warm-up).", low=1)
-    # and at least this long, so fast files get stable percentiles
-    min_seconds: float = setting(1.0, "Shortest time each measurement runs.", above=0, cli=False)
-    # a TensorFlow child process per thread count
-    keras: bool = setting(True, "Include the float Keras model (a TensorFlow child process) as the baseline.",
-                          flag="--keras/--no-keras")
-
-    def __post_init__(self):
-        check(self)
 
 
 def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None) -> dict:
@@ -59,7 +36,11 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     log(describe(features))
     threads = tuple(dict.fromkeys(cpu_count() if t == "all" else t for t in config.threads))
     x, y, data_desc = _test_data(folder, manifest, config.data)
+    log(f"scoring on {data_desc}")
     keras_file = _keras_file(folder, manifest)
+    if config.keras and keras_file is not None and not _installed("tensorflow"):
+        log(f"keras baseline skipped: {keras_file.name} needs TensorFlow (pip install 'toolkit[train]')")
+        keras_file = None
     rows, reference = [], None
     if config.keras and keras_file is not None:
         from toolkit.bench.keras_worker import run_in_child
@@ -88,6 +69,9 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
             raise ToolkitError(f"{path}: listed in the manifest but missing; re-run 'toolkit export'")
         if sha256_file(path) != entry.sha256:
             raise ToolkitError(f"{path}: sha256 differs from the manifest (file changed); re-run 'toolkit export'")
+        if entry.format == "tflite" and not _installed("ai_edge_litert"):  # a door install runs ONNX only
+            log(f"{name}: skipped, TFLite files need ai-edge-litert (pip install 'toolkit[train]')")
+            continue
         probs = None
         for t in threads:
             log(f"{name}, {t} thread(s) ...")
@@ -124,8 +108,14 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
         "batches": list(config.batch_size),
         "rows": rows,
     }
-    write_reports(folder, result)
+    result["written"] = write_reports(folder, result, log)
     return result
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _row(name, fmt, quant, size, threads, probs, reference, y, latency, throughput) -> dict:
@@ -154,29 +144,23 @@ def _keras_file(folder: Path, manifest) -> Path | None:
 
 
 def _test_data(folder: Path, manifest, data: str | None):
-    """(x float32, y, description): the source run's test split, or ``data``'s."""
-    from toolkit.train.runs import load_run
+    """(x float32, y, description): every image of ``data``, or without it the source run's test split."""
+    if data:
+        from toolkit.bench.accuracy import load_scored
 
+        split = load_scored(data, manifest.input.size, tuple(manifest.labels), every=True)
+        x, y = split.numpy()
+        return x.astype(np.float32), y, f"{data}, every image ({len(y)} images)"
     run_path = manifest.source_model.get("run")
+    run_dir = None
     if run_path:
         run_dir = Path(run_path) if Path(run_path).is_absolute() else folder / run_path
-        if run_dir.is_dir():
-            splits = load_run(run_dir).splits(data)
-            split = splits.test if len(splits.test) else splits.val
-            x, y = split.numpy()
-            return (
-                x.astype(np.float32),
-                y,
-                f"{data or manifest.data.get('spec')} ({split.name} split, {len(y)} images)",
-            )
-    if not data:
+    if run_dir is None or not run_dir.is_dir():
         raise ToolkitError(f"{folder}: the source run is not at {run_path!r}; pass --data SPEC to benchmark on")
-    from toolkit.data import load_data
-    from toolkit.export.api import BARE_SPLIT
+    from toolkit.train.runs import load_run
 
-    ds = load_data(data, manifest.input.size)
-    if tuple(ds.labels) != tuple(manifest.labels):
-        raise ToolkitError(f"{data}: labels {list(ds.labels)} differ from the export's {list(manifest.labels)}")
-    split = ds.split(seed=0, **BARE_SPLIT).test
+    splits = load_run(run_dir).splits()
+    split = splits.test if len(splits.test) else splits.val
     x, y = split.numpy()
-    return x.astype(np.float32), y, f"{data} (test split, {len(y)} images)"
+    spec = manifest.data.get("spec")
+    return x.astype(np.float32), y, f"{spec}, the source run's {split.name} split ({len(y)} images)"

@@ -56,8 +56,13 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(folder: Path, result: dict) -> None:
-    """benchmark.json, benchmark.md and benchmark.png in ``folder`` (each written atomically)."""
+def write_reports(folder: Path, result: dict, log=None) -> list[str]:
+    """benchmark.json, benchmark.md and benchmark.png in ``folder`` (each written atomically).
+
+    Returns:
+        the names written; the chart is left out (and ``log`` told) where matplotlib is not installed (a Pi).
+    """
+    import importlib.util
     import os
     import tempfile
 
@@ -68,7 +73,12 @@ def write_reports(folder: Path, result: dict) -> None:
     md = folder / "benchmark.md"
     md.with_suffix(".md.tmp").write_text(markdown(result))
     os.replace(md.with_suffix(".md.tmp"), md)
+    if importlib.util.find_spec("matplotlib") is None:
+        if log:
+            log("benchmark.png skipped: the chart needs matplotlib (pip install 'toolkit[train]')")
+        return ["benchmark.json", "benchmark.md"]
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
     os.close(fd)
     plot(result, Path(tmp))
     os.replace(tmp, folder / "benchmark.png")
+    return ["benchmark.json", "benchmark.md", "benchmark.png"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from toolkit.bench.inference import BenchmarkConfig
+from toolkit.bench.config import BenchmarkConfig
 from toolkit.cli import app
 from toolkit.cli.options import config_command
 from toolkit.export.config import ExportConfig
@@ -28,4 +30,4 @@ def benchmark(config: BenchmarkConfig) -> None:
 
     result = benchmark_fn(config, log=lambda msg: typer.echo(msg, err=True))
     typer.echo(markdown(result))
-    typer.echo(f"wrote {config.folder}/benchmark.json, benchmark.md, benchmark.png")
+    typer.echo(f"wrote {', '.join(str(Path(config.folder) / name) for name in result['written'])}")

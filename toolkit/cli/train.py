@@ -36,15 +36,25 @@ def _print_result(path: Path | None) -> None:
 
 @app.command()
 def evaluate(
-    source: str = typer.Argument(..., help="A run folder or a .keras/.h5 model file."),
-    data: str = typer.Option(None, "--data", help="Evaluate on this data instead of the run's test split."),
+    source: str = typer.Argument(..., help="A run folder, a .keras/.h5 model file, or an export folder (TF-free)."),
+    data: str = typer.Option(None, "--data", help="Evaluate on this data instead of the run's test split "
+                             "(required for a model file or an export folder)."),
     tta: bool = typer.Option(False, "--tta", help="Average over 10 views: 5 crops and their mirror images."),
     out: Path = typer.Option(None, "--out", help="Write metrics.json here (default: the run folder)."),
+    file: str = typer.Option(None, "--file", help="Export folder: ONNX file in it (default: the manifest's "
+                             "'serve' file)."),
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1, confusion matrix; FAR/FRR table for 2 classes."""
-    from toolkit.train.evaluate import evaluate as evaluate_fn
+    from toolkit.runtime.manifest import is_export_folder  # decided before anything imports TensorFlow
 
-    report = evaluate_fn(source, data=data, tta=tta, out=str(out) if out else None)
+    if is_export_folder(source, file):
+        from toolkit.bench.accuracy import evaluate_export
+
+        report = evaluate_export(source, data=data, file=file, out=str(out) if out else None, tta=tta)
+    else:
+        from toolkit.train.evaluate import evaluate as evaluate_fn
+
+        report = evaluate_fn(source, data=data, tta=tta, out=str(out) if out else None)
     typer.echo(format_report(report))
 
 
@@ -57,17 +67,30 @@ def format_report(report: dict) -> str:
     lines.append("confusion (rows true, columns predicted): " + json.dumps(report["confusion"]))
     if "thresholds" in report:
         lines.append(f"{'threshold':>9} {'FAR':>7} {'FRR':>7}   (door opens when P >= threshold)")
-        lines += [f"{r['threshold']:>9.2f} {r['far']:>7.3f} {r['frr']:>7.3f}" for r in report["thresholds"]]
+        lines += [f"{r['threshold']:>9.2f} {r['far']:>7.3f} {r['frr']:>7.3f}"
+                  + (f"   <- {report['file']}'s manifest threshold ({r['threshold']:.4f})"
+                     if r["threshold"] == report.get("threshold") else "")
+                  for r in report["thresholds"]]
     return "\n".join(lines)
 
 
 @app.command()
 def predict(
-    source: str = typer.Argument(..., help="A run folder or a .keras/.h5 model file."),
+    source: str = typer.Argument(..., help="A run folder, a .keras/.h5 model file, or an export folder (TF-free)."),
     images: list[Path] = typer.Argument(..., help="Image files, any size or mode."),
+    file: str = typer.Option(None, "--file", help="Export folder: ONNX file in it (default: the manifest's "
+                             "'serve' file)."),
 ) -> None:
     """Print the label and probability of each image."""
-    from toolkit.train.evaluate import predict as predict_fn
+    from toolkit.runtime.manifest import is_export_folder  # decided before anything imports TensorFlow
 
-    for row in predict_fn(source, [str(p) for p in images]):
+    if is_export_folder(source, file):
+        from toolkit.runtime.predictor import predict_files
+
+        rows = predict_files(source, [str(p) for p in images], file=file)
+    else:
+        from toolkit.train.evaluate import predict as predict_fn
+
+        rows = predict_fn(source, [str(p) for p in images])
+    for row in rows:
         typer.echo(f"{row['image']}\t{row['label']}\t{row['probability']:.4f}")

@@ -60,6 +60,11 @@ class Dataset:
         groups = np.concatenate([self._pool._groups, self._fixed_test._groups + len(self._pool) + 1])
         return Split("all", self.labels, y, self.image_size, x=x, groups=groups)
 
+    def relabel(self, labels: tuple[str, ...], mapping: np.ndarray) -> Dataset:
+        """The same items under other class names (see :func:`toolkit.data.labels.align_labels`)."""
+        fixed = None if self._fixed_test is None else self._fixed_test.relabel(labels, mapping)
+        return Dataset(self.spec, self._pool.relabel(labels, mapping), self.report, fixed)
+
     def split(self, seed: int = 0, val: float = 0.15, test: float = 0.15) -> Splits:
         """Stratified, deterministic train/val/test splits; byte-identical items stay together.
 

@@ -115,6 +115,11 @@ class Split:
             raise ToolkitError(f"cannot take n={n} items from the {self.name} split of {len(self)} items")
         return self.subset(take_indices(self.y, n, seed))
 
+    def relabel(self, labels: tuple[str, ...], mapping: np.ndarray) -> Split:
+        """The same items under other class names: item i's label becomes ``mapping[y[i]]``."""
+        return Split(self.name, labels, np.asarray(mapping, dtype=np.int64)[self.y], self.image_size, x=self._x,
+                     paths=self._paths, digests=self._digests, groups=self._groups)
+
     def subset(self, index: np.ndarray, name: str | None = None) -> Split:
         """The items at ``index`` (in that order), as a new split."""
         index = np.asarray(index, dtype=np.int64)

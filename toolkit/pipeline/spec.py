@@ -16,7 +16,7 @@ from pathlib import Path
 import tomllib
 
 from toolkit import settings as S
-from toolkit.bench.inference import BenchmarkConfig
+from toolkit.bench.config import BenchmarkConfig
 from toolkit.config import FinetuneConfig, ModelOptions, TrainConfig
 from toolkit.errors import ToolkitError
 from toolkit.export.config import ExportConfig

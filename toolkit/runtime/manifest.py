@@ -91,6 +91,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def is_export_folder(source: str | Path, file: str | None = None) -> bool:
+    """True when ``source`` is a folder holding ``manifest.json`` (what ``toolkit export`` writes).
+
+    Cheap and TensorFlow-free, so a command can pick the onnxruntime path before importing training code.
+
+    Raises:
+        ToolkitError: ``file`` (a file of an export folder to run) is given but ``source`` is not one.
+    """
+    found = Path(source).is_dir() and (Path(source) / MANIFEST_NAME).is_file()
+    if file and not found:
+        raise ToolkitError(f"--file {file}: picks a file of an export folder, but {source} has no {MANIFEST_NAME}")
+    return found
+
+
 def load_manifest(folder: str | Path) -> Manifest:
     """Read and validate ``folder/manifest.json``.
 

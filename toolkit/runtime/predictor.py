@@ -189,6 +189,26 @@ class Predictor:
         return 1 if self.manifest.output_kind == "sigmoid" else len(self.labels)
 
 
+def predict_files(folder: str | Path, images: Sequence[str], file: str | None = None, batch: int = 32) -> list[dict]:
+    """Label and probability of each image file, run TensorFlow-free on an export folder's ONNX file.
+
+    Rows look like those of ``toolkit.train.evaluate.predict``: ``probability`` is that of the printed label;
+    for a sigmoid model the label is the manifest threshold's decision, and ``decision`` says whether the door
+    would open.
+
+    Raises:
+        ToolkitError: a bad export folder or ``file``; ImageError (a ToolkitError) naming an unreadable image.
+    """
+    predictor = Predictor(folder, file)
+    rows = []
+    for start in range(0, len(images), batch):
+        names = list(images[start : start + batch])
+        for name, p in zip(names, predictor.predict_batch(names, names=names), strict=True):
+            rows.append({"image": name, "label": p.label, "probability": p.probabilities[p.label],
+                         "probabilities": p.probabilities, "decision": p.decision, "threshold": p.threshold})
+    return rows
+
+
 def _only_onnx(manifest: Manifest, where: Path) -> str:
     onnx_files = [name for name, e in manifest.files.items() if e.format == "onnx"]
     if len(onnx_files) != 1:

@@ -58,15 +58,15 @@ class Run:
         """Re-create the run's train/val/test splits (or load ``data`` instead) at the run's image size.
 
         Raises:
-            ToolkitError: the data changed since training (its fingerprints differ) or its labels differ.
+            ToolkitError: the data changed since training (its fingerprints differ) or its labels do not match
+                (integer class names 0..C-1 match by index).
         """
         from toolkit.data import load_data
+        from toolkit.data.labels import align_labels
 
         train = self.config["train"]
         spec = data or train["data"]
-        ds = load_data(spec, self.image_size, strict=train.get("strict", False))
-        if tuple(ds.labels) != self.labels:
-            raise ToolkitError(f"{spec}: labels {list(ds.labels)} differ from the run's {list(self.labels)}")
+        ds = align_labels(load_data(spec, self.image_size, strict=train.get("strict", False)), self.labels)
         splits = ds.split(seed=train["seed"], val=train["val"], test=train["test"])
         if data is None:
             recorded = self.config.get("fingerprints", {})

@@ -1,0 +1,102 @@
+"""``toolkit evaluate`` on an export folder: the report of a run, measured on an exported ONNX file.
+
+TensorFlow-free: data comes from :mod:`toolkit.data` (numpy and Pillow; a course ``.h5`` file needs h5py,
+which says so in one line), the model runs in the door's own :class:`~toolkit.runtime.predictor.Predictor`,
+so the numbers are those of the file the door serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import metrics
+from toolkit.errors import ToolkitError
+
+METRICS = "metrics.json"  # the name `toolkit evaluate` writes in a run folder
+
+
+def load_scored(spec: str, size: tuple[int, int], labels: tuple, *, every: bool):
+    """The labelled split of ``spec`` to score a model with ``labels`` on, at its input ``size``.
+
+    Args:
+        spec: a data spec (image folder, course .h5, synthetic:...).
+        size: (height, width) the model takes.
+        labels: the model's class names; integer data labels 0..C-1 match them by index.
+        every: every image of ``spec``; else its own test set when it has one (a course test_*.h5), else all,
+            as ``toolkit evaluate MODEL --data`` does.
+
+    Raises:
+        ToolkitError: unreadable data, labels that do not match, or no images.
+    """
+    from toolkit.data import load_data
+    from toolkit.data.labels import align_labels
+
+    ds = align_labels(load_data(spec, size), labels)
+    if every:
+        split = ds.all()
+    else:
+        splits = ds.split(seed=0, val=0.0, test=0.0)
+        split = splits.test if len(splits.test) else splits.train
+    if len(split) == 0:
+        raise ToolkitError(f"{spec}: no images to score")
+    return split
+
+
+def class_probs(predictor, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """(N, K) class probabilities of ``x`` (uint8 at the model's size) from an export's ONNX file."""
+    out = [predictor.run(x[i : i + batch]) for i in range(0, len(x), batch)]
+    return metrics.as_class_probs(np.concatenate(out))
+
+
+def evaluate_export(
+    folder: str, *, data: str | None, file: str | None = None, out: str | None = None, tta: bool = False
+) -> dict:
+    """Accuracy, loss, per-class scores and confusion matrix of an export folder's ONNX file on ``data``.
+
+    Binary tasks also get the FAR/FRR table, with a row at the file's manifest threshold (the door's).
+
+    Args:
+        folder: an export folder (manifest.json + ONNX files).
+        data: the data spec to score on; required, an export holds no test split.
+        file: the ONNX file to score (default: the manifest's ``serve`` file).
+        out: write metrics.json into this folder (never into the export folder unasked: it may be committed).
+        tta: refused; the crops and flips of test-time augmentation need the Keras model.
+
+    Raises:
+        ToolkitError: no ``data``, ``tta``, a bad export folder or file, unreadable data, labels that do not match.
+    """
+    from toolkit.runtime.predictor import Predictor
+
+    if tta:
+        raise ToolkitError(f"{folder}: --tta needs the Keras model; evaluate the run folder or .keras file instead")
+    if not data:
+        raise ToolkitError(f"{folder}: an export folder holds no test split; pass --data SPEC (image folder, "
+                           ".h5 file or synthetic:...)")
+    predictor = Predictor(folder, file)
+    split = load_scored(data, predictor.size, predictor.labels, every=False)
+    x, y = split.numpy()
+    probs = class_probs(predictor, x)
+    report = metrics.classification_report(y, probs, predictor.labels)
+    report["tta"] = False
+    if len(predictor.labels) == 2:
+        table = set(metrics.THRESHOLDS)
+        if predictor.threshold is not None:  # a sigmoid file: the door opens at this threshold
+            report["threshold"] = predictor.threshold
+            table.add(predictor.threshold)
+        report["thresholds"] = metrics.threshold_table(probs[:, 1], np.asarray(y) == 1, sorted(table))
+    report.update(data=data, split=split.name, fingerprint=split.fingerprint, export=str(folder),
+                  file=predictor.file)
+    if out:
+        _write_json(Path(out) / METRICS, report)
+    return report
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,29 @@
+"""BenchmarkConfig: the settings of ``toolkit benchmark`` and a pipeline's ``[benchmark]``, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from toolkit.settings import INT, check, setting
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    folder: str = setting(help="An export folder written by 'toolkit export'.", argument=True)
+    # 1 is a proxy for one Pi core
+    threads: tuple = setting((1, "all"), "onnxruntime thread counts (comma list); all = every core this process "
+                             "may use.", item=INT, low=1, every="all")
+    # batch 1 gives the latency percentiles; larger batches the throughput
+    batch_size: tuple = setting((1, 32), "Batch sizes (comma list): 1 for latency, larger ones for throughput.",
+                                item=INT, low=1, aliases=("--batch",), toml_aliases=("batch",))
+    data: str | None = setting(None, "Score every image of this data (folder, .h5, synthetic:NAME) instead of the "
+                               "source run's test split.")
+    repeats: int = setting(50, "Batch-1 calls per file and thread count (after warm-up).", low=1)
+    # and at least this long, so fast files get stable percentiles
+    min_seconds: float = setting(1.0, "Shortest time each measurement runs.", above=0, cli=False)
+    # a TensorFlow child process per thread count
+    keras: bool = setting(True, "Include the float Keras model (a TensorFlow child process) as the baseline.",
+                          flag="--keras/--no-keras")
+
+    def __post_init__(self):
+        check(self)
