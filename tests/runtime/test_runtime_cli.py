@@ -52,7 +52,7 @@ def test_user_errors_are_one_line(export_dir, tmp_path, capsys):
         (["door", "run", "--model", str(tmp_path), "--camera", str(tmp_path)], "no manifest"),
         (["door", "run", "--model", str(export_dir), "--camera", str(tmp_path / "nope")], "no such file or folder"),
         (["door", "run", "--model", str(export_dir), "--camera", "0", "--votes", "4", "--window", "3"], "1 <= k <= n"),
-        (["door", "run", "--model", str(export_dir), "--camera", "0", "--relay", "servo"], "choose 'log' or 'gpio'"),
+        (["door", "run", "--model", str(export_dir), "--camera", "0", "--relay", "servo"], "'servo' is not one of"),
         (["door", "collect", "--camera", str(tmp_path), "--label", "../x", "--out", str(tmp_path)], "--label"),
         (["door", "serve", "--model", str(tmp_path / "missing")], "no manifest"),
     ]

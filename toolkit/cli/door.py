@@ -115,7 +115,7 @@ def run(
     camera: str = typer.Option(..., "--camera", help="Device index, RTSP/HTTP URL, video, 'picamera2' or a folder."),
     file: str = _FILE,
     threads: int = _THREADS,
-    relay: str = typer.Option("log", "--relay", help="'log' (dry run) or 'gpio'."),
+    relay: Literal["log", "gpio"] = typer.Option("log", "--relay", help="'log' (dry run) or 'gpio'."),
     relay_pin: int = typer.Option(17, "--relay-pin", help="BCM pin of the relay driver."),
     active_low: bool = typer.Option(False, "--active-low", help="The relay board energises on a low pin."),
     detector: Detector = _DETECTOR,
