@@ -87,7 +87,10 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
 def _server():
     """The HTTP API's (create_app, load_token, serve), or one line naming the door extra on a base install."""
     with door_extra("the HTTP API"):
-        import uvicorn  # noqa: F401 - imported by serve() only once the model is loaded: check it now
+        # The two packages a user knows the API by, first: on a base install the line names fastapi, not
+        # whatever it pulls in; uvicorn is otherwise imported only once the model is loaded.
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
 
         from toolkit.runtime.server import create_app, load_token, serve
     return create_app, load_token, serve
