@@ -23,28 +23,30 @@ demo: $(STAMP)
 
 # Lint, the whole suite, then tests/runtime again in a venv without TensorFlow (what a Pi installs).
 test: $(STAMP)
-	$(VENV)/bin/ruff check toolkit tests
+	$(VENV)/bin/ruff check toolkit tests benchmarks
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	PYTHON=$(PYTHON) tests/runtime/run_without_tf.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check toolkit tests
+	$(VENV)/bin/ruff check toolkit tests benchmarks
 	$(VENV)/bin/lint-imports
 
 # Known vulnerabilities in the installed packages (pip-audit). It needs a vulnerability database on the
 # network (PyPI's JSON API or OSV), so it is not part of `make test`; exit 3 and "NOT AUDITED" when none answers.
 audit: $(STAMP)
-	$(PY) -m toolkit.reliability.audit
+	$(PY) -m benchmarks.audit
 
 # The long reliability runs (SIGKILL + resume, full disks, fuzzing, damaged model files) with their figures.
 selftest: $(STAMP)
-	$(VENV)/bin/toolkit selftest
+	$(PY) -m benchmarks.selftest
 
-# Door latency, /predict overhead, 8, 32 and 64 clients for 60 s each (then again with the door loop in the
-# server) against the committed demo export; then the door's fault drill. About 8 minutes.
+# Door latency and /predict overhead (what a user runs on the Pi), then 8, 32 and 64 clients for 60 s each
+# (then again with the door loop in the server) against the committed demo export, then the door's fault
+# drill. About 8 minutes.
 bench-door: $(STAMP)
-	$(VENV)/bin/toolkit door bench --model exported/happy --threads 1 --clients 8,32,64 --seconds 60 --with-door
-	$(VENV)/bin/toolkit door faults --model exported/happy
+	$(VENV)/bin/toolkit door bench --model exported/happy --threads 1
+	$(PY) -m benchmarks.door_load --model exported/happy --threads 1 --clients 8,32,64 --seconds 60 --with-door
+	$(PY) -m benchmarks.door_faults --model exported/happy
 
 # The door runtime in an emulated arm64 Raspberry Pi OS-like root (qemu): install, tests, demo model vs x86.
 # Needs root and network to the Debian mirror and the package index; minutes, so not part of `make test`.

@@ -4,7 +4,7 @@
     compare.py check --model exported/happy --reference DIR  (arm64) same images, print max |Δprobability|
     compare.py versions                                      what is installed and importable, and where
     compare.py no-tensorflow                                 fail if anything from the train extra is installed
-    compare.py requirements dev pytest httpx                 those packages' pins from pyproject.toml
+    compare.py requirements dev pytest onnx                  those packages' pins from pyproject.toml
 
 Only ``reference`` imports from the training side (the synthetic image generator, numpy + Pillow); the rest
 needs the door install alone.

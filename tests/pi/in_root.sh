@@ -1,6 +1,8 @@
 #!/bin/bash
 # The arm64 half of tests/pi/pi_check.sh, run inside the emulated root (never on the host): a fresh venv,
-# `pip install '.[door]'`, no TensorFlow, versions, the runtime smoke tests, the demo model vs x86.
+# `pip install '.[door]'` (what the README installs on a Pi, nothing more), no TensorFlow, versions, the
+# README's `toolkit door bench` on that install, the runtime tests (pytest and onnx added; no httpx), the
+# demo model vs x86.
 set -euo pipefail
 IN=/opt/pi-check
 SRC=$IN/src
@@ -36,8 +38,14 @@ rm -rf "$SRC/toolkit" "$SRC/build"
 step "installed versions"
 "$PY" tests/pi/compare.py versions
 
-step "test tools from the dev extra (pytest, httpx, onnx, tritonclient)"
-mapfile -t tools < <("$PY" tests/pi/compare.py requirements dev pytest httpx onnx tritonclient)
+step "toolkit door bench on the '.[door]' install, as the README runs it on a Pi"
+# Before any test tool is installed: a dev package (httpx) once hid a door command that needed it.
+"$VENV/bin/toolkit" door bench --model exported/happy --threads 1 --frames 20 | tee "$LOGS/door-bench.log"
+grep -q '^/predict overhead' "$LOGS/door-bench.log" || { echo "error: door bench printed no /predict overhead" >&2; exit 1; }
+
+step "test tools from the dev extra (pytest; onnx builds the tests' tiny models)"
+# Not httpx or tritonclient: the tests run here talk HTTP with the standard library, as a door install must.
+mapfile -t tools < <("$PY" tests/pi/compare.py requirements dev pytest onnx)
 run_logged pip-tests.log "$PY" -m pip install --progress-bar off --no-compile "${tools[@]}"
 "$PY" tests/pi/compare.py no-tensorflow
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.fuzz_cases import encode, png_header, zlib_bomb_png
 from toolkit.data import load_data
 from toolkit.errors import ImageError, ToolkitError
 from toolkit.images import DEFAULT_MAX_PIXELS, decode_image
-from toolkit.reliability.fuzz import encode, png_header, zlib_bomb_png
 
 
 def _noise(w=12, h=12, seed=0) -> Image.Image:

@@ -1,12 +1,13 @@
 """Hypothesis fuzzing of the image decoder, image folders and course .h5 files (short budgets; the long
-ones run in ``toolkit selftest --only fuzz``). Every case ends in data or one ToolkitError line, in time."""
+ones run in ``python -m benchmarks.selftest --only fuzz``). Every case ends in data or one ToolkitError line,
+in time."""
 
 import time
 
 import pytest
 from train_support import announce
 
-from toolkit.reliability.fuzz import fuzz_decode, fuzz_folders, fuzz_h5
+from benchmarks.fuzz import fuzz_decode, fuzz_folders, fuzz_h5
 
 SEED = int(time.time()) % 10_000  # printed with the counts, so a failing case can be replayed
 

@@ -1,19 +1,22 @@
-"""The door fails closed. ``toolkit door faults`` injects every fault into a running door and its table is
-asserted here; the other tests replay single faults on a fake clock with a gpiozero relay on a mock pin."""
+"""The door fails closed. ``python -m benchmarks.door_faults`` injects every fault into a running door and its
+table is asserted here; the other tests replay single faults on a fake clock with a gpiozero relay on a mock pin."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from door_support import HAPPY, SAD, capture_logs, frame, make_export, mock_pins
 
-from toolkit.cli import main
+from benchmarks.door_faults import main as drill
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import GpioActuator, LogActuator, RelayError
 from toolkit.runtime.camera import CameraError, FrameSource
@@ -76,7 +79,7 @@ COLUMNS = ("fault", "door", "health", "recovery", "check")
 
 
 def test_fault_drill_table(export, capsys):
-    assert main(["door", "faults", "--model", str(export)]) == 0
+    assert drill(["--model", str(export)]) == 0
     out = capsys.readouterr().out
     with capsys.disabled():
         print("\n" + out)
@@ -104,9 +107,11 @@ def test_fault_drill_table(export, capsys):
         assert 0 <= ms < 1500, (fault, ms)
 
 
-def test_drill_refuses_a_folder_without_manifest(tmp_path, capsys):
-    assert main(["door", "faults", "--model", str(tmp_path)]) == 2
-    assert "no manifest" in capsys.readouterr().err
+def test_drill_refuses_a_folder_without_manifest(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "benchmarks.door_faults", "--model", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "no manifest" in p.stderr, p.stderr
+    assert len(p.stderr.splitlines()) == 1
 
 
 def test_frame_problems():

@@ -16,10 +16,10 @@ import pytest
 from onnx import TensorProto, helper
 from train_support import announce, tiny_export, tiny_run
 
+from benchmarks.common import DATA
+from benchmarks.modelfiles import sweep
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
-from toolkit.reliability.common import DATA
-from toolkit.reliability.modelfiles import sweep
 from toolkit.runtime.manifest import sha256_file
 from toolkit.runtime.predictor import Predictor
 

@@ -11,9 +11,9 @@ import pytest
 import typer
 from train_support import tiny_run
 
+from benchmarks.common import DATA
 from toolkit.cli import app, main
 from toolkit.pipeline.spec import _BOOL, _FLOAT, _INT, _LIST, _STR, SCHEMA
-from toolkit.reliability.common import DATA
 
 PIPELINE = "pipelines/happy.toml"
 WRONG_TYPE = {_INT: '"abc"', _FLOAT: '"abc"', _STR: "true", _BOOL: '"yes"', _LIST: "5"}  # TOML text for --set
@@ -112,7 +112,6 @@ REQUIRED = {
     "train": ["happy", "--data", DATA, "--out", "unused-run"],
     "finetune": ["happy", "--data", DATA, "--out", "unused-run"],
     "export": ["unused-run", "--out", "unused-export"],
-    "selftest": [],
 }
 FLAGS = [(c, o) for c in REQUIRED for o in _numeric_options(c)]
 

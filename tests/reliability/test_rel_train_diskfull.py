@@ -1,7 +1,7 @@
 """A full disk during training, feature caching and export: one clear error line, earlier artifacts intact.
 
 The disk is a small tmpfs when the tests run as root (CI does); otherwise the child runs under
-RLIMIT_FSIZE, where writes fail with EFBIG instead of ENOSPC (``toolkit selftest`` shows both).
+RLIMIT_FSIZE, where writes fail with EFBIG instead of ENOSPC (``python -m benchmarks.selftest`` shows both).
 """
 
 import errno
@@ -9,8 +9,8 @@ import errno
 import pytest
 from train_support import announce, tiny_export, tiny_run
 
+from benchmarks.diskfull import caching_full, export_full, training_full
 from toolkit.errors import disk_full_error
-from toolkit.reliability.diskfull import caching_full, export_full, training_full
 
 pytestmark = pytest.mark.slow
 

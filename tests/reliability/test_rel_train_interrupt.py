@@ -1,6 +1,6 @@
 """SIGKILL ``toolkit train``, ``export``, ``pipeline run`` and feature caching, then resume or re-run.
 
-Short versions of ``toolkit selftest --only interrupt`` (which kills five trainings and more points).
+Short versions of ``python -m benchmarks.selftest --only interrupt`` (which kills five trainings and more points).
 Each kill is a real SIGKILL of a real child process.
 """
 
@@ -10,7 +10,7 @@ import time
 import pytest
 from train_support import announce, tiny_run
 
-from toolkit.reliability.interrupt import cache_kills, export_kills, pipeline_kills, train_kills
+from benchmarks.interrupt import cache_kills, export_kills, pipeline_kills, train_kills
 
 pytestmark = pytest.mark.slow
 SEED = int(time.time()) % 10_000  # new kill points each run; printed, so a failure can be replayed

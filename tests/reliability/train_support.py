@@ -11,7 +11,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from toolkit.reliability.common import BATCH, DATA, IMAGE_SIZE
+from benchmarks.common import BATCH, DATA, IMAGE_SIZE
 
 
 def announce(capsys, text: str) -> None:

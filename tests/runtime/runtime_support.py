@@ -10,11 +10,14 @@ frames by brightness. The softmax model returns softmax of the per-channel means
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import onnx
@@ -119,6 +122,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Reply:
+    """An HTTP answer: status_code, headers (lower-case names), content, text, json()."""
+
+    def __init__(self, status: int, headers: dict[str, str], content: bytes) -> None:
+        self.status_code, self.headers, self.content = status, headers, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.content)
+
+
+def http_request(method: str, url: str, content: bytes = b"", headers: dict | None = None,
+                 timeout: float = 10) -> Reply:
+    """One request with the standard library (a door install has no httpx); straight to the host, no proxy."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=content,
+                     headers=headers or {})
+        r = conn.getresponse()
+        return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def http_get(url: str, **kw) -> Reply:
+    return http_request("GET", url, **kw)
+
+
+def http_post(url: str, content: bytes = b"", **kw) -> Reply:
+    return http_request("POST", url, content, **kw)
 
 
 class LiveServer:

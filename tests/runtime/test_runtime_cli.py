@@ -1,7 +1,9 @@
-"""``toolkit door ...`` end to end: run on a folder camera, collect, bench, run+serve in a subprocess."""
+"""``toolkit door ...`` end to end: run on a folder camera, collect, bench, run+serve in a subprocess; the base
+install's one-line errors. HTTP with the standard library only, as on a ``.[door]`` install (no httpx)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -10,9 +12,9 @@ import subprocess
 import sys
 import time
 
-import httpx
+import pytest
 from PIL import Image
-from runtime_support import frame, free_port, make_export
+from runtime_support import frame, free_port, http_get, http_post, make_export
 
 from toolkit.cli import main
 
@@ -73,13 +75,38 @@ def test_collect_writes_an_image_folder(tmp_path, capsys):
     assert "saved 2 photos" in capsys.readouterr().out
 
 
-def test_bench_prints_latency_overhead_and_load(export_dir, capsys):
-    argv = ["door", "bench", "--model", str(export_dir / "model.onnx"), "--n", "30", "--clients", "2", "--seconds", "1"]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "frame->decision  tiny (model.onnx, none, 64x64, threads=1): p50" in out
-    assert "/predict overhead" in out and "overhead p50" in out
-    assert "5xx 0, dropped 0" in out
+# The interpreter without the given modules, as if they were not installed: ``import X`` raises ModuleNotFoundError.
+WITHOUT = "import sys\nfor m in {mods!r}: sys.modules[m] = None\nfrom toolkit.cli import main\nsys.exit(main({argv!r}))"
+
+
+def _without(modules: list[str], argv: list[str]) -> subprocess.CompletedProcess:
+    code = WITHOUT.format(mods=modules, argv=argv)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_bench_prints_latency_and_overhead_without_httpx(export_dir):
+    # httpx is a dev tool: the README's Pi command must run on a `.[door]` install.
+    p = _without(["httpx"], ["door", "bench", "--model", str(export_dir / "model.onnx"), "--frames", "30"])
+    assert p.returncode == 0, p.stderr
+    assert "frame->decision  tiny (model.onnx, none, 64x64, threads=1): p50" in p.stdout
+    assert "over 30 frames" in p.stdout and "/predict overhead" in p.stdout and "overhead p50" in p.stdout
+
+
+@pytest.mark.parametrize("missing, command, purpose", [
+    ("fastapi", "door serve --model {model} --port {port}", "the HTTP API"),
+    ("uvicorn", "door serve --model {model} --port {port}", "the HTTP API"),
+    ("fastapi", "door run --model {model} --camera {cam} --serve --port {port}", "the HTTP API"),
+    ("cv2", "door run --model {model} --camera 0", "--camera 0"),
+    ("cv2", "door run --model {model} --camera {cam} --face haar", "--face haar"),
+])  # fmt: skip
+def test_base_install_names_the_door_extra(export_dir, tmp_path, missing, command, purpose):
+    cam = _camera(tmp_path / "cam", [40])
+    argv = command.format(model=export_dir, cam=cam, port=free_port()).split()
+    p = _without([missing], argv)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.splitlines() == [
+        f"error: {purpose} needs the door extra ({missing} is not installed): pip install 'toolkit[door]'"
+    ]
 
 
 def test_run_and_serve_in_one_process(export_dir, tmp_path):
@@ -98,20 +125,20 @@ def test_run_and_serve_in_one_process(export_dir, tmp_path):
         ready = None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                ready = httpx.get(f"{url}/v2/health/ready", timeout=1)
+                ready = http_get(f"{url}/v2/health/ready", timeout=1)
                 if ready.status_code == 200:
                     break
-            except httpx.HTTPError:
+            except (OSError, http.client.HTTPException):  # not listening yet
                 pass
             time.sleep(0.1)
         assert ready is not None and ready.status_code == 200, proc.stderr.read() if proc.poll() else ready
-        assert httpx.post(f"{url}/door/open", headers={"Authorization": "Bearer tok"}).status_code == 200
-        assert httpx.post(f"{url}/predict", content=(cam / "000.png").read_bytes()).json()["decision"] is True
-        metrics = httpx.get(f"{url}/metrics").text
+        assert http_post(f"{url}/door/open", headers={"Authorization": "Bearer tok"}).status_code == 200
+        assert http_post(f"{url}/predict", (cam / "000.png").read_bytes()).json()["decision"] is True
+        metrics = http_get(f"{url}/metrics").text
         assert 'toolkit_door_events_total{event="open"}' in metrics
         make_export(model, threshold=0.75)  # re-export in place: --watch reloads it
         deadline = time.monotonic() + 10
-        while httpx.get(f"{url}/v2/models/tiny").json()["parameters"]["threshold"] != 0.75:
+        while http_get(f"{url}/v2/models/tiny").json()["parameters"]["threshold"] != 0.75:
             assert time.monotonic() < deadline, "the model was not hot-reloaded"
             time.sleep(0.1)
     finally:

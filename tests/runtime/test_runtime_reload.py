@@ -8,9 +8,8 @@ import signal
 import threading
 import time
 
-import httpx
 import pytest
-from runtime_support import LiveServer, frame, jpeg, make_export
+from runtime_support import LiveServer, frame, http_get, http_post, jpeg, make_export
 
 from toolkit.runtime.config import ModelConfig, ServeConfig
 from toolkit.runtime.holder import ModelHolder
@@ -60,17 +59,17 @@ def test_watch_and_sighup_reload_under_a_live_server(export_dir, tmp_path):
     app = create_app(holder, ServeConfig())
     try:
         with LiveServer(app) as live:
-            sha = httpx.get(f"{live.url}/v2/models/tiny").json()["parameters"]["sha256"]
+            sha = http_get(f"{live.url}/v2/models/tiny").json()["parameters"]["sha256"]
             make_export(folder, threshold=0.7, name="tiny")
             assert _wait(lambda: holder.predictor.threshold == 0.7)
             _tamper(folder)
             assert _wait(lambda: holder.last_error is not None)
-            r = httpx.get(f"{live.url}/v2/models/tiny")
+            r = http_get(f"{live.url}/v2/models/tiny")
             assert r.status_code == 200 and r.json()["parameters"]["threshold"] == 0.7  # old model kept
             assert r.json()["parameters"]["sha256"] == sha  # same graph bytes as before the tamper
-            ok = httpx.post(f"{live.url}/predict", content=_png(220))
+            ok = http_post(f"{live.url}/predict", _png(220))
             assert ok.status_code == 200 and ok.json()["label"] == "smile"
-            metrics = httpx.get(f"{live.url}/metrics").text
+            metrics = http_get(f"{live.url}/metrics").text
             assert 'toolkit_door_events_total{event="reload_refused"}' in metrics
     finally:
         stop.set()

@@ -261,10 +261,10 @@ def test_resume_inside_stage_two_keeps_stage_one(pretrained, tmp_path):
 
 
 def test_speed_benchmark_runs_end_to_end_on_tiny_inputs(pretrained, tmp_path):
-    from toolkit.train.transfer_bench import format_speed, speed_benchmark
+    from benchmarks.transfer import format_speed, speed_benchmark
 
     path, _ = pretrained
-    r = speed_benchmark("resnet_tiny", str(path), DATA, image_size=32, epochs=2, batch_size=16, work=tmp_path / "s")
+    r = speed_benchmark("resnet_tiny", str(path), DATA, image_size=32, epochs=2, batch_size=16, out=tmp_path / "s")
     text = format_speed(r)
     assert r["speedup"] > 0 and r["cache_s"] > 0 and "one-time feature caching" in text
     assert len(r["cached_epoch_s"]) == len(r["frozen_epoch_s"]) == 2

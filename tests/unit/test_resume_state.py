@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.train_overhead import _OtherSideFailed, _Turns, paired_ratio
 from toolkit._keras import tf
 from toolkit.train import resume
-from toolkit.train.bench import _OtherSideFailed, _Turns, paired_ratio
 
 
 def _variables():
@@ -125,3 +125,33 @@ def test_every_epochs_state_holds_the_weights_at_that_epochs_end(validate, tmp_p
     model.fit(x[:16], y[:16], validation_data=(x[16:], y[16:]) if validate else None, epochs=3, batch_size=8,
               callbacks=[state, Check()], verbose=0)
     assert same == [True, True, True]
+
+
+def test_the_benchmark_times_the_writes_without_the_trainers_help(tmp_path):
+    """benchmarks.train_overhead wraps the resume states fit.py makes (fit.py knows nothing of it) and undoes it."""
+    from benchmarks.train_overhead import _watched_resume_states
+    from toolkit._keras import keras
+    from toolkit.models import build_model
+    from toolkit.train import fit
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = build_model("happy", (32, 32, 3), 2)
+    fit.compile_model(model, 2, "adam", 1e-3)
+    found: list = []
+    with _watched_resume_states(found):
+        state = fit.ResumeState(model, tmp_path / "backup", "loss", None)
+    assert fit.ResumeState is resume.ResumeState and found == [state]
+    seen = []
+
+    class Check(k.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            state.sync()
+            seen.append(list(state.write_cpu))
+            state.write_cpu.clear()
+
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32), rng.integers(0, 2, 16)
+    model.fit(x, y, epochs=2, batch_size=8, callbacks=[state, Check()], verbose=0)
+    assert [len(s) for s in seen] == [1, 1] and all(s[0] > 0 for s in seen)  # one timed write per epoch
+    assert resume.durable_epochs(tmp_path / "backup") == 2  # and the writes themselves still happen

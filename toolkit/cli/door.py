@@ -213,39 +213,11 @@ def bench(
         ..., "--model", help="Export folder, or FOLDER/FILE.onnx for one of its files; repeat to compare."
     ),
     threads: int = _THREADS,
-    n: int = typer.Option(200, "--n", min=1, help="Frames (and HTTP requests) per measurement."),
-    clients: str = typer.Option(
-        "0", "--clients", help="Concurrent clients for the load test, or a list like 8,32,64 (0 = skip)."
-    ),
-    seconds: float = typer.Option(5.0, "--seconds", min=0.1, help="Length of each load test."),
+    frames: int = typer.Option(200, "--frames", min=1, help="Frames (and /predict requests) per measurement."),
     http: bool = typer.Option(True, "--http/--no-http", help="Measure /predict overhead over the Predictor."),
-    with_door: bool = typer.Option(False, "--with-door", help="Load again with the door loop in the server."),
-    door_fps: float = typer.Option(10.0, "--door-fps", min=0.1, help="The door loop's frame rate under load."),
 ) -> None:
-    """Print frame->decision latency p50/p99, /predict overhead and bounded load tests (with the door too)."""
-    from toolkit.errors import ToolkitError
+    """Print frame->decision latency p50/p99 and the /predict overhead on this machine."""
     from toolkit.runtime.bench import run_bench
     from toolkit.runtime.config import BenchConfig
 
-    try:
-        counts = tuple(int(c) for c in clients.split(",") if c.strip() and int(c) > 0)
-    except ValueError:
-        raise ToolkitError(f"--clients {clients!r}: give a count or a comma-separated list like 8,32,64") from None
-    if with_door and not counts:
-        raise ToolkitError("--with-door: give --clients too, e.g. --clients 8,32,64")
-    config = BenchConfig(tuple(model), threads, n, clients=counts, seconds=seconds, http=http, with_door=with_door,
-                         door_fps=door_fps)  # fmt: skip
-    run_bench(config, out=typer.echo)
-
-
-@door_app.command("faults")
-def faults(
-    model: Path = _MODEL,
-    only: str = typer.Option(None, "--only", help="Run only the faults whose name contains this text."),
-) -> None:
-    """Inject faults into a running door (mock relay pin) and print: fault, door state, health, recovery."""
-    from toolkit.runtime.faults import run_drill
-
-    results = run_drill(model, only=only, out=typer.echo)
-    if not results or not all(r.ok for r in results):
-        raise typer.Exit(1)
+    run_bench(BenchConfig(tuple(model), threads, frames=frames, http=http), out=typer.echo)

@@ -3,14 +3,20 @@
 1. Frame → decision latency (decode/resize a camera-sized frame, run, k-of-n vote) per export folder.
 2. ``POST /predict`` overhead over the bare Predictor, both on the same JPEG, against a real
    ``toolkit door serve`` subprocess on 127.0.0.1 (one process per side, like production).
-3. A bounded load test (:mod:`toolkit.runtime.load`): N concurrent clients for S seconds per N; counts 5xx
-   and dropped requests, the server's memory; with the door loop in the server, its decision latency.
+
+Only the standard library talks HTTP here: this runs on a ``.[door]`` install. The load tests with many
+clients are a developer benchmark of a checkout (``python -m benchmarks.door_load``).
 """
 
 from __future__ import annotations
 
+import http.client
 import io
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +26,6 @@ from PIL import Image
 
 from toolkit.errors import ToolkitError
 from toolkit.runtime.config import BenchConfig, PolicyConfig
-from toolkit.runtime.load import ServerProcess, percentiles, run_load
 from toolkit.runtime.policy import DoorPolicy
 from toolkit.runtime.predictor import Predictor
 
@@ -46,7 +51,7 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
         for f in frames:  # warm-up: first runs allocate
             pred.predict(f)
         ms = []
-        for i in range(config.n):
+        for i in range(config.frames):
             start = time.perf_counter()
             policy.observe(pred.predict(frames[i % len(frames)]).probability)
             ms.append((time.perf_counter() - start) * 1000.0)
@@ -56,17 +61,12 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
         out(
             f"frame->decision  {pred.name} ({pred.file}, {entry.quantization}, {h}x{w}, "
             f"threads={config.threads}): p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
-            f"over {config.n} frames of {fw}x{fh}"
+            f"over {config.frames} frames of {fw}x{fh}"
         )
         results["models"][str(model)] = {"p50_ms": p50, "p99_ms": p99}
     if config.http:
         with ServerProcess(config.models[0], config.threads) as server:
             results["http"] = _http_overhead(config, server.url, out, server.proc.pid)
-    if config.clients:
-        results["load"] = run_load(
-            config.models[0], config.threads, config.clients, config.seconds, _sample_jpeg(config),
-            frames, config.with_door, config.door_fps, out,
-        )  # fmt: skip
     return results
 
 
@@ -79,10 +79,70 @@ def camera_like_frame(size: tuple[int, int], seed: int) -> np.ndarray:
     return np.clip(base + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
-def _sample_jpeg(config: BenchConfig) -> bytes:
+def sample_jpeg(size: tuple[int, int]) -> bytes:
+    """A camera-like frame of ``size`` (h, w) as a JPEG: what a client posts to ``/predict``."""
     buf = io.BytesIO()
-    Image.fromarray(camera_like_frame(config.frame_size, 99)).save(buf, format="JPEG", quality=85)
+    Image.fromarray(camera_like_frame(size, 99)).save(buf, format="JPEG", quality=85)
     return buf.getvalue()
+
+
+def percentiles(ms: list[float]) -> tuple[float, float]:
+    """p50 and p99 of a list of milliseconds (NaN for an empty list)."""
+    if not ms:
+        return float("nan"), float("nan")
+    a = np.asarray(ms, dtype=np.float64)
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+class ServerProcess:
+    """``toolkit door serve`` (or ``door run --serve`` with ``door_args``) in a subprocess on a free loopback port."""
+
+    def __init__(self, model: Path, threads: int = 1, door_args: list[str] | None = None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        folder, file = split_model(model)
+        verb = ["run", *door_args, "--serve"] if door_args is not None else ["serve"]
+        self.cmd = [sys.executable, "-m", "toolkit", "door", *verb, "--model", str(folder)]
+        self.cmd += ["--file", file] if file else []
+        self.cmd += ["--port", str(self.port), "--threads", str(threads), "--quiet"]
+
+    def __enter__(self) -> ServerProcess:
+        env = {**os.environ, "TOOLKIT_DOOR_TOKEN": ""}  # the benchmark never needs to unlock
+        # stderr to a file, not a pipe nobody reads: a full pipe would stall the server mid-benchmark.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise ToolkitError(f"'{' '.join(self.cmd[3:5])}' exited: {self.log.read().decode()[-500:]}")
+            if self._ready():
+                return self
+            time.sleep(0.1)
+        self.__exit__()
+        raise ToolkitError(f"'{' '.join(self.cmd[3:5])}' did not become ready within 60 s")
+
+    def _ready(self) -> bool:
+        # http.client straight to the port: urllib would send loopback through an http_proxy from the environment.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+        try:
+            conn.request("GET", "/v2/health/ready")
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):  # not listening yet, or closed mid-answer
+            return False
+        finally:
+            conn.close()
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -95,12 +155,11 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _http_overhead(config: BenchConfig, url: str, out: Callable[[str], None], server_pid: int) -> dict:
-    import http.client
     import json
     from urllib.parse import urlsplit
 
     pred = Predictor(*split_model(config.models[0]), threads=config.threads)
-    body = _sample_jpeg(config)
+    body = sample_jpeg(config.frame_size)
     where = urlsplit(url)
     # The stdlib client on one keep-alive connection: the least client-side cost in the round trip.
     conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
@@ -121,7 +180,7 @@ def _http_overhead(config: BenchConfig, url: str, out: Callable[[str], None], se
             pred.predict(body)
             post()
         server_cpu = _cpu_seconds(server_pid)
-        for _ in range(config.n):  # interleaved, so both see the same background noise
+        for _ in range(config.frames):  # interleaved, so both see the same background noise
             start, cpu = time.perf_counter(), time.process_time()
             pred.predict(body)
             bare_cpu += time.process_time() - cpu
@@ -140,13 +199,13 @@ def _http_overhead(config: BenchConfig, url: str, out: Callable[[str], None], se
     out(
         f"/predict overhead  bare Predictor p50 {b50:.2f} ms p99 {b99:.2f} ms | HTTP p50 {h50:.2f} ms "
         f"p99 {h99:.2f} ms | overhead p50 {h50 - b50:.2f} ms (round trip minus the server's own predict time: "
-        f"p50 {s50:.2f} ms) ({config.n} requests, {len(body)} B JPEG, loopback)"
+        f"p50 {s50:.2f} ms) ({config.frames} requests, {len(body)} B JPEG, loopback)"
     )
     result = {"bare_p50_ms": b50, "http_p50_ms": h50, "overhead_p50_ms": h50 - b50, "in_server_overhead_p50_ms": s50}
     if server_cpu is not None and server_cpu_after is not None:
         # CPU time is immune to other processes competing for the cores, unlike wall-clock latency.
-        per_request = (server_cpu_after - server_cpu) / config.n * 1000.0
-        per_predict = bare_cpu / config.n * 1000.0
+        per_request = (server_cpu_after - server_cpu) / config.frames * 1000.0
+        per_predict = bare_cpu / config.frames * 1000.0
         out(
             f"/predict CPU  server {per_request:.2f} ms/request vs bare Predictor {per_predict:.2f} ms/call: "
             f"HTTP costs {per_request - per_predict:.2f} ms of CPU per request"

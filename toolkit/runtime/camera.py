@@ -14,6 +14,7 @@ import numpy as np
 
 from toolkit.errors import ImageError, ToolkitError
 from toolkit.images import decode_image, is_image_file
+from toolkit.runtime.extras import door_extra
 
 log = logging.getLogger("toolkit.runtime")
 
@@ -80,6 +81,8 @@ class OpenCVSource(FrameSource):
         # and a stalled stream blocks or fails in read() instead.
         self.live = spec.isdigit()
         self.cap = None
+        with door_extra(f"--camera {spec}"):  # now, not at the first open(): one line before the door starts
+            import cv2  # noqa: F401
 
     def open(self) -> None:
         import cv2
@@ -174,7 +177,8 @@ class HaarFaceCropper:
     """
 
     def __init__(self, margin: float = 0.2, min_size: int = 40) -> None:
-        import cv2
+        with door_extra("--face haar"):
+            import cv2
 
         if not hasattr(cv2, "CascadeClassifier"):
             raise ToolkitError(

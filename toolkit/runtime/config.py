@@ -89,10 +89,6 @@ class CollectConfig:
 class BenchConfig:
     models: tuple[Path, ...]  # export folders to time, e.g. a HappyModel and a ResNet50 int8
     threads: int = 1  # onnxruntime threads: 1 is what the door uses
-    n: int = 200  # frames per latency measurement
+    frames: int = 200  # frames per latency measurement (and /predict requests for the overhead)
     frame_size: tuple[int, int] = (480, 640)  # camera frame (h, w) decoded and resized like the door does
-    clients: tuple[int, ...] = ()  # HTTP load tests, one per count of concurrent clients (e.g. 8, 32, 64)...
-    seconds: float = 5.0  # ...each this long
     http: bool = True  # measure /predict overhead over the bare Predictor on loopback
-    with_door: bool = False  # load again with the door loop running in the server (folder camera)...
-    door_fps: float = 10.0  # ...at this frame rate: its decision latency must hold under load

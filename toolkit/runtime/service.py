@@ -14,6 +14,7 @@ from toolkit.runtime.actuator import make_actuator
 from toolkit.runtime.camera import make_cropper, open_source
 from toolkit.runtime.config import DoorConfig, ModelConfig, ServeConfig
 from toolkit.runtime.door import DoorLoop
+from toolkit.runtime.extras import door_extra
 from toolkit.runtime.holder import ModelHolder
 
 log = logging.getLogger("toolkit.runtime")
@@ -23,11 +24,9 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
     """Serve the HTTP API (no camera, no relay) until interrupted.
 
     Raises:
-        ToolkitError: invalid model folder or token file.
+        ToolkitError: invalid model folder or token file; the door extra (fastapi, uvicorn) not installed.
     """
-    from toolkit.runtime.server import create_app, load_token
-    from toolkit.runtime.server import serve as run_server
-
+    create_app, load_token, run_server = _server()
     holder = ModelHolder(model, threshold)
     token = load_token(serve)
     _warn_if_exposed(serve, token)
@@ -45,8 +44,10 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     """Run the camera loop (and the API when ``serve`` is given); returns the number of frames seen.
 
     Raises:
-        ToolkitError: invalid model, camera, relay or face option.
+        ToolkitError: invalid model, camera, relay or face option; a door extra package they need not installed.
     """
+    if serve is not None:
+        create_app, load_token, run_server = _server()  # before the camera and relay are claimed
     holder = ModelHolder(model, door.policy.threshold)
     cropper = make_cropper(door.face)
     source = open_source(door.camera, loop=door.loop)
@@ -68,9 +69,6 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     try:
         if serve is None:
             return loop.run(stop)
-        from toolkit.runtime.server import create_app, load_token
-        from toolkit.runtime.server import serve as run_server
-
         token = load_token(serve)
         _warn_if_exposed(serve, token)
         app = create_app(holder, serve, door=loop, token=token)
@@ -84,6 +82,18 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     finally:
         stop.set()
         loop.close()  # locked, whatever happened
+
+
+def _server():
+    """The HTTP API's (create_app, load_token, serve), or one line naming the door extra on a base install."""
+    with door_extra("the HTTP API"):
+        # The two packages a user knows the API by, first: on a base install the line names fastapi, not
+        # whatever it pulls in; uvicorn is otherwise imported only once the model is loaded.
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from toolkit.runtime.server import create_app, load_token, serve
+    return create_app, load_token, serve
 
 
 def _warn_if_exposed(serve: ServeConfig, token: str | None) -> None:

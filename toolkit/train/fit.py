@@ -239,8 +239,7 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
         initial_epoch: the first epoch of this stage (a second fine-tuning stage continues the numbering).
         checkpoint: where the best model is saved (default: the run's model.keras).
         backup: the resume checkpoint's folder (default: out/backup); one per stage, since each stage recompiles.
-        extra_callbacks: run after the toolkit's own, so they see the work of all of them; one with a
-            ``resume_state`` attribute gets the run's :func:`~toolkit.train.resume.ResumeState`.
+        extra_callbacks: run after the toolkit's own, so they see the work of all of them.
         data_epoch: the :func:`epoch_counter` the training dataset's shuffle reads, if any.
         dist: the :class:`toolkit.train.distribute.Distribution` the model was built under (default: one
             device). Every worker calls this; decisions read from files follow the chief's.
@@ -266,9 +265,6 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
         rows = [row for row in history if initial_epoch <= row["epoch"] < start]
         callbacks.append(ResumableEarlyStopping(monitor, patience, rows))
     callbacks.append(state)  # after early stopping, so the checkpoint records its verdict
-    for cb in extra_callbacks:
-        if hasattr(cb, "resume_state"):  # e.g. a benchmark's clock that waits for the state's writes
-            cb.resume_state = state
     callbacks.extend(extra_callbacks)
     if start < epochs and not state.stopped:
         if start > initial_epoch:

@@ -38,7 +38,6 @@ import json
 import math
 import mmap
 import os
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -171,21 +170,17 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
                 self._staging.close()
             self._writer = self._staging = None
 
-        def sync(self) -> float:
-            """Wait for the write in flight; re-raises its error (e.g. a full disk).
-
-            Returns the CPU seconds the write took on the writer thread (the copy into the staging buffer,
-            done there while validation runs, is not counted: it is part of the epoch's own time).
-            """
+        def sync(self) -> None:
+            """Wait for the write in flight; re-raises its error (e.g. a full disk)."""
             pending, self._pending = self._pending, None
-            return pending.result() if pending is not None else 0.0
+            if pending is not None:
+                pending.result()
 
-        def _persist(self, slot: str, state: dict) -> float:
-            start = time.thread_time()
+        def _persist(self, slot: str, state: dict) -> None:
+            """Write the staging buffer to ``slot``, then point ``state.json`` at it (on the writer thread)."""
             self.folder.mkdir(parents=True, exist_ok=True)
             self._staging.write(self.folder / slot)
             write_json_atomic(self.folder / STATE, state, durable=True)
-            return time.thread_time() - start
 
         def _variables(self, build: bool = False) -> list:
             optimizer = model.optimizer

@@ -1,15 +1,11 @@
-"""``toolkit door faults``: inject each fault into a running door and print what the door did.
+"""The door's fault drill: inject each fault into a running door and print what the door did.
 
-Each scenario runs the real door loop as in production (its own thread, the 0.1 s ticker, the relay
-watchdog) with the export's real ONNX model (a temporary copy, so a scenario may corrupt it) and a
-gpiozero ``OutputDevice`` relay on a mock pin (gpiozero's ``MockFactory``) that records every change
-with its time. The camera is scripted: a smiling or a neutral scene at a fixed frame rate that can
-stall, disconnect, freeze, or send black, malformed or tiny frames. The scene, not the model, says
-what a frame shows: the model runs on every frame (its cost and failures are real), then its
-probability is replaced by the scene's, so the drill does not depend on what an export makes of
-synthetic frames.
+    python -m benchmarks.door_faults --model exported/happy [--only TEXT]
 
-Most faults strike while the door is open and the scene keeps smiling (the worst case). Checks:
+Each scenario runs a fresh door (:mod:`benchmarks.door_rig`: the real loop, ticker and watchdog, the
+export's real ONNX model in a temporary copy, so a scenario may corrupt it, a gpiozero relay on a mock
+pin, a scripted camera). Most faults strike while the door is open and the scene keeps smiling (the
+worst case). Checks:
 
 - every energised period of the relay was started by a logged decision: k happy frames among the
   last n, or a manual unlock;
@@ -20,38 +16,18 @@ Most faults strike while the door is open and the scene keeps smiling (the worst
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from toolkit.runtime.camera import CameraError, FrameSource
-from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig
-from toolkit.runtime.holder import ModelHolder
+from benchmarks import cli
+from benchmarks.door_rig import DrillTimings, Rig, pin_class
 from toolkit.runtime.manifest import MANIFEST_NAME, load_manifest
-
-RELAY_PIN = 17
-
-
-@dataclass(frozen=True)
-class DrillTimings:
-    fps: float = 50.0  # the scripted camera's frame rate
-    k: int = 3
-    n: int = 5
-    open_seconds: float = 0.6  # longer than stale + tick: a stall must lock before the period ends anyway
-    cooldown_seconds: float = 0.3
-    stale_seconds: float = 0.25
-    fault_seconds: float = 0.8  # how long each fault lasts
-    tick: float = 0.1  # the door loop's ticker period
-    slack: float = 0.25  # scheduling delay allowed on a busy machine (less than the watchdog's 0.5 s)
 
 
 @dataclass
@@ -67,156 +43,11 @@ class FaultResult:
         return not self.problems
 
 
-class DrillCamera(FrameSource):
-    """A live camera with a scripted scene and scripted faults (``mode``)."""
-
-    live = True
-    size = (120, 160)
-
-    def __init__(self, fps: float) -> None:
-        self.period = 1.0 / fps
-        self.mode = "ok"  # ok | stall | frozen | disconnect | black | corrupt | tiny
-        self.happy = False
-        self._count = 0
-        self._next = time.monotonic()
-        self._frozen: np.ndarray | None = None
-        self._rng = np.random.default_rng(0)
-
-    def open(self) -> None:
-        if self.mode == "disconnect":
-            raise CameraError("camera not found")
-
-    def read(self) -> np.ndarray:
-        delay = self._next - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)  # a sensor delivers at its frame rate
-        self._next = max(self._next + self.period, time.monotonic())
-        while self.mode == "stall":  # a hung driver: read() blocks
-            time.sleep(0.01)
-        mode, self._count = self.mode, self._count + 1
-        h, w = self.size
-        if mode == "disconnect":
-            raise CameraError("USB camera unplugged")
-        if mode == "black":  # a dark sensor's noise: every frame differs, so only the black check sees it
-            return self._rng.integers(0, 5, (h, w, 3), dtype=np.uint8)
-        if mode == "tiny":
-            return np.full((8, 8, 3), 200, np.uint8)
-        if mode == "corrupt":
-            bad = [np.full((h, w, 3), np.nan, np.float32), np.full((h, w, 4), 200, np.uint8)]
-            return [*bad, np.full((h, w), 200, np.uint8)][self._count % 3]
-        if mode == "frozen":
-            if self._frozen is None:
-                self._frozen = self._scene()
-            return self._frozen.copy()  # the same pixels in a fresh buffer, as a stuck driver hands out
-        self._frozen = None
-        return self._scene()
-
-    def _scene(self) -> np.ndarray:
-        frame = np.full((*self.size, 3), 200 if self.happy else 60, np.uint8)
-        frame[0, 0, :2] = self._count % 256, self._count // 256 % 256  # no two frames alike, like sensor noise
-        return frame
-
-
-class _SceneModel:
-    """The real predictor with its probability replaced by the scene's (a bright frame smiles)."""
-
-    def __init__(self, real, rig: _Rig) -> None:
-        self._real, self._rig = real, rig
-
-    def __getattr__(self, name: str):
-        return getattr(self._real, name)
-
-    def predict(self, frame):
-        if self._rig.model_fails:
-            raise RuntimeError("onnxruntime: Non-zero status code returned while running Conv node")
-        prediction = self._real.predict(frame)
-        return dataclasses.replace(prediction, probability=0.99 if float(np.mean(frame)) > 128 else 0.01)
-
-
-class _SceneHolder(ModelHolder):
-    rig: _Rig
-
-    @property
-    def predictor(self):
-        return _SceneModel(self._predictor, self.rig)
-
-
-def _pin_class():
-    from gpiozero.pins.mock import MockPin
-
-    class DrillPin(MockPin):
-        """A mock pin that records (monotonic time, state) and can refuse a state like a failing driver."""
-
-        def __init__(self, factory, info) -> None:
-            self.refuse: set[bool] = set()
-            self.history: list[tuple[float, bool]] = []
-            super().__init__(factory, info)
-            self.history.append((time.monotonic(), bool(self._state)))
-
-        def _set_state(self, value) -> None:
-            if bool(value) in self.refuse:
-                raise RuntimeError("relay driver not responding")
-            super()._set_state(value)
-
-        def _change_state(self, value) -> bool:
-            changed = super()._change_state(value)
-            if changed:
-                self.history.append((time.monotonic(), bool(value)))
-            return changed
-
-    return DrillPin
-
-
-class _JumpClock:
-    """time.monotonic plus an offset the drill can jump."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
-
-
-class _Rig:
-    """One door: scripted camera, the export's model, a gpio relay on a mock pin, the loop in a thread."""
-
-    def __init__(self, folder: Path, t: DrillTimings, factory, events: Path) -> None:
-        from toolkit.runtime.actuator import GpioActuator
-        from toolkit.runtime.door import DoorLoop
-
-        self.t, self.folder, self.events = t, folder, events
-        self.camera = DrillCamera(t.fps)
-        self.clock = _JumpClock()
-        self.wall_offset = 0.0
-        self.model_fails = False
-        self.holder = _SceneHolder(ModelConfig(folder))
-        self.holder.rig = self
-        policy = PolicyConfig(t.k, t.n, None, t.open_seconds, t.cooldown_seconds, t.stale_seconds)
-        config = DoorConfig(
-            camera="drill", policy=policy, relay="gpio", relay_pin=RELAY_PIN, event_log=events,
-            reconnect_min_seconds=0.05, reconnect_max_seconds=0.2,
-        )  # fmt: skip
-        factory.reset()
-        self.relay = GpioActuator(RELAY_PIN)
-        self.pin = factory.pin(RELAY_PIN)
-        self.loop = DoorLoop(
-            self.holder, self.camera, config, self.relay, clock=self.clock, wall=lambda: time.time() + self.wall_offset
-        )
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run, args=(self.stop,), name="drill-door", daemon=True)
-
-    def ready(self) -> bool:
-        return self.loop.ready()[0]  # what GET /v2/health/ready asks
-
-    def energised(self) -> bool:
-        return bool(self.pin.state)
-
-
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    inject: Callable[[_Rig], None]
-    clear: Callable[[_Rig], None] = lambda rig: setattr(rig.camera, "mode", "ok")
+    inject: Callable[[Rig], None]
+    clear: Callable[[Rig], None] = lambda rig: setattr(rig.camera, "mode", "ok")
     expect: str = "locked"  # locked | normal (no doubt: the door keeps deciding) | stuck | manual
     doubt: bool = True  # health must be not ready while the fault lasts
     instant: bool = False  # a clock jump: it happens, and is over
@@ -225,24 +56,24 @@ class Scenario:
     duration: float | None = None  # how long the fault lasts; None = DrillTimings.fault_seconds
 
 
-def _camera(mode: str) -> Callable[[_Rig], None]:
+def _camera(mode: str) -> Callable[[Rig], None]:
     return lambda rig: setattr(rig.camera, "mode", mode)
 
 
-def _corrupt_model(rig: _Rig) -> None:
+def _corrupt_model(rig: Rig) -> None:
     manifest = load_manifest(rig.folder)
     (rig.folder / manifest.serve).write_bytes(b"\x08\x07garbage, not an ONNX graph" * 100)
     rig.reloaded = rig.holder.reload()  # what SIGHUP or --watch would do
 
 
-def _refuse(*states: bool) -> Callable[[_Rig], None]:
-    def inject(rig: _Rig) -> None:
+def _refuse(*states: bool) -> Callable[[Rig], None]:
+    def inject(rig: Rig) -> None:
         rig.pin.refuse = set(states)
 
     return inject
 
 
-def _unlock_while_unplugged(rig: _Rig) -> None:
+def _unlock_while_unplugged(rig: Rig) -> None:
     rig.camera.mode = "disconnect"
     time.sleep(0.1)
     rig.loop.manual_open()  # what an authenticated POST /door/open does
@@ -288,7 +119,7 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> float | None:
 
 def run_scenario(sc: Scenario, folder: Path, t: DrillTimings, factory, events: Path) -> FaultResult:
     """Run one fault against a fresh door; returns what happened and every broken rule."""
-    rig = _Rig(folder, t, factory, events)
+    rig = Rig(folder, t, factory, events)
     result = FaultResult(sc.name, "", "", None)
     problems = result.problems
     rig.thread.start()
@@ -338,7 +169,7 @@ def run_scenario(sc: Scenario, folder: Path, t: DrillTimings, factory, events: P
     return result
 
 
-def _judge(sc: Scenario, rig: _Rig, t: DrillTimings, result: FaultResult, samples, t_inject, t_clear) -> None:
+def _judge(sc: Scenario, rig: Rig, t: DrillTimings, result: FaultResult, samples, t_inject, t_clear) -> None:
     problems = result.problems
     history = rig.pin.history
     rises = [when for (when, on) in history if on]
@@ -439,7 +270,7 @@ def run_drill(
     load_manifest(folder)  # a clear error for a wrong --model before anything runs
     chosen = [sc for sc in scenarios(t) if only is None or only in sc.name]
     previous = Device.pin_factory
-    factory = MockFactory(pin_class=_pin_class())
+    factory = MockFactory(pin_class=pin_class())
     Device.pin_factory = factory
     runtime_log = logging.getLogger("toolkit.runtime")
     level = runtime_log.level
@@ -466,3 +297,17 @@ def run_drill(
     failed = sum(not r.ok for r in results)
     out(f"{len(results)} faults, {len(results) - failed} ok, {failed} failed")
     return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the drill on ``--model`` and print its table; exit 1 if any fault broke a rule."""
+    parser = cli.parser("door_faults", __doc__)
+    parser.add_argument("--model", type=Path, required=True, help="export folder with manifest.json")
+    parser.add_argument("--only", help="run only the faults whose name contains this text")
+    ns = parser.parse_args(argv)
+    results = run_drill(ns.model, only=ns.only, out=lambda line: print(line, flush=True))
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    cli.run(main)

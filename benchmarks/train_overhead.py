@@ -1,4 +1,7 @@
-"""``toolkit train-benchmark``: seconds per epoch of ``toolkit train`` against plain ``model.fit``.
+"""Seconds per epoch of ``toolkit train`` against plain ``model.fit``, epochs interleaved.
+
+    python -m benchmarks.train_overhead [MODEL] [--data SPEC] [--epochs N] [--batch-size N] [--image-size N]
+                                        [--fast] [--rounds N]
 
 Both sides train the same architecture from the same seed on the same images and validate on the
 same held-out images; the plain side gets them as in-memory numpy arrays with no callbacks (the
@@ -12,21 +15,25 @@ plain, ...; a round later plain goes first): neighbouring epochs see the same ma
 resume state is written by a background thread while the next epoch trains, mostly by DMA (O_DIRECT);
 here the toolkit side waits for that write before handing over, so it never lands on the plain side,
 and the CPU seconds the writing thread used are added to the toolkit's epoch: what a real run's next
-epoch would lose to it. The first epoch traces graphs on both sides, so the later epochs are compared:
-fastest against fastest and median against median.
+epoch would lose to it (the trainer knows nothing of this: :func:`_watched_resume_states` wraps the
+resume states it makes while the benchmark runs). The first epoch traces graphs on both sides, so the
+later epochs are compared: fastest against fastest and median against median.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import cli
 from toolkit.config import TrainConfig
 
 
@@ -62,11 +69,41 @@ class _Turns:
             self._cv.notify_all()
 
 
-def _epoch_clock(turns: _Turns, side: str):
+@contextlib.contextmanager
+def _watched_resume_states(found: list) -> Iterator[None]:
+    """While active, every resume state the toolkit's trainer makes is appended to ``found``, and the thread
+    CPU seconds of each of its writes to the state's ``write_cpu`` list (the write runs on its own thread)."""
+    from toolkit.train import fit
+
+    real = fit.ResumeState
+
+    def watched(*args, **kwargs):
+        state = real(*args, **kwargs)
+        persist, state.write_cpu = state._persist, []
+
+        def timed(slot, content) -> None:  # runs on the writer thread: its CPU clock is the write's alone
+            start = time.thread_time()
+            try:
+                persist(slot, content)
+            finally:
+                state.write_cpu.append(time.thread_time() - start)
+
+        state._persist = timed  # an instance attribute: the callback submits self._persist to its writer
+        found.append(state)
+        return state
+
+    fit.ResumeState = watched
+    try:
+        yield
+    finally:
+        fit.ResumeState = real
+
+
+def _epoch_clock(turns: _Turns, side: str, states: list | None = None):
     """A callback that takes its side's turns and records wall seconds per epoch; put it last so it sees the others.
 
-    ``resume_state`` is set by the toolkit's trainer (see :func:`toolkit.train.fit.fit_model`); its write is
-    waited for before the turn passes, and the write's CPU seconds are counted.
+    ``states`` (the toolkit side's, filled by :func:`_watched_resume_states`): the latest resume state's write
+    is waited for before the turn passes, and the write's CPU seconds are counted.
     """
     from toolkit._keras import keras
 
@@ -74,7 +111,6 @@ def _epoch_clock(turns: _Turns, side: str):
         def __init__(self):
             super().__init__()
             self.times: list[float] = []
-            self.resume_state = None
 
         def on_epoch_begin(self, epoch, logs=None):
             turns.wait_for(side)
@@ -82,8 +118,11 @@ def _epoch_clock(turns: _Turns, side: str):
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._t0
-            if self.resume_state is not None:  # the write's CPU time, which a real run's next epoch would lose
-                seconds += self.resume_state.sync()
+            if states:  # the write's CPU time, which a real run's next epoch would lose
+                state = states[-1]
+                state.sync()
+                seconds += sum(state.write_cpu)
+                state.write_cpu.clear()
             self.times.append(seconds)
             turns.done()
             if epoch + 1 == self.params["epochs"]:  # what this side does after training waits for the other side
@@ -124,13 +163,14 @@ def benchmark_training(model: str, data: str, *, epochs: int = 3, batch_size: in
     def one_round(first: str) -> dict[str, list[float]]:
         sides = ["toolkit", "plain"] if first == "toolkit" else ["plain", "toolkit"]
         turns = _Turns(sides * epochs)
-        clocks = {side: _epoch_clock(turns, side) for side in sides}
+        states: list = []
+        clocks = {"toolkit": _epoch_clock(turns, "toolkit", states), "plain": _epoch_clock(turns, "plain")}
         started = threading.Event()  # the second side sets up while the first one's first epoch runs
 
         def toolkit_side() -> None:
             if first != "toolkit":
                 started.wait()
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, _watched_resume_states(states):
                 train(dataclasses.replace(config, out=str(Path(tmp) / "run")), data=ds,
                       extra_callbacks=(_Starter(started), clocks["toolkit"]))
 
@@ -199,3 +239,41 @@ def _Starter(started: threading.Event):  # noqa: N802 (lazy tf_keras class)
 
     return Starter()
 
+
+
+def format_training(r: dict) -> str:
+    """The table and ratios of a :func:`benchmark_training` result."""
+    lines = [f"{r['model']} on {r['data']}: {r['train_images']} training + {r['val_images']} validation images, "
+             f"batch {r['batch_size']}, deterministic={r['deterministic']}, {r['rounds']} round(s)",
+             f"{'round':>5} {'epoch':>5} {'toolkit train s':>16} {'plain fit s':>12}"]
+    for n, (ta, tb) in enumerate(zip(r["toolkit_epoch_s"], r["plain_fit_epoch_s"]), start=1):
+        for i, (a, b) in enumerate(zip(ta, tb), start=1):
+            lines.append(f"{n:>5} {i:>5} {a:>16.2f} {b:>12.2f}")
+    low, high = r["paired_ratio_95"]
+    lines.append(f"ratio toolkit/plain, epochs after each run's first: fastest {r['ratio']:.3f}, "
+                 f"median {r['median_ratio']:.3f}, paired {r['paired_ratio']:.3f} "
+                 f"(95 % interval {low:.3f}-{high:.3f})  (<= 1: no slower)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, run the benchmark, print its table."""
+    parser = cli.parser("train_overhead", __doc__)
+    parser.add_argument("model", nargs="?", default="resnet50", help="registered model name (default resnet50)")
+    parser.add_argument("--data", default="synthetic:signs", help="data spec to train on (default synthetic:signs)")
+    parser.add_argument("--epochs", type=cli.positive(int), default=3,
+                        help="epochs per side; those after the first (graph tracing) are compared (default 3)")
+    parser.add_argument("--batch-size", type=cli.positive(int), default=32, help="default 32")
+    parser.add_argument("--image-size", type=cli.positive(int), help="default: the model's own input size")
+    parser.add_argument("--fast", action="store_true", help="TensorFlow's op determinism off (both sides)")
+    parser.add_argument("--rounds", type=cli.positive(int), default=1,
+                        help="repeat both sides, alternating which goes first; epochs are pooled (default 1)")
+    ns = parser.parse_args(argv)
+    r = benchmark_training(ns.model, ns.data, epochs=ns.epochs, batch_size=ns.batch_size, image_size=ns.image_size,
+                           deterministic=not ns.fast, rounds=ns.rounds)
+    print(format_training(r))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -6,7 +6,7 @@ in a child process, so a loader that crashes the interpreter (a segfault in nati
 instead of taking the check down. Outcomes: refused with a one-line ToolkitError, loaded (a bit flip
 in the weights is invisible to a loader; the manifest's sha256 is what catches it), or crashed.
 
-``python -m toolkit.reliability.modelfiles FORMAT FILE...`` is the child: one JSON line per file.
+``python -m benchmarks.modelfiles FORMAT FILE...`` is the child: one JSON line per file.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from benchmarks.common import child_env
 
 FORMATS = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
 
@@ -94,8 +96,8 @@ def sweep(sources: list[Path], work: Path, *, cuts: int, flips: int, seed: int =
         counts = {"refused": 0, "loaded": 0, "exception": 0, "crashed": 0, "refused-multiline": 0}
         examples: list[str] = []
         while pending:
-            p = subprocess.run([sys.executable, "-m", "toolkit.reliability.modelfiles", kind, *pending],
-                               capture_output=True, text=True, errors="replace")
+            p = subprocess.run([sys.executable, "-m", "benchmarks.modelfiles", kind, *pending],
+                               capture_output=True, text=True, errors="replace", env=child_env())
             done, started = set(), None
             for line in p.stdout.splitlines():
                 try:

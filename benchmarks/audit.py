@@ -4,7 +4,7 @@ pip-audit asks a vulnerability service about every installed distribution. Offli
 package mirror that serves only the simple index, every package comes back "not found" and pip-audit
 still prints "No known vulnerabilities found": here that counts as *not audited*, never as clean.
 
-``python -m toolkit.reliability.audit``: exit 0 when every package was checked and none is affected,
+``python -m benchmarks.audit``: exit 0 when every package was checked and none is affected,
 1 when some are affected, 3 when the services could not be reached (nothing, or not everything, audited).
 """
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+from benchmarks import cli
 
 SERVICES = ("pypi", "osv")
 
@@ -79,11 +81,16 @@ def summary(result: dict) -> tuple[int, list[str]]:
     return 0, lines
 
 
-def main() -> int:
-    status, lines = summary(audit())
+def main(argv: list[str] | None = None) -> int:
+    """Audit the installed packages and print the verdict; the exit status says what it means (see above)."""
+    parser = cli.parser("audit", __doc__)
+    parser.add_argument("--timeout", type=cli.positive(float), default=600.0,
+                        help="seconds to wait for each vulnerability service (default 600)")
+    ns = parser.parse_args(argv)
+    status, lines = summary(audit(ns.timeout))
     print("\n".join(lines))
     return status
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -3,7 +3,7 @@
 Training is killed at random moments (a random epoch, a random fraction of it, or while the run is
 finishing), because its checkpoints are written by TensorFlow on background threads that no Python
 line counter sees. Export, pipelines and the feature cache are killed at random *line events* of
-their own modules (:mod:`toolkit.reliability.killer`), which reaches every write window exactly and
+their own modules (:mod:`benchmarks.killer`), which reaches every write window exactly and
 repeatably. After each kill: what a later run would trust must be complete, and the re-run finishes.
 """
 
@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from toolkit.reliability.common import (
+from benchmarks.common import (
     DATA,
     IMAGE_SIZE,
     child_env,

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # holds benchmarks/: children started elsewhere must find it
+
 # Small enough for CI: HappyModel at 32x32 on 64 synthetic faces trains an epoch in well under a second.
 DATA = "synthetic:happy?n=64"
 IMAGE_SIZE = 32
@@ -21,15 +23,16 @@ def toolkit_cmd(*args: str) -> list[str]:
 
 
 def killer_cmd(at: int, modules: str, *args: str, count_file: Path | None = None) -> list[str]:
-    """``toolkit ARGS`` under :mod:`toolkit.reliability.killer` (SIGKILL at line event ``at``)."""
+    """``toolkit ARGS`` under :mod:`benchmarks.killer` (SIGKILL at line event ``at``)."""
     extra = ["--count-file", str(count_file)] if count_file else []
-    return [sys.executable, "-m", "toolkit.reliability.killer", "--at", str(at), "--modules", modules, *extra,
+    return [sys.executable, "-m", "benchmarks.killer", "--at", str(at), "--modules", modules, *extra,
             "--", *args]
 
 
 def child_env(**extra: str) -> dict:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
-    return env
+    """This process's environment for a child, unbuffered, quiet TensorFlow, able to import ``benchmarks``."""
+    path = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path, **extra}
 
 
 @dataclass

@@ -1,22 +1,26 @@
-"""``toolkit selftest``: the long reliability runs, one section each, then a table of every figure.
+"""The long reliability runs, one section each, then a table of every figure: ``python -m benchmarks.selftest``.
 
 The CI tests (tests/reliability) run the same functions with small budgets; this runs them long
 enough to mean something: five trainings killed at random moments and resumed, more kill points for
 export, pipelines and the feature cache, several full disks, thousands of fuzz cases, and damaged
 copies of every model format.
+
+    python -m benchmarks.selftest [--only interrupt,diskfull,fuzz,models,audit] [--quick] [--seed N] [--out DIR]
 """
 
 from __future__ import annotations
 
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.reliability.common import run, toolkit_cmd
+from benchmarks import cli
+from benchmarks.common import run, toolkit_cmd
 
 SECTIONS = ("interrupt", "diskfull", "fuzz", "models", "audit")
 
@@ -45,7 +49,15 @@ QUICK = Budget(train_kills=1, epochs=3, export_kills=1, pipeline_kills=1, cache_
 
 def run_selftest(sections=SECTIONS, *, budget: Budget = Budget(), seed: int = 0, work: Path | None = None,
                  log: Callable[[str], None] = print) -> list[tuple[str, str, str]]:
-    """Run the sections; returns the figures as (section, figure, value) rows (also printed as they come)."""
+    """Run the sections; returns the figures as (section, figure, value) rows (also printed as they come).
+
+    Args:
+        sections: names from SECTIONS.
+        budget: how many kills, disks, fuzz cases and damaged files (QUICK: CI-sized).
+        seed: seed of kill points and fuzz cases; the same seed repeats the same cases.
+        work: keep the runs in this folder (default: a temporary one, removed).
+        log: where progress lines go.
+    """
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="toolkit-selftest-")) if own else Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -56,7 +68,7 @@ def run_selftest(sections=SECTIONS, *, budget: Budget = Budget(), seed: int = 0,
         ref = work / "interrupt" / "train" / "reference"
         train_result = None
         if "interrupt" in sections:
-            from toolkit.reliability.interrupt import train_kills
+            from benchmarks.interrupt import train_kills
 
             t0 = time.monotonic()
             train_result = train_kills(work / "interrupt" / "train", kills=budget.train_kills, epochs=budget.epochs,
@@ -77,7 +89,7 @@ def run_selftest(sections=SECTIONS, *, budget: Budget = Budget(), seed: int = 0,
         if "fuzz" in sections:
             rows += _guarded("fuzz", lambda: _fuzz_rows(budget, seed, log), log)
         if "models" in sections:
-            from toolkit.reliability.modelfiles import sweep
+            from benchmarks.modelfiles import sweep
 
             t0 = time.monotonic()
             sources = [ref / "model.keras", export_dir / "model.onnx", export_dir / "model.tflite"]
@@ -88,7 +100,7 @@ def run_selftest(sections=SECTIONS, *, budget: Budget = Budget(), seed: int = 0,
                              f"{r['crashed']} of {r['cases']}"))
             rows.append(("models", "time", f"{time.monotonic() - t0:.0f} s"))
         if "audit" in sections:
-            from toolkit.reliability.audit import audit, summary
+            from benchmarks.audit import audit, summary
 
             result = audit()
             status, lines = summary(result)
@@ -116,7 +128,7 @@ def _guarded(section: str, fn, log) -> list[tuple[str, str, str]]:
 
 
 def _train_reference(out: Path, epochs: int) -> None:
-    from toolkit.reliability.common import train_args
+    from benchmarks.common import train_args
 
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +160,7 @@ def _train_rows(result: dict, seconds: float) -> list[tuple[str, str, str]]:
 
 
 def _interrupt_rows(work: Path, ref: Path, budget: Budget, rng, log) -> list[tuple[str, str, str]]:
-    from toolkit.reliability.interrupt import cache_kills, export_kills, pipeline_kills
+    from benchmarks.interrupt import cache_kills, export_kills, pipeline_kills
 
     rows = []
     t0 = time.monotonic()
@@ -185,7 +197,7 @@ def _interrupt_rows(work: Path, ref: Path, budget: Budget, rng, log) -> list[tup
 
 
 def _diskfull_rows(work: Path, ref: Path, export_dir: Path, budget: Budget, log) -> list[tuple[str, str, str]]:
-    from toolkit.reliability.diskfull import caching_full, export_full, training_full
+    from benchmarks.diskfull import caching_full, export_full, training_full
 
     t0 = time.monotonic()
     results = [training_full(work / "disk", ref, free_kb=kb) for kb in budget.train_free_kb]
@@ -211,7 +223,7 @@ def _diskfull_rows(work: Path, ref: Path, export_dir: Path, budget: Budget, log)
 
 
 def _fuzz_rows(budget: Budget, seed: int, log) -> list[tuple[str, str, str]]:
-    from toolkit.reliability.fuzz import fuzz_decode, fuzz_folders, fuzz_h5
+    from benchmarks.fuzz import fuzz_decode, fuzz_folders, fuzz_h5
 
     rows = []
     for fn, n in ((fuzz_decode, budget.decode_cases), (fuzz_folders, budget.folder_cases), (fuzz_h5, budget.h5_cases)):
@@ -230,3 +242,34 @@ def _fuzz_rows(budget: Budget, seed: int, log) -> list[tuple[str, str, str]]:
 def format_table(rows: list[tuple[str, str, str]]) -> str:
     width = max((len(f"{s}: {f}") for s, f, _ in rows), default=10)
     return "\n".join(f"{f'{s}: {f}':<{width}}  {v}" for s, f, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, run the sections and print the table; exit 2 on bad flags."""
+    parser = cli.parser("selftest", __doc__)
+    parser.add_argument("--only", default="", help=f"comma list of sections: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="CI-sized budgets (one kill each, a few hundred "
+                        "fuzz cases)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of kill points and fuzz cases; the same seed "
+                        "repeats the same cases")
+    parser.add_argument("--out", type=Path, help="keep the runs in this folder (default: a temporary one, removed)")
+    ns = parser.parse_args(argv)
+    sections = tuple(s.strip() for s in ns.only.split(",") if s.strip()) or SECTIONS
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"--only: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        from toolkit.errors import ToolkitError
+
+        raise ToolkitError("the self-test needs the dev extra (hypothesis, pip-audit): pip install -e '.[dev]'") \
+            from None
+    rows = run_selftest(sections, budget=QUICK if ns.quick else Budget(), seed=ns.seed, work=ns.out,
+                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,4 +1,6 @@
-"""The bounded HTTP load test behind ``toolkit door bench --clients 8,32,64 [--with-door]``.
+"""The door API under load: N concurrent clients posting to ``/predict``, alone and beside the door loop.
+
+    python -m benchmarks.door_load --model exported/happy [--clients 8,32,64] [--seconds 60] [--with-door]
 
 A real server process on 127.0.0.1 (``toolkit door serve``, or ``toolkit door run --serve`` with the door
 loop on a folder camera in the same process), N concurrent asyncio clients posting a camera-sized JPEG
@@ -12,9 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -23,17 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
+from benchmarks import cli
+from toolkit.runtime.bench import ServerProcess, camera_like_frame, percentiles, sample_jpeg, split_model
+from toolkit.runtime.manifest import load_manifest
 
 RSS_GROWTH_BOUND_MB = 32.0  # more than this over all runs of a bench is reported as growth
-
-
-def percentiles(ms: list[float]) -> tuple[float, float]:
-    """p50 and p99 of a list of milliseconds (NaN for an empty list)."""
-    if not ms:
-        return float("nan"), float("nan")
-    a = np.asarray(ms, dtype=np.float64)
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
 def rss_mb(pid: int) -> float | None:
@@ -109,51 +102,6 @@ def load_test(
         "clients": clients, "requests": total, "per_second": total / elapsed, "5xx": server_errors,
         "dropped": dropped, "p50_ms": p50, "p99_ms": p99, "rss_before_mb": before, "rss_after_mb": after,
     }  # fmt: skip
-
-
-class ServerProcess:
-    """``toolkit door serve`` (or ``door run --serve`` with ``door_args``) in a subprocess on a free loopback port."""
-
-    def __init__(self, model: Path, threads: int = 1, door_args: list[str] | None = None) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        folder, file = (Path(model).parent, Path(model).name) if Path(model).suffix == ".onnx" else (model, None)
-        verb = ["run", *door_args, "--serve"] if door_args is not None else ["serve"]
-        self.cmd = [sys.executable, "-m", "toolkit", "door", *verb, "--model", str(folder)]
-        self.cmd += ["--file", file] if file else []
-        self.cmd += ["--port", str(self.port), "--threads", str(threads), "--quiet"]
-
-    def __enter__(self) -> ServerProcess:
-        import httpx
-
-        env = {**os.environ, "TOOLKIT_DOOR_TOKEN": ""}  # the benchmark never needs to unlock
-        # stderr to a file, not a pipe nobody reads: a full pipe would stall the server mid-benchmark.
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise ToolkitError(f"'{' '.join(self.cmd[3:5])}' exited: {self.log.read().decode()[-500:]}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.__exit__()
-        raise ToolkitError(f"'{' '.join(self.cmd[3:5])}' did not become ready within 60 s")
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def door_window(event_log: Path, start: float, end: float) -> dict:
@@ -240,3 +188,28 @@ def _memory_verdict(server: str, runs: list[dict], out: Callable[[str], None]) -
         f"memory  {server}: RSS {first:.1f} MB before the first run, {last:.1f} MB after the last "
         f"({growth:+.1f} MB; bound {RSS_GROWTH_BOUND_MB:g} MB): {verdict}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load a ``toolkit door serve`` process (then ``door run --serve`` with ``--with-door``); print the figures."""
+    parser = cli.parser("door_load", __doc__)
+    parser.add_argument("--model", type=Path, required=True, help="export folder, or FOLDER/FILE.onnx")
+    parser.add_argument("--threads", type=cli.positive(int), default=1, help="onnxruntime threads (default 1)")
+    parser.add_argument("--clients", type=cli.csv_ints, default=(8, 32, 64),
+                        help="concurrent clients, one load test per count (default 8,32,64)")
+    parser.add_argument("--seconds", type=cli.positive(float), default=60.0, help="length of each load test "
+                        "(default 60)")
+    parser.add_argument("--with-door", action="store_true", help="load again with the door loop in the server")
+    parser.add_argument("--door-fps", type=cli.positive(float), default=10.0,
+                        help="the door loop's frame rate under load (default 10)")
+    ns = parser.parse_args(argv)
+    load_manifest(split_model(ns.model)[0])  # a clear error for a wrong --model before a server starts
+    size = (480, 640)  # a camera frame (h, w), as toolkit door bench decodes
+    frames = [camera_like_frame(size, seed) for seed in range(8)]
+    run_load(ns.model, ns.threads, ns.clients, ns.seconds, sample_jpeg(size), frames, ns.with_door, ns.door_fps,
+             out=lambda line: print(line, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

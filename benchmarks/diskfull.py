@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from toolkit.reliability.common import DATA, IMAGE_SIZE, child_env, run, toolkit_cmd, train_args
+from benchmarks.common import DATA, IMAGE_SIZE, child_env, run, toolkit_cmd, train_args
 
 FILLER = ".filler"
 

@@ -1,4 +1,4 @@
-"""``toolkit transfer-benchmark``: numbers behind the transfer-learning claims.
+"""Numbers behind the transfer-learning claims: ``python -m benchmarks.transfer speed|transfer|memory``.
 
 - ``speed``: seconds per epoch of the head on cached features against ``--freeze all`` on the same
   data and base (both from the same pretrained weights), the one-time caching cost, and test accuracy.
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import cli
 from toolkit.train import runs
 
 
@@ -34,8 +35,8 @@ def _test_accuracy(run: runs.Run) -> float:
 
 
 def speed_benchmark(model: str, weights: str, data: str, *, image_size: int = 64, epochs: int = 3,
-                    batch_size: int = 32, work: Path = Path("runs/transfer-speed")) -> dict:
-    """Train the same head both ways for ``epochs`` epochs; the feature cache is private to ``work``.
+                    batch_size: int = 32, out: Path = Path("runs/transfer-speed")) -> dict:
+    """Train the same head both ways for ``epochs`` epochs; the feature cache is private to ``out``.
 
     The median epoch after the first (which traces graphs) is compared, because the machine may be shared.
     """
@@ -44,7 +45,7 @@ def speed_benchmark(model: str, weights: str, data: str, *, image_size: int = 64
     from toolkit.train.features import CACHE_ENV
     from toolkit.train.finetune import FinetuneConfig, finetune
 
-    work = _fresh(Path(work))
+    work = _fresh(Path(out))
     old = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(work / "cache")  # an empty cache: the caching cost is really paid
     try:
@@ -95,7 +96,7 @@ def format_speed(r: dict) -> str:
 
 
 def transfer_benchmark(pretrain: str, data: str, *, train_n: int = 200, test_n: int = 1000, model: str = "resnet50",
-                       image_size: int = 64, epochs: int = 15, work: Path = Path("runs/transfer"),
+                       image_size: int = 64, epochs: int = 15, out: Path = Path("runs/transfer"),
                        feature_layers: tuple = ()) -> list[dict]:
     """Contenders on the same ``train_n`` images (15% of them for validation), tested on ``test_n`` others.
 
@@ -113,7 +114,7 @@ def transfer_benchmark(pretrain: str, data: str, *, train_n: int = 200, test_n: 
     from toolkit.train.fit import train
 
     runs.load_run(pretrain)  # a clear error before any work
-    work = _fresh(Path(work))
+    work = _fresh(Path(out))
     os.environ.setdefault(CACHE_ENV, str(work / "cache"))
     total = train_n + test_n
     data = f"{data}?n={total}&seed=1"
@@ -173,11 +174,11 @@ print(json.dumps({"n": len(f), "dim": int(f.x.shape[1]), "streamed": split.strea
 
 
 def memory_benchmark(images: int = 20000, *, model: str = "resnet50", image_size: int = 64,
-                     work: Path = Path("runs/transfer-memory")) -> dict:
+                     out: Path = Path("runs/transfer-memory")) -> dict:
     """Write a synthetic image folder of ``images`` files (kept between runs) and cache its features."""
     from toolkit.data.export import write_image_folder
 
-    work = Path(work)
+    work = Path(out)
     folder = work / f"signs-{images}"
     if not (folder / ".complete").is_file():
         shutil.rmtree(folder, ignore_errors=True)
@@ -191,3 +192,61 @@ def memory_benchmark(images: int = 20000, *, model: str = "resnet50", image_size
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["cache_mb"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1e6
     return r
+
+
+def format_memory(r: dict, model: str, image_size: int) -> str:
+    return (f"cached {r['n']} images ({'streamed from disk' if r['streamed'] else 'in memory'}) x {r['dim']} "
+            f"features ({r['cache_mb']:.0f} MB on disk) of {model} at {image_size}x{image_size} in "
+            f"{r['seconds']:.0f} s; peak resident memory {r['peak_rss_mb']:.0f} MB"
+            + ("  (< 2 GB)" if r["peak_rss_mb"] < 2048 else "  (>= 2 GB!)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``speed``, ``transfer`` or ``memory``: run that benchmark and print its table."""
+    parser = cli.parser("transfer", __doc__)
+    sub = parser.add_subparsers(dest="which", required=True, metavar="speed|transfer|memory",
+                                parser_class=cli.Parser)
+    speed = sub.add_parser("speed", help="per-epoch time of the head on cached features against --freeze all")
+    speed.add_argument("--model", default="resnet50", help="registered model name (default resnet50)")
+    speed.add_argument("--weights", required=True, help="pretrained weights: imagenet, a file or a run folder")
+    speed.add_argument("--data", default="synthetic:signs?n=600")
+    speed.add_argument("--image-size", type=cli.positive(int), default=64)
+    speed.add_argument("--epochs", type=cli.positive(int), default=3,
+                       help="epochs per side (the first traces graphs; the median is compared)")
+    speed.add_argument("--batch-size", type=cli.positive(int), default=32)
+    speed.add_argument("--out", type=Path, default=Path("runs/transfer-speed"),
+                       help="folder for the two runs (replaced)")
+    tr = sub.add_parser("transfer", help="test accuracy of fine-tuned vs from-scratch models on one small set")
+    tr.add_argument("--pretrain", required=True, help="run folder of a ResNet50 trained with 'toolkit train'")
+    tr.add_argument("--data", required=True, help="the target image folder, e.g. /work/shared/datasets/smiles")
+    tr.add_argument("--train-n", type=cli.positive(int), default=200, help="images to learn from (15%% validate)")
+    tr.add_argument("--test-n", type=cli.positive(int), default=1000, help="other images of the folder to test on")
+    tr.add_argument("--model", default="resnet50", help="the pretrained architecture")
+    tr.add_argument("--image-size", type=cli.positive(int), default=64)
+    tr.add_argument("--epochs", type=cli.positive(int), default=15, help="epochs for every contender")
+    tr.add_argument("--out", type=Path, default=Path("runs/transfer"), help="folder for the runs (replaced)")
+    tr.add_argument("--feature-layer", default="", help="comma list of further cut points to try "
+                    "(e.g. res2c_out,res3d_out), besides the penultimate layer")
+    mem = sub.add_parser("memory", help="peak resident memory while caching a large folder's features")
+    mem.add_argument("--images", type=cli.positive(int), default=20000, help="images in the synthetic folder")
+    mem.add_argument("--model", default="resnet50", help="base to cache features of (random weights)")
+    mem.add_argument("--image-size", type=cli.positive(int), default=64)
+    mem.add_argument("--out", type=Path, default=Path("runs/transfer-memory"),
+                     help="folder for the images and the cache")
+    ns = parser.parse_args(argv)
+    if ns.which == "speed":
+        print(format_speed(speed_benchmark(ns.model, ns.weights, ns.data, image_size=ns.image_size,
+                                           epochs=ns.epochs, batch_size=ns.batch_size, out=ns.out)))
+    elif ns.which == "transfer":
+        layers = tuple(x.strip() for x in ns.feature_layer.split(",") if x.strip())
+        print(format_transfer(transfer_benchmark(ns.pretrain, ns.data, train_n=ns.train_n, test_n=ns.test_n,
+                                                 model=ns.model, image_size=ns.image_size, epochs=ns.epochs,
+                                                 out=ns.out, feature_layers=layers)))
+    else:
+        r = memory_benchmark(ns.images, model=ns.model, image_size=ns.image_size, out=ns.out)
+        print(format_memory(r, ns.model, ns.image_size))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

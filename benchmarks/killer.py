@@ -1,12 +1,12 @@
 """Run a ``toolkit`` command and SIGKILL it at the N-th executed line of chosen toolkit modules.
 
-``python -m toolkit.reliability.killer --at N --modules toolkit.export,toolkit.train.features -- export ...``
+``python -m benchmarks.killer --at N --modules toolkit.export,toolkit.train.features -- export ...``
 
 Counting lines instead of seconds makes a kill point exact and repeatable: point N of a command is the
 same statement on every run, so a failure found at one point can be replayed. ``--at 0`` runs the
 command to the end and writes the number of line events it saw to ``--count-file``, which gives the
 range to draw kill points from. Only Python lines are counted; writes that TensorFlow does on its own
-threads are reached by the time-based kills of :mod:`toolkit.reliability.interrupt`.
+threads are reached by the time-based kills of :mod:`benchmarks.interrupt`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ import sys
 import threading
 from pathlib import Path
 
+from benchmarks import cli
+
 
 def _files(modules: list[str]) -> tuple[str, ...]:
     """Path prefixes of the source files of ``modules`` (a package means every file under it)."""
-    root = Path(__file__).resolve().parents[2]
+    import toolkit
+
+    root = Path(toolkit.__file__).resolve().parents[1]  # where the toolkit that runs is, not this checkout
     out = []
     for name in modules:
         base = root.joinpath(*name.split("."))
@@ -52,13 +56,14 @@ def install(at: int, modules: list[str]) -> list[int]:
     return seen
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, arm the kill, run the toolkit command; its exit status (if it lives)."""
+    parser = cli.parser("killer", __doc__)
     parser.add_argument("--at", type=int, required=True, help="kill at this line event (0: never)")
     parser.add_argument("--modules", required=True, help="comma list of toolkit modules or packages to count in")
     parser.add_argument("--count-file", help="with --at 0: write the number of line events here")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the toolkit command's arguments")
-    ns = parser.parse_args()
+    ns = parser.parse_args(argv)
     args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
     seen = install(ns.at, [m for m in ns.modules.split(",") if m])
     from toolkit.cli import main as toolkit_main
@@ -72,4 +77,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)
