@@ -13,7 +13,12 @@ from train_support import tiny_run
 
 from benchmarks.common import DATA
 from toolkit.cli import app, main
-from toolkit.pipeline.spec import _BOOL, _FLOAT, _INT, _LIST, _STR, SCHEMA
+from toolkit.pipeline.spec import SCHEMA
+from toolkit.settings import BOOL as _BOOL
+from toolkit.settings import FLOAT as _FLOAT
+from toolkit.settings import INT as _INT
+from toolkit.settings import LIST as _LIST
+from toolkit.settings import STR as _STR
 
 PIPELINE = "pipelines/happy.toml"
 WRONG_TYPE = {_INT: '"abc"', _FLOAT: '"abc"', _STR: "true", _BOOL: '"yes"', _LIST: "5"}  # TOML text for --set
@@ -50,8 +55,11 @@ CHOICES = [(s, k) for s, k in KEYS if SCHEMA[s][k]["choices"]]
 
 @pytest.mark.parametrize("section, key", CHOICES, ids=[f"{s}.{k}" for s, k in CHOICES])
 def test_every_pipeline_key_with_choices_given_another_value(section, key, capsys):
-    err = _check(_with_section(section, f'{section}.{key}="bogus"'), capsys)
-    assert len(err) == 1 and f"{section}.{key}: must be one of" in err[0], err
+    is_list = SCHEMA[section][key]["kind"] == _LIST
+    err = _check(_with_section(section, f'{section}.{key}={["bogus"] if is_list else "bogus"!r}'.replace("'", '"')),
+                 capsys)
+    want = "unknown value 'bogus'; choose from" if is_list else "must be one of"
+    assert len(err) == 1 and f"{section}.{key}: {want}" in err[0], err
 
 
 BOUNDED = [(s, k) for s, k in KEYS if SCHEMA[s][k]["low"] is not None or SCHEMA[s][k]["above"] is not None]
@@ -93,7 +101,7 @@ def test_an_unknown_key_in_every_section(section, capsys):
     (['export.formats=["onnx", "pt"]'], "export.formats"),
     (["export.quantize=[]"], "export.quantize"),
     (["benchmark.threads=[-1]"], "benchmark.threads"),
-    (["benchmark.batch=[0]"], "benchmark.batch"),
+    (["benchmark.batch_size=[0]"], "benchmark.batch_size"),
 ])
 def test_values_that_break_rules_across_keys(sets, key, capsys):
     err = _check(sets, capsys)
@@ -128,11 +136,11 @@ def test_every_numeric_cli_option_given_a_word(command, option, capsys, tmp_path
 @pytest.mark.parametrize("flags, key", [
     (["--epochs", "0"], "epochs"),
     (["--epochs", "-3"], "epochs"),
-    (["--batch-size", "0"], "batch_size"),
+    (["--batch-size", "0"], "--batch-size"),
     (["--lr", "0"], "lr"),
     (["--val", "0.7", "--test", "0.5"], "val and test"),
     (["--optimizer", "adamw"], "optimizer"),
-    (["--augment", "flip,blur"], "augmentation"),
+    (["--augment", "flip,blur"], "--augment"),
     (["--patience", "-1"], "patience"),
 ])
 def test_train_flags_out_of_range(flags, key, capsys, tmp_path):

@@ -53,16 +53,3 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """The first non-empty line of an exception's message, for one-line ToolkitErrors."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:limit]
-
-
-def parse_list(text: str, allowed: tuple, flag: str) -> tuple:
-    """``"none,int8"`` -> ("none", "int8"); ``"all"`` -> all of ``allowed``; order kept, no duplicates."""
-    items = [t.strip().lower() for t in str(text).split(",") if t.strip()]
-    if items == ["all"]:
-        return allowed
-    bad = [t for t in items if t not in allowed]
-    if bad or not items:
-        raise ToolkitError(
-            f"{flag}: unknown value {bad[0] if bad else text!r}; choose from {', '.join(allowed)} or all"
-        )
-    return tuple(dict.fromkeys(items))

@@ -223,6 +223,8 @@ def train_config(s: dict, section: str, *, out: str, weights: str | None = None,
 
 def _probe_train(s):
     train_config(s, "train", out="-", weights="-")
+    if s["train"]["mode"] == "scratch":  # the transfer keys are checked even where they do not apply
+        train_config({**s, "train": {**s["train"], "mode": "freeze"}}, "train", out="-", weights="-")
 
 
 def _probe_pretrain(s):
