@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.errors import ToolkitError
 from toolkit.settings import SettingError, check, setting
 
 FORMATS = ("tflite", "onnx")
