@@ -215,9 +215,12 @@ def bench(
     threads: int = _THREADS,
     frames: int = typer.Option(200, "--frames", min=1, help="Frames (and /predict requests) per measurement."),
     http: bool = typer.Option(True, "--http/--no-http", help="Measure /predict overhead over the Predictor."),
+    n: int = typer.Option(None, "--n", min=1, hidden=True),  # old spelling of --frames
 ) -> None:
     """Print frame->decision latency p50/p99 and the /predict overhead on this machine."""
+    from toolkit.cli.options import deprecated
     from toolkit.runtime.bench import run_bench
     from toolkit.runtime.config import BenchConfig
 
+    frames = deprecated("--n", "--frames", n, frames)
     run_bench(BenchConfig(tuple(model), threads, frames=frames, http=http), out=typer.echo)
