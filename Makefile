@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job: photos (built-in synthetic faces) -> HappyModel -> ONNX + TFLite, float and int8,
-# validated and benchmarked -> exported/happy with its report. Re-running skips unchanged steps.
+# validated and benchmarked -> runs/demo/happy with its report. Re-running skips unchanged steps.
+# It writes under runs/ only (gitignored): the committed exported/happy stays as it is.
 demo: $(STAMP)
 	$(VENV)/bin/toolkit pipeline run pipelines/happy.toml
 
