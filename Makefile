@@ -22,12 +22,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/toolkit pipeline run pipelines/happy.toml
 
-# Lint, the whole suite, then tests/runtime again in a venv without TensorFlow (what a Pi installs).
-test: $(STAMP)
-	$(VENV)/bin/ruff check toolkit tests
+# Lint (make lint), the whole suite, then tests/runtime again in a venv without TensorFlow (what a Pi installs).
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	PYTHON=$(PYTHON) tests/runtime/run_without_tf.sh
 
+# ruff, then the import contracts in pyproject.toml (layers, no cycles, a TensorFlow-free runtime).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests
 	$(VENV)/bin/lint-imports

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from toolkit.bench.cpu import cpu_count
+from toolkit.cpu import cpu_count
 from toolkit.errors import ToolkitError
 
 
