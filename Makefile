@@ -17,16 +17,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job: photos (built-in synthetic faces) -> HappyModel -> ONNX + TFLite, float and int8,
-# validated and benchmarked -> exported/happy with its report. Re-running skips unchanged steps.
+# validated and benchmarked -> runs/demo/happy with its report. Re-running skips unchanged steps.
+# It writes under runs/ only (gitignored): the committed exported/happy stays as it is.
 demo: $(STAMP)
 	$(VENV)/bin/toolkit pipeline run pipelines/happy.toml
 
-# Lint, the whole suite, then tests/runtime again in a venv without TensorFlow (what a Pi installs).
-test: $(STAMP)
-	$(VENV)/bin/ruff check toolkit tests benchmarks
+# Lint (make lint), the whole suite, then tests/runtime again in a venv without TensorFlow (what a Pi installs).
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	PYTHON=$(PYTHON) tests/runtime/run_without_tf.sh
 
+# ruff, then the import contracts in pyproject.toml (layers, no cycles, a TensorFlow-free runtime).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check toolkit tests benchmarks
 	$(VENV)/bin/lint-imports

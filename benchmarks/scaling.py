@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks import cli
-from toolkit.bench.cpu import cpu_count
+from toolkit.cpu import cpu_count
 from toolkit.errors import ToolkitError
 
 

@@ -65,3 +65,16 @@ def keras():
     except ImportError as exc:  # pragma: no cover
         raise ToolkitError(INSTALL_HINT) from exc
     return tf_keras
+
+
+def predict_array(model, x, batch_size: int = 32):
+    """``model.predict(x, batch_size)`` for an in-memory array, fed as a plain batched ``tf.data`` pipeline.
+
+    Keras feeds an array through its own pipeline, whose parallel map tf.data's ``make_deterministic``
+    rewrite (active once training has switched op determinism on) turns into a plain map; TensorFlow
+    2.21's rewrite keeps an attribute the plain map lacks and logs ``E0000 ... NodeDef mentions attribute
+    use_unbounded_threadpool`` each time: noise a user reads as an error. This pipeline has no parallel
+    map to rewrite; the batches, and so the outputs, are the same.
+    """
+    t = tf()
+    return model.predict(t.data.Dataset.from_tensor_slices(x).batch(batch_size), verbose=0)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from toolkit.bench.cpu import cpu_features, describe
 from toolkit.bench.report import markdown
 from toolkit.cli import main
+from toolkit.cpu import cpu_features, describe
 from toolkit.errors import ToolkitError
 from toolkit.export.config import FORMATS, QUANTIZATIONS, ExportConfig
 from toolkit.export.formats import FORMATS as REGISTRY

@@ -1,5 +1,8 @@
 """Pipeline files are validated whole before any work: one line per problem, naming the key."""
 
+import inspect
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -7,6 +10,7 @@ import pytest
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
 from toolkit.pipeline import load_pipeline
+from toolkit.pipeline.run import run_pipeline
 
 PIPELINES = sorted(Path(__file__).resolve().parents[2].joinpath("pipelines").glob("*.toml"))
 
@@ -15,7 +19,21 @@ PIPELINES = sorted(Path(__file__).resolve().parents[2].joinpath("pipelines").glo
 def test_shipped_pipelines_are_valid_and_need_no_files(path):
     p = load_pipeline(path)
     assert p.section("data")["spec"].startswith("synthetic:")
-    assert p.section("export")["out"] == f"exported/{p.name}"
+    assert p.section("export")["out"] == f"runs/demo/{p.name}"
+
+
+def test_shipped_pipelines_write_only_where_git_ignores():
+    """`make demo` must leave a clean checkout clean: exports, reports and step state all land in ignored folders."""
+    root = PIPELINES[0].parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    work = inspect.signature(run_pipeline).parameters["work_root"].default
+    shipped = [load_pipeline(p) for p in PIPELINES]
+    paths = [f"{p.section('export')['out']}/{name}" for p in shipped
+             for name in ("manifest.json", "report.html", "benchmark.json")]
+    paths += [f"{work}/{p.name}/state.json" for p in shipped]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
+    assert ignored.stdout.split() == paths
 
 
 def test_shipped_set_covers_the_three_training_modes():

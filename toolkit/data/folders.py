@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,10 +19,7 @@ from PIL import Image
 from toolkit.data.report import DataReport, find_duplicates
 from toolkit.data.split import Split, take_indices
 from toolkit.errors import ImageError, ToolkitError, printable
-from toolkit.images import decode_image, is_image_file
-
-# Decoding is I/O plus C code that drops the GIL; a few more threads than cores hides file latency.
-WORKERS = min(8, 2 * (os.cpu_count() or 1))
+from toolkit.images import DECODE_WORKERS, decode_image, is_image_file
 
 
 def _hidden(rel: Path) -> bool:
@@ -99,18 +95,6 @@ def _read(path: Path, name: str, size: tuple[int, int], out: np.ndarray | None):
     return digest, stored, mode, None
 
 
-def decode_files(paths, size: tuple[int, int]) -> np.ndarray:
-    """Decode ``paths`` into one uint8 array (N, H, W, 3) with a thread pool."""
-    out = np.empty((len(paths), size[0], size[1], 3), dtype=np.uint8)
-
-    def work(i: int) -> None:
-        out[i] = decode_image(paths[i], size)
-
-    with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(work, range(len(paths))))
-    return out
-
-
 def load_folder(
     root: Path,
     spec: str,
@@ -151,7 +135,7 @@ def load_folder(
     def work(i: int):
         return _read(files[i][0], names[i], size, None if x is None else x[i])
 
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with ThreadPoolExecutor(DECODE_WORKERS) as pool:
         results = list(pool.map(work, range(len(files))))
     report = DataReport(spec=spec, source="folder", streamed=streamed, ignored=ignored)
     keep = [i for i, r in enumerate(results) if r[3] is None]

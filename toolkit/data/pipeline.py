@@ -15,11 +15,13 @@ from toolkit._keras import tf as _tf
 from toolkit.images import decode_image
 
 
-def make_tf_dataset(split, shuffle: bool = False, seed: int = 0, epoch=None, shard_hint: bool = False):
+def make_tf_dataset(split, shuffle: bool = False, seed: int = 0, epoch=None, shard_hint: bool = False,
+                    parallel: bool = True):
     """Build the dataset for ``split`` (see :meth:`Split.tf_dataset`).
 
     ``shard_hint``: multi-worker training; a streamed split's file list is sharded where tf.data's HINT
     auto-shard policy fills in (workers, index), so each worker decodes only its own files.
+    ``parallel``: decode streamed files with a parallel map (see :func:`map_parallelism` for when not).
     """
     tf = _tf()
     h, w = split.image_size
@@ -44,7 +46,20 @@ def make_tf_dataset(split, shuffle: bool = False, seed: int = 0, epoch=None, sha
         return image, label
 
     # deterministic=True keeps the element order fixed for a given seed, so runs repeat.
-    return ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(_load, num_parallel_calls=tf.data.AUTOTUNE if parallel else None, deterministic=True)
+
+
+def map_parallelism(epoch, deterministic: bool) -> bool:
+    """Whether a training stream's maps should run in parallel: not under op determinism with an ``epoch``.
+
+    Under op determinism, tf.data's ``make_deterministic`` rewrite turns every parallel map of a dataset
+    whose functions read TensorFlow state (the ``epoch`` variable does) into a plain map, so those maps run
+    one element at a time anyway. TensorFlow 2.21's rewrite keeps the parallel map's
+    ``use_unbounded_threadpool`` attribute, which the plain map lacks, and logs ``E0000 ... NodeDef mentions
+    attribute use_unbounded_threadpool`` for every iterator: noise a user reads as an error. Building the
+    plain map ourselves runs the same pipeline without that line.
+    """
+    return not (deterministic and epoch is not None)
 
 
 def _items(tf, arrays: tuple, shuffle: bool, seed: int, epoch):

@@ -10,6 +10,7 @@ from functools import cached_property
 import numpy as np
 
 from toolkit.errors import ToolkitError
+from toolkit.images import decode_files
 
 
 class Split:
@@ -88,8 +89,6 @@ class Split:
         """Return (x uint8 (N, H, W, 3) RGB 0-255, y int64 (N,)); streamed splits are decoded now."""
         if self._x is not None:
             return self._x, self.y
-        from toolkit.data.folders import decode_files
-
         return decode_files(self._paths, self.image_size), self.y
 
     def tf_dataset(self, shuffle: bool = False, seed: int = 0, epoch=None):

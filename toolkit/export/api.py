@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import __version__
+from toolkit._keras import predict_array
 from toolkit.errors import ToolkitError, disk_full_error
 from toolkit.export.config import ExportConfig
 from toolkit.export.formats import Context, select
@@ -105,7 +106,7 @@ def export_model(
     x_val, y_val = held_out.numpy()
     check_images(x_val, image_size, f"validation data ({held_out.name} split)")
     x_val = x_val.astype(np.float32)
-    reference = model.predict(x_val, batch_size=32, verbose=0).reshape(len(x_val), -1)
+    reference = predict_array(model, x_val, 32).reshape(len(x_val), -1)
     needs_calibration = any(f.quantization in ("int8", "qat") for f in formats)
     calibration, calibration_fp = (
         calibration_images(splits.train, config.calibration, image_size, config.seed)
@@ -136,7 +137,7 @@ def export_model(
             validation = compare(probs, reference, y_val)
             source_ref = reference
             if fmt.quantization == "qat":
-                source_ref = ctx.qat_model().predict(x_val, batch_size=32, verbose=0).reshape(reference.shape)
+                source_ref = predict_array(ctx.qat_model(), x_val, 32).reshape(reference.shape)
             validation["max_abs_dprob_source"] = float(np.abs(probs - source_ref).max())
             validation["atol"] = fmt.atol
             _gate(fmt, validation, config.max_drop)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.bench.cpu import cpu_count
+from toolkit.cpu import cpu_count
 from toolkit.errors import ToolkitError
 from toolkit.export.config import one_line
 from toolkit.metrics import far_frr

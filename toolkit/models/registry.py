@@ -4,6 +4,10 @@ Every builder takes ``input_shape`` (H, W, 3) and ``classes`` and returns a flat
 whose input is RGB in 0-255: preprocessing is the model's first layer, so exported files need only a
 resize. Tiny variants are registered like the real ones so tests can parametrize over
 :func:`list_models`.
+
+Builders register themselves with :func:`register_model` when their module is imported; the
+``toolkit.models`` package imports them all, and Python runs it before this module is reachable, so
+the registry never imports a builder (no import cycle between the two).
 """
 
 from __future__ import annotations
@@ -43,13 +47,11 @@ def register_model(
 
 def list_models(include_tiny: bool = True) -> list[str]:
     """Names of the registered models, sorted."""
-    _load_builders()
     return sorted(n for n, s in _REGISTRY.items() if include_tiny or not s.tiny)
 
 
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``; raises a one-line ToolkitError listing the known names."""
-    _load_builders()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -71,8 +73,3 @@ def build_model(name: str, input_shape: tuple | int = 64, classes: int = 2, **kw
     if classes < 2:
         raise ToolkitError(f"a classifier needs at least 2 classes, got {classes}")
     return spec.builder(input_shape=input_shape, classes=classes, **kwargs)
-
-
-def _load_builders() -> None:
-    # Importing the modules runs their @register_model decorators; they import TF only when called.
-    from toolkit.models import happy, resnet50  # noqa: F401

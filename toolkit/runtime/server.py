@@ -3,13 +3,12 @@
 Only ``toolkit door serve``/``run`` import this module (fastapi, prometheus-client come with the
 ``door`` extra). Every bad request gets a 4xx with ``{"error": "..."}`` saying what is wrong; nothing
 a client sends can take the server down or move the door without the bearer token. Oversized bodies
-(413) and slow clients (408, or a closed connection while headers trickle in) are cut off, and wrong
-unlock tokens are limited per client (429).
+(413) and slow clients (408, or a closed connection while headers trickle in) are cut off
+(:mod:`toolkit.runtime.http_limits`), and wrong unlock tokens are limited per client (429).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -31,6 +30,7 @@ from toolkit.errors import ImageError, ToolkitError
 from toolkit.runtime.actuator import RelayError
 from toolkit.runtime.config import ServeConfig
 from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.http_limits import BodyTimeout, BodyTooLarge, LimitAndMeasure, error_response
 from toolkit.runtime.metrics import Metrics
 from toolkit.runtime.security import UnlockLimiter, guarded_http_protocol, retry_seconds, tokens_match
 from toolkit.runtime.v2 import INFER_REQUEST_SCHEMA, V2Error, encode_response, parse_infer_request
@@ -52,14 +52,6 @@ _ERRORS = {
     code: {"description": why}
     for code, why in [(400, "bad input"), (404, "unknown model"), (408, "body too slow"), (413, "too large")]
 }
-
-
-class BodyTooLarge(Exception):
-    """Raised from the receive channel once a request body passes the configured limit."""
-
-
-class BodyTimeout(Exception):
-    """Raised from the receive channel when the body has not arrived within the request timeout."""
 
 
 def load_token(config: ServeConfig) -> str | None:
@@ -103,7 +95,7 @@ def create_app(
     if door is not None:
         door.listeners.append(metrics.door_event)
     app.add_middleware(
-        _LimitAndMeasure, metrics=metrics, max_body=config.max_body_bytes, timeout=config.request_timeout_seconds
+        LimitAndMeasure, metrics=metrics, max_body=config.max_body_bytes, timeout=config.request_timeout_seconds
     )
     # Inference runs in at most this many threads; other requests wait their turn in the event loop. The
     # default pool (40 threads) lets a burst of clients thrash the GIL and the cores: throughput falls,
@@ -133,12 +125,12 @@ def create_app(
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return _error(413, f"request body exceeds {config.max_body_bytes:,} bytes")
+        return error_response(413, f"request body exceeds {config.max_body_bytes:,} bytes")
 
     @app.exception_handler(BodyTimeout)
     async def _too_slow(request: Request, exc: BodyTimeout) -> JSONResponse:
         message = f"request body did not arrive within {config.request_timeout_seconds:g} s"
-        return _error(408, message, {"Connection": "close"})
+        return error_response(408, message, {"Connection": "close"})
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -146,23 +138,23 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), exc.headers)
+        return error_response(exc.status_code, str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(400, f"{where}: {first.get('msg', 'invalid request')}")
+        return error_response(400, f"{where}: {first.get('msg', 'invalid request')}")
 
     @app.exception_handler(ToolkitError)
     async def _user_error(request: Request, exc: ToolkitError) -> JSONResponse:
-        return _error(400, str(exc))
+        return error_response(400, str(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not a bad request: logged with its traceback, answered as JSON like every other error.
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
 
     @app.get("/v2", tags=["v2"])
     def server_metadata() -> dict:
@@ -234,7 +226,7 @@ def create_app(
         try:
             req = parse_infer_request(body, request.headers.get("inference-header-content-length"), p, config.max_batch)
         except V2Error as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         start = time.perf_counter()
         probs = await in_worker(p.run, req.batch)
         metrics.inference.observe(time.perf_counter() - start)
@@ -249,7 +241,7 @@ def create_app(
         try:
             result = await in_worker(p.predict, data, "upload")
         except ImageError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         metrics.inference.observe(result.latency_ms / 1000.0)
         return {"model": p.name, **result.to_dict()}
 
@@ -329,59 +321,6 @@ async def _image_bytes(request: Request) -> bytes:
             raise HTTPException(400, "multipart body has no file; send the image as form field 'file'")
         return await uploads[0].read()
     return await request.body()
-
-
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class _LimitAndMeasure:
-    """ASGI middleware: refuse oversized (413) and slow (408) bodies, count every request for Prometheus."""
-
-    def __init__(self, app, metrics: Metrics, max_body: int, timeout: float) -> None:
-        self.app, self.metrics, self.max_body, self.timeout = app, metrics, max_body, timeout
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), [500]
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_body:
-            # Refused before reading a byte: a client cannot make us buffer a huge body.
-            message = f"request body exceeds {self.max_body:,} bytes" if length.isdigit() else "bad Content-Length"
-            response = _error(413 if length.isdigit() else 400, message)
-            await response(scope, receive, send)
-            self.metrics.request("unmatched", scope["method"], response.status_code, time.perf_counter() - start)
-            return
-        seen, body_done = 0, False
-        deadline = asyncio.get_running_loop().time() + self.timeout
-
-        async def limited_receive():
-            nonlocal seen, body_done
-            if body_done:  # later receives wait for a disconnect: no deadline on those
-                return await receive()
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
-            except asyncio.TimeoutError:
-                raise BodyTimeout() from None
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:  # chunked uploads carry no Content-Length
-                raise BodyTooLarge()
-            body_done = message["type"] != "http.request" or not message.get("more_body", False)
-            return message
-
-        async def send_status(message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")  # templates, not raw paths: bounded labels
-            self.metrics.request(route, scope["method"], status[0], time.perf_counter() - start)
 
 
 def serve(app: FastAPI, config: ServeConfig) -> None:

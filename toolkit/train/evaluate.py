@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import metrics
+from toolkit._keras import predict_array
 from toolkit.errors import ToolkitError
 from toolkit.train import runs
 
@@ -19,7 +20,7 @@ def predict_arrays(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Class probabilities (N, K) for uint8/float images 0-255, batched through ``model.predict``."""
     if len(x) == 0:
         return np.zeros((0, max(2, model.output_shape[-1])))
-    return metrics.as_class_probs(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
+    return metrics.as_class_probs(predict_array(model, x.astype(np.float32), batch_size))
 
 
 def tta_views(x: np.ndarray) -> list[np.ndarray]:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import metrics
+from toolkit._keras import predict_array
 from toolkit.errors import ToolkitError, disk_full_error
 
 log = logging.getLogger("toolkit.features")
@@ -322,7 +323,7 @@ def assemble(model, head) -> None:
 
 def evaluate_features(head, features: CachedFeatures, labels: tuple) -> dict:
     """The same report as ``evaluate_model`` on images, computed from cached features by the head alone."""
-    probs = metrics.as_class_probs(head.predict(np.asarray(features.x), batch_size=256, verbose=0))
+    probs = metrics.as_class_probs(predict_array(head, np.asarray(features.x), 256))
     report = metrics.classification_report(np.asarray(features.y), probs, labels)
     report["tta"] = False
     if len(labels) == 2:

@@ -195,7 +195,7 @@ def _train_images(config: FinetuneConfig, model, splits, n_classes: int, out: Pa
         augment = make_augmenter(tuple(config.augment), config.seed, basis)
     epoch = fit.epoch_counter()
     train_ds = fit.batches(splits.train, plan.global_batch, shuffle=True, seed=config.seed, augment=augment,
-                           epoch=epoch, dist=dist)
+                           epoch=epoch, dist=dist, deterministic=config.deterministic)
     val_ds = fit.batches(splits.val, plan.global_batch, dist=dist) if len(splits.val) else None
     _two_stages(config, model, out, train_ds, val_ds, n_classes, epoch, dist, plan)
     return fit.finish_run(out, model, splits.test, dist=dist)

@@ -31,21 +31,27 @@ def compile_model(model, n_classes: int, optimizer: str, lr: float) -> None:
                       metrics=[k.metrics.SparseCategoricalAccuracy(name="accuracy")])
 
 
-def batches(split, batch_size: int, *, shuffle: bool = False, seed: int = 0, augment=None, epoch=None, dist=None):
+def batches(split, batch_size: int, *, shuffle: bool = False, seed: int = 0, augment=None, epoch=None, dist=None,
+            deterministic: bool = False):
     """A split as batched float32 (images 0-255, labels) with prefetch; augmentation only if given.
 
     ``epoch`` (an :func:`epoch_counter`) makes the shuffled order a function of the seed and the epoch.
+    ``deterministic``: op determinism is on (:func:`seed_everything`); with an ``epoch`` the maps are then
+    sequential, as TensorFlow would run them anyway (see :func:`toolkit.data.pipeline.map_parallelism`).
     ``batch_size`` is the global batch; under multiworker ``dist`` the dataset carries the auto-shard
     policy that splits it between the workers (see :func:`toolkit.train.distribute.shard_options`).
     """
-    from toolkit.data.pipeline import make_tf_dataset
+    from toolkit.data.pipeline import make_tf_dataset, map_parallelism
 
     t = _tf()
     options = D.shard_options(dist, split.streamed) if dist is not None else None
-    ds = make_tf_dataset(split, shuffle=shuffle, seed=seed, epoch=epoch, shard_hint=options is not None)
-    ds = ds.batch(batch_size).map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=t.data.AUTOTUNE)
+    parallel = map_parallelism(epoch, deterministic)
+    calls = t.data.AUTOTUNE if parallel else None
+    ds = make_tf_dataset(split, shuffle=shuffle, seed=seed, epoch=epoch, shard_hint=options is not None,
+                         parallel=parallel)
+    ds = ds.batch(batch_size).map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=calls)
     if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=t.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=calls)
     ds = ds.prefetch(t.data.AUTOTUNE)
     return ds.with_options(options) if options is not None else ds
 
@@ -149,7 +155,7 @@ def _train(config: TrainConfig, dist, out: Path, spec, data, extra_callbacks: tu
         augment = make_augmenter(tuple(config.augment), config.seed, basis)
     epoch = epoch_counter()
     train_ds = batches(splits.train, plan.global_batch, shuffle=True, seed=config.seed, augment=augment, epoch=epoch,
-                       dist=dist)
+                       dist=dist, deterministic=config.deterministic)
     val_ds = batches(splits.val, plan.global_batch, dist=dist) if len(splits.val) else None
     log.info("training %s (%s params) on %d images, validating on %d, %d classes",
              model.name, f"{model.count_params():,}", len(splits.train), len(splits.val), n_classes)
