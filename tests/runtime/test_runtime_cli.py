@@ -97,7 +97,7 @@ def test_bench_prints_latency_and_overhead_without_httpx(export_dir):
     ("uvicorn", "door serve --model {model} --port {port}", "the HTTP API"),
     ("fastapi", "door run --model {model} --camera {cam} --serve --port {port}", "the HTTP API"),
     ("cv2", "door run --model {model} --camera 0", "--camera 0"),
-    ("cv2", "door run --model {model} --camera {cam} --face haar", "--face haar"),
+    ("cv2", "door run --model {model} --camera {cam} --detector haar", "--detector haar"),
 ])  # fmt: skip
 def test_base_install_names_the_door_extra(export_dir, tmp_path, missing, command, purpose):
     cam = _camera(tmp_path / "cam", [40])

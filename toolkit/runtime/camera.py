@@ -177,12 +177,12 @@ class HaarFaceCropper:
     """
 
     def __init__(self, margin: float = 0.2, min_size: int = 40) -> None:
-        with door_extra("--face haar"):
+        with door_extra("--detector haar"):
             import cv2
 
         if not hasattr(cv2, "CascadeClassifier"):
             raise ToolkitError(
-                f"--face haar needs OpenCV 4's bundled Haar cascades (OpenCV {cv2.__version__} has none): "
+                f"--detector haar needs OpenCV 4's bundled Haar cascades (OpenCV {cv2.__version__} has none): "
                 "pip install 'opencv-python-headless<5'"
             )
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
@@ -213,7 +213,7 @@ class HaarFaceCropper:
 
 
 def make_cropper(kind: str) -> HaarFaceCropper | None:
-    """The face crop named by ``--face``: 'none' or 'haar'.
+    """The face crop named by ``--detector``: 'none' or 'haar'.
 
     Raises:
         ToolkitError: an unknown kind.
@@ -222,4 +222,4 @@ def make_cropper(kind: str) -> HaarFaceCropper | None:
         return None
     if kind == "haar":
         return HaarFaceCropper()
-    raise ToolkitError(f"--face {kind!r}: choose 'none' or 'haar'")
+    raise ToolkitError(f"--detector {kind!r}: choose 'none' or 'haar'")
