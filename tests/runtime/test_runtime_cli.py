@@ -156,3 +156,19 @@ def test_serve_on_a_busy_port_is_a_one_line_error(export_dir, capsys):
         assert main(["door", "serve", "--model", str(export_dir), "--port", str(port), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --host 127.0.0.1 --port") and "cannot listen there" in err
+
+
+def test_door_warns_in_one_line_when_the_manifest_figures_are_synthetic(export_dir, tmp_path, capsys):
+    folder = tmp_path / "synthetic"
+    shutil.copytree(export_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["data"] = {"spec": "synthetic:happy", "kind": "synthetic"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    cam = _camera(tmp_path / "cam", [40, 220])
+    assert main(["door", "run", "--model", str(folder), "--camera", str(cam), "--quiet"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "synthetic" in line]
+    assert lines == [f"warning: {folder}: its threshold and false-accept rate were measured on synthetic images "
+                     f"(synthetic:happy), not on real photos; check them on your camera's photos: "
+                     f"toolkit evaluate {folder} --data PHOTOS"]
+    assert main(["door", "run", "--model", str(export_dir), "--camera", str(cam), "--quiet"]) == 0
+    assert "synthetic" not in capsys.readouterr().err  # the tiny test export names no data: no claim, no warning

@@ -151,3 +151,18 @@ def test_bad_images(export_dir):
         pred.predict(jpeg(200, size=(200, 200)))
     with pytest.raises(ToolkitError, match="expected shape"):
         pred.run(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_old_manifests_load_and_say_where_their_figures_come_from(tmp_path, export_dir):
+    folder = tmp_path / "old"
+    shutil.copytree(export_dir, folder)
+    _edit_manifest(folder, {"schema": "toolkit.manifest/1", "data": {"spec": "synthetic:happy"}})
+    manifest = Predictor(folder).manifest
+    assert manifest.figures_kind == "synthetic"
+    assert manifest.synthetic_warning(folder).startswith(f"{folder}: its threshold and false-accept rate were "
+                                                         "measured on synthetic images (synthetic:happy)")
+    _edit_manifest(folder, {"schema": "toolkit.manifest/2", "data": {"spec": "photos/", "kind": "photos"}})
+    assert Predictor(folder).manifest.synthetic_warning(folder) is None
+    _edit_manifest(folder, {"schema": "toolkit.manifest/9"})
+    with pytest.raises(ToolkitError, match="field 'schema' must be one of toolkit.manifest/1, toolkit.manifest/2"):
+        Predictor(folder)

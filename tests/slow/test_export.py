@@ -84,6 +84,8 @@ def test_manifest_records_everything_the_runtime_needs(exports, runs):
     assert m.data["fingerprints"] == run.config["fingerprints"]
     assert m.data["validation_fingerprint"] == run.config["fingerprints"]["test"]
     assert m.data["calibration"]["n"] == 32 and len(m.data["calibration"]["fingerprint"]) == 64
+    assert raw["schema"] == "toolkit.manifest/2" and m.data["kind"] == m.figures_kind == "synthetic"
+    assert m.data["trained_on"] == {"spec": run.config["train"]["data"], "kind": "synthetic"}
     assert {"toolkit", "tensorflow", "onnxruntime", "tf2onnx"} <= set(m.versions)
     props = {p.key: p.value for p in onnx.load(str(folder / "model_int8.onnx")).metadata_props}
     assert json.loads(props["labels"]) == ["no_smile", "smile"] and props["toolkit_version"] == m.versions["toolkit"]

@@ -23,7 +23,7 @@ from toolkit.export.formats import Context, select
 from toolkit.export.manifest import build_manifest, file_entry, relative
 from toolkit.export.quantize import calibration_images, check_images
 from toolkit.export.validate import choose_threshold, compare, load_runner, predict
-from toolkit.runtime.manifest import sha256_file
+from toolkit.runtime.manifest import data_kind, sha256_file
 
 BARE_SPLIT = {"val": 0.15, "test": 0.15}  # how a bare model file's --data is split (the run defaults)
 
@@ -53,6 +53,7 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
             source_file=run.model_file,
             run_dir=run.path,
             data_spec=config.data or run.config["train"]["data"],
+            trained_on=run.config["train"]["data"],
             log=log,
         )
     if not config.data:
@@ -88,6 +89,7 @@ def export_model(
     source_file: Path,
     run_dir: Path | None = None,
     data_spec: str = "",
+    trained_on: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Export an in-memory model with explicit labels and splits (what :func:`export` resolves)."""
@@ -156,6 +158,8 @@ def export_model(
             source["run"] = relative(run_dir, out)
         data = {
             "spec": data_spec,
+            "kind": data_kind(data_spec),  # what every figure in this manifest was measured on
+            "trained_on": {"spec": trained_on, "kind": data_kind(trained_on)},
             "validation_split": held_out.name,
             "validation_fingerprint": held_out.fingerprint,
             "fingerprints": splits.fingerprints(),

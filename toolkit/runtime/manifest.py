@@ -17,8 +17,16 @@ from typing import Any
 
 from toolkit.errors import ToolkitError
 
-SCHEMA = "toolkit.manifest/1"
+SCHEMA = "toolkit.manifest/2"  # /2: data.kind and data.trained_on say what the figures were measured on
+READABLE = ("toolkit.manifest/1", SCHEMA)  # /1 folders still load; their data kind is read off data.spec
 MANIFEST_NAME = "manifest.json"
+
+
+def data_kind(spec: str | None) -> str:
+    """'synthetic' for the built-in generators, 'photos' for anything read from files, '' when unknown."""
+    if not spec:
+        return ""
+    return "synthetic" if str(spec).startswith("synthetic:") else "photos"
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,19 @@ class Manifest:
     versions: dict = field(default_factory=dict)  # toolkit and library versions
     created: str = ""
     schema: str = SCHEMA
+
+    @property
+    def figures_kind(self) -> str:
+        """What the threshold, FAR/FRR and accuracies were measured on: 'synthetic', 'photos' or ''."""
+        return self.data.get("kind") or data_kind(self.data.get("spec"))
+
+    def synthetic_warning(self, folder: str | Path) -> str | None:
+        """One line for a door owner when the manifest's promises were measured on synthetic images only."""
+        if self.figures_kind != "synthetic":
+            return None
+        return (f"{folder}: its threshold and false-accept rate were measured on synthetic images "
+                f"({self.data.get('spec')}), not on real photos; check them on your camera's photos: "
+                f"toolkit evaluate {folder} --data PHOTOS")
 
     @property
     def positive_label(self) -> str | None:
@@ -119,8 +140,8 @@ def load_manifest(folder: str | Path) -> Manifest:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ToolkitError(f"{path}: not valid JSON ({exc}); re-run 'toolkit export'") from exc
-    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
-        raise ToolkitError(f"{path}: field 'schema' must be {SCHEMA!r}; re-run 'toolkit export'")
+    if not isinstance(raw, dict) or raw.get("schema") not in READABLE:
+        raise ToolkitError(f"{path}: field 'schema' must be one of {', '.join(READABLE)}; re-run 'toolkit export'")
     try:
         inp = InputSpec(
             **{**raw["input"], "shape": tuple(raw["input"]["shape"]), "range": tuple(raw["input"]["range"])}

@@ -28,6 +28,7 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
     """
     create_app, load_token, run_server = _server()
     holder = ModelHolder(model, threshold)
+    _warn_if_synthetic(holder)
     token = load_token(serve)
     _warn_if_exposed(serve, token)
     app = create_app(holder, serve, token=token)
@@ -40,6 +41,12 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
         stop.set()
 
 
+def _warn_if_synthetic(holder: ModelHolder) -> None:
+    message = holder.predictor.manifest.synthetic_warning(holder.predictor.folder)
+    if message:  # the door still runs: a demo on synthetic data is legitimate, a silent promise is not
+        log.warning("%s", message)
+
+
 def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = None) -> int:
     """Run the camera loop (and the API when ``serve`` is given); returns the number of frames seen.
 
@@ -49,6 +56,7 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     if serve is not None:
         create_app, load_token, run_server = _server()  # before the camera and relay are claimed
     holder = ModelHolder(model, door.policy.threshold)
+    _warn_if_synthetic(holder)
     cropper = make_cropper(door.face)
     source = open_source(door.camera, loop=door.loop)
     actuator = make_actuator(door.relay, door.relay_pin, door.active_high)
