@@ -359,3 +359,14 @@ def test_unwritable_event_log_is_a_user_error(export_dir, tmp_path):
     cfg = DoorConfig(camera="x", event_log=blocker / "sub" / "events.jsonl")
     with pytest.raises(ToolkitError, match="cannot write there"):
         DoorLoop(ModelHolder(ModelConfig(export_dir)), ListSource([]), cfg, LogActuator())
+
+
+def test_per_visit_false_accepts_under_k_of_n_bracket_the_truth():
+    from toolkit.runtime.policy import visit_far
+
+    v = visit_far(0.1, 3, 5)  # P(X >= 3), X ~ Bin(5, 0.1) = 10 * 0.001 * 0.81 + 5 * 0.0001 * 0.9 + 0.00001
+    assert v["independent_frames"] == pytest.approx(0.00856) and v["identical_frames"] == 0.1
+    assert visit_far(0.1, 1, 1)["independent_frames"] == pytest.approx(0.1)  # one frame decides: no gain
+    assert visit_far(0.0, 3, 5)["independent_frames"] == 0 and visit_far(1.0, 3, 5)["independent_frames"] == 1
+    rates = [visit_far(0.05, k, 5)["independent_frames"] for k in range(1, 6)]
+    assert rates == sorted(rates, reverse=True)  # more votes needed, fewer false accepts

@@ -9,6 +9,7 @@ A clock that goes backwards ends every period: nothing can stay open "until" a t
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +20,19 @@ from toolkit.runtime.config import PolicyConfig
 Clock = Callable[[], float]
 # A monotonic clock never goes back; an injected or broken one might. Below this it is rounding noise.
 BACKWARDS_TOLERANCE = 0.001
+
+
+def visit_far(frame_far: float, k: int, n: int) -> dict:
+    """The false-accept rate per visit of a non-smiling person under the k-of-n rule.
+
+    A visit is a window of ``n`` frames; the door opens when ``k`` of them score at or above the threshold.
+    Frames of one visit are neither independent nor identical, so both ends are given: with independent
+    frames the rate is the binomial tail P(X >= k), X ~ Bin(n, frame_far); with identical frames (a
+    still face) every frame agrees and the rate is ``frame_far`` itself. The truth lies between.
+    """
+    p = min(max(float(frame_far), 0.0), 1.0)
+    tail = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+    return {"k": k, "n": n, "independent_frames": tail, "identical_frames": p}
 
 
 @dataclass(frozen=True)

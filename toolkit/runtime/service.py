@@ -16,6 +16,7 @@ from toolkit.runtime.config import DoorConfig, ModelConfig, ServeConfig
 from toolkit.runtime.door import DoorLoop
 from toolkit.runtime.extras import door_extra
 from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.policy import visit_far
 
 log = logging.getLogger("toolkit.runtime")
 
@@ -67,6 +68,13 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
         p.name, p.file, loop.policy.threshold, door.camera, door.face, actuator.name, policy.k, policy.n,
         p.positive_label,
     )  # fmt: skip
+    entry = p.manifest.files.get(p.file)
+    if entry is not None and entry.far is not None and door.policy.threshold is None:
+        v = visit_far(entry.far, policy.k, policy.n)
+        log.info("door: false-accept rate %.4f per frame (manifest, %s data); per visit under %d of %d: %.2g if "
+                 "frames were independent, up to %.4f if they were identical", entry.far,
+                 p.manifest.figures_kind or "unnamed", policy.k, policy.n, v["independent_frames"],
+                 v["identical_frames"])  # fmt: skip
     stop = threading.Event()
     _watch(holder, stop)
     if threading.current_thread() is threading.main_thread():
