@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from toolkit.degrade import DEGRADATIONS
 from toolkit.errors import ToolkitError
 from toolkit.settings import SettingError, check, setting
 
-AUGMENTATIONS = ("flip", "rotate", "zoom", "shear", "color", "pca")
+# the tf.data ones, then the door camera's degradations (toolkit.degrade), named there once
+AUGMENTATIONS = ("flip", "rotate", "zoom", "shear", "color", "pca", *DEGRADATIONS)
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")  # see toolkit.train.distribute
 # Where and how a run is started rather than what it computes: they may differ when it is resumed.

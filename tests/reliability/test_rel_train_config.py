@@ -140,7 +140,7 @@ def test_every_numeric_cli_option_given_a_word(command, option, capsys, tmp_path
     (["--lr", "0"], "lr"),
     (["--val", "0.7", "--test", "0.5"], "val and test"),
     (["--optimizer", "adamw"], "optimizer"),
-    (["--augment", "flip,blur"], "--augment"),
+    (["--augment", "flip,sharpen"], "--augment"),
     (["--patience", "-1"], "patience"),
 ])
 def test_train_flags_out_of_range(flags, key, capsys, tmp_path):

@@ -103,6 +103,29 @@ def test_benchmark_scores_every_image_of_its_data(export_dir, tmp_path, capsys):
     assert f"Data: {data}, every image (10 images)." in captured.out
 
 
+def test_benchmark_degrade_scores_a_degraded_copy_beside_the_clean_one(export_dir, tmp_path, capsys):
+    folder = tmp_path / "bench"
+    shutil.copytree(export_dir, folder)
+    # brightness just either side of the tiny model's boundary (128): clean, all right; a colour cast flips some
+    data = _images(tmp_path / "near", {"0": [112, 116, 120, 124], "1": [132, 136, 140, 144]})
+    argv = ["benchmark", str(folder), "--data", str(data), "--threads", "1", "--batch", "1", "--repeats", "3"]
+    assert main([*argv, "--degrade"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((folder / "benchmark.json").read_text())
+    assert result["degraded"] == {"operations": ["colorcast", "lowres", "blur", "jpeg"], "seed": 0}
+    [row] = result["rows"]
+    assert row["accuracy"] == 100.0 and 0 <= row["degraded_accuracy"] < 100.0
+    assert "| acc % | degraded acc % |" in out and f"| {row['degraded_accuracy']:.1f} |" in out
+    assert main([*argv, "--degrade"]) == 0  # a fixed seed: the same degraded copy every run
+    capsys.readouterr()
+    assert json.loads((folder / "benchmark.json").read_text())["rows"][0]["degraded_accuracy"] == row[
+        "degraded_accuracy"]
+    assert main(argv) == 0  # off by default: no column
+    assert "degraded acc" not in capsys.readouterr().out
+    result = json.loads((folder / "benchmark.json").read_text())
+    assert result["degraded"] is None and result["rows"][0]["degraded_accuracy"] is None
+
+
 def _door_install(args: list[str]) -> subprocess.CompletedProcess:
     code = (f"import sys\nfor name in {NOT_ON_A_PI!r}:\n    sys.modules[name] = None\n"
             "from toolkit.cli import main\nrc = main(sys.argv[1:])\n"

@@ -175,12 +175,15 @@ def test_calibration_set_of_the_wrong_shape_is_rejected(runs, tmp_path):
 def test_bare_model_file_with_data_and_benchmark(runs, tmp_path):
     out = tmp_path / "bare"
     code = main(["export", str(runs["happy"].path / "model.keras"), "--data", DATA["happy"], "--out", str(out),
-                 "--format", "onnx", "--quantize", "none,int8", "--max-drop", "100", "--calibration", "16"])
+                 "--format", "onnx", "--quantize", "none,int8", "--max-drop", "100", "--calibration", "16",
+                 "--calibration-degrade", "all"])
     assert code == 0 and load_manifest(out).source_model.get("run") is None
+    assert load_manifest(out).data["calibration"]["degrade"] == ["colorcast", "lowres", "blur", "jpeg"]
     code = main(["benchmark", str(out), "--data", DATA["happy"], "--threads", "1", "--batch-size", "1,4",
-                 "--repeats", "3"])
+                 "--repeats", "3", "--degrade"])
     assert code == 0
     result = json.loads((out / "benchmark.json").read_text())
+    assert all(0 <= r["degraded_accuracy"] <= 100 for r in result["rows"])  # the Keras baseline's too
     files = [r["file"] for r in result["rows"]]
     assert files == ["keras", "model.onnx", "model_int8.onnx"]  # the Keras baseline first
     keras_row = result["rows"][0]

@@ -60,6 +60,7 @@ def test_compare_reports_accuracy_agreement_and_max_dp():
         (dict(formats=("onnx",), quantize=("int8",), uint8_io=True), "uint8_io: applies only to int8 TFLite"),
         (dict(calibration=0), "calibration: must be a positive integer, got 0"),
         (dict(calibration_method="mse"), "calibration_method: must be one of minmax, entropy, percentile"),
+        (dict(calibration_degrade=("sharpen",)), "calibration_degrade: unknown value 'sharpen'"),
         (dict(max_drop=-1), r"max_drop: must be in \[0, 100\]"),
         (dict(target_far=1.5), r"target_far: must be in \[0, 1\)"),
         (dict(opset=13), "opset: must be >= 17"),
@@ -97,6 +98,31 @@ def test_serve_prefers_int8_onnx_then_qat_then_float():
     assert choose_serve({"model_float16.onnx": _entry("onnx", "float16", 90),
                          "model.onnx": _entry("onnx", "none", 90)}) == "model.onnx"
     assert choose_serve({"model.tflite": _entry("tflite", "none", 90)}) is None
+
+
+def test_calibration_images_can_be_drawn_through_the_camera_degradations():
+    from toolkit.data.split import Split
+    from toolkit.degrade import DEGRADATIONS
+    from toolkit.export.quantize import calibration_images
+
+    rng = np.random.default_rng(0)
+    split = Split("train", ("a", "b"), np.arange(40) % 2, (32, 32), x=rng.integers(0, 256, (40, 32, 32, 3), np.uint8))
+    clean, fp = calibration_images(split, 20, (32, 32), seed=1)
+    degraded, fp2 = calibration_images(split, 20, (32, 32), seed=1, degrade=DEGRADATIONS)
+    assert degraded.dtype == np.float32 and degraded.shape == clean.shape and fp2 == fp  # the same sample
+    changed = [not np.array_equal(a, b) for a, b in zip(clean, degraded)]
+    assert sum(changed) >= 15  # 4 operations at 1/2 each: about 1 image in 16 stays untouched
+    again, _ = calibration_images(split, 20, (32, 32), seed=1, degrade=DEGRADATIONS)
+    assert np.array_equal(again, degraded)
+
+
+def test_calibration_degrade_option_takes_the_degradation_names(tmp_path, capsys):
+    assert ExportConfig(source="r", out="o", calibration_degrade=("all",)).calibration_degrade == (
+        "colorcast", "lowres", "blur", "jpeg")
+    assert ExportConfig(source="r", out="o").calibration_degrade == ()  # off by default
+    code = main(["export", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--calibration-degrade", "sharpen"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--calibration-degrade: unknown value 'sharpen'" in err
 
 
 def test_calibration_images_of_the_wrong_shape_are_rejected():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from toolkit.degrade import DEGRADATIONS
 from toolkit.settings import INT, check, setting
 
 
@@ -21,6 +22,9 @@ class BenchmarkConfig:
     repeats: int = setting(50, "Batch-1 calls per file and thread count (after warm-up).", low=1)
     # and at least this long, so fast files get stable percentiles
     min_seconds: float = setting(1.0, "Shortest time each measurement runs.", above=0, cli=False)
+    # every operation on every image, a fixed seed: the same degraded copy on every run and every file
+    degrade: bool = setting(False, "Also score every file on a copy of the test images through the door camera's "
+                            f"degradations ({', '.join(DEGRADATIONS)}) and report both accuracies.")
     # a TensorFlow child process per thread count
     keras: bool = setting(True, "Include the float Keras model (a TensorFlow child process) as the baseline.",
                           flag="--keras/--no-keras")

@@ -1,8 +1,9 @@
 """``benchmark(config) -> dict``: size, accuracy, agreement, latency and throughput of an export folder.
 
 One row per file in the folder and thread count, plus the float Keras model (timed in a child process
-with ``model.predict``) as the baseline. Results go to ``benchmark.json``, ``benchmark.md`` and
-``benchmark.png`` next to the files.
+with ``model.predict``) as the baseline. With ``--degrade`` each file is also scored on a copy of the
+test images through every camera degradation of :mod:`toolkit.degrade` (a fixed seed). Results go to
+``benchmark.json``, ``benchmark.md`` and ``benchmark.png`` next to the files.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.bench.config import BenchmarkConfig
+from toolkit.degrade import DEGRADATIONS
 from toolkit.errors import ToolkitError
+
+DEGRADE_SEED = 0  # fixed: every run and every file sees the same degraded copy
 
 
 def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None) -> dict:
@@ -37,6 +41,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     threads = tuple(dict.fromkeys(cpu_count() if t == "all" else t for t in config.threads))
     x, y, data_desc = _test_data(folder, manifest, config.data)
     log(f"scoring on {data_desc}")
+    x_degraded = _degraded(x) if config.degrade else None
     keras_file = _keras_file(folder, manifest)
     if config.keras and keras_file is not None and not _installed("tensorflow"):
         log(f"keras baseline skipped: {keras_file.name} needs TensorFlow (pip install 'toolkit[train]')")
@@ -47,7 +52,8 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
 
         for t in threads:
             log(f"keras baseline, {t} thread(s) ...")
-            res = run_in_child(str(keras_file), x, t, config.batch_size, config.repeats, config.min_seconds)
+            res = run_in_child(str(keras_file), x, t, config.batch_size, config.repeats, config.min_seconds,
+                               x_degraded)
             reference = res["probs"]
             rows.append(
                 _row(
@@ -61,6 +67,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
                     y,
                     res["latency"],
                     res["throughput"],
+                    res["probs_degraded"],
                 )
             )
     for name, entry in manifest.files.items():
@@ -72,12 +79,13 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
         if entry.format == "tflite" and not _installed("ai_edge_litert"):  # a door install runs ONNX only
             log(f"{name}: skipped, TFLite files need ai-edge-litert (pip install 'toolkit[train]')")
             continue
-        probs = None
+        probs = degraded = None
         for t in threads:
             log(f"{name}, {t} thread(s) ...")
             runner = load_runner(path, threads=t)
             if probs is None:
                 probs = predict(runner, x)
+                degraded = predict(runner, x_degraded) if x_degraded is not None else None
             lat = time_latency(runner, x, config.repeats, config.min_seconds)
             thr = time_batches(runner, x, [b for b in config.batch_size if b > 1], config.min_seconds)
             rows.append(
@@ -92,6 +100,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
                     y,
                     lat,
                     thr,
+                    degraded,
                 )
             )
     if reference is None:
@@ -106,6 +115,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
         "cpu": features,
         "threads": list(threads),
         "batches": list(config.batch_size),
+        "degraded": None if x_degraded is None else {"operations": list(DEGRADATIONS), "seed": DEGRADE_SEED},
         "rows": rows,
     }
     result["written"] = write_reports(folder, result, log)
@@ -118,7 +128,14 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _row(name, fmt, quant, size, threads, probs, reference, y, latency, throughput) -> dict:
+def _degraded(x: np.ndarray) -> np.ndarray:
+    """``x`` through every camera degradation, each image with its own fixed draw."""
+    from toolkit.degrade import degrade
+
+    return degrade(x, DEGRADATIONS, DEGRADE_SEED)
+
+
+def _row(name, fmt, quant, size, threads, probs, reference, y, latency, throughput, degraded=None) -> dict:
     from toolkit.export.validate import classes
 
     pred, ref = classes(probs), classes(reference)
@@ -129,6 +146,7 @@ def _row(name, fmt, quant, size, threads, probs, reference, y, latency, throughp
         "size_mb": round(size / 1e6, 4),
         "threads": threads,
         "accuracy": round(100 * float(np.mean(pred == y)), 2),
+        "degraded_accuracy": None if degraded is None else round(100 * float(np.mean(classes(degraded) == y)), 2),
         "agreement": round(100 * float(np.mean(pred == ref)), 2),
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in latency.items()},
         "throughput": {b: round(v, 1) for b, v in throughput.items()},

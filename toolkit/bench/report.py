@@ -9,23 +9,28 @@ def markdown(result: dict) -> str:
     """The result as a Markdown table, one row per file and thread count."""
     bigs = [str(b) for b in result["batches"] if b > 1]
     cpu = result["cpu"]
+    degraded = result.get("degraded")  # absent in results written before --degrade
     lines = [
         f"# Benchmark: {result['model']} ({Path(result['folder']).name})",
         "",
         f"Data: {result['data']}. CPU: {cpu['cpu']}, {cpu['cores']} cores; int8 features: "
-        f"{', '.join(cpu['described']) or 'none'}.",
+        f"{', '.join(cpu['described']) or 'none'}."
+        + (f" Degraded: the same images through {', '.join(degraded['operations'])} (seed {degraded['seed']})."
+           if degraded else ""),
         "",
-        "| file | format | quant | MB | acc % | agree % | threads | p50 ms | p90 ms | p99 ms | "
+        "| file | format | quant | MB | acc % | " + ("degraded acc % | " if degraded else "")
+        + "agree % | threads | p50 ms | p90 ms | p99 ms | "
         + " | ".join(f"img/s @{b}" for b in bigs)
         + " |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(bigs),
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(bigs) + bool(degraded)),
     ]
     for r in result["rows"]:
         agree = "" if r["agreement"] is None else f"{r['agreement']:.1f}"
         lines.append(
             f"| {r['file']} | {r['format']} | {r['quantization']} | {r['size_mb']:.3f} | "
             f"{r['accuracy']:.1f} | "
-            f"{agree} | {r['threads']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+            + (f"{r['degraded_accuracy']:.1f} | " if degraded else "")
+            + f"{agree} | {r['threads']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | " + " | ".join(f"{r['throughput'].get(b, 0):.0f}" for b in bigs) + " |"
         )
     return "\n".join(lines) + "\n"

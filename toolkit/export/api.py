@@ -111,7 +111,7 @@ def export_model(
     reference = predict_array(model, x_val, 32).reshape(len(x_val), -1)
     needs_calibration = any(f.quantization in ("int8", "qat") for f in formats)
     calibration, calibration_fp = (
-        calibration_images(splits.train, config.calibration, image_size, config.seed)
+        calibration_images(splits.train, config.calibration, image_size, config.seed, config.calibration_degrade)
         if needs_calibration
         else (None, None)
     )
@@ -170,6 +170,7 @@ def export_model(
                 "fingerprint": calibration_fp,
                 "split": "train",
                 "onnx_method": config.calibration_method,
+                "degrade": list(config.calibration_degrade),
             },
         }
         from toolkit.train.runs import versions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from toolkit.degrade import DEGRADATIONS
 from toolkit.settings import SettingError, check, setting
 
 FORMATS = ("tflite", "onnx")
@@ -28,6 +29,10 @@ class ExportConfig:
     calibration: int = setting(300, "Training images used to calibrate int8 ranges.", low=1)
     # entropy/percentile clip outliers and cost more time
     calibration_method: str = setting("minmax", "How ONNX int8 ranges are chosen.", choices=CALIBRATION_METHODS)
+    # off: ranges from the training images as they are; a door camera's frames are darker, blurrier, blockier
+    calibration_degrade: tuple = setting((), "Draw the int8 calibration images through these camera degradations "
+                                         "(comma list; each on half the images, as in training).",
+                                         choices=DEGRADATIONS, every="all")
     # a camera frame then goes in without a cast
     uint8_io: bool = setting(False, "int8 TFLite files with uint8 input/output tensors.")
     # short: it starts from the trained float model

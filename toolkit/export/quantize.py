@@ -9,8 +9,12 @@ import numpy as np
 from toolkit.errors import ToolkitError
 
 
-def calibration_images(split, n: int, image_size: tuple, seed: int = 0) -> tuple[np.ndarray, str]:
+def calibration_images(split, n: int, image_size: tuple, seed: int = 0, degrade: tuple = ()
+                       ) -> tuple[np.ndarray, str]:
     """A stratified sample of ``n`` training images as float32 0-255, and its fingerprint.
+
+    ``degrade``: camera degradations (:mod:`toolkit.degrade`) to draw the sample through, each on a seeded
+    half of the images as in training, so the int8 ranges also cover what the door camera sends.
 
     Raises:
         ToolkitError: an empty split, or images whose shape does not match the model's input.
@@ -20,6 +24,11 @@ def calibration_images(split, n: int, image_size: tuple, seed: int = 0) -> tuple
     sample = split.take(min(n, len(split)), seed=seed)
     x, _ = sample.numpy()
     check_images(x, image_size, "calibration set")
+    if degrade:
+        from toolkit.degrade import TRAIN_PROBABILITY
+        from toolkit.degrade import degrade as degrade_images
+
+        x = degrade_images(x, degrade, seed, p=TRAIN_PROBABILITY)
     return x.astype(np.float32), sample.fingerprint
 
 

@@ -56,10 +56,10 @@ SECTIONS: dict[str, dict[str, tuple[type, str]]] = {
                       "weights", "freeze", "unfreeze_at", "fine_tune_epochs", "fine_tune_lr", "feature_layer",
                       "strategy", "scale_batch"),
               **_keys(ModelOptions, "stem")},
-    "export": _keys(ExportConfig, "formats", "quantize", "calibration", "calibration_method", "max_drop",
-                    "target_far", "qat_epochs", "qat_lr", "uint8_io", "opset", "out"),
+    "export": _keys(ExportConfig, "formats", "quantize", "calibration", "calibration_method", "calibration_degrade",
+                    "max_drop", "target_far", "qat_epochs", "qat_lr", "uint8_io", "opset", "out"),
     "benchmark": {**_keys(StepOptions, "enabled"),
-                  **_keys(BenchmarkConfig, "threads", "batch_size", "repeats", "keras")},
+                  **_keys(BenchmarkConfig, "threads", "batch_size", "repeats", "keras", "degrade")},
     "report": _keys(StepOptions, "enabled"),
 }
 REQUIRED = {"data": ("spec",), "pretrain": ("model", "data"), "train": ("model",)}

@@ -1,5 +1,9 @@
 """Training-time augmentation, applied to batches in the tf.data pipeline (never inside the model,
 so exported files carry no random layers). Each kind is switched on by name (``--augment flip,pca``).
+
+The door camera's degradations (``lowres``, ``blur``, ``jpeg``, ``colorcast``) are the numpy operations of
+:mod:`toolkit.degrade`, run through ``tf.numpy_function`` after the others: each image's draw comes from
+(seed, epoch, batch index, place in the batch), so a rerun or a resumed run degrades the same images alike.
 """
 
 from __future__ import annotations
@@ -39,11 +43,38 @@ def _shear(images, seed):
         interpolation="BILINEAR", fill_mode="REFLECT")
 
 
-def make_augmenter(kinds: tuple, seed: int, pca_basis: tuple[np.ndarray, np.ndarray] | None = None):
-    """A function (float32 batch 0-255) -> augmented batch, or None when ``kinds`` is empty."""
+def _camera(kinds: tuple, seed: int, epoch):
+    """The degradations among ``kinds`` as a graph function (float32 batch, batch index) -> batch, or None."""
+    from toolkit.degrade import TRAIN_PROBABILITY, camera_kinds, degrade
+
+    names = camera_kinds(kinds)
+    if not names:
+        return None
+    t = tf()
+
+    def run(images: np.ndarray, key: np.ndarray) -> np.ndarray:
+        return degrade(images, names, seed, key=key.tolist(), p=TRAIN_PROBABILITY)
+
+    def apply(images, index):
+        current = epoch.read_value() if epoch is not None else t.constant(0, t.int64)
+        key = t.stack([t.cast(current, t.int64), t.cast(index, t.int64)])
+        out = t.numpy_function(run, [images, key], t.float32, stateful=False)
+        out.set_shape(images.shape)
+        return out
+
+    return apply
+
+
+def make_augmenter(kinds: tuple, seed: int, pca_basis: tuple[np.ndarray, np.ndarray] | None = None, epoch=None):
+    """A function (float32 batch 0-255, batch index=0) -> augmented batch, or None when ``kinds`` is empty.
+
+    ``epoch``: the trainer's epoch counter (:func:`toolkit.train.fit.epoch_counter`); the camera degradations
+    draw afresh each epoch from it (without one, every epoch draws alike).
+    """
     if not kinds:
         return None
     k, t = keras(), tf()
+    camera = _camera(kinds, seed, epoch)
     layers = []
     if "flip" in kinds:
         layers.append(k.layers.RandomFlip("horizontal", seed=seed))
@@ -60,7 +91,7 @@ def make_augmenter(kinds: tuple, seed: int, pca_basis: tuple[np.ndarray, np.ndar
             raise ValueError("pca augmentation needs the training set's colour basis")
         eigvals, eigvecs = (t.constant(a) for a in pca_basis)
 
-    def augment(images):
+    def augment(images, index=0):
         for layer in layers:
             images = layer(images, training=True)
         if "shear" in kinds:
@@ -69,7 +100,8 @@ def make_augmenter(kinds: tuple, seed: int, pca_basis: tuple[np.ndarray, np.ndar
             alpha = t.random.normal((t.shape(images)[0], 3), stddev=PCA_STD, seed=seed + 7)
             delta = t.linalg.matvec(eigvecs, alpha * eigvals) * 255.0  # (N, 3) RGB shift per image
             images = images + delta[:, None, None, :]
-        return t.clip_by_value(images, 0.0, 255.0)
+        images = t.clip_by_value(images, 0.0, 255.0)
+        return camera(images, index) if camera is not None else images
 
     return augment
 

@@ -188,12 +188,12 @@ def _train_images(config: FinetuneConfig, model, splits, n_classes: int, out: Pa
     with dist.scope():
         fit.compile_model(model, n_classes, config.optimizer, plan.lr)
     augment = None
+    epoch = fit.epoch_counter()
     if config.augment:
         from toolkit.train.augment import make_augmenter, pca_colour_basis
 
         basis = pca_colour_basis(splits.train.numpy()[0], seed=config.seed) if "pca" in config.augment else None
-        augment = make_augmenter(tuple(config.augment), config.seed, basis)
-    epoch = fit.epoch_counter()
+        augment = make_augmenter(tuple(config.augment), config.seed, basis, epoch)
     train_ds = fit.batches(splits.train, plan.global_batch, shuffle=True, seed=config.seed, augment=augment,
                            epoch=epoch, dist=dist, deterministic=config.deterministic)
     val_ds = fit.batches(splits.val, plan.global_batch, dist=dist) if len(splits.val) else None

@@ -50,8 +50,8 @@ def batches(split, batch_size: int, *, shuffle: bool = False, seed: int = 0, aug
     ds = make_tf_dataset(split, shuffle=shuffle, seed=seed, epoch=epoch, shard_hint=options is not None,
                          parallel=parallel)
     ds = ds.batch(batch_size).map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=calls)
-    if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=calls)
+    if augment is not None:  # the batch's index in its epoch seeds the camera degradations
+        ds = ds.enumerate().map(lambda i, xy: (augment(xy[0], i), xy[1]), num_parallel_calls=calls)
     ds = ds.prefetch(t.data.AUTOTUNE)
     return ds.with_options(options) if options is not None else ds
 
@@ -148,12 +148,12 @@ def _train(config: TrainConfig, dist, out: Path, spec, data, extra_callbacks: tu
                                                              distribute=plan.record(dist)))
 
     augment = None
+    epoch = epoch_counter()
     if config.augment:
         from toolkit.train.augment import make_augmenter, pca_colour_basis
 
         basis = pca_colour_basis(splits.train.numpy()[0], seed=config.seed) if "pca" in config.augment else None
-        augment = make_augmenter(tuple(config.augment), config.seed, basis)
-    epoch = epoch_counter()
+        augment = make_augmenter(tuple(config.augment), config.seed, basis, epoch)
     train_ds = batches(splits.train, plan.global_batch, shuffle=True, seed=config.seed, augment=augment, epoch=epoch,
                        dist=dist, deterministic=config.deterministic)
     val_ds = batches(splits.val, plan.global_batch, dist=dist) if len(splits.val) else None
