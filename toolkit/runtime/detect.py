@@ -266,3 +266,37 @@ class FaceDetector:
             return None
         x0, y0, x1, y1 = found
         return rgb[y0:y1, x0:x1]
+
+
+def manifest_detector(folder: str | Path) -> dict:
+    """The ``detector`` record of an export folder's manifest ({} when it has none)."""
+    from toolkit.runtime.manifest import MANIFEST_NAME, load_manifest
+
+    if not (Path(folder) / MANIFEST_NAME).is_file():
+        return {}
+    return dict(load_manifest(folder).detector or {})
+
+
+def load_detector(folder: str | Path | None = None, threads: int = 1) -> FaceDetector:
+    """The export's detector (file checked against its manifest sha256), else the cached one.
+
+    Raises:
+        ToolkitError: neither exists, or the export's file does not match its manifest.
+    """
+    from toolkit.runtime.manifest import sha256_file
+
+    record = manifest_detector(folder) if folder is not None else {}
+    if record:
+        path = Path(folder) / record.get("file", ONNX_NAME)
+        if not path.is_file() or sha256_file(path) != record.get("sha256"):
+            raise ToolkitError(f"{path}: missing or not the detector its manifest names (sha256); re-run 'toolkit "
+                               "export --detector blazeface'")
+        return FaceDetector(path, min_score=float(record.get("min_score", MIN_SCORE)),
+                            iou=float(record.get("nms_iou", NMS_IOU)), margin=float(record.get("margin", MARGIN)),
+                            threads=threads)  # fmt: skip
+    path = cached_detector_path()
+    if not path.is_file():
+        where = f"{folder} has none in its manifest and " if folder is not None else ""
+        raise ToolkitError(f"--detector blazeface: {where}{path} does not exist; export with 'toolkit export "
+                           "--detector blazeface' (the file travels in the export folder) or run 'toolkit detector'")
+    return FaceDetector(path, threads=threads)

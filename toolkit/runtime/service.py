@@ -49,14 +49,14 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     if serve is not None:
         create_app, load_token, run_server = _server()  # before the camera and relay are claimed
     holder = ModelHolder(model, door.policy.threshold)
-    cropper = make_cropper(door.face)
+    cropper = make_cropper(door.face, model.folder, model.threads)
     source = open_source(door.camera, loop=door.loop)
     actuator = make_actuator(door.relay, door.relay_pin, door.active_high)
     loop = DoorLoop(holder, source, door, actuator, cropper=cropper)
     p, policy = holder.predictor, door.policy
     log.info(
         "door: model %s (%s, threshold %.3f), camera %s, face %s, relay %s, open when %d of %d frames are %s",
-        p.name, p.file, loop.policy.threshold, door.camera, door.face, actuator.name, policy.k, policy.n,
+        p.name, p.file, loop.policy.threshold, door.camera, type(cropper).__name__ if cropper else 'none', actuator.name, policy.k, policy.n,
         p.positive_label,
     )  # fmt: skip
     stop = threading.Event()
