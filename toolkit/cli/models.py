@@ -51,7 +51,7 @@ def models_cmd() -> None:
 
 @app.command("detector")
 def detector_cmd(
-    wheel: Path = typer.Option(None, "--wheel", help="A downloaded mediapipe-0.10.21 wheel (default: pip download it)."),
+    wheel: Path = typer.Option(None, "--wheel", help="A downloaded mediapipe-0.10.21 wheel (default: pip download)."),
     find_links: str = typer.Option(None, "--find-links", help="A local folder of wheels to download from instead."),
     force: bool = typer.Option(False, "--force", help="Fetch and convert again even when the cache has it."),
 ) -> None:

@@ -159,7 +159,8 @@ def load_folder(
     report = DataReport(spec=spec, source="folder", streamed=streamed, ignored=ignored)
     keep = [i for i, r in enumerate(results) if r[3] is None]
     report.no_face = [names[i] for i, r in enumerate(results) if isinstance(r[3], NoFace)]
-    report.skipped = [(names[i], r[3]) for i, r in enumerate(results) if r[3] is not None and not isinstance(r[3], NoFace)]
+    report.skipped = [(names[i], r[3]) for i, r in enumerate(results)
+                      if r[3] is not None and not isinstance(r[3], NoFace)]
     if report.skipped and strict:
         path, reason = report.skipped[0]
         more = f" (and {len(report.skipped) - 1} more)" if len(report.skipped) > 1 else ""
@@ -168,7 +169,9 @@ def load_folder(
     for index, name in enumerate(labels):
         if not np.any(y == index):
             why = " with a face" if crop is not None else ""
-            raise ToolkitError(f"{printable(root / name)}: no readable image{why} in this class folder; fix or remove it")
+            raise ToolkitError(
+                f"{printable(root / name)}: no readable image{why} in this class folder; fix or remove it"
+            )
     digests = [results[i][0] for i in keep]
     kept_names = [names[i] for i in keep]
     report.class_counts = {name: int(np.sum(y == i)) for i, name in enumerate(labels)}

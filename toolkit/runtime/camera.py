@@ -176,6 +176,8 @@ class HaarFaceCropper:
         min_size: smallest face in pixels; smaller detections are noise at door distance.
     """
 
+    name = "haar"
+
     def __init__(self, margin: float = 0.2, min_size: int = 40) -> None:
         with door_extra("--detector haar"):
             import cv2

@@ -147,7 +147,7 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
     return out
 
 
-def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE, pad: float = 0.0) -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE, pad: float = 0.0) -> tuple[np.ndarray, float, tuple]:
     """Fit an HxWx3 uint8 frame into a black ``size`` square, keeping its aspect ratio.
 
     ``pad``: also leave this share of the frame's longer side as black border on each side (zoom out).
@@ -189,12 +189,14 @@ class FaceDetector:
         iou: weighted-NMS overlap threshold.
         margin: share of the face box added on each side of the crop.
         threads: onnxruntime intra-op threads (1 at the door, beside the classifier).
-        tiles: when the whole frame (nor the frame zoomed out) shows no face, also look in overlapping squares of half the shorter
-            side (a small face far from the camera is only ~4 px wide once a 640 px frame is cut to 128).
+        tiles: when neither the frame nor the frame zoomed out shows a face, also look in overlapping squares
+            of half the shorter side (a face far from the camera is ~4 px wide once a 640 px frame is 128).
 
     Raises:
         ToolkitError: the file is missing, not ONNX, or not a BlazeFace-shaped model.
     """
+
+    name = "blazeface"
 
     def __init__(self, path: str | Path, *, min_score: float = MIN_SCORE, iou: float = NMS_IOU,
                  margin: float = MARGIN, threads: int = 1, tiles: bool = False) -> None:  # fmt: skip
@@ -214,7 +216,8 @@ class FaceDetector:
         shapes = {o.name: tuple(o.shape) for o in outputs}
         self._reg = next((n for n, s in shapes.items() if s[-2:] == (NUM_ANCHORS, NUM_COORDS)), None)
         self._cls = next((n for n, s in shapes.items() if s[-2:] == (NUM_ANCHORS, 1)), None)
-        if len(inputs) != 1 or tuple(inputs[0].shape)[1:] != (INPUT_SIZE, INPUT_SIZE, 3) or not (self._reg and self._cls):
+        shape = tuple(inputs[0].shape)[1:] if len(inputs) == 1 else None
+        if shape != (INPUT_SIZE, INPUT_SIZE, 3) or not (self._reg and self._cls):
             raise ToolkitError(f"{self.path}: not a BlazeFace short-range detector (input {inputs[0].shape}, "
                                f"outputs {list(shapes.values())}); re-run 'toolkit detector'")
         self._input = inputs[0].name

@@ -56,8 +56,8 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
     p, policy = holder.predictor, door.policy
     log.info(
         "door: model %s (%s, threshold %.3f), camera %s, face %s, relay %s, open when %d of %d frames are %s",
-        p.name, p.file, loop.policy.threshold, door.camera, type(cropper).__name__ if cropper else 'none', actuator.name, policy.k, policy.n,
-        p.positive_label,
+        p.name, p.file, loop.policy.threshold, door.camera, getattr(cropper, "name", "none"), actuator.name,
+        policy.k, policy.n, p.positive_label,
     )  # fmt: skip
     stop = threading.Event()
     _watch(holder, stop)
