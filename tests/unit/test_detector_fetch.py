@@ -99,3 +99,24 @@ def _renamed(path, name):
     target = path.parent / name
     target.write_bytes(path.read_bytes())
     return target
+
+
+def test_export_option_and_copy_into_the_folder(tmp_path, monkeypatch):
+    from toolkit.export.config import ExportConfig
+    from toolkit.runtime.detect import cached_detector_path
+    from toolkit.settings import SettingError
+
+    assert ExportConfig(source="run", out="x", detector="blazeface").detector == "blazeface"
+    with pytest.raises(SettingError):
+        ExportConfig(source="run", out="x", detector="haar")
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    src = cached_detector_path()
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"detector bytes")
+    (src.parent / "LICENSE.mediapipe").write_text("Apache")
+    out = tmp_path / "export"
+    out.mkdir()
+    record = D.copy_detector(out)
+    assert (out / record["file"]).read_bytes() == b"detector bytes" and (out / record["licence"]).read_text() == "Apache"
+    assert record["sha256"] == hashlib.sha256(b"detector bytes").hexdigest()
+    assert record["input_size"] == 128 and record["min_score"] == 0.5 and record["licence_name"] == "Apache-2.0"

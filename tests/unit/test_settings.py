@@ -106,4 +106,4 @@ def test_choice_options_show_their_choices(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--optimizer <adam|sgd|rmsprop>" in out and "Choose from: flip, rotate, zoom, shear, color, pca." in out
     main(["door", "run", "-h"])
-    assert "--detector <none|haar>" in capsys.readouterr().out
+    assert "--detector <none|haar|blazeface>" in capsys.readouterr().out
