@@ -117,6 +117,7 @@ def test_export_option_and_copy_into_the_folder(tmp_path, monkeypatch):
     out = tmp_path / "export"
     out.mkdir()
     record = D.copy_detector(out)
-    assert (out / record["file"]).read_bytes() == b"detector bytes" and (out / record["licence"]).read_text() == "Apache"
+    assert (out / record["file"]).read_bytes() == b"detector bytes"
+    assert (out / record["licence"]).read_text() == "Apache"
     assert record["sha256"] == hashlib.sha256(b"detector bytes").hexdigest()
     assert record["input_size"] == 128 and record["min_score"] == 0.5 and record["licence_name"] == "Apache-2.0"
