@@ -188,3 +188,41 @@ class LiveServer:
         import uvicorn
 
         return uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+
+
+FACE_ANCHOR = 512 + (4 * 8 + 4) * 6  # first anchor of cell (4, 4) of the 8x8 map: centre (0.5625, 0.5625)
+
+
+def build_fake_detector(path, box_px: float = 64.0):
+    """A BlazeFace-shaped ONNX: one face (box_px wide, at FACE_ANCHOR) when the input is bright on average.
+
+    logit[FACE_ANCHOR] = 20 * mean(input in [-1, 1]); every other anchor -20. A white square frame scores
+    20 (a face); a black one -20 (none). Regressors are constant: a box_px square centred on the anchor.
+    """
+    w = np.zeros((1, 896, 1), np.float32)
+    b = np.full((1, 896, 1), -20.0, np.float32)
+    w[0, FACE_ANCHOR, 0], b[0, FACE_ANCHOR, 0] = 20.0, 0.0
+    reg = np.zeros((1, 896, 16), np.float32)
+    reg[0, FACE_ANCHOR, 2:4] = box_px
+    reg[0, FACE_ANCHOR, 4:] = np.tile([-10.0, -10.0], 6)  # keypoints 10 px up-left of the centre
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["mean", "w"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "b"], ["classificators"]),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["nothing", "reg"], ["regressors"]),
+    ]
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, a.shape, a.ravel()) for n, a in
+             (("w", w), ("b", b), ("reg", reg), ("zero", np.zeros((1, 896, 16), np.float32)))]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "fake_blazeface",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 128, 128, 3])],
+        [helper.make_tensor_value_info("regressors", TensorProto.FLOAT, [1, 896, 16]),
+         helper.make_tensor_value_info("classificators", TensorProto.FLOAT, [1, 896, 1])],
+        initializer=inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -267,7 +267,7 @@ def test_sources_and_cropper(tmp_path, softmax_dir):
     assert all(src.read() is not None for _ in range(3))
     cropper = make_cropper("haar")
     assert cropper(frame(128, (240, 320))) is None  # a blank wall: no face, no vote
-    with pytest.raises(ToolkitError, match="choose 'none' or 'haar'"):
+    with pytest.raises(ToolkitError, match="choose 'none', 'haar' or 'blazeface'"):
         make_cropper("dnn")
     with pytest.raises(ToolkitError, match="needs a binary"):
         DoorLoop(ModelHolder(ModelConfig(softmax_dir)), src, DoorConfig(camera="x"), LogActuator())

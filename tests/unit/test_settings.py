@@ -107,4 +107,4 @@ def test_choice_options_show_their_choices(capsys):
     assert "--optimizer <adam|sgd|rmsprop>" in out
     assert "Choose from: flip, rotate, zoom, shear, color, pca, colorcast, lowres, blur, jpeg." in out
     main(["door", "run", "-h"])
-    assert "--detector <none|haar>" in capsys.readouterr().out
+    assert "--detector <none|haar|blazeface>" in capsys.readouterr().out

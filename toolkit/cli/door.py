@@ -16,8 +16,10 @@ from toolkit.cli import app
 door_app = typer.Typer(help="Serve an exported model and run the door camera (TensorFlow-free).", no_args_is_help=True)
 app.add_typer(door_app, name="door")
 
-Detector = Literal["none", "haar"]
-_DETECTOR = typer.Option("none", "--detector", help="haar: crop the largest face first (no face, no vote).")
+Detector = Literal["none", "haar", "blazeface"]
+_DETECTOR = typer.Option(
+    None, "--detector", help="Crop the largest face first (no face, no vote). Default: the export's detector, if any."
+)
 _MODEL = typer.Option(..., "--model", help="Export folder with manifest.json (written by 'toolkit export').")
 _FILE = typer.Option(None, "--file", help="ONNX file in the folder (default: the manifest's 'serve' file).")
 _THREADS = typer.Option(1, "--threads", min=1, help="onnxruntime intra-op threads.")
@@ -202,7 +204,8 @@ def collect(
     from toolkit.runtime.collect import collect as run_collect
     from toolkit.runtime.config import CollectConfig
 
-    config = CollectConfig(camera, label, out, every, count, deprecated("--face", "--detector", face, detector))
+    detector = deprecated("--face", "--detector", face, detector) or "none"
+    config = CollectConfig(camera, label, out, every, count, detector)
     saved = run_collect(config, on_save=lambda p: typer.echo(p))
     typer.echo(f"saved {len(saved)} photos in {out / label}")
 

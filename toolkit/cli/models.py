@@ -47,3 +47,15 @@ def models_cmd() -> None:
     for name in list_models():
         spec = get_spec(name)
         typer.echo(f"{name:<12} {spec.description}")
+
+
+@app.command("detector")
+def detector_cmd(
+    wheel: Path = typer.Option(None, "--wheel", help="A downloaded mediapipe-0.10.21 wheel (default: pip download)."),
+    find_links: str = typer.Option(None, "--find-links", help="A local folder of wheels to download from instead."),
+    force: bool = typer.Option(False, "--force", help="Fetch and convert again even when the cache has it."),
+) -> None:
+    """Fetch the BlazeFace face detector (mediapipe wheel, Apache-2.0) into the weights cache as checked ONNX."""
+    from toolkit.models.detector import ensure_detector
+
+    typer.echo(ensure_detector(wheel, find_links=find_links, force=force))

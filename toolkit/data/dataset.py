@@ -151,7 +151,9 @@ def load_data(
         spec: an image folder (one sub-folder per class), a course ``.h5`` file or a folder of
             ``train_*.h5`` + ``test_*.h5``, or ``synthetic:happy`` / ``synthetic:signs``. Any spec may end
             in ``?n=N&seed=S``: a stratified subsample of N items (synthetic: generate N with seed S;
-            with a given test set, N limits the training pool and the test set stays whole).
+            with a given test set, N limits the training pool and the test set stays whole). An image
+            folder may add ``crop=face``: each photo is cut to its largest face by the door's detector
+            before resizing; photos with no face are left out and listed in the report (``no_face``).
         image_size: an int for square images or (height, width); every image is resized to it.
         strict: unreadable image files raise instead of being skipped with a warning.
         max_in_memory_bytes: an image folder whose decoded pixels exceed this streams from disk.
@@ -166,6 +168,8 @@ def load_data(
     """
     size = _size(image_size)
     parsed = parse_spec(spec)
+    if parsed.crop and parsed.kind == "synthetic":
+        raise ToolkitError(f"data spec {spec!r}: crop=face applies to photo folders, not to synthetic sets")
     if parsed.kind == "synthetic":
         return _synthetic(parsed, size)
     path = Path(parsed.target).expanduser()
@@ -178,6 +182,8 @@ def load_data(
     if path.is_file() and path.suffix.lower() in H5_SUFFIXES or path.is_dir() and any(find_h5_files(path)):
         from toolkit.data.h5 import load_h5
 
+        if parsed.crop:
+            raise ToolkitError(f"data spec {spec!r}: crop=face applies to photo folders, not to .h5 files")
         pool, fixed_test, report = load_h5(path, parsed.text, size)
         if fixed_test is not None and len(pool) == 0:
             fixed_test = _subsample(parsed, fixed_test)  # test-only file: n limits the test set
@@ -202,6 +208,18 @@ def load_data(
         seed=parsed.seed,
         strict=strict,
         max_in_memory_bytes=max_in_memory_bytes,
+        crop=_face_crop(parsed) if parsed.crop else None,
     )
     report.warn()
     return Dataset(parsed.text, pool, report)
+
+
+def _face_crop(spec: Spec):
+    """The door's face detector (BlazeFace, from the weights cache), so training sees the door's crop."""
+    from toolkit.runtime.detect import cached_detector_path, load_detector
+
+    if not cached_detector_path().is_file():
+        raise ToolkitError(f"data spec {spec.text!r}: crop=face needs the face detector, not yet in "
+                           f"{cached_detector_path().parent}; run 'toolkit detector' once (it fetches the mediapipe "
+                           "wheel)")
+    return load_detector(None)

@@ -19,7 +19,7 @@ from PIL import Image
 from toolkit.data.report import DataReport, find_duplicates
 from toolkit.data.split import Split, take_indices
 from toolkit.errors import ImageError, ToolkitError, printable
-from toolkit.images import DECODE_WORKERS, decode_image, is_image_file
+from toolkit.images import DECODE_WORKERS, decode_image, is_image_file, open_image
 
 
 def _hidden(rel: Path) -> bool:
@@ -75,15 +75,29 @@ def scan_folder(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]], li
     return tuple(classes), files, ignored
 
 
-def _read(path: Path, name: str, size: tuple[int, int], out: np.ndarray | None):
-    """Hash, probe and decode one file into ``out`` (when given); returns (digest, (w, h), mode, error)."""
+class NoFace(Exception):
+    """The face crop found no face in a photo (it is left out and listed in the report)."""
+
+
+def _read(path: Path, name: str, size: tuple[int, int], out: np.ndarray | None, crop=None):
+    """Hash, probe and decode one file into ``out`` (when given); returns (digest, (w, h), mode, error).
+
+    ``crop``: a face detector; the photo is cut to its face before the resize, as at the door. No face
+    gives the error :class:`NoFace`.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         return None, None, None, f"cannot read file ({exc.strerror or exc})"
     digest = hashlib.sha256(data).digest()
     try:
-        pixels = decode_image(data, size, name=name)
+        if crop is None:
+            pixels = decode_image(data, size, name=name)
+        else:
+            face = crop(np.asarray(open_image(data, name=name)))
+            if face is None:
+                return digest, None, None, NoFace()
+            pixels = decode_image(np.ascontiguousarray(face), size, name=name)
     except ImageError as exc:
         message = str(exc)
         return digest, None, None, message[len(name) + 2 :] if message.startswith(name) else message
@@ -104,6 +118,7 @@ def load_folder(
     seed: int,
     strict: bool,
     max_in_memory_bytes: int,
+    crop=None,
 ) -> tuple[Split, DataReport]:
     """Load an image folder as one split named "all" plus its report.
 
@@ -115,6 +130,7 @@ def load_folder(
         seed: seed of that subsample.
         strict: unreadable files raise instead of being skipped with a warning.
         max_in_memory_bytes: above this many bytes of pixels the split streams from disk.
+        crop: a face detector (``?crop=face``); photos where it finds no face are left out and listed.
 
     Raises:
         ToolkitError: see :func:`scan_folder`; strict mode with unreadable files; a class left with no
@@ -127,19 +143,24 @@ def load_folder(
         files = [files[i] for i in take_indices(np.array([y for _, y in files]), n, seed)]
     names = [printable(p.relative_to(root)) for p, _ in files]  # for messages and the report only
     streamed = len(files) * size[0] * size[1] * 3 > max_in_memory_bytes
+    if streamed and crop is not None:  # a streamed split decodes inside tf.data, where no detector runs
+        raise ToolkitError(f"data spec {spec!r}: crop=face keeps the crops in memory, and {len(files)} images of "
+                           f"{size[1]}x{size[0]} exceed {max_in_memory_bytes:,} bytes; use ?n=N for fewer")
     # Streamed splits still decode every file once here: a corrupt file must surface now, as a
     # warning, not as a crash in the middle of an epoch.
     # Decode straight into one preallocated array: no second copy of the pixels.
     x = None if streamed else np.empty((len(files), *size, 3), dtype=np.uint8)
 
     def work(i: int):
-        return _read(files[i][0], names[i], size, None if x is None else x[i])
+        return _read(files[i][0], names[i], size, None if x is None else x[i], crop)
 
     with ThreadPoolExecutor(DECODE_WORKERS) as pool:
         results = list(pool.map(work, range(len(files))))
     report = DataReport(spec=spec, source="folder", streamed=streamed, ignored=ignored)
     keep = [i for i, r in enumerate(results) if r[3] is None]
-    report.skipped = [(names[i], r[3]) for i, r in enumerate(results) if r[3] is not None]
+    report.no_face = [names[i] for i, r in enumerate(results) if isinstance(r[3], NoFace)]
+    report.skipped = [(names[i], r[3]) for i, r in enumerate(results)
+                      if r[3] is not None and not isinstance(r[3], NoFace)]
     if report.skipped and strict:
         path, reason = report.skipped[0]
         more = f" (and {len(report.skipped) - 1} more)" if len(report.skipped) > 1 else ""
@@ -147,7 +168,10 @@ def load_folder(
     y = np.array([files[i][1] for i in keep], dtype=np.int64)
     for index, name in enumerate(labels):
         if not np.any(y == index):
-            raise ToolkitError(f"{printable(root / name)}: no readable image in this class folder; fix or remove it")
+            why = " with a face" if crop is not None else ""
+            raise ToolkitError(
+                f"{printable(root / name)}: no readable image{why} in this class folder; fix or remove it"
+            )
     digests = [results[i][0] for i in keep]
     kept_names = [names[i] for i in keep]
     report.class_counts = {name: int(np.sum(y == i)) for i, name in enumerate(labels)}

@@ -27,6 +27,7 @@ class DataReport:
         skipped: (file, reason) for every unreadable file that was left out.
         ignored: files without an image suffix inside class folders (left out silently).
         streamed: True when the images stay on disk and are decoded inside tf.data.
+        no_face: with ``?crop=face``, the files where the detector found no face (left out, as at the door).
     """
 
     spec: str
@@ -39,6 +40,7 @@ class DataReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     streamed: bool = False
+    no_face: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -65,6 +67,9 @@ class DataReport:
         out.extend(f"  {path}: {reason}" for path, reason in self.skipped)
         if self.ignored:
             out.append(f"ignored non-image files: {len(self.ignored)}")
+        if "crop=face" in self.spec:
+            out.append(f"no face found (left out): {len(self.no_face)}")
+            out.extend(f"  {path}" for path in self.no_face)
         return out
 
     def to_dict(self) -> dict:
@@ -80,6 +85,7 @@ class DataReport:
             "skipped": [list(s) for s in self.skipped],
             "ignored": list(self.ignored),
             "streamed": self.streamed,
+            "no_face": list(self.no_face),
         }
 
     def warn(self) -> None:
@@ -91,6 +97,9 @@ class DataReport:
                 len(self.skipped),
                 _listing(f"{p} ({r})" for p, r in self.skipped),
             )
+        if self.no_face:
+            log.warning("%s: no face found in %d image(s), left out: %s", self.spec, len(self.no_face),
+                        _listing(self.no_face))
         if self.duplicates:
             files = sum(len(g) for g in self.duplicates)
             log.warning(

@@ -1,4 +1,4 @@
-"""Parse a data spec string: a path, a path with ``?n=N&seed=S``, or ``synthetic:NAME?...``."""
+"""Parse a data spec string: a path, a path with ``?n=N&seed=S&crop=face``, or ``synthetic:NAME?...``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from toolkit.errors import ToolkitError
 
 SYNTHETIC_PREFIX = "synthetic:"
 # Options every spec accepts; a typo must fail loudly instead of silently training on all the data.
-OPTIONS = ("n", "seed")
+OPTIONS = ("n", "seed", "crop")
+# crop=face: every photo is cut to its largest face by the door's own detector (BlazeFace) before resizing.
+CROPS = ("face",)
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Spec:
         target: the synthetic task name, or the filesystem path.
         n: keep a stratified subsample of this many items (for synthetic sets: generate this many).
         seed: seed of that subsample (for synthetic sets: of the generator).
+        crop: "face" to crop every photo to its largest face first, else None.
     """
 
     text: str
@@ -30,6 +33,7 @@ class Spec:
     target: str
     n: int | None = None
     seed: int = 0
+    crop: str | None = None
 
 
 def parse_spec(text: str) -> Spec:
@@ -56,11 +60,11 @@ def parse_spec(text: str) -> Spec:
     seed = options.get("seed", 0)
     if seed < 0:
         raise ToolkitError(f"data spec {text!r}: seed must be >= 0, got seed={seed}")
-    return Spec(text, kind, target, n, seed)
+    return Spec(text, kind, target, n, seed, options.get("crop"))
 
 
-def _parse_query(text: str, query: str) -> dict[str, int]:
-    options: dict[str, int] = {}
+def _parse_query(text: str, query: str) -> dict:
+    options: dict = {}
     if not query:
         return options
     try:
@@ -76,6 +80,11 @@ def _parse_query(text: str, query: str) -> dict[str, int]:
             )
         if key in options:
             raise ToolkitError(f"data spec {text!r}: option {key!r} given twice")
+        if key == "crop":
+            if value not in CROPS:
+                raise ToolkitError(f"data spec {text!r}: crop={value!r}; the only crop is crop=face")
+            options[key] = value
+            continue
         try:
             options[key] = int(value)
         except ValueError:

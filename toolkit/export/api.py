@@ -109,6 +109,11 @@ def export_model(
     check_images(x_val, image_size, f"validation data ({held_out.name} split)")
     x_val = x_val.astype(np.float32)
     reference = predict_array(model, x_val, 32).reshape(len(x_val), -1)
+    detector = None
+    if config.detector == "blazeface":  # before the long conversions: a missing wheel fails at once
+        from toolkit.models.detector import ensure_detector
+
+        detector = ensure_detector()
     needs_calibration = any(f.quantization in ("int8", "qat") for f in formats)
     calibration, calibration_fp = (
         calibration_images(splits.train, config.calibration, image_size, config.seed, config.calibration_degrade)
@@ -175,6 +180,12 @@ def export_model(
         }
         from toolkit.train.runs import versions
 
+        detector_record = {}
+        if detector is not None:
+            from toolkit.models.detector import copy_detector
+
+            detector_record = copy_detector(staging, detector)
+
         manifest = build_manifest(
             name=out.name,
             model_name=model_name,
@@ -186,6 +197,7 @@ def export_model(
             source=source,
             data=data,
             versions=versions(),
+            detector=detector_record,
         )
         manifest.write(staging)
         (staging / "report.md").write_text(report_markdown(manifest))

@@ -9,6 +9,7 @@ from toolkit.settings import SettingError, check, setting
 
 FORMATS = ("tflite", "onnx")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8", "qat")
+DETECTORS = ("none", "blazeface")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -43,6 +44,9 @@ class ExportConfig:
     target_far: float = setting(0.01, "Binary tasks: the false-accept rate the door's threshold allows.", low=0,
                                 below=1)
     opset: int = setting(17, "ONNX opset (ORT 1.17+ and the Pi's onnxruntime wheels all run 17).", low=17)
+    # the door crops faces with the very file its model was trained with, and a Pi never fetches anything
+    detector: str = setting("none", "Face detector copied into the export folder (with its licence) and used by "
+                            "'door run'.", choices=DETECTORS)
     overwrite: bool = setting(False, "Replace an existing export folder (atomically) instead of refusing.")
     seed: int = setting(0, "Seed of the calibration sample and of a bare --data spec's split.", low=0)
 

@@ -57,6 +57,7 @@ def build_manifest(
     source: dict,
     data: dict,
     versions: dict,
+    detector: dict | None = None,
 ) -> Manifest:
     h, w = image_size
     return Manifest(
@@ -71,5 +72,6 @@ def build_manifest(
         source_model=source,
         data=data,
         versions=versions,
+        detector=detector or {},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

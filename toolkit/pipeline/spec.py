@@ -57,7 +57,7 @@ SECTIONS: dict[str, dict[str, tuple[type, str]]] = {
                       "strategy", "scale_batch"),
               **_keys(ModelOptions, "stem")},
     "export": _keys(ExportConfig, "formats", "quantize", "calibration", "calibration_method", "calibration_degrade",
-                    "max_drop", "target_far", "qat_epochs", "qat_lr", "uint8_io", "opset", "out"),
+                    "max_drop", "target_far", "qat_epochs", "qat_lr", "uint8_io", "opset", "detector", "out"),
     "benchmark": {**_keys(StepOptions, "enabled"),
                   **_keys(BenchmarkConfig, "threads", "batch_size", "repeats", "keras", "degrade")},
     "report": _keys(StepOptions, "enabled"),

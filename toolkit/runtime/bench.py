@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from toolkit.errors import ToolkitError
+from toolkit.runtime.camera import make_cropper
 from toolkit.runtime.config import BenchConfig, PolicyConfig
 from toolkit.runtime.policy import DoorPolicy
 from toolkit.runtime.predictor import Predictor
@@ -48,19 +49,24 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
         folder, file = split_model(model)
         pred = Predictor(folder, file, threads=config.threads)
         policy = DoorPolicy(PolicyConfig(), pred.threshold if pred.threshold is not None else 0.5)
+        # The export's own face detector runs first, as at the door. The frames hold no face, so this is
+        # the detector's worst case (both passes) and the model then runs on the whole frame: an upper bound.
+        crop = make_cropper(None, folder, config.threads)
+
         for f in frames:  # warm-up: first runs allocate
-            pred.predict(f)
+            _decide(f, crop, pred, policy)
         ms = []
         for i in range(config.frames):
             start = time.perf_counter()
-            policy.observe(pred.predict(frames[i % len(frames)]).probability)
+            _decide(frames[i % len(frames)], crop, pred, policy)
             ms.append((time.perf_counter() - start) * 1000.0)
         p50, p99 = percentiles(ms)
         entry = pred.manifest.files[pred.file]
         (h, w), (fh, fw) = pred.size, config.frame_size
         out(
             f"frame->decision  {pred.name} ({pred.file}, {entry.quantization}, {h}x{w}, "
-            f"threads={config.threads}): p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
+            f"threads={config.threads}{', detector ' + crop.name if crop is not None else ''}): "
+            f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
             f"over {config.frames} frames of {fw}x{fh}"
         )
         results["models"][str(model)] = {"p50_ms": p50, "p99_ms": p99}
@@ -68,6 +74,11 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
         with ServerProcess(config.models[0], config.threads) as server:
             results["http"] = _http_overhead(config, server.url, out, server.proc.pid)
     return results
+
+
+def _decide(frame: np.ndarray, crop, pred: Predictor, policy: DoorPolicy) -> None:
+    face = crop(frame) if crop is not None else None
+    policy.observe(pred.predict(frame if face is None else face).probability)
 
 
 def camera_like_frame(size: tuple[int, int], seed: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Frame sources (OpenCV, picamera2, a folder of images) and the optional Haar face crop.
+"""Frame sources (OpenCV, picamera2, a folder of images) and the optional face crop (Haar, BlazeFace).
 
 Every source returns RGB uint8 arrays (OpenCV's BGR is converted here, once), ``None`` at the end of a
 finite stream (a video file, a folder), and raises :class:`CameraError` when the camera is lost, so
@@ -176,6 +176,8 @@ class HaarFaceCropper:
         min_size: smallest face in pixels; smaller detections are noise at door distance.
     """
 
+    name = "haar"
+
     def __init__(self, margin: float = 0.2, min_size: int = 40) -> None:
         with door_extra("--detector haar"):
             import cv2
@@ -212,14 +214,28 @@ class HaarFaceCropper:
         return rgb[y0:y1, x0:x1]
 
 
-def make_cropper(kind: str) -> HaarFaceCropper | None:
-    """The face crop named by ``--detector``: 'none' or 'haar'.
+def make_cropper(kind: str | None, model: str | Path | None = None, threads: int = 1):
+    """The face crop named by ``--detector``: 'none', 'haar' or 'blazeface'; None = the export's own.
+
+    Args:
+        kind: the detector; None takes the one recorded in ``model``'s manifest (the crop its model was
+            trained on), else no crop.
+        model: the export folder the door runs, whose manifest may carry a detector file.
+        threads: onnxruntime threads of the BlazeFace detector.
 
     Raises:
-        ToolkitError: an unknown kind.
+        ToolkitError: an unknown kind; blazeface with no detector file in the export nor in the cache.
     """
+    if kind is None:
+        from toolkit.runtime.detect import manifest_detector
+
+        kind = "blazeface" if model is not None and manifest_detector(model) else "none"
     if kind == "none":
         return None
     if kind == "haar":
         return HaarFaceCropper()
-    raise ToolkitError(f"--detector {kind!r}: choose 'none' or 'haar'")
+    if kind == "blazeface":
+        from toolkit.runtime.detect import load_detector
+
+        return load_detector(model, threads=threads)
+    raise ToolkitError(f"--detector {kind!r}: choose 'none', 'haar' or 'blazeface'")

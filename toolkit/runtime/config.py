@@ -65,7 +65,8 @@ class DoorConfig:
     relay: str = "log"  # 'log' (dry run) or 'gpio'
     relay_pin: int = 17  # BCM pin number of the relay driver
     active_high: bool = True  # False for relay boards that energise on a low pin
-    face: str = "none"  # 'haar' crops the largest face first; no face, no vote
+    # 'haar' or 'blazeface' crop the largest face first (no face, no vote); None = the export's detector, if any
+    face: str | None = None
     fps: float = 0.0  # >0 caps the frame rate (saves CPU); 0 = as fast as frames come
     event_log: Path | None = None  # JSON lines: time, probability, decision, latency
     snapshots: Path | None = None  # opt-in: save the frames that opened the door
@@ -82,7 +83,7 @@ class CollectConfig:
     out: Path  # dataset root: photos land in out/label/
     every: float = 1.0  # seconds between saved photos, so consecutive shots differ
     count: int = 0  # >0 stops after this many photos; 0 = until the source ends or Ctrl-C
-    face: str = "none"  # 'haar' saves face crops, like the door sees them
+    face: str = "none"  # 'haar' or 'blazeface' save face crops, like the door sees them
 
 
 @dataclass(frozen=True)

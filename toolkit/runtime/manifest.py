@@ -68,6 +68,9 @@ class Manifest:
     source_model: dict = field(default_factory=dict)  # path, sha256
     data: dict = field(default_factory=dict)  # spec, split fingerprints, calibration fingerprint
     versions: dict = field(default_factory=dict)  # toolkit and library versions
+    # The face detector the model's photos were cropped with, travelling in the folder: kind, file, sha256,
+    # licence, input_size, min_score, nms_iou, margin. {} = none (older manifests have no such key).
+    detector: dict = field(default_factory=dict)
     created: str = ""
     schema: str = SCHEMA
 

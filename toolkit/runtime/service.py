@@ -58,15 +58,15 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
         create_app, load_token, run_server = _server()  # before the camera and relay are claimed
     holder = ModelHolder(model, door.policy.threshold)
     _warn_if_synthetic(holder)
-    cropper = make_cropper(door.face)
+    cropper = make_cropper(door.face, model.folder, model.threads)
     source = open_source(door.camera, loop=door.loop)
     actuator = make_actuator(door.relay, door.relay_pin, door.active_high)
     loop = DoorLoop(holder, source, door, actuator, cropper=cropper)
     p, policy = holder.predictor, door.policy
     log.info(
         "door: model %s (%s, threshold %.3f), camera %s, face %s, relay %s, open when %d of %d frames are %s",
-        p.name, p.file, loop.policy.threshold, door.camera, door.face, actuator.name, policy.k, policy.n,
-        p.positive_label,
+        p.name, p.file, loop.policy.threshold, door.camera, getattr(cropper, "name", "none"), actuator.name,
+        policy.k, policy.n, p.positive_label,
     )  # fmt: skip
     entry = p.manifest.files.get(p.file)
     if entry is not None and entry.far is not None and door.policy.threshold is None:

@@ -1,0 +1,122 @@
+"""BlazeFace decoding without TensorFlow: anchors, boxes, weighted NMS, crops, and a tiny fake detector ONNX."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from runtime_support import FACE_ANCHOR, build_fake_detector, make_export
+
+from toolkit.errors import ToolkitError
+from toolkit.runtime.camera import make_cropper
+from toolkit.runtime.detect import (
+    FaceDetector,
+    decode,
+    iou,
+    letterbox,
+    load_detector,
+    manifest_detector,
+    square_crop_box,
+    ssd_anchors,
+    weighted_nms,
+)
+from toolkit.runtime.manifest import load_manifest, sha256_file
+
+
+def test_anchors_match_the_short_range_layout():
+    a = ssd_anchors()
+    assert a.shape == (896, 2)
+    np.testing.assert_allclose(a[0], [0.5 / 16, 0.5 / 16])  # 16x16 map, 2 anchors per cell
+    np.testing.assert_allclose(a[1], a[0])
+    np.testing.assert_allclose(a[2], [1.5 / 16, 0.5 / 16])  # x runs fastest
+    np.testing.assert_allclose(a[511], [15.5 / 16, 15.5 / 16])
+    np.testing.assert_allclose(a[512], [0.5 / 8, 0.5 / 8])  # 8x8 map, 3 layers x 2 = 6 anchors per cell
+    np.testing.assert_allclose(a[517], a[512])
+    np.testing.assert_allclose(a[518], [1.5 / 8, 0.5 / 8])
+    np.testing.assert_allclose(a[-1], [7.5 / 8, 7.5 / 8])
+    np.testing.assert_allclose(a[FACE_ANCHOR], [0.5625, 0.5625])
+
+
+def test_decode_boxes_keypoints_and_sigmoid_scores():
+    anchors = ssd_anchors()
+    reg = np.zeros((1, 896, 16), np.float32)
+    reg[0, 0] = [12.8, -6.4, 25.6, 12.8] + [1.28, 2.56] * 6
+    scores = np.full((1, 896, 1), -5.0, np.float32)
+    scores[0, 0, 0] = 1000.0  # clipped to 100 before the sigmoid: no overflow, p = 1
+    p, boxes, points = decode(reg, scores, anchors)
+    assert p.shape == (1,) and p[0] == pytest.approx(1.0)
+    cx, cy = anchors[0] + [0.1, -0.05]
+    np.testing.assert_allclose(boxes[0], [cx - 0.1, cy - 0.05, cx + 0.1, cy + 0.05], atol=1e-6)
+    np.testing.assert_allclose(points[0], np.tile(anchors[0] + [0.01, 0.02], (6, 1)), atol=1e-6)
+    assert decode(reg, scores, anchors, min_score=0.0)[0].shape == (896,)  # sigmoid(-5) > 0 kept at 0
+
+
+def test_weighted_nms_merges_overlaps_and_keeps_separate_faces():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.3, 0.6], np.float32)
+    points = np.zeros((3, 6, 2), np.float32)
+    points[1] += 4.0
+    found = weighted_nms(scores, boxes, points, 0.3)
+    assert [round(d.score, 2) for d in found] == [0.9, 0.6]
+    np.testing.assert_allclose(found[0].box, [0.25, 0, 10.25, 10], atol=1e-5)  # (0.9*0 + 0.3*1) / 1.2
+    np.testing.assert_allclose(found[0].keypoints, np.full((6, 2), 1.0), atol=1e-5)
+    np.testing.assert_allclose(found[1].box, [50, 50, 60, 60])
+    assert iou(boxes[0], boxes[2:])[0] == 0.0
+    assert iou(boxes[0], boxes[:1])[0] == pytest.approx(1.0)
+
+
+def test_letterbox_and_square_crop():
+    x, scale, offset = letterbox(np.full((64, 128, 3), 255, np.uint8))
+    assert x.shape == (1, 128, 128, 3) and scale == 1.0 and offset == (0, 32)
+    assert x[0, 0, 0, 0] == -1.0 and x[0, 64, 64, 0] == 1.0  # black border, white frame, in [-1, 1]
+    assert square_crop_box((10, 20, 30, 60), (100, 200), margin=0.0) == (0, 20, 40, 60)  # shifted in
+    assert square_crop_box((10, 10, 290, 90), (100, 300), margin=0.25) == (100, 0, 200, 100)  # shorter side
+
+
+def test_fake_detector_finds_crops_and_refuses(tmp_path):
+    det = FaceDetector(build_fake_detector(tmp_path / "bf.onnx"))
+    white = np.full((256, 256, 3), 255, np.uint8)
+    [face] = det.detect(white)
+    np.testing.assert_allclose(face.box, [80, 80, 208, 208], atol=1e-3)  # 0.5625 * 256 -+ 64
+    np.testing.assert_allclose(face.keypoints[0], [124, 124], atol=1e-3)
+    assert det.box(white) == (80, 80, 208, 208)
+    assert det(white).shape == (128, 128, 3)
+    assert det.detect(np.zeros((240, 320, 3), np.uint8)) == []  # dark: no face, no vote
+    assert det(np.zeros((240, 320, 3), np.uint8)) is None
+    with pytest.raises(ToolkitError, match="not found"):
+        FaceDetector(tmp_path / "nope.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ToolkitError, match="cannot load the detector"):
+        FaceDetector(tmp_path / "bad.onnx")
+    make_export(tmp_path / "exp")
+    with pytest.raises(ToolkitError, match="not a BlazeFace"):
+        FaceDetector(tmp_path / "exp" / "model.onnx")
+
+
+def _with_detector(folder, tmp_path):
+    path = build_fake_detector(folder / "face_detection_short_range.onnx")
+    m = load_manifest(folder)
+    record = {"kind": "blazeface", "file": path.name, "sha256": sha256_file(path), "input_size": 128,
+              "min_score": 0.5, "nms_iou": 0.3, "margin": 0.0}  # fmt: skip
+    dataclasses.replace(m, detector=record).write(folder)
+    return path
+
+
+def test_door_uses_the_exports_detector(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    plain = make_export(tmp_path / "plain")
+    assert manifest_detector(plain) == {} and make_cropper(None, plain) is None  # old manifests: no crop
+    with pytest.raises(ToolkitError, match="has none in its manifest.*toolkit export --detector blazeface"):
+        make_cropper("blazeface", plain)
+    folder = make_export(tmp_path / "with")
+    path = _with_detector(folder, tmp_path)
+    assert json.loads((folder / "manifest.json").read_text())["detector"]["file"] == path.name
+    cropper = make_cropper(None, folder)
+    assert isinstance(cropper, FaceDetector) and cropper.path == path
+    assert make_cropper("none", folder) is None  # --detector none still wins
+    assert cropper(np.full((256, 256, 3), 255, np.uint8)).shape == (128, 128, 3)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ToolkitError, match="not the detector its manifest names"):
+        load_detector(folder)

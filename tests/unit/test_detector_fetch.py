@@ -1,0 +1,123 @@
+"""Fetching the detector from a wheel: a fake mediapipe wheel in a local find-links folder, never the network."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zipfile
+
+import pytest
+
+from toolkit.errors import ToolkitError
+from toolkit.models import detector as D
+
+MEMBER = b"fake tflite bytes"
+
+
+def fake_wheel(folder, member: bytes = MEMBER, name: str = "mediapipe-0.10.21-py3-none-any.whl"):
+    """A minimal installable-looking wheel holding the detector member and the licence."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    info = "mediapipe-0.10.21.dist-info"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(D.BLAZEFACE.member, member)
+        zf.writestr(D.BLAZEFACE.licence, "Apache License 2.0 (test copy)\n")
+        zf.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: mediapipe\nVersion: 0.10.21\n")
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return path
+
+
+@pytest.fixture
+def links(tmp_path):
+    """A find-links folder holding the fake wheel."""
+    fake_wheel(tmp_path / "links")
+    return tmp_path / "links"
+
+
+@pytest.fixture
+def spec(links):
+    # The fake wheel's own name and hashes; everything else is the real record.
+    wheel = next(links.glob("*.whl"))
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    return dataclasses.replace(D.BLAZEFACE, wheel=wheel.name, wheel_sha256=digest,
+                               member_sha256=hashlib.sha256(MEMBER).hexdigest())
+
+
+@pytest.fixture
+def fake_convert(monkeypatch):
+    calls = []
+
+    def convert(tflite, onnx_path, opset=17):
+        calls.append(tflite.read_bytes())
+        onnx_path.write_bytes(b"onnx from " + tflite.read_bytes())
+        return 2e-5
+
+    monkeypatch.setattr(D, "convert", convert)
+    return calls
+
+
+def test_fetch_from_find_links_caches_and_reuses(tmp_path, monkeypatch, links, spec, fake_convert):
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    path = D.ensure_detector(find_links=str(links), spec=spec)
+    assert path == tmp_path / "cache" / "weights" / "blazeface" / "face_detection_short_range.onnx"
+    assert path.read_bytes() == b"onnx from " + MEMBER
+    assert (path.parent / "LICENSE.mediapipe").read_text().startswith("Apache")
+    record = json.loads((path.parent / "source.json").read_text())
+    assert record["member_sha256"] == spec.member_sha256 and record["onnx_max_diff"] == 2e-5
+    assert not list(path.parent.glob(".blazeface-*"))  # the work folder is gone
+    # Second call: served from the cache, with the wheel folder gone (no network, no pip).
+    (links / spec.wheel).unlink()
+    assert D.ensure_detector(find_links=str(links), spec=spec) == path and len(fake_convert) == 1
+
+
+def test_fetch_errors_are_one_line(tmp_path, monkeypatch, spec, fake_convert):
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ToolkitError, match=r"cannot download .*pass --wheel PATH") as err:
+        D.ensure_detector(find_links=str(empty), spec=spec)
+    assert "\n" not in str(err.value)
+    bad = fake_wheel(tmp_path / "bad", member=b"tampered", name="mediapipe-0.10.21-cp311-cp311-other.whl")
+    with pytest.raises(ToolkitError, match="has sha256 .* expected"):
+        D.ensure_detector(bad, spec=spec)
+    with pytest.raises(ToolkitError, match="not a mediapipe 0.10.21 wheel"):
+        D.extract_member(spec, _other(tmp_path), tmp_path / "out")
+    with pytest.raises(ToolkitError, match="is not the published"):  # the real wheel name with other bytes
+        D.extract_member(D.BLAZEFACE, _renamed(bad, D.BLAZEFACE.wheel), tmp_path / "out")
+    assert not (tmp_path / "cache" / "weights" / "blazeface" / "face_detection_short_range.onnx").exists()
+
+
+def _other(tmp_path):
+    path = tmp_path / "other-1.0-py3-none-any.whl"
+    path.write_bytes(b"PK")
+    return path
+
+
+def _renamed(path, name):
+    target = path.parent / name
+    target.write_bytes(path.read_bytes())
+    return target
+
+
+def test_export_option_and_copy_into_the_folder(tmp_path, monkeypatch):
+    from toolkit.export.config import ExportConfig
+    from toolkit.runtime.detect import cached_detector_path
+    from toolkit.settings import SettingError
+
+    assert ExportConfig(source="run", out="x", detector="blazeface").detector == "blazeface"
+    with pytest.raises(SettingError):
+        ExportConfig(source="run", out="x", detector="haar")
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    src = cached_detector_path()
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"detector bytes")
+    (src.parent / "LICENSE.mediapipe").write_text("Apache")
+    out = tmp_path / "export"
+    out.mkdir()
+    record = D.copy_detector(out)
+    assert (out / record["file"]).read_bytes() == b"detector bytes"
+    assert (out / record["licence"]).read_text() == "Apache"
+    assert record["sha256"] == hashlib.sha256(b"detector bytes").hexdigest()
+    assert record["input_size"] == 128 and record["min_score"] == 0.5 and record["licence_name"] == "Apache-2.0"

@@ -1,0 +1,305 @@
+"""BlazeFace (MediaPipe's short-range face detector) with numpy, Pillow and onnxruntime only.
+
+The same code crops the door's frames and the training photos (``?crop=face``), so the model sees the
+same face crop in both places. The ONNX file is MediaPipe's ``face_detection_short_range.tflite``
+converted by :mod:`toolkit.models.detector`; it takes one 128x128 RGB image scaled to [-1, 1] and
+returns 896 anchors x 16 regressors (box x, y, w, h, then 6 keypoints x, y, in input pixels relative to
+the anchor) and 896 raw scores. The anchor layout and decoding follow the options of MediaPipe's
+``face_detection_short_range`` graph (SsdAnchorsCalculator, TensorsToDetectionsCalculator).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from toolkit.errors import ToolkitError
+
+INPUT_SIZE = 128
+NUM_ANCHORS = 896
+NUM_COORDS = 16  # 4 box values + 6 keypoints x 2
+# SsdAnchorsCalculator options of the short-range graph: 4 layers, strides 8, 16, 16, 16, anchors centred
+# in their cell (offset 0.5), one aspect ratio plus one interpolated scale = 2 anchors per layer and cell,
+# fixed anchor size (every anchor is 1 x 1: the regressors carry the whole box size).
+STRIDES = (8, 16, 16, 16)
+ANCHORS_PER_LAYER = 2
+ANCHOR_OFFSET = 0.5
+# TensorsToDetectionsCalculator: raw scores clipped to +-100 before the sigmoid, kept at >= 0.5.
+SCORE_CLIP = 100.0
+MIN_SCORE = 0.5
+# Weighted non-maximum suppression: boxes overlapping the best one by more than this IoU are merged.
+NMS_IOU = 0.3
+# The crop adds this fraction of the face box on each side. 0: the box squared, which is already a little
+# looser than the tight crops of face datasets such as smiles (their faces fill the photo).
+MARGIN = 0.0
+# A face that fills the frame is too big for the short-range model (on 64x64 face crops upscaled to 256 it
+# finds 94 of 150); shrunk into a black border of half the frame on each side, it finds all 150.
+ZOOM_OUT = 0.5
+CACHE_ENV = "TOOLKIT_CACHE"
+ONNX_NAME = "face_detection_short_range.onnx"
+LICENSE_NAME = "LICENSE.mediapipe"
+
+
+def weights_root() -> Path:
+    """``$TOOLKIT_CACHE/weights``, else ~/.cache/toolkit/weights (read at call time, so tests can redirect it)."""
+    env = os.environ.get(CACHE_ENV)
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "toolkit") / "weights"
+
+
+def cached_detector_path() -> Path:
+    """Where ``toolkit detector`` (or ``toolkit export --detector blazeface``) leaves the detector ONNX."""
+    return weights_root() / "blazeface" / ONNX_NAME
+
+
+def ssd_anchors(size: int = INPUT_SIZE, strides: tuple = STRIDES, per_layer: int = ANCHORS_PER_LAYER) -> np.ndarray:
+    """Anchor centres as an (N, 2) array of normalised (x, y), in the model's output order.
+
+    Consecutive layers with the same stride share one feature map and stack their anchors per cell,
+    as MediaPipe does: for 128 px and strides 8, 16, 16, 16 that is 16x16x2 + 8x8x6 = 896 anchors.
+    """
+    out = []
+    i = 0
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        cells = int(np.ceil(size / strides[i]))
+        per_cell = per_layer * (j - i)
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        centres = np.stack([(xs + ANCHOR_OFFSET) / cells, (ys + ANCHOR_OFFSET) / cells], axis=-1).reshape(-1, 2)
+        out.append(np.repeat(centres, per_cell, axis=0))
+        i = j
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: ``box`` (x0, y0, x1, y1) and ``keypoints`` (6, 2) as (x, y), in the units asked for."""
+
+    score: float
+    box: tuple[float, float, float, float]
+    keypoints: np.ndarray
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
+
+
+def decode(regressors: np.ndarray, scores: np.ndarray, anchors: np.ndarray, size: int = INPUT_SIZE,
+           min_score: float = MIN_SCORE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Raw outputs -> (scores (K,), boxes (K, 4) normalised x0 y0 x1 y1, keypoints (K, 6, 2)) above ``min_score``.
+
+    Args:
+        regressors: (896, 16) or (1, 896, 16); offsets in input pixels from the anchor centre.
+        scores: (896,), (896, 1) or (1, 896, 1) logits.
+        anchors: (896, 2) from :func:`ssd_anchors`.
+    """
+    raw = np.asarray(regressors, dtype=np.float32).reshape(-1, NUM_COORDS)
+    logits = np.clip(np.asarray(scores, dtype=np.float32).reshape(-1), -SCORE_CLIP, SCORE_CLIP)
+    prob = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)  # exp(100) overflows float32
+    keep = prob >= min_score
+    raw, prob, anchor = raw[keep] / size, prob[keep], anchors[keep]
+    centre = raw[:, 0:2] + anchor
+    half = raw[:, 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    keypoints = raw[:, 4:].reshape(-1, 6, 2) + anchor[:, None, :]
+    return prob, boxes, keypoints
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one (4,) box with each of (K, 4) boxes (x0, y0, x1, y1)."""
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
+                 threshold: float = NMS_IOU) -> list[Detection]:  # fmt: skip
+    """MediaPipe's weighted NMS: each best remaining box absorbs the boxes overlapping it above ``threshold``.
+
+    The kept detection has the best score and the score-weighted mean of the group's boxes and keypoints:
+    neighbouring anchors all see the same face, and their average is steadier than any one of them.
+    """
+    order = np.argsort(-scores, kind="stable")
+    remaining = order
+    out = []
+    while remaining.size:
+        best = remaining[0]
+        overlap = iou(boxes[best], boxes[remaining])
+        group = remaining[overlap > threshold]
+        if group.size == 0:  # a degenerate (zero-area) best box overlaps nothing, not even itself
+            group = remaining[:1]
+        w = scores[group][:, None]
+        box = (boxes[group] * w).sum(0) / w.sum()
+        points = (keypoints[group] * w[:, :, None]).sum(0) / w.sum()
+        out.append(Detection(float(scores[best]), tuple(float(v) for v in box), points))
+        remaining = remaining[~np.isin(remaining, group)]
+    return out
+
+
+def letterbox(rgb: np.ndarray, size: int = INPUT_SIZE, pad: float = 0.0) -> tuple[np.ndarray, float, tuple]:
+    """Fit an HxWx3 uint8 frame into a black ``size`` square, keeping its aspect ratio.
+
+    ``pad``: also leave this share of the frame's longer side as black border on each side (zoom out).
+
+    Returns:
+        (1 x size x size x 3 float32 in [-1, 1], scale frame->square, (x, y) offset of the frame in the square).
+    """
+    h, w = rgb.shape[:2]
+    scale = size / (max(h, w) * (1 + 2 * pad))
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    img = Image.fromarray(np.ascontiguousarray(rgb[:, :, :3])).resize((nw, nh), Image.Resampling.BILINEAR)
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    ox, oy = (size - nw) // 2, (size - nh) // 2
+    canvas[oy : oy + nh, ox : ox + nw] = np.asarray(img)
+    return (canvas.astype(np.float32) / 127.5 - 1.0)[None], scale, (ox, oy)
+
+
+def square_crop_box(box: tuple, frame_hw: tuple[int, int], margin: float = MARGIN) -> tuple[int, int, int, int]:
+    """A square (x0, y0, x1, y1) around ``box`` (pixels), ``margin`` of its larger side added on each side.
+
+    The square is shifted, not cut, at the frame's edges, so the crop keeps its shape; only a face larger
+    than the frame gets a smaller square (the whole shorter side).
+    """
+    h, w = frame_hw
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * margin)
+    side = int(round(min(max(side, 1), h, w)))
+    x0 = int(round(min(max(cx - side / 2, 0), w - side)))
+    y0 = int(round(min(max(cy - side / 2, 0), h - side)))
+    return x0, y0, x0 + side, y0 + side
+
+
+class FaceDetector:
+    """BlazeFace short-range on onnxruntime: faces of a frame, and the square crop of the largest one.
+
+    Args:
+        path: the detector ONNX (from ``toolkit detector`` or an export folder's manifest).
+        min_score: keep detections at or above this probability.
+        iou: weighted-NMS overlap threshold.
+        margin: share of the face box added on each side of the crop.
+        threads: onnxruntime intra-op threads (1 at the door, beside the classifier).
+        tiles: when neither the frame nor the frame zoomed out shows a face, also look in overlapping squares
+            of half the shorter side (a face far from the camera is ~4 px wide once a 640 px frame is 128).
+
+    Raises:
+        ToolkitError: the file is missing, not ONNX, or not a BlazeFace-shaped model.
+    """
+
+    name = "blazeface"
+
+    def __init__(self, path: str | Path, *, min_score: float = MIN_SCORE, iou: float = NMS_IOU,
+                 margin: float = MARGIN, threads: int = 1, tiles: bool = False) -> None:  # fmt: skip
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ToolkitError(f"{self.path}: detector file not found; run 'toolkit detector' to fetch it")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ToolkitError(f"{self.path}: cannot load the detector ({str(exc).splitlines()[0][:200]})") from exc
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        shapes = {o.name: tuple(o.shape) for o in outputs}
+        self._reg = next((n for n, s in shapes.items() if s[-2:] == (NUM_ANCHORS, NUM_COORDS)), None)
+        self._cls = next((n for n, s in shapes.items() if s[-2:] == (NUM_ANCHORS, 1)), None)
+        shape = tuple(inputs[0].shape)[1:] if len(inputs) == 1 else None
+        if shape != (INPUT_SIZE, INPUT_SIZE, 3) or not (self._reg and self._cls):
+            raise ToolkitError(f"{self.path}: not a BlazeFace short-range detector (input {inputs[0].shape}, "
+                               f"outputs {list(shapes.values())}); re-run 'toolkit detector'")
+        self._input = inputs[0].name
+        self.anchors = ssd_anchors()
+        self.min_score, self.iou, self.margin, self.tiles = min_score, iou, margin, tiles
+
+    def _run(self, rgb: np.ndarray, pad: float = 0.0) -> list[Detection]:
+        x, scale, (ox, oy) = letterbox(rgb, INPUT_SIZE, pad)
+        reg, cls = self.session.run([self._reg, self._cls], {self._input: x})
+        found = weighted_nms(*decode(reg, cls, self.anchors, INPUT_SIZE, self.min_score), self.iou)
+        to_frame = np.array([ox, oy], dtype=np.float32)
+        out = []
+        for d in found:
+            corners = (np.array(d.box, dtype=np.float32).reshape(2, 2) * INPUT_SIZE - to_frame) / scale
+            points = (d.keypoints * INPUT_SIZE - to_frame) / scale
+            out.append(Detection(d.score, tuple(float(v) for v in corners.reshape(-1)), points))
+        return out
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """Faces in an HxWx3 uint8 RGB frame of any size, in frame pixels, best score first."""
+        if rgb.ndim != 3 or rgb.shape[2] < 3 or min(rgb.shape[:2]) < 1:
+            raise ToolkitError(f"face detector: expected an HxWx3 image, got shape {rgb.shape}")
+        found = self._run(rgb) or self._run(rgb, ZOOM_OUT)
+        h, w = rgb.shape[:2]
+        if found or not self.tiles or min(h, w) < 2 * INPUT_SIZE:
+            return found
+        side, step = min(h, w) // 2, min(h, w) // 4
+        for y in sorted({*range(0, h - side, step), h - side}):
+            for x in sorted({*range(0, w - side, step), w - side}):
+                for d in self._run(rgb[y : y + side, x : x + side]):
+                    box = (d.box[0] + x, d.box[1] + y, d.box[2] + x, d.box[3] + y)
+                    found.append(Detection(d.score, box, d.keypoints + np.array([x, y], dtype=np.float32)))
+        if len(found) > 1:  # the tiles overlap: one face can be found in several
+            found = weighted_nms(np.array([d.score for d in found]), np.array([d.box for d in found]),
+                                 np.stack([d.keypoints for d in found]), self.iou)  # fmt: skip
+        return sorted(found, key=lambda d: -d.score)
+
+    def box(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The square crop (x0, y0, x1, y1) around the largest face, or None when there is none."""
+        found = self.detect(rgb)
+        if not found:
+            return None
+        return square_crop_box(max(found, key=lambda d: d.area).box, rgb.shape[:2], self.margin)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The square crop of the largest face (a view into ``rgb``), or None: no face, no vote."""
+        found = self.box(rgb)
+        if found is None:
+            return None
+        x0, y0, x1, y1 = found
+        return rgb[y0:y1, x0:x1]
+
+
+def manifest_detector(folder: str | Path) -> dict:
+    """The ``detector`` record of an export folder's manifest ({} when it has none)."""
+    from toolkit.runtime.manifest import MANIFEST_NAME, load_manifest
+
+    if not (Path(folder) / MANIFEST_NAME).is_file():
+        return {}
+    return dict(load_manifest(folder).detector or {})
+
+
+def load_detector(folder: str | Path | None = None, threads: int = 1) -> FaceDetector:
+    """The export's detector (file checked against its manifest sha256), else the cached one.
+
+    Raises:
+        ToolkitError: neither exists, or the export's file does not match its manifest.
+    """
+    from toolkit.runtime.manifest import sha256_file
+
+    record = manifest_detector(folder) if folder is not None else {}
+    if record:
+        path = Path(folder) / record.get("file", ONNX_NAME)
+        if not path.is_file() or sha256_file(path) != record.get("sha256"):
+            raise ToolkitError(f"{path}: missing or not the detector its manifest names (sha256); re-run 'toolkit "
+                               "export --detector blazeface'")
+        return FaceDetector(path, min_score=float(record.get("min_score", MIN_SCORE)),
+                            iou=float(record.get("nms_iou", NMS_IOU)), margin=float(record.get("margin", MARGIN)),
+                            threads=threads)  # fmt: skip
+    path = cached_detector_path()
+    if not path.is_file():
+        where = f"{folder} has none in its manifest and " if folder is not None else ""
+        raise ToolkitError(f"--detector blazeface: {where}{path} does not exist; export with 'toolkit export "
+                           "--detector blazeface' (the file travels in the export folder) or run 'toolkit detector'")
+    return FaceDetector(path, threads=threads)
