@@ -52,14 +52,14 @@ def cut_model(model, layer: str, penultimate: str, classes: int):
 
     k = keras()
     names = [la.name for la in model.layers]
-    usable = names[1:names.index(penultimate)]
+    usable = names[1:names.index(penultimate) + 1]  # the penultimate layer itself: a standardised head on it
     if layer not in usable:
         last_of_group: dict[str, str] = {}
         for name in usable:
             if name.endswith("_out"):
                 last_of_group[name[:4]] = name
         hint = ", ".join(list(last_of_group.values()) or usable[-3:])
-        raise ToolkitError(f"--feature-layer {layer}: not a layer of {model.name} before {penultimate}; "
+        raise ToolkitError(f"--feature-layer {layer}: not a layer of {model.name} up to {penultimate}; "
                            f"for example {hint} ('toolkit summary {model.name.lower()}' lists them all)")
     x = model.get_layer(layer).output
     fed_by = layer
