@@ -24,7 +24,14 @@ from toolkit.errors import ToolkitError
 from toolkit.train import distribute as D
 from toolkit.train import fit, runs
 from toolkit.train.cvhead import choose_head, train_cv_head
-from toolkit.train.surgery import copy_weights, cut_model, freeze_layers, frozen_count, unfreeze_from
+from toolkit.train.surgery import (
+    check_feature_layer,
+    copy_weights,
+    cut_model,
+    freeze_layers,
+    frozen_count,
+    unfreeze_from,
+)
 
 log = logging.getLogger("toolkit.finetune")
 IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # no head: it is replaced anyway
@@ -163,6 +170,8 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
     if config.unfreeze_at is not None and config.unfreeze_at > n_base:
         raise ToolkitError(f"--unfreeze-at {config.unfreeze_at}: the model has {n_base} layers before the head")
     loaded = copy_weights(model, source, head, origin)
+    for layer in config.feature_layers if head_kind == "cv" else ():  # before the run folder exists
+        check_feature_layer(model, layer, penultimate)
     if dist.is_chief:
         work = out
         out.mkdir(parents=True, exist_ok=True)  # only now: bad weights, data or flags leave nothing behind
