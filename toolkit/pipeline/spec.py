@@ -66,7 +66,7 @@ REQUIRED = {"data": ("spec",), "pretrain": ("model", "data"), "train": ("model",
 REQUIRED_SECTIONS = ("data", "train")
 OPTIONAL_SECTIONS = ("pretrain",)  # absent: the step does not run (other sections get their defaults)
 # Step settings that only apply to some training modes.
-TRANSFER_ONLY = ("weights", "unfreeze_at", "feature_layer", "head", "cv_folds", "cv_max_images")
+TRANSFER_ONLY = ("weights", "unfreeze_at", "feature_layer")
 
 
 def _rule(section: str, key: str) -> dict:
