@@ -9,6 +9,7 @@ from toolkit.cli import main
 from toolkit.config import TrainConfig
 from toolkit.export.validate import choose_threshold
 from toolkit.train import features as F
+from toolkit.train import runs
 from toolkit.train.fit import train
 
 pytestmark = pytest.mark.slow
@@ -36,6 +37,8 @@ def test_cv_head_run_and_export_threshold_from_out_of_fold_scores(tmp_path, caps
     assert json.loads((ft / "cv.json").read_text())["max_abs_dprob_keras"] < 1e-5
     oof = np.load(ft / "oof.npz")
     assert oof["probs"].shape == (cv["n"], 2) and set(oof["fold"]) == {0, 1, 2}
+    splits = runs.load_run(ft).splits()  # the folds were grouped by the loader's duplicate groups
+    np.testing.assert_array_equal(oof["groups"], np.concatenate([splits.train.groups, splits.val.groups]))
 
     exp = tmp_path / "exp"
     assert main(["export", str(ft), "--out", str(exp), "--format", "onnx", "--target-far", "0.05"]) == 0
