@@ -104,7 +104,7 @@ def caching_full(work: Path, run_dir: Path, *, free_kb: int, method: str = "auto
     with small_disk(8192, method) as (disk, how):
         cache = disk / "cache"
         args = ["finetune", "happy", "--weights", str(run_dir), "--image-size", str(IMAGE_SIZE), "--cache-features",
-                "--epochs", "1", "--batch-size", "16", "--patience", "0"]
+                "--head", "keras", "--epochs", "1", "--batch-size", "16", "--patience", "0"]
         # The earlier entry: another data set's features, cached while the disk had room.
         shutil.rmtree(work / "cache-first", ignore_errors=True)
         first = run(toolkit_cmd(*args, "--data", "synthetic:happy?n=48&seed=5", "--out", str(work / "cache-first")),

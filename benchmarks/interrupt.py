@@ -321,7 +321,8 @@ def cache_kills(work: Path, run_dir: Path, *, points: int, rng: random.Random, l
 
     def args(out: Path) -> list[str]:
         return ["finetune", "happy", "--weights", str(run_dir), "--data", DATA, "--image-size", str(IMAGE_SIZE),
-                "--cache-features", "--epochs", "2", "--batch-size", "16", "--patience", "0", "--out", str(out)]
+                "--cache-features", "--head", "keras", "--epochs", "2", "--batch-size", "16", "--patience", "0",
+                "--out", str(out)]
 
     # One undisturbed run counts the line events and leaves the reference features.
     reference_cache = work / "cache-reference"

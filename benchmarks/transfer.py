@@ -52,7 +52,7 @@ def speed_benchmark(model: str, weights: str, data: str, *, image_size: int = 64
         common = dict(model=model, weights=weights, data=data, epochs=epochs, batch_size=batch_size,
                       image_size=image_size, patience=0)
         t0 = time.perf_counter()
-        cached = finetune(FinetuneConfig(out=str(work / "cached"), cache_features=True, **common))
+        cached = finetune(FinetuneConfig(out=str(work / "cached"), cache_features=True, head="keras", **common))
         cached_total = time.perf_counter() - t0
         t0 = time.perf_counter()
         frozen = finetune(FinetuneConfig(out=str(work / "frozen"), freeze="all", **common))
@@ -133,7 +133,8 @@ def transfer_benchmark(pretrain: str, data: str, *, train_n: int = 200, test_n: 
                                                               feature_layer=layer, **common), data=ds)),
             (f"{model} pretrained, --cache-features{at}",
              lambda out, layer=layer: finetune(FinetuneConfig(model=model, weights=pretrain, out=out,
-                                                              cache_features=True, feature_layer=layer, **common),
+                                                              cache_features=True, head="keras",  # as measured
+                                                              feature_layer=layer, **common),
                                                data=ds)),
         ]
     rows = []

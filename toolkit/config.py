@@ -17,6 +17,7 @@ from toolkit.settings import SettingError, check, setting
 # the tf.data ones, then the door camera's degradations (toolkit.degrade), named there once
 AUGMENTATIONS = ("flip", "rotate", "zoom", "shear", "color", "pca", *DEGRADATIONS)
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+HEADS = ("auto", "cv", "keras")  # see FinetuneConfig.head and toolkit.train.cvhead
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")  # see toolkit.train.distribute
 # Where and how a run is started rather than what it computes: they may differ when it is resumed.
 DEPLOYMENT = ("resume", "workers", "worker_index", "connect_timeout")
@@ -101,7 +102,17 @@ class FinetuneConfig(TrainConfig):
                                    "on disk (needs --freeze all).")
     feature_layer: str | None = setting(None, "Cut the pretrained base at this layer (e.g. res2c_out; default: the "
                                         "penultimate layer). A feature map is flattened. Earlier layers transfer "
-                                        "better to a task unlike the pretraining one.")
+                                        "better to a task unlike the pretraining one. With the cv head, a comma "
+                                        "list of candidates: cross-validation picks one.")
+    # a few hundred images: 15 % of them cannot pick a head, an epoch or a threshold; k folds of all of them can
+    head: str = setting("auto", "Head on cached features. cv: logistic regression whose feature layer and L2 "
+                        "strength are chosen by stratified, duplicate-grouped k-fold cross-validation, then fitted "
+                        "on train+val; keras: a Dense head trained with early stopping on the validation split; "
+                        "auto: cv up to --cv-max-images train+val images (or for several --feature-layer), else "
+                        "keras.", choices=HEADS)
+    cv_folds: int = setting(5, "Folds of the cv head (fewer when a class has fewer images).", low=2)
+    # beyond this, a validation split is big enough and the Keras head scales to any size
+    cv_max_images: int = setting(500, "--head auto: the cv head up to this many train+val images.", low=0)
     # BatchNorm stays frozen in stage 2, as Keras' transfer-learning guide advises
     unfreeze_at: int | None = setting(None, "Stage 2: train layers K.. (BatchNorm stays frozen).", low=0)
     fine_tune_epochs: int = setting(0, "Epochs of stage 2 (0: one stage only).", low=0)
@@ -120,6 +131,16 @@ class FinetuneConfig(TrainConfig):
         if self.cache_features and (self.freeze != "all" or self.unfreeze_at is not None or self.augment):
             raise SettingError("cache_features", "trains the head only on fixed features: it needs --freeze all "
                                "and no --unfreeze-at or --augment")
+        if self.head == "cv" and not self.cache_features:
+            raise SettingError("head", "cv fits the head on cached features: add --cache-features")
+        if len(self.feature_layers) > 1 and (self.head == "keras" or not self.cache_features):
+            raise SettingError("feature_layer", "several candidate layers are chosen by cross-validation: they need "
+                               "--cache-features and --head cv or auto")
+
+    @property
+    def feature_layers(self) -> tuple[str, ...]:
+        """--feature-layer as a tuple of candidate layer names (empty: the base's penultimate layer)."""
+        return tuple(x.strip() for x in (self.feature_layer or "").split(",") if x.strip())
 
     def train_settings(self, model_kwargs: dict) -> dict:
         """The TrainConfig view written as config.json's "train": what Run.splits, evaluate and export read."""

@@ -18,8 +18,9 @@ HEAD = "fc6"
 
 
 def _config(out, weights, **kw):
+    # the Keras head: with cached features and this few images --head auto would cross-validate (test_finetune_cv.py)
     base = dict(model="resnet_tiny", data=DATA, out=str(out), weights=str(weights), epochs=2, batch_size=16,
-                image_size=32, patience=0)
+                image_size=32, patience=0, head="keras")
     return FinetuneConfig(**{**base, **kw})
 
 

@@ -29,6 +29,10 @@ def _print_result(path: Path | None) -> None:
     metrics_file = path / "metrics.json"
     if metrics_file.is_file():
         m = json.loads(metrics_file.read_text())
+        if "cv" in m:  # the cross-validated head's estimate, beside the test figure it predicts
+            cv = m["cv"]
+            typer.echo(f"cross-validated accuracy {cv['accuracy_mean']:.4f} ± {cv['accuracy_std']:.4f} "
+                       f"({cv['folds']} folds of {cv['n']} images; layer {cv['layer']}, C {cv['C']:g})")
         typer.echo(f"test accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  on {m['n']} images")
     typer.echo(f"run folder: {path}  (model.keras, config.json, history.csv, metrics.json, curves.png, "
                "confusion.png; TensorBoard: tensorboard --logdir " + str(path / "logs") + ")")

@@ -66,6 +66,11 @@ class Split:
         return self._paths is not None
 
     @property
+    def groups(self) -> np.ndarray:
+        """Group id per item: byte-identical items share one (ids are comparable across splits of one source)."""
+        return self._groups
+
+    @property
     def paths(self) -> tuple[str, ...] | None:
         """The file paths of a streamed split (None in memory)."""
         return self._paths

@@ -22,7 +22,7 @@ from toolkit.export.config import ExportConfig
 from toolkit.export.formats import Context, select
 from toolkit.export.manifest import build_manifest, file_entry, relative
 from toolkit.export.quantize import calibration_images, check_images
-from toolkit.export.validate import choose_threshold, compare, load_runner, predict
+from toolkit.export.validate import choose_threshold, compare, load_runner, predict, threshold_at
 from toolkit.runtime.manifest import data_kind, sha256_file
 
 BARE_SPLIT = {"val": 0.15, "test": 0.15}  # how a bare model file's --data is split (the run defaults)
@@ -114,6 +114,8 @@ def export_model(
         from toolkit.models.detector import ensure_detector
 
         detector = ensure_detector()
+    oof_threshold, threshold_source = _oof_threshold(run_dir, out, output_kind, config.target_far,
+                                                     held_out.name, len(held_out), log)
     needs_calibration = any(f.quantization in ("int8", "qat") for f in formats)
     calibration, calibration_fp = (
         calibration_images(splits.train, config.calibration, image_size, config.seed, config.calibration_degrade)
@@ -150,7 +152,10 @@ def export_model(
             _gate(fmt, validation, config.max_drop)
             threshold = None
             if output_kind == "sigmoid":
-                threshold = choose_threshold(probs[:, 0], y_val, config.target_far)
+                if oof_threshold is None:
+                    threshold = choose_threshold(probs[:, 0], y_val, config.target_far)
+                else:  # chosen on images the head never saw in training; FAR/FRR measured on held-out ones
+                    threshold = threshold_at(oof_threshold["threshold"], probs[:, 0], y_val)
                 validation.update({k: threshold[k] for k in ("negatives", "positives", "far_upper_95")})
             entries[fmt.filename] = file_entry(path, fmt, validation, threshold, runner.input_dtype)
             log(
@@ -168,6 +173,7 @@ def export_model(
             "validation_split": held_out.name,
             "validation_fingerprint": held_out.fingerprint,
             "fingerprints": splits.fingerprints(),
+            "threshold": threshold_source,
             "calibration": None
             if calibration is None
             else {
@@ -213,6 +219,31 @@ def export_model(
         shutil.rmtree(workdir, ignore_errors=True)
     log(f"wrote {out} (serve: {manifest.serve})")
     return out
+
+
+def _oof_threshold(run_dir: Path | None, out: Path, output_kind: str, target_far: float, split: str, n: int, log):
+    """(the threshold chosen on the run's out-of-fold scores or None, the manifest's record of where it came from).
+
+    A cross-validated head (``toolkit.train.cvhead``) leaves every train+val image's score from the fold
+    that held it out; those are many more images than the test split, and none of them is one whose FAR
+    the manifest then reports (that is measured on ``split``).
+    """
+    if output_kind != "sigmoid":
+        return None, None
+    from toolkit.train.cvhead import read_oof
+
+    oof = read_oof(run_dir)
+    if oof is None:
+        return None, {"source": f"{split} split", "n": n, "far_measured_on": f"{split} split (the same images)"}
+    chosen = choose_threshold(oof["probs"][:, -1], oof["y"], target_far)
+    if split != "test":
+        log(f"warning: no test split; FAR/FRR at the out-of-fold threshold are measured on the {split} split, "
+            "which the cross-validated head was fitted on")
+    return chosen, {"source": "out-of-fold cross-validation scores", "file": relative(oof["file"], out),
+                    "n": int(len(oof["y"])), "folds": int(oof["fold"].max()) + 1, "threshold": chosen["threshold"],
+                    "negatives": chosen["negatives"], "positives": chosen["positives"], "far": chosen["far"],
+                    "frr": chosen["frr"], "far_upper_95": chosen["far_upper_95"],
+                    "far_measured_on": f"{split} split ({n} images)"}
 
 
 def _gate(fmt, validation: dict, max_drop: float) -> None:

@@ -152,3 +152,15 @@ def choose_threshold(p_pos: np.ndarray, y: np.ndarray, target_far: float) -> dic
         "far_upper_95": round(min(1.0, 3.0 / len(neg)), 6) if k == 0 else None,
     }
 
+
+
+def threshold_at(threshold: float, p_pos: np.ndarray, y: np.ndarray) -> dict:
+    """FAR and FRR of a threshold chosen elsewhere, measured on ``p_pos`` / ``y`` (the same keys as
+    :func:`choose_threshold`; ``far_upper_95`` when no negative passed: the rule of three)."""
+    p_pos = np.asarray(p_pos, dtype=np.float64).reshape(-1)
+    y = np.asarray(y).reshape(-1)
+    far, frr = far_frr(p_pos, y == 1, threshold)
+    negatives = int(np.sum(y == 0))
+    upper = round(min(1.0, 3.0 / negatives), 6) if negatives and far == 0 else None
+    return {"threshold": float(threshold), "far": far, "frr": frr, "negatives": negatives,
+            "positives": int(np.sum(y == 1)), "far_upper_95": upper}

@@ -4,7 +4,9 @@ Three recipes share one run folder (the same files as ``toolkit train``, so eval
 
 - ``--freeze N|all|none``: the first N layers of ``model.layers`` keep their pretrained weights;
 - ``--unfreeze-at K --fine-tune-epochs E``: train the head first, then layers K.. at a lower rate;
-- ``--cache-features``: run the frozen base once, cache its penultimate outputs, train only the head.
+- ``--cache-features``: run the frozen base once, cache its penultimate outputs, train only the head;
+  with a few hundred images (``--head auto``) or ``--head cv`` the head is chosen by cross-validation
+  (:mod:`toolkit.train.cvhead`), else it is a Keras head early-stopped on the validation split.
 
 ``--feature-layer L`` moves the cut: the base ends at layer L (a feature map is flattened, keeping where
 things are) and a new classifier follows. Features from the last layers are specific to the pretraining
@@ -21,7 +23,15 @@ from toolkit.config import FinetuneConfig, same_run
 from toolkit.errors import ToolkitError
 from toolkit.train import distribute as D
 from toolkit.train import fit, runs
-from toolkit.train.surgery import copy_weights, cut_model, freeze_layers, frozen_count, unfreeze_from
+from toolkit.train.cvhead import choose_head, train_cv_head
+from toolkit.train.surgery import (
+    check_feature_layer,
+    copy_weights,
+    cut_model,
+    freeze_layers,
+    frozen_count,
+    unfreeze_from,
+)
 
 log = logging.getLogger("toolkit.finetune")
 IMAGENET_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # no head: it is replaced anyway
@@ -143,13 +153,16 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
     ds, splits = fit.load_splits(config, config.image_size or spec.default_input, data)
     n_classes = len(ds.labels)
 
+    # the cv head cuts the base at each candidate layer itself (toolkit.train.cvhead)
+    head_kind = choose_head(config.head, len(splits.train) + len(splits.val), config.cv_max_images,
+                            len(config.feature_layers)) if config.cache_features else "keras"
     fit.seed_everything(config.seed, config.deterministic)
     plan = D.plan_batch(config.batch_size, config.lr, dist.replicas, config.scale_batch)
     # Cached features: the full model never trains (only a copy of its head), so it stays on this machine.
     with dist.scope() if not config.cache_features else D.LOCAL.scope():
         model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **kwargs)
         penultimate = spec.penultimate
-        if config.feature_layer not in (None, spec.penultimate):
+        if config.feature_layer not in (None, spec.penultimate) and head_kind != "cv":
             model, penultimate = cut_model(model, config.feature_layer, spec.penultimate, n_classes)
     n_base = [la.name for la in model.layers].index(penultimate) + 1
     head = {la.name for la in model.layers[n_base:]}
@@ -157,6 +170,8 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
     if config.unfreeze_at is not None and config.unfreeze_at > n_base:
         raise ToolkitError(f"--unfreeze-at {config.unfreeze_at}: the model has {n_base} layers before the head")
     loaded = copy_weights(model, source, head, origin)
+    for layer in config.feature_layers if head_kind == "cv" else ():  # before the run folder exists
+        check_feature_layer(model, layer, penultimate)
     if dist.is_chief:
         work = out
         out.mkdir(parents=True, exist_ok=True)  # only now: bad weights, data or flags leave nothing behind
@@ -170,12 +185,14 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
              n_frozen, len(model.layers), f"{counts['trainable']:,}", f"{counts['non_trainable']:,}")
     record = fit.run_record(config.train_settings(kwargs), ds, splits, model, finetune=config.to_dict(),
                             weights={"source": origin, "layers_loaded": loaded}, frozen_layers=n_frozen,
-                            param_counts=counts, distribute=plan.record(dist))
+                            param_counts=counts, distribute=plan.record(dist), head={"head": head_kind})
     if not resume and dist.is_chief:
         runs.write_json_atomic(out / runs.CONFIG, record)
 
     plan.announce()
-    if config.cache_features:
+    if head_kind == "cv":
+        run = train_cv_head(config, model, penultimate, splits, ds.labels, work, dist)
+    elif config.cache_features:
         run = _train_on_features(config, model, penultimate, splits, ds.labels, work, dist, plan)
     else:
         run = _train_images(config, model, splits, n_classes, work, dist, plan)

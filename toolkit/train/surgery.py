@@ -51,16 +51,7 @@ def cut_model(model, layer: str, penultimate: str, classes: int):
     from toolkit.models.layers import classifier
 
     k = keras()
-    names = [la.name for la in model.layers]
-    usable = names[1:names.index(penultimate)]
-    if layer not in usable:
-        last_of_group: dict[str, str] = {}
-        for name in usable:
-            if name.endswith("_out"):
-                last_of_group[name[:4]] = name
-        hint = ", ".join(list(last_of_group.values()) or usable[-3:])
-        raise ToolkitError(f"--feature-layer {layer}: not a layer of {model.name} before {penultimate}; "
-                           f"for example {hint} ('toolkit summary {model.name.lower()}' lists them all)")
+    check_feature_layer(model, layer, penultimate)
     x = model.get_layer(layer).output
     fed_by = layer
     if len(x.shape) > 2:
@@ -71,6 +62,24 @@ def cut_model(model, layer: str, penultimate: str, classes: int):
     cut = k.Model(model.input, out, name=model.name)
     log.info("cut at %s: the new classifier reads %s values", layer, f"{int(x.shape[-1]):,}")
     return cut, fed_by
+
+
+def check_feature_layer(model, layer: str, penultimate: str) -> None:
+    """Raise unless ``layer`` is a layer of ``model`` between its input and ``penultimate`` (inclusive).
+
+    Raises:
+        ToolkitError: names a few layers that are (the last of each ResNet stage, else the last three).
+    """
+    names = [la.name for la in model.layers]
+    usable = names[1:names.index(penultimate) + 1]  # the penultimate layer itself: a standardised head on it
+    if layer not in usable:
+        last_of_group: dict[str, str] = {}
+        for name in usable:
+            if name.endswith("_out"):
+                last_of_group[name[:4]] = name
+        hint = ", ".join(list(last_of_group.values()) or usable[-3:])
+        raise ToolkitError(f"--feature-layer {layer}: not a layer of {model.name} up to {penultimate}; "
+                           f"for example {hint} ('toolkit summary {model.name.lower()}' lists them all)")
 
 
 def freeze_layers(model, n: int) -> None:
