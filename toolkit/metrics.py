@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # the FAR/FRR table's rows
@@ -70,3 +72,12 @@ def threshold_table(p_positive: np.ndarray, is_positive: np.ndarray, thresholds=
         rows.append({"threshold": float(t), "far": far, "frr": frr})
     return rows
 
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float] | None:
+    """The 95 % Wilson score interval of a rate k/n (None when n is 0): honest at small n and at 0 or n."""
+    if n <= 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]

@@ -116,6 +116,12 @@ def export_model(
         detector = ensure_detector()
     oof_threshold, threshold_source = _oof_threshold(run_dir, out, output_kind, config.target_far,
                                                      held_out.name, len(held_out), log)
+    # Without out-of-fold scores the threshold is chosen on the validation split and its FAR/FRR measured on
+    # the test split: a rate measured on the images that chose the threshold is optimistic by construction.
+    x_sel, y_sel = _selection_split(splits, held_out, output_kind, oof_threshold)
+    if x_sel is not None:
+        threshold_source = {"source": f"{splits.val.name} split", "n": int(len(y_sel)),
+                            "far_measured_on": f"{held_out.name} split ({len(held_out)} images)"}
     needs_calibration = any(f.quantization in ("int8", "qat") for f in formats)
     calibration, calibration_fp = (
         calibration_images(splits.train, config.calibration, image_size, config.seed, config.calibration_degrade)
@@ -152,11 +158,15 @@ def export_model(
             _gate(fmt, validation, config.max_drop)
             threshold = None
             if output_kind == "sigmoid":
-                if oof_threshold is None:
+                if x_sel is not None:
+                    chosen = choose_threshold(predict(runner, x_sel)[:, 0], y_sel, config.target_far)
+                    threshold = threshold_at(chosen["threshold"], probs[:, 0], y_val)
+                elif oof_threshold is None:
                     threshold = choose_threshold(probs[:, 0], y_val, config.target_far)
                 else:  # chosen on images the head never saw in training; FAR/FRR measured on held-out ones
                     threshold = threshold_at(oof_threshold["threshold"], probs[:, 0], y_val)
-                validation.update({k: threshold[k] for k in ("negatives", "positives", "far_upper_95")})
+                validation.update({k: threshold.get(k) for k in ("negatives", "positives", "far_upper_95", "far_95",
+                                                                 "frr_95")})
             entries[fmt.filename] = file_entry(path, fmt, validation, threshold, runner.input_dtype)
             log(
                 f"  {fmt.filename}: accuracy {validation['accuracy']:.1f}% "
@@ -244,6 +254,17 @@ def _oof_threshold(run_dir: Path | None, out: Path, output_kind: str, target_far
                     "negatives": chosen["negatives"], "positives": chosen["positives"], "far": chosen["far"],
                     "frr": chosen["frr"], "far_upper_95": chosen["far_upper_95"],
                     "far_measured_on": f"{split} split ({n} images)"}
+
+
+def _selection_split(splits, held_out, output_kind: str, oof_threshold):
+    """(images, labels) of the validation split to choose the threshold on, or (None, None) when the threshold
+    comes from out-of-fold scores, the task is not binary, or there is no separate split with negatives."""
+    if output_kind != "sigmoid" or oof_threshold is not None or held_out is splits.val or not len(splits.val):
+        return None, None
+    x, y = splits.val.numpy()
+    if not np.any(np.asarray(y).reshape(-1) == 0):
+        return None, None
+    return x.astype(np.float32), y
 
 
 def _gate(fmt, validation: dict, max_drop: float) -> None:

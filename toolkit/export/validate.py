@@ -13,7 +13,7 @@ import numpy as np
 from toolkit.cpu import cpu_count
 from toolkit.errors import ToolkitError
 from toolkit.export.config import one_line
-from toolkit.metrics import far_frr
+from toolkit.metrics import far_frr, wilson_interval
 
 
 class OnnxRunner:
@@ -150,6 +150,8 @@ def choose_threshold(p_pos: np.ndarray, y: np.ndarray, target_far: float) -> dic
         "negatives": int(len(neg)),
         "positives": int(len(pos)),
         "far_upper_95": round(min(1.0, 3.0 / len(neg)), 6) if k == 0 else None,
+        "far_95": wilson_interval(round(far * len(neg)), len(neg)),
+        "frr_95": wilson_interval(round(frr * len(pos)), len(pos)),
     }
 
 
@@ -162,5 +164,8 @@ def threshold_at(threshold: float, p_pos: np.ndarray, y: np.ndarray) -> dict:
     far, frr = far_frr(p_pos, y == 1, threshold)
     negatives = int(np.sum(y == 0))
     upper = round(min(1.0, 3.0 / negatives), 6) if negatives and far == 0 else None
+    positives = int(np.sum(y == 1))
     return {"threshold": float(threshold), "far": far, "frr": frr, "negatives": negatives,
-            "positives": int(np.sum(y == 1)), "far_upper_95": upper}
+            "positives": positives, "far_upper_95": upper,
+            "far_95": wilson_interval(round(far * negatives), negatives),
+            "frr_95": wilson_interval(round(frr * positives), positives)}
