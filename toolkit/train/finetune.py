@@ -60,14 +60,15 @@ def resolve_weights(config: FinetuneConfig, spec=None):
 
     spec = spec or get_spec(config.model)
     weights = config.weights if config.weights is not None else spec.weights
+    if spec.own_weights and (config.weights is None or weights in ("imagenet", "none", "random")
+                             or weights.endswith(".whl")):
+        kind = "none" if weights in ("none", "random") else None if config.weights is None else weights
+        shown = "random weights" if kind == "none" else weights or "its own weights"
+        return None, f"{config.model} ({shown})", {"weights": kind}
     if weights is None:
         raise ToolkitError(f"{config.model} has no pretrained weights of its own; pass --weights PATH "
                            "(a .h5/.keras file or a run folder)")
     path = Path(weights).expanduser()
-    if spec.own_weights and (config.weights is None or weights in ("imagenet", "none", "random")
-                             or path.suffix == ".whl"):
-        kind = "none" if weights in ("none", "random") else None if config.weights is None else weights
-        return None, f"{config.model} ({'random weights' if kind == 'none' else weights})", {"weights": kind}
     if weights == "imagenet":
         if spec.weights != "imagenet":
             raise ToolkitError(f"--weights imagenet is for resnet50 and keras:NAME only, not {config.model!r}; "
