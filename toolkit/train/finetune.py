@@ -60,7 +60,7 @@ def resolve_weights(config: FinetuneConfig, spec=None):
 
     spec = spec or get_spec(config.model)
     weights = config.weights if config.weights is not None else spec.weights
-    if spec.own_weights and (config.weights is None or weights in ("imagenet", "none", "random")
+    if spec.own_weights and (config.weights is None or weights in ("imagenet", "none", "random", spec.weights)
                              or weights.endswith(".whl")):
         kind = "none" if weights in ("none", "random") else None if config.weights is None else weights
         shown = "random weights" if kind == "none" else weights or "its own weights"
