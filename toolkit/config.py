@@ -137,7 +137,7 @@ class ModelOptions:
                                "a pad before the max-pool); default: what the weights imply, else seed.",
                                choices=("seed", "keras"))
     preprocess: str | None = setting(None, "Override the preprocessing the weights imply (symmetric: [-1, 1]; "
-                                     "none: the base takes 0-255; imagenet: built-in bases only).",
+                                     "none: the base takes 0-255; imagenet: BGR minus the ImageNet mean).",
                                      choices=("scale", "imagenet", "symmetric", "none"))
 
     def __post_init__(self):

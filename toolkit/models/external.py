@@ -35,8 +35,12 @@ CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid")
 
 def affine(kind: str, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """A named scaling as (3 x channels matrix, bias): RGB 0-255 -> what the base takes (1 channel: gray)."""
+    if kind == "imagenet" and channels == 3:  # Keras' "caffe" mode: BGR, ImageNet mean subtracted
+        from toolkit.models.layers import IMAGENET_RGB_MEAN
+
+        return np.eye(3, dtype=np.float32)[::-1].copy(), -np.array(IMAGENET_RGB_MEAN[::-1], np.float32)
     if kind not in SCALINGS:
-        raise ToolkitError(f"--preprocess {kind}: a base takes one of {', '.join(SCALINGS)}")
+        raise ToolkitError(f"--preprocess {kind}: a base takes one of {', '.join(SCALINGS)}, or imagenet (3 channels)")
     a, b = SCALINGS[kind]
     matrix = np.array(LUMA, np.float32)[:, None] if channels == 1 else np.eye(3, dtype=np.float32)
     return matrix * a, np.full(channels, b, np.float32)
