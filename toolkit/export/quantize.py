@@ -241,8 +241,13 @@ def fit_qat(model, train, labels: tuple, config):
         raise ToolkitError("--quantize qat fine-tunes on training data, but the train split is empty; pass --data")
     model = flatten(model)
     annotated, custom = annotate(model)
-    with tfmot.quantization.keras.quantize_scope(custom):
-        qat = tfmot.quantization.keras.quantize_apply(annotated)
+    try:
+        with tfmot.quantization.keras.quantize_scope(custom):
+            qat = tfmot.quantization.keras.quantize_apply(annotated)
+    except (RuntimeError, ValueError, TypeError) as exc:  # a layer or pattern tfmot cannot rebuild
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ToolkitError(f"--quantize qat: tfmot cannot rebuild this model for QAT ({first}); use --quantize "
+                           "int8 (post-training) instead") from exc
     x, y = train.numpy()
     init_ranges(qat, model, x[:256].astype(np.float32))
     binary = len(labels) == 2

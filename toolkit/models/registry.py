@@ -27,22 +27,36 @@ class ModelSpec:
     default_input: int = 64
     description: str = ""
     tiny: bool = False  # a small stand-in for tests: same code path, a fraction of the weights
+    weights: str | None = None  # the pretrained weights --weights defaults to (None: the user must name some)
+    feature_layer: str | None = None  # where finetune cuts by default (None: at ``penultimate``)
+    own_weights: bool = False  # the builder loads pretrained weights itself (``weights=`` keyword): a file base
+    fetches: bool = False  # building it may download a file (tests that must stay offline skip it)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+# Functions name -> ModelSpec | None for names that are not registered (a model file, keras:NAME); see
+# toolkit.models.external. Tried in order after the registry.
+_RESOLVERS: list[Callable] = []
 
 
 def register_model(
-    name: str, *, penultimate: str, head: tuple = (), default_input: int = 64, tiny: bool = False
+    name: str, *, penultimate: str, head: tuple = (), default_input: int = 64, tiny: bool = False, **extra
 ) -> Callable:
-    """Decorator: add a builder to the registry under ``name``."""
+    """Decorator: add a builder to the registry under ``name`` (``extra``: further ModelSpec fields)."""
 
     def wrap(fn: Callable) -> Callable:
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = ModelSpec(name, fn, penultimate, tuple(head), default_input, doc[0] if doc else "", tiny)
+        _REGISTRY[name] = ModelSpec(name, fn, penultimate, tuple(head), default_input, doc[0] if doc else "", tiny,
+                                    **extra)
         return fn
 
     return wrap
+
+
+def register_resolver(fn: Callable) -> Callable:
+    """Add a function that turns an unregistered model name into a ModelSpec (or returns None)."""
+    _RESOLVERS.append(fn)
+    return fn
 
 
 def list_models(include_tiny: bool = True) -> list[str]:
@@ -52,10 +66,14 @@ def list_models(include_tiny: bool = True) -> list[str]:
 
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``; raises a one-line ToolkitError listing the known names."""
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise ToolkitError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+    for resolve in _RESOLVERS:
+        spec = resolve(name)
+        if spec is not None:
+            return spec
+    raise ToolkitError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}, a Keras model file "
+                       "(.h5/.keras) or keras:NAME (a tf_keras.applications model)")
 
 
 def build_model(name: str, input_shape: tuple | int = 64, classes: int = 2, **kwargs):

@@ -103,7 +103,7 @@ def _resnet(input_shape, classes, stages, stem_filters, preprocess, stem, name):
     return k.Model(inputs=x_in, outputs=out, name=name)
 
 
-@register_model("resnet50", penultimate="avg_pool", head=("fc",))
+@register_model("resnet50", penultimate="avg_pool", head=("fc",), weights="imagenet")
 def resnet50(input_shape=(64, 64, 3), classes: int = 6, preprocess: str = "scale", stem: str = "seed"):
     """ResNet50: stages of 3/4/6/3 bottleneck blocks, 2048-d pooled features (23.6M params at 64x64)."""
     return _resnet(input_shape, classes, RESNET50_STAGES, 64, preprocess, stem, "ResNet50")

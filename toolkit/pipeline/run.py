@@ -181,5 +181,5 @@ def check_ready(p: Pipeline) -> None:
     if not spec.startswith("synthetic:") and not base.exists():
         raise ToolkitError(f"{p.path}: data.spec: {base} not found")
     w = p.section("train").get("weights")
-    if w and w not in ("imagenet", "pretrain") and not Path(w).exists():
+    if w and w not in ("imagenet", "pretrain", "none", "random") and not Path(w).exists():
         raise ToolkitError(f"{p.path}: train.weights: {w} not found")

@@ -244,7 +244,8 @@ def read_oof(run_dir: Path | None) -> dict | None:
     return out
 
 
-def train_cv_head(config, model, penultimate: str, splits, labels: tuple, out: Path, dist):
+def train_cv_head(config, model, penultimate: str, splits, labels: tuple, out: Path, dist,
+                  candidates: tuple = ()):
     """Cache each candidate layer's features, cross-validate, fit on train+val, write the run folder.
 
     Every worker of a multiworker run computes its share of the features and the same (deterministic) fit;
@@ -259,7 +260,7 @@ def train_cv_head(config, model, penultimate: str, splits, labels: tuple, out: P
 
     fitting = [s for s in (splits.train, splits.val) if len(s)]
     cuts, xs = {}, {}
-    for layer in config.feature_layers or (penultimate,):
+    for layer in candidates or (penultimate,):
         cut, fed_by = cut_model(model, layer, penultimate, len(labels))
         base = F.base_model(cut, fed_by)
         h = F.base_hash(base)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -36,6 +37,7 @@ log = logging.getLogger("toolkit.features")
 CACHE_ENV = "TOOLKIT_CACHE"
 FORMAT = 1  # bump when the entry layout or the feature computation changes: old entries stop matching
 META = "meta.json"
+_KEY = re.compile(r"[0-9a-f]{32}")  # an entry's folder name (see feature_key)
 
 
 def cache_root() -> Path:
@@ -336,6 +338,8 @@ def list_cache(root: Path | None = None) -> list[dict]:
     root = Path(root) if root is not None else cache_root()
     rows = []
     for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (_KEY.fullmatch(entry.name) or entry.name.startswith(".tmp-")):
+            continue  # not an entry: e.g. weights/ (toolkit.models.fetch keeps downloaded bases there)
         size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
         meta = {}
         if (entry / META).is_file():

@@ -56,36 +56,50 @@ def imagenet_weights_file() -> Path:
                            f"to {target}, or pass --weights PATH (a .h5/.keras file or a run folder)") from exc
 
 
-def resolve_weights(config: FinetuneConfig):
+def resolve_weights(config: FinetuneConfig, spec=None):
     """--weights -> (source, origin text, model kwargs it implies).
 
     The source is a Path (a file in Keras Applications' ResNet50 layout), a dict {layer name: arrays}
-    (a weights-only .h5 of a toolkit model) or a Keras model. ImageNet weights imply ImageNet preprocessing
+    (a weights-only .h5 of a toolkit model), a Keras model, or None when the builder loads the weights
+    itself (a base from a model file, keras:NAME, face). ImageNet weights imply ImageNet preprocessing
     and Keras' stem (their outputs then match Keras exactly); a run folder implies the run's own builder
-    options; a model file, what its layers show.
+    options; a model file, what its layers show. No --weights means the base's own pretrained weights.
     """
+    from toolkit.models import get_spec
     from toolkit.models.weights import read_keras_h5
 
-    if config.weights == "imagenet":
-        if config.model != "resnet50":
-            raise ToolkitError(f"--weights imagenet is for resnet50 only, not {config.model!r}; pass --weights PATH")
+    spec = spec or get_spec(config.model)
+    weights = config.weights if config.weights is not None else spec.weights
+    if spec.own_weights and (config.weights is None or weights in ("imagenet", "none", "random", spec.weights)
+                             or weights.endswith(".whl")):
+        kind = "none" if weights in ("none", "random") else None if config.weights is None else weights
+        shown = "random weights" if kind == "none" else weights or "its own weights"
+        return None, f"{config.model} ({shown})", {"weights": kind}
+    if weights is None:
+        raise ToolkitError(f"{config.model} has no pretrained weights of its own; pass --weights PATH "
+                           "(a .h5/.keras file or a run folder)")
+    path = Path(weights).expanduser()
+    if weights == "imagenet":
+        if spec.weights != "imagenet":
+            raise ToolkitError(f"--weights imagenet is for resnet50 and keras:NAME only, not {config.model!r}; "
+                               "pass --weights PATH")
         path = imagenet_weights_file()
         return path, str(path), {"preprocess": "imagenet", "stem": "keras"}
-    path = Path(config.weights).expanduser()
+    implied = {"weights": "none"} if spec.own_weights else {}  # the builder needs not fetch what is replaced
     if not path.exists():
-        raise ToolkitError(f"--weights {config.weights}: not found; give imagenet, a .h5/.keras file or a run folder")
+        raise ToolkitError(f"--weights {weights}: not found; give imagenet, a .h5/.keras file or a run folder")
     if path.is_dir():
         run = runs.load_run(path)
         if run.model_name != config.model:
             raise ToolkitError(f"--weights {path}: a {run.model_name} run; its weights do not fit {config.model}")
-        return run.load_model(), str(path), dict(run.config["train"].get("model_kwargs", {}))
+        return run.load_model(), str(path), {**dict(run.config["train"].get("model_kwargs", {})), **implied}
     if path.suffix == ".h5" and not _is_full_model_h5(path):
-        weights = read_keras_h5(path)
-        if "conv1_conv" in weights:  # Keras Applications' layout: ImageNet-style weights
+        arrays = read_keras_h5(path)
+        if "conv1_conv" in arrays:  # Keras Applications' layout: ImageNet-style weights
             return path, str(path), {"preprocess": "imagenet", "stem": "keras"}
-        return weights, str(path), {}
+        return arrays, str(path), implied
     source = runs.load_keras_model(path)
-    return source, str(path), _implied_kwargs(source)
+    return source, str(path), implied if spec.own_weights else _implied_kwargs(source)
 
 
 def _is_full_model_h5(path: Path) -> bool:
@@ -148,7 +162,7 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
         log.info("%s: the run already finished; nothing to resume", out)
         dist.finish()
         return runs.load_run(out) if dist.is_chief else None
-    source, origin, implied = resolve_weights(config)
+    source, origin, implied = resolve_weights(config, spec)
     kwargs = {**implied, **config.model_kwargs}
     ds, splits = fit.load_splits(config, config.image_size or spec.default_input, data)
     n_classes = len(ds.labels)
@@ -162,15 +176,17 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
     with dist.scope() if not config.cache_features else D.LOCAL.scope():
         model = build_model(config.model, (*splits.train.image_size, 3), n_classes, **kwargs)
         penultimate = spec.penultimate
-        if config.feature_layer not in (None, spec.penultimate) and head_kind != "cv":
-            model, penultimate = cut_model(model, config.feature_layer, spec.penultimate, n_classes)
+        feature_layer = config.feature_layer or spec.feature_layer  # the base's own default cut (face: bn_12)
+        if feature_layer not in (None, spec.penultimate) and head_kind != "cv":
+            model, penultimate = cut_model(model, feature_layer, spec.penultimate, n_classes)
     n_base = [la.name for la in model.layers].index(penultimate) + 1
     head = {la.name for la in model.layers[n_base:]}
     n_frozen = frozen_count(config.freeze, len(model.layers), n_base)
     if config.unfreeze_at is not None and config.unfreeze_at > n_base:
         raise ToolkitError(f"--unfreeze-at {config.unfreeze_at}: the model has {n_base} layers before the head")
     loaded = copy_weights(model, source, head, origin)
-    for layer in config.feature_layers if head_kind == "cv" else ():  # before the run folder exists
+    candidates = config.feature_layers or ((spec.feature_layer,) if spec.feature_layer else ())
+    for layer in candidates if head_kind == "cv" else ():  # before the run folder exists
         check_feature_layer(model, layer, penultimate)
     if dist.is_chief:
         work = out
@@ -191,7 +207,7 @@ def _finetune(config: FinetuneConfig, dist, out: Path, spec, data) -> runs.Run |
 
     plan.announce()
     if head_kind == "cv":
-        run = train_cv_head(config, model, penultimate, splits, ds.labels, work, dist)
+        run = train_cv_head(config, model, penultimate, splits, ds.labels, work, dist, candidates=candidates)
     elif config.cache_features:
         run = _train_on_features(config, model, penultimate, splits, ds.labels, work, dist, plan)
     else:

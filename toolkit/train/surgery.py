@@ -18,6 +18,8 @@ def copy_weights(model, source, head: set[str], origin: str) -> int:
     """
     from toolkit.models.weights import load_resnet50_weights
 
+    if source is None:  # the builder loaded the base's own weights (a model file, keras:NAME, face)
+        return sum(1 for la in model.layers if la.weights and la.name not in head)
     if isinstance(source, Path):  # Keras Applications' layout: matched by its names, conv1 flipped to RGB
         return load_resnet50_weights(model, source)
     arrays = source if isinstance(source, dict) else {la.name: la.get_weights() for la in source.layers if la.weights}
@@ -86,16 +88,18 @@ def freeze_layers(model, n: int) -> None:
     """Freeze the first ``n`` entries of ``model.layers``; the rest train.
 
     A frozen BatchNormalization layer runs in inference mode in tf_keras (``trainable=False`` overrides
-    ``training=True``): its moving statistics stay those of the pretraining data.
+    ``training=True``): its moving statistics stay those of the pretraining data. Preprocessing layers
+    never train (a file base's colour conversion is a fixed 1x1 convolution).
     """
     for i, layer in enumerate(model.layers):
-        layer.trainable = i >= n
+        layer.trainable = i >= n and not layer.name.startswith("preprocess")
 
 
 def unfreeze_from(model, k: int) -> None:
     """Stage 2: layers k.. train, except BatchNormalization, which keeps its pretrained statistics."""
     for i, layer in enumerate(model.layers):
-        layer.trainable = i >= k and type(layer).__name__ != "BatchNormalization"
+        layer.trainable = i >= k and type(layer).__name__ != "BatchNormalization" and not layer.name.startswith(
+            "preprocess")
 
 
 def frozen_count(freeze: str, n_layers: int, n_base: int) -> int:

