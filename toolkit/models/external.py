@@ -145,7 +145,7 @@ def flat_model(src, input_shape: tuple, classes: int, matrix, bias, feature_laye
 
 @functools.lru_cache(maxsize=8)
 def _load_file(path: str, mtime: float):
-    from toolkit.train.runs import load_keras_model
+    from toolkit.models.files import load_keras_model
 
     return load_keras_model(path)
 
