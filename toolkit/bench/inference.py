@@ -103,6 +103,8 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
                     degraded,
                 )
             )
+            if entry.threshold is not None and manifest.output_kind == "sigmoid":
+                rows[-1]["door"] = door_rates(entry.threshold, probs, degraded, y, manifest.data.get("kind"))
     if reference is None:
         log("no Keras baseline: agreement is not measured")
         for r in rows:
@@ -151,6 +153,27 @@ def _row(name, fmt, quant, size, threads, probs, reference, y, latency, throughp
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in latency.items()},
         "throughput": {b: round(v, 1) for b, v in throughput.items()},
     }
+
+
+def door_rates(threshold: float, probs, degraded, y, kind: str | None) -> dict:
+    """FAR and FRR at the manifest's threshold on these images (and their degraded copies), with 95 % intervals.
+
+    These are figures on the benchmark's own images; the manifest's were measured on its test split.
+    """
+    from toolkit.metrics import far_frr, wilson_interval
+
+    y = np.asarray(y).reshape(-1)
+    neg, pos = int(np.sum(y == 0)), int(np.sum(y == 1))
+
+    def rates(p):
+        far, frr = far_frr(np.asarray(p)[:, -1], y == 1, threshold)
+        return {"far": round(far, 4), "far_95": wilson_interval(round(far * neg), neg), "frr": round(frr, 4),
+                "frr_95": wilson_interval(round(frr * pos), pos)}
+
+    out = {"threshold": threshold, "negatives": neg, "positives": pos, "manifest_data": kind or "", **rates(probs)}
+    if degraded is not None:
+        out["degraded"] = rates(degraded)
+    return out
 
 
 def _keras_file(folder: Path, manifest) -> Path | None:

@@ -33,7 +33,31 @@ def markdown(result: dict) -> str:
             + f"{agree} | {r['threads']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | " + " | ".join(f"{r['throughput'].get(b, 0):.0f}" for b in bigs) + " |"
         )
+    door = [r for r in result["rows"] if r.get("door")]
+    if door:
+        d0 = door[0]["door"]
+        lines += ["", f"At each file's door threshold ({d0['negatives']} negatives, {d0['positives']} positives; "
+                  "95 % Wilson intervals):", "",
+                  "| file | threshold | FAR % | FRR % |" + (" degraded FAR % | degraded FRR % |" if degraded else ""),
+                  "|---|---:|---:|---:|" + ("---:|---:|" if degraded else "")]
+        seen = set()
+        for r in door:
+            if r["file"] in seen:  # one line per file, not per thread count
+                continue
+            seen.add(r["file"])
+            d = r["door"]
+            cells = [_rate(d["far"], d["far_95"]), _rate(d["frr"], d["frr_95"])]
+            if degraded and d.get("degraded"):
+                cells += [_rate(d["degraded"]["far"], d["degraded"]["far_95"]),
+                          _rate(d["degraded"]["frr"], d["degraded"]["frr_95"])]
+            lines.append(f"| {r['file']} | {d['threshold']:.4f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _rate(value: float, interval) -> str:
+    if interval is None:
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
 
 
 def plot(result: dict, path: Path) -> None:
