@@ -86,12 +86,10 @@ def sample(pool: dict[str, list[Path]], n: int, seed: int) -> dict[str, list[Pat
 
 def _cv_estimate(run: Path) -> str:
     """The cross-validated accuracy a run recorded (mean ± std), or '' when its recipe has none."""
-    for name in ("metrics.json", "config.json"):
-        path = run / name
-        if path.is_file():
-            cv = json.loads(path.read_text()).get("cv")
-            if isinstance(cv, dict) and "accuracy" in cv:
-                return f"{cv['accuracy']:.3f} ± {cv.get('accuracy_std', 0):.3f}"
+    path = run / "config.json"
+    head = json.loads(path.read_text()).get("head") if path.is_file() else None
+    if isinstance(head, dict) and "accuracy_mean" in head:
+        return f"{head['accuracy_mean']:.3f} ± {head['accuracy_std']:.3f}"
     return ""
 
 
