@@ -66,7 +66,6 @@ def test_unknown_keys_and_wrong_types_name_the_key(tmp_path, extra, message):
 @pytest.mark.parametrize("sets, message", [
     (["train.epochs=0"], "train.epochs: must be a positive integer, got 0"),
     (["train.epochs=2.5"], "train.epochs: must be an integer, got float"),
-    (["train.mode='freeze'", "train.weights=''"], "train.weights: mode 'freeze' needs pretrained weights"),
     (["train.mode='cached'", "train.weights='imagenet'", "train.freeze=40"], "train.mode: 'cached' trains the head"),
     (["train.weights='pretrain'", "train.mode='freeze'"], "'pretrain' needs a [pretrain] section"),
     (["export.quantize=['int4']"], "export.quantize: unknown value 'int4'"),

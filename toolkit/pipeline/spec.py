@@ -186,9 +186,7 @@ def _check_values(s: dict, problems: list[str]) -> None:
         for key in TRANSFER_ONLY:
             if t[key] is not None:
                 bad(f"train.{key}", "only applies to mode 'freeze' or 'cached'; remove it or change train.mode")
-    elif not t["weights"]:
-        bad("train.weights", f"mode {t['mode']!r} needs pretrained weights: 'imagenet', a path, or 'pretrain'")
-    elif t["weights"] == "pretrain" and "pretrain" not in s:
+    elif t["weights"] == "pretrain" and "pretrain" not in s:  # no weights: the base's own (face, resnet50)
         bad("train.weights", "'pretrain' needs a [pretrain] section that says what to pretrain on")
     if t["mode"] == "cached" and (t["freeze"] != "all" or t["unfreeze_at"] is not None or t["augment"]):
         bad("train.mode", "'cached' trains the head on fixed features: use freeze = 'all', no unfreeze_at, no augment")
