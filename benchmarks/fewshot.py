@@ -25,6 +25,9 @@ from benchmarks import cli
 RECIPES = {
     "face base + CV head": ["finetune", "face", "--data", "DATA", "--cache-features", "--head", "cv",
                             "--test", "0", "--out", "OUT"],
+    "face base + CV head (3 layers)": ["finetune", "face", "--data", "DATA", "--cache-features", "--head", "cv",
+                                       "--feature-layer", "batch_normalization_12,add_4,add_3", "--test", "0",
+                                       "--out", "OUT"],
     "HappyModel from scratch": ["train", "happy", "--data", "DATA", "--epochs", "40", "--patience", "8",
                                 "--test", "0", "--out", "OUT"],
 }
@@ -109,7 +112,7 @@ def run_benchmark(data: Path, sizes, seeds, test_n: int, out: Path, recipes: dic
         for seed in seeds:
             train = _link_folder(out / f"train-{n}-{seed}", sample(pool, n, seed))
             for name, template in recipes.items():
-                run = out / f"{name.split()[0].lower()}-{n}-{seed}"
+                run = out / f"{''.join(w[0] for w in name.split()).lower()}-{n}-{seed}"
                 shutil.rmtree(run, ignore_errors=True)
                 argv = [str(train) if a == "DATA" else str(run) if a == "OUT" else a for a in template]
                 argv += ["--seed", str(seed)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-MAINS = ["audit", "door_faults", "door_load", "fuzz", "killer", "scaling", "selftest", "train_overhead", "transfer"]
+MAINS = ["audit", "door_faults", "door_load", "fewshot", "fuzz", "killer", "scaling", "selftest", "train_overhead", "transfer"]
 
 
 @pytest.mark.parametrize("name", MAINS)
@@ -35,6 +35,7 @@ def test_help_and_an_unknown_flag(name, capsys):
     ("transfer", ["fast"], "argument speed|transfer|memory: invalid choice: 'fast'"),
     ("door_load", ["--model", "m", "--clients", "8,,x"], "argument --clients: '8,,x'"),
     ("fuzz", ["--only", "pixels"], "--only 'pixels': choose from decode, folders, h5"),
+    ("fewshot", ["--data", "/nonexistent"], "--data /nonexistent: not a folder"),
 ])  # fmt: skip
 def test_bad_values_are_one_line(name, argv, message, capsys):
     with pytest.raises(SystemExit) as done:
