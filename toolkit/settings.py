@@ -10,6 +10,7 @@ the Pi's install must not grow for it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import MISSING
@@ -79,13 +80,19 @@ def meta(f: dataclasses.Field) -> dict:
                                              toml_aliases=(), cli=False, hidden=True)
 
 
+@functools.cache
 def fields_of(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)  # evaluates every annotation: once per class, not once per field check
+
+
 def kind_of(cls, name: str) -> tuple[str, bool]:
     """(kind, optional) of a field from its type hint: ``int | None`` -> (INT, True)."""
-    hint = typing.get_type_hints(cls)[name]
+    hint = _hints(cls)[name]
     optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]

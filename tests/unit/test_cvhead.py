@@ -5,7 +5,7 @@ import pytest
 
 from toolkit.config import FinetuneConfig
 from toolkit.errors import ToolkitError
-from toolkit.export.api import _oof_threshold
+from toolkit.export.api import _threshold_rule
 from toolkit.export.validate import choose_threshold, threshold_at
 from toolkit.settings import SettingError
 from toolkit.train import cvhead as CV
@@ -86,23 +86,46 @@ def test_keras_head_reproduces_sklearn_probabilities(classes, dim):
     assert np.abs(keras_p - expected).max() < 1e-5
 
 
+class _Split:
+    """The part of a data split the threshold rule reads: a name, a length, and its arrays."""
+
+    def __init__(self, name, y):
+        self.name, self.y = name, np.asarray(y)
+
+    def __len__(self):
+        return len(self.y)
+
+    def numpy(self):
+        return np.zeros((len(self.y), 4, 4, 3), np.uint8), self.y
+
+
+class _Splits:
+    def __init__(self, val, test):
+        self.val, self.test = val, test
+
+
 def test_oof_threshold_is_chosen_on_oof_scores_and_far_measured_elsewhere(tmp_path):
     x, y = _features(n=120, signal=1.5)
     result = CV.cross_validate({"flatten": x}, y, np.arange(len(y)), folds=4, cs=(1.0,))
     CV.write_oof(tmp_path / CV.OOF_FILE, result, y, np.arange(len(y)))
     logs = []
-    chosen, record = _oof_threshold(tmp_path, tmp_path / "exp", "sigmoid", 0.05, "test", 30, logs.append)
-    assert chosen == choose_threshold(result.oof[:, 1], y, 0.05)
+    test = _Split("test", [0] * 20 + [1] * 10)
+    splits = _Splits(_Split("val", []), test)
+    choose, record = _threshold_rule(tmp_path, tmp_path / "exp", splits, test, test.y, "sigmoid", 0.05, logs.append)
+    chosen = choose_threshold(result.oof[:, 1], y, 0.05)
+    assert choose(None, None) == chosen["threshold"]
     assert record["source"] == "out-of-fold cross-validation scores" and record["n"] == 120
     assert record["folds"] == 4 and record["file"] == "../oof.npz" and not logs
     # the file's FAR/FRR come from other (held-out) scores at that threshold
     p_test, y_test = np.array([0.1, 0.2, chosen["threshold"], 0.9]), np.array([0, 0, 0, 1])
     measured = threshold_at(chosen["threshold"], p_test, y_test)
     assert measured["far"] == pytest.approx(1 / 3) and measured["frr"] == 0.0 and measured["negatives"] == 3
-    # without out-of-fold scores: today's choice on the held-out split, recorded as such
-    assert _oof_threshold(tmp_path / "none", tmp_path, "sigmoid", 0.05, "test", 30, logs.append) == (
-        None, {"source": "test split", "n": 30, "far_measured_on": "test split (the same images)"})
-    assert _oof_threshold(tmp_path, tmp_path, "softmax", 0.05, "test", 30, logs.append) == (None, None)
+    # without out-of-fold scores or a validation split: chosen on the held-out split itself, recorded as such
+    choose, record = _threshold_rule(tmp_path / "none", tmp_path, splits, test, test.y, "sigmoid", 0.05, logs.append)
+    assert record == {"source": "test split", "n": 30, "far_measured_on": "test split (the same images)"}
+    probs = np.linspace(0, 1, 30)[:, None]
+    assert choose(None, probs) == choose_threshold(probs[:, 0], test.y, 0.05)["threshold"]
+    assert _threshold_rule(tmp_path, tmp_path, splits, test, test.y, "softmax", 0.05, logs.append) == (None, None)
 
 
 def test_auto_head_and_config_rules():

@@ -160,15 +160,14 @@ def door_rates(threshold: float, probs, degraded, y, kind: str | None) -> dict:
 
     These are figures on the benchmark's own images; the manifest's were measured on its test split.
     """
-    from toolkit.metrics import far_frr, wilson_interval
+    from toolkit.export.validate import threshold_at
 
     y = np.asarray(y).reshape(-1)
     neg, pos = int(np.sum(y == 0)), int(np.sum(y == 1))
 
     def rates(p):
-        far, frr = far_frr(np.asarray(p)[:, -1], y == 1, threshold)
-        return {"far": round(far, 4), "far_95": wilson_interval(round(far * neg), neg), "frr": round(frr, 4),
-                "frr_95": wilson_interval(round(frr * pos), pos)}
+        r = threshold_at(threshold, np.asarray(p)[:, -1], y)
+        return {"far": round(r["far"], 4), "far_95": r["far_95"], "frr": round(r["frr"], 4), "frr_95": r["frr_95"]}
 
     out = {"threshold": threshold, "negatives": neg, "positives": pos, "manifest_data": kind or "", **rates(probs)}
     if degraded is not None:

@@ -114,14 +114,8 @@ def export_model(
         from toolkit.models.detector import ensure_detector
 
         detector = ensure_detector()
-    oof_threshold, threshold_source = _oof_threshold(run_dir, out, output_kind, config.target_far,
-                                                     held_out.name, len(held_out), log)
-    # Without out-of-fold scores the threshold is chosen on the validation split and its FAR/FRR measured on
-    # the test split: a rate measured on the images that chose the threshold is optimistic by construction.
-    x_sel, y_sel = _selection_split(splits, held_out, output_kind, oof_threshold)
-    if x_sel is not None:
-        threshold_source = {"source": f"{splits.val.name} split", "n": int(len(y_sel)),
-                            "far_measured_on": f"{held_out.name} split ({len(held_out)} images)"}
+    choose, threshold_source = _threshold_rule(run_dir, out, splits, held_out, y_val, output_kind, config.target_far,
+                                               log)
     needs_calibration = any(f.quantization in ("int8", "qat") for f in formats)
     calibration, calibration_fp = (
         calibration_images(splits.train, config.calibration, image_size, config.seed, config.calibration_degrade)
@@ -158,13 +152,7 @@ def export_model(
             _gate(fmt, validation, config.max_drop)
             threshold = None
             if output_kind == "sigmoid":
-                if x_sel is not None:
-                    chosen = choose_threshold(predict(runner, x_sel)[:, 0], y_sel, config.target_far)
-                    threshold = threshold_at(chosen["threshold"], probs[:, 0], y_val)
-                elif oof_threshold is None:
-                    threshold = choose_threshold(probs[:, 0], y_val, config.target_far)
-                else:  # chosen on images the head never saw in training; FAR/FRR measured on held-out ones
-                    threshold = threshold_at(oof_threshold["threshold"], probs[:, 0], y_val)
+                threshold = threshold_at(choose(runner, probs), probs[:, 0], y_val)
                 validation.update({k: threshold.get(k) for k in ("negatives", "positives", "far_upper_95", "far_95",
                                                                  "frr_95")})
             entries[fmt.filename] = file_entry(path, fmt, validation, threshold, runner.input_dtype)
@@ -231,40 +219,44 @@ def export_model(
     return out
 
 
-def _oof_threshold(run_dir: Path | None, out: Path, output_kind: str, target_far: float, split: str, n: int, log):
-    """(the threshold chosen on the run's out-of-fold scores or None, the manifest's record of where it came from).
+def _threshold_rule(run_dir: Path | None, out: Path, splits, held_out, y_held, output_kind: str, target_far: float,
+                    log):
+    """(choose(runner, held-out probabilities) -> the door threshold, the manifest's record of where it came from).
 
-    A cross-validated head (``toolkit.train.cvhead``) leaves every train+val image's score from the fold
-    that held it out; those are many more images than the test split, and none of them is one whose FAR
-    the manifest then reports (that is measured on ``split``).
+    FAR and FRR are always measured on ``held_out`` at the chosen threshold. The threshold is chosen, best first:
+    on the run's out-of-fold scores (a cross-validated head, :mod:`toolkit.train.cvhead`: every train+val image
+    scored by the fold that held it out); else on the validation split, so the rates are not measured on the
+    images that chose it; else, with no separate split holding negatives, on ``held_out`` itself, as recorded.
     """
     if output_kind != "sigmoid":
         return None, None
+    split, n = held_out.name, len(held_out)
     from toolkit.train.cvhead import read_oof
 
     oof = read_oof(run_dir)
-    if oof is None:
-        return None, {"source": f"{split} split", "n": n, "far_measured_on": f"{split} split (the same images)"}
-    chosen = choose_threshold(oof["probs"][:, -1], oof["y"], target_far)
-    if split != "test":
-        log(f"warning: no test split; FAR/FRR at the out-of-fold threshold are measured on the {split} split, "
-            "which the cross-validated head was fitted on")
-    return chosen, {"source": "out-of-fold cross-validation scores", "file": relative(oof["file"], out),
-                    "n": int(len(oof["y"])), "folds": int(oof["fold"].max()) + 1, "threshold": chosen["threshold"],
-                    "negatives": chosen["negatives"], "positives": chosen["positives"], "far": chosen["far"],
-                    "frr": chosen["frr"], "far_upper_95": chosen["far_upper_95"],
-                    "far_measured_on": f"{split} split ({n} images)"}
+    if oof is not None:
+        chosen = choose_threshold(oof["probs"][:, -1], oof["y"], target_far)
+        if split != "test":
+            log(f"warning: no test split; FAR/FRR at the out-of-fold threshold are measured on the {split} split, "
+                "which the cross-validated head was fitted on")
+        return (lambda runner, probs: chosen["threshold"]), {
+            "source": "out-of-fold cross-validation scores", "file": relative(oof["file"], out),
+            "n": int(len(oof["y"])), "folds": int(oof["fold"].max()) + 1, "threshold": chosen["threshold"],
+            "negatives": chosen["negatives"], "positives": chosen["positives"], "far": chosen["far"],
+            "frr": chosen["frr"], "far_upper_95": chosen["far_upper_95"],
+            "far_measured_on": f"{split} split ({n} images)"}
+    val = splits.val
+    if held_out is not val and len(val):
+        x_sel, y_sel = val.numpy()
+        if np.any(np.asarray(y_sel).reshape(-1) == 0):
+            x_sel = x_sel.astype(np.float32)
+            def on_val(runner, probs):
+                return choose_threshold(predict(runner, x_sel)[:, 0], y_sel, target_far)["threshold"]
 
-
-def _selection_split(splits, held_out, output_kind: str, oof_threshold):
-    """(images, labels) of the validation split to choose the threshold on, or (None, None) when the threshold
-    comes from out-of-fold scores, the task is not binary, or there is no separate split with negatives."""
-    if output_kind != "sigmoid" or oof_threshold is not None or held_out is splits.val or not len(splits.val):
-        return None, None
-    x, y = splits.val.numpy()
-    if not np.any(np.asarray(y).reshape(-1) == 0):
-        return None, None
-    return x.astype(np.float32), y
+            return on_val, {"source": f"{val.name} split", "n": int(len(y_sel)),
+                            "far_measured_on": f"{split} split ({n} images)"}
+    return (lambda runner, probs: choose_threshold(probs[:, 0], y_held, target_far)["threshold"]), {
+        "source": f"{split} split", "n": n, "far_measured_on": f"{split} split (the same images)"}
 
 
 def _gate(fmt, validation: dict, max_drop: float) -> None:
