@@ -57,9 +57,9 @@ def _params(cls, skip: tuple) -> list[tuple[inspect.Parameter, type]]:
     return out
 
 
-def build(cls, values: dict, *, extra: dict | None = None):
-    """``cls(**values)`` from command-line values: list fields parsed, errors named by their flags."""
-    kwargs = dict(extra or {})
+def build(cls, values: dict):
+    """``cls(**values)`` from command-line values (those that are its fields): lists parsed, errors named by flag."""
+    kwargs = {}
     names = S.fields_of(cls)
     for name, value in values.items():
         if name not in names:
@@ -95,15 +95,14 @@ def _apply_aliases(cls, kwargs: dict) -> None:
                 kwargs[f.name] = value
 
 
-def config_command(app: typer.Typer, *classes, name: str | None = None, skip: tuple = (), fixed: dict | None = None):
+def config_command(app: typer.Typer, *classes, name: str | None = None, skip: tuple = ()):
     """Register the decorated ``fn(config, ..., **extras)`` as a command whose options come from ``classes``.
 
     Args:
         app: the typer app to add the command to.
         classes: config dataclasses; each is built from its own options and passed positionally, in order.
         name: the command's name (default: the function's name with dashes).
-        skip: field names no option is made for (set in ``fixed`` or left at their defaults).
-        fixed: values for skipped fields, per field name (applied to every class that has the field).
+        skip: field names no option is made for (they keep their defaults).
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -124,13 +123,9 @@ def config_command(app: typer.Typer, *classes, name: str | None = None, skip: tu
         params.sort(key=lambda p: not isinstance(p.default, typer.models.ArgumentInfo))
 
         def callback(**kwargs):
-            configs = []
             for cls in classes:
                 _apply_aliases(cls, kwargs)
-            for cls in classes:
-                names = S.fields_of(cls)
-                values = {k: v for k, v in kwargs.items() if k in names}
-                configs.append(build(cls, values, extra={k: v for k, v in (fixed or {}).items() if k in names}))
+            configs = [build(cls, kwargs) for cls in classes]  # each takes the options that are its fields
             return fn(*configs, **{p.name: kwargs[p.name] for p in own})
 
         callback.__signature__ = inspect.Signature(params)
