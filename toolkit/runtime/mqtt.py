@@ -78,13 +78,14 @@ class MqttBridge:
         token: the manual-unlock token; None refuses every unlock command.
         limiter: failed-unlock limiter, shared with ``POST /door/open`` when the API runs too.
         password: the broker password (see :func:`read_password`).
+        queue_size: messages that may wait for the network; beyond it new ones are dropped.
 
     Raises:
         ToolkitError: paho-mqtt is not installed, or a TLS file is unreadable.
     """
 
     def __init__(self, config: MqttConfig, door, token: str | None, limiter: UnlockLimiter,
-                 password: str | None = None) -> None:  # fmt: skip
+                 password: str | None = None, queue_size: int = QUEUE_SIZE) -> None:  # fmt: skip
         from toolkit.runtime.extras import door_extra
 
         with door_extra("--mqtt"):
@@ -97,7 +98,7 @@ class MqttBridge:
         self._fault_kind: str | None = None
         self._seen: bool | None = None
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue(QUEUE_SIZE)
+        self._queue: queue.Queue = queue.Queue(queue_size)
         self.dropped = 0
         self._connected_once = False
         self._outage_logged = False
@@ -127,12 +128,16 @@ class MqttBridge:
         self._worker.start()
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
-        log.info("mqtt: publishing to %s:%d under %s/", host, port, self.config.mqtt_prefix)
+        log.info("mqtt: publishing to %s:%d, topics %s/...%s", host, port, self.config.mqtt_prefix,
+                 "" if self.token else "; no unlock token configured: unlock commands are refused")  # fmt: skip
 
     def close(self, timeout: float = 3.0) -> None:
         """Send what is queued and ``offline`` (a clean disconnect sends no last will), then disconnect."""
         self._refresh()
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:  # the publishing thread is stuck in the network: leave it (a daemon) behind
+            pass
         self._worker.join(timeout)
         if self.client.is_connected():
             info = self.client.publish(self.topics["availability"], "offline", qos=1, retain=True)
