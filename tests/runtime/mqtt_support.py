@@ -27,7 +27,8 @@ class Broker:
 
     def __init__(self, folder: Path, users: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"allow_anonymous {'false' if users else 'true'}"]
+        anonymous = "false" if users else "true"
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"allow_anonymous {anonymous}"]
         if os.geteuid() == 0:  # as root mosquitto would become 'mosquitto', who cannot read pytest's 0700 folders
             lines.append("user root")
         if users:

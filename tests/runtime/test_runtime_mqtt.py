@@ -73,7 +73,8 @@ def test_door_on_mqtt_discovery_state_unlock_and_last_will(export_dir, tmp_path,
         late = Recorder(broker.port)
         assert late.wait_for(f"{P}/state", "locked")[1] is True
         assert late.wait_for(f"{P}/availability", "online")[1] is True
-        lock_topic, seen_topic = "homeassistant/lock/front-door/door/config", "homeassistant/binary_sensor/front-door/seen/config"
+        lock_topic = "homeassistant/lock/front-door/door/config"
+        seen_topic = "homeassistant/binary_sensor/front-door/seen/config"
         lock = json.loads(late.wait_for(lock_topic)[2])
         seen = json.loads(late.wait_for(seen_topic)[2])
         assert late.wait_for(lock_topic)[1] and late.wait_for(seen_topic)[1] and late.wait_for(f"{P}/seen", "OFF")[1]
