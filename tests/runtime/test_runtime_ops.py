@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -169,3 +171,43 @@ def test_door_event_log_stays_under_its_cap(export_dir, tmp_path, capsys):
     assert LogRotation().event_log_max_bytes == 10 << 20  # the default cap
     rc = main(["door", "run", "--model", str(export_dir), "--camera", str(cam), "--event-log-max-bytes", "-1"])
     assert rc != 0 and "error: --event-log-max-bytes" in capsys.readouterr().err
+
+
+UNIT = Path(__file__).resolve().parents[2] / "deploy" / "toolkit-door.service"
+
+
+def _unit_settings() -> dict[str, list[str]]:
+    """{key: [values]} of the shipped unit file, continuation lines joined, comments dropped."""
+    text = UNIT.read_text().replace("\\\n", " ")
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_the_shipped_unit_is_notify_with_a_watchdog_and_its_flags_exist(tmp_path):
+    import shlex
+
+    import typer
+
+    from toolkit.cli import app
+
+    unit = _unit_settings()
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"] and unit["Restart"] == ["on-failure"]
+    assert int(unit["WatchdogSec"][0]) > DoorConfig(camera="x").reconnect_max_seconds  # a camera retry is not a hang
+    assert unit["ProtectSystem"] == ["strict"] and unit["StateDirectory"] and unit["LogsDirectory"]
+    argv = shlex.split(unit["ExecStart"][0])
+    assert argv[1:3] == ["door", "run"]
+    run = typer.main.get_command(app).commands["door"].commands["run"]
+    known = {opt for p in run.params for opt in p.opts}
+    assert {a for a in argv if a.startswith("--")} <= known  # every flag the unit passes exists
+    assert "/var/log/toolkit-door/events.jsonl" in argv  # the LogsDirectory, writable under ProtectSystem=strict
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed: the unit's syntax was not verified")
+    copy = tmp_path / UNIT.name  # verify wants the executable to exist: /bin/true stands in for the venv's toolkit
+    copy.write_text(UNIT.read_text().replace("/opt/toolkit-door/bin/toolkit", "/bin/true"))
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
