@@ -69,6 +69,7 @@ def test_door_on_mqtt_discovery_state_unlock_and_last_will(export_dir, tmp_path,
         live.wait_for(f"{P}/availability", "online", timeout=30)
         live.wait_for(f"{P}/state", "locked")
         live.wait_for(f"{P}/decision")
+        live.wait_for(f"{P}/seen", "OFF")  # published right after the first decision
         # A subscriber that comes later gets the retained messages: discovery, state, availability.
         late = Recorder(broker.port)
         assert late.wait_for(f"{P}/state", "locked")[1] is True
@@ -144,8 +145,8 @@ def test_password_file_and_a_clean_stop_says_offline(export_dir, tmp_path):
                             mqtt_password_file=str(tmp_path / "mqtt-pass"), mqtt_discovery_prefix="")  # fmt: skip
         from toolkit.runtime.mqtt import read_password
 
-        bridge = MqttBridge(config, loop, None, UnlockLimiter(), read_password(config, {}))
-        bridge.start()
+        bridge = MqttBridge(config, None, UnlockLimiter(), read_password(config, {}))
+        bridge.start(loop)
         stop = threading.Event()
         thread = threading.Thread(target=loop.run, args=(stop,))
         thread.start()
@@ -181,8 +182,8 @@ def test_the_door_keeps_deciding_when_the_broker_is_away_or_publishing_stalls(ex
 
     cam = _camera(tmp_path / "cam", [220, 40, 220, 40])
     loop = _door(export_dir, cam, loop=True, max_frames=100)
-    bridge = MqttBridge(MqttConfig(mqtt=f"127.0.0.1:{free_port()}"), loop, TOKEN, UnlockLimiter())  # nobody there
-    bridge.start()
+    bridge = MqttBridge(MqttConfig(mqtt=f"127.0.0.1:{free_port()}"), TOKEN, UnlockLimiter())  # nobody there
+    bridge.start(loop)
     started = time.monotonic()
     assert loop.run() == 100
     assert time.monotonic() - started < 10
@@ -190,10 +191,10 @@ def test_the_door_keeps_deciding_when_the_broker_is_away_or_publishing_stalls(ex
     loop.close()
 
     loop = _door(export_dir, cam, loop=True, max_frames=100)
-    bridge = MqttBridge(MqttConfig(mqtt=f"127.0.0.1:{free_port()}"), loop, TOKEN, UnlockLimiter(), queue_size=16)
+    bridge = MqttBridge(MqttConfig(mqtt=f"127.0.0.1:{free_port()}"), TOKEN, UnlockLimiter(), queue_size=16)
     stalled = _StalledClient()
     bridge.client.publish = stalled.publish  # the publishing thread blocks on its first message
-    bridge.start()
+    bridge.start(loop)
     assert loop.run() == 100  # 100 decisions > the queue: the overflow is dropped, the door does not wait
     assert bridge.dropped > 50
     stalled.release.set()

@@ -72,9 +72,11 @@ def read_password(config: MqttConfig, environ: dict) -> str | None:
 class MqttBridge:
     """Publishes a door to an MQTT broker and takes token-checked unlock commands from it.
 
+    Built before the camera and the relay are claimed (a missing package or TLS file fails first); the door
+    comes with :meth:`start`.
+
     Args:
         config: broker, credentials, TLS and topics.
-        door: the running :class:`~toolkit.runtime.door.DoorLoop`.
         token: the manual-unlock token; None refuses every unlock command.
         limiter: failed-unlock limiter, shared with ``POST /door/open`` when the API runs too.
         password: the broker password (see :func:`read_password`).
@@ -84,13 +86,14 @@ class MqttBridge:
         ToolkitError: paho-mqtt is not installed, or a TLS file is unreadable.
     """
 
-    def __init__(self, config: MqttConfig, door, token: str | None, limiter: UnlockLimiter,
+    def __init__(self, config: MqttConfig, token: str | None, limiter: UnlockLimiter,
                  password: str | None = None, queue_size: int = QUEUE_SIZE) -> None:  # fmt: skip
         from toolkit.runtime.extras import door_extra
 
         with door_extra("--mqtt"):
             import paho.mqtt.client as paho
-        self.config, self.door, self.token, self.limiter = config, door, token, limiter
+        self.config, self.token, self.limiter = config, token, limiter
+        self.door = None
         p = config.mqtt_prefix
         self.topics = {name: f"{p}/{name}" for name in ("availability", "state", "seen", "decision", "fault", "unlock")}
         self.topics["command"] = f"{p}/unlock/set"
@@ -120,11 +123,13 @@ class MqttBridge:
         self._worker = threading.Thread(target=self._publish_queued, name="mqtt-publish", daemon=True)
 
     # --- life cycle -------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Connect in the background (the door does not wait for the broker) and follow the door."""
+    def start(self, door) -> None:
+        """Connect in the background (the door does not wait for the broker) and follow ``door``, a running
+        :class:`~toolkit.runtime.door.DoorLoop`."""
         host, port = self.config.address
-        self.door.listeners.append(self._door_event)
-        self.door.decision_listeners.append(self._decision)
+        self.door = door
+        door.listeners.append(self._door_event)
+        door.decision_listeners.append(self._decision)
         self._worker.start()
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
@@ -133,6 +138,8 @@ class MqttBridge:
 
     def close(self, timeout: float = 3.0) -> None:
         """Send what is queued and ``offline`` (a clean disconnect sends no last will), then disconnect."""
+        if self.door is None:  # never started: never connected
+            return
         self._refresh()
         try:
             self._queue.put(None, timeout=timeout)

@@ -80,6 +80,11 @@ def run_door(
         create_app, run_server = _server()  # before the camera and relay are claimed
     token = load_token(auth) if serve is not None or mqtt is not None else None
     limiter = UnlockLimiter(auth.unlock_max_failures, auth.unlock_window_seconds)  # shared by HTTP and MQTT
+    bridge = None
+    if mqtt is not None:  # like the API: a missing package or file fails before the camera and relay are claimed
+        from toolkit.runtime.mqtt import MqttBridge, read_password
+
+        bridge = MqttBridge(mqtt, token, limiter, read_password(mqtt, dict(os.environ)))
     holder = ModelHolder(model, door.policy.threshold)
     _warn_if_synthetic(holder)
     cropper = make_cropper(door.face, model.folder, model.threads)
@@ -101,7 +106,6 @@ def run_door(
                  v["identical_frames"])  # fmt: skip
     notifier = Notifier()
     loop.heartbeats.append(notifier.watchdog)  # from the decision loop itself: a hung loop gets restarted
-    bridge = None
     stop = threading.Event()
     _watch(holder, stop)
     if threading.current_thread() is threading.main_thread():
@@ -110,11 +114,8 @@ def run_door(
         # process before the relay is locked.
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        if mqtt is not None:
-            from toolkit.runtime.mqtt import MqttBridge, read_password
-
-            bridge = MqttBridge(mqtt, loop, token, limiter, read_password(mqtt, dict(os.environ)))
-            bridge.start()
+        if bridge is not None:
+            bridge.start(loop)
         if serve is None:
             notifier.ready()
             return loop.run(stop)
