@@ -97,7 +97,7 @@ class MqttBridge:
         p = config.mqtt_prefix
         self.topics = {name: f"{p}/{name}" for name in ("availability", "state", "seen", "decision", "fault", "unlock")}
         self.topics["command"] = f"{p}/unlock/set"
-        self._state: tuple[str, str | None] | None = None
+        self._state: str | None = None  # last published: published again only when it changes
         self._fault_kind: str | None = None
         self._seen: bool | None = None
         self._lock = threading.Lock()
@@ -175,9 +175,9 @@ class MqttBridge:
         state, reason = door_state(self.door)
         kind = re.sub(r"[0-9.]+", "#", reason) if reason else None  # "no frame for 2.1 s" is one kind
         with self._lock:
-            changed = force or state != (self._state or ("", None))[0]
+            changed = force or state != self._state
             new_fault = kind is not None and kind != self._fault_kind
-            self._state, self._fault_kind = (state, reason), kind
+            self._state, self._fault_kind = state, kind
         if changed:
             self._put(self.topics["state"], state)
         if new_fault:
@@ -227,7 +227,14 @@ class MqttBridge:
 
     def _command(self, client, userdata, message) -> None:
         """An unlock command. The payload is never logged: it carries the token."""
-        action, given = _parse_command(message.payload)
+        try:
+            self._unlock(message.payload)
+        except Exception as exc:  # an exception would end paho's thread, and with it MQTT, for good
+            log.error("mqtt: unlock command failed: %s: %s", type(exc).__name__, exc)
+            self._answer("refused", "internal error; the door stays locked")
+
+    def _unlock(self, payload: bytes) -> None:
+        action, given = _parse_command(payload)
         if action == "LOCK":  # the door locks itself at the end of its open period; just restate it
             self._refresh(force=True)
             return
