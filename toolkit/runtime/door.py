@@ -95,8 +95,8 @@ class DoorLoop:
         self._events = None
         self.snapshots = None
         if config.snapshots:
-            self.snapshots = SnapshotStore(config.snapshots, int(config.snapshot_cap_mb * 1e6),
-                                           config.snapshot_every, config.labelled)  # fmt: skip
+            self.snapshots = SnapshotStore(config.snapshots, int(config.snapshot_cap_mb * 1e6), config.snapshot_every,
+                                           config.labelled, clock=clock, wall=wall)  # fmt: skip
             self.watchers.append(self.snapshots.observe)
         try:
             if config.event_log:

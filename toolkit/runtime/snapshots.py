@@ -27,7 +27,7 @@ from toolkit.errors import ToolkitError
 log = logging.getLogger("toolkit.runtime")
 
 # Names the store writes, and the only names it serves or moves: no path ever comes from a client as is.
-NAME = re.compile(r"^\d{8}-\d{6}-\d{3}-(opened|sample)\.jpg$")
+NAME = re.compile(r"^\d{8}-\d{6}-\d{3}(-\d+)?-(opened|sample)\.jpg$")
 REVIEWED = ".reviewed.jsonl"  # hidden: an image folder loader ignores dot files
 JPEG_QUALITY = 90
 
@@ -105,7 +105,11 @@ class SnapshotStore:
         """Write the frame and its sidecar (each atomically), then drop the oldest over the cap."""
         wall = self.wall()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(wall)) + f"-{int(wall * 1000) % 1000:03d}"
-        name = f"{stamp}-{'opened' if event.get('opened') else 'sample'}.jpg"
+        kind = "opened" if event.get("opened") else "sample"
+        name, n = f"{stamp}-{kind}.jpg", 0
+        while (self.folder / name).exists():  # two frames in one millisecond (or a clock set back)
+            n += 1
+            name = f"{stamp}-{n}-{kind}.jpg"
         jpg = self.folder / name
         sidecar = {**event, "box": list(box) if box else None, "width": frame.shape[1], "height": frame.shape[0]}
         try:
