@@ -109,7 +109,7 @@ class DoorStatus:
 
     def live_jpeg(self) -> bytes | None:
         """The last frame with the face box and the probability drawn on it, or None before the first one."""
-        from PIL import Image, ImageDraw
+        from PIL import Image, ImageDraw, ImageFont
 
         with self._lock:
             self._watched = self.clock()
@@ -124,9 +124,15 @@ class DoorStatus:
         if look["box"]:
             draw.rectangle(look["box"], outline=colour, width=max(2, image.width // 200))
         label = "no face" if p is None else f"p = {p:.3f}"
-        x, y = (look["box"][0], max(0, look["box"][1] - 14)) if look["box"] else (4, 4)
-        draw.rectangle((x, y, x + 8 * len(label) + 6, y + 14), fill=(0, 0, 0))
-        draw.text((x + 3, y + 1), label, fill=colour)
+        size = max(12, image.height // 18)
+        try:
+            font = ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a legible size on a phone
+        except (TypeError, OSError):
+            font = ImageFont.load_default()
+        x0, y0, x1, y1 = draw.textbbox((0, 0), label, font=font)
+        x, y = (look["box"][0], max(0, look["box"][1] - (y1 + 4))) if look["box"] else (4, 4)
+        draw.rectangle((x, y, x + x1 + 6, y + y1 + 4), fill=(0, 0, 0))
+        draw.text((x + 3, y + 2), label, fill=colour, font=font)
         buf = io.BytesIO()
         image.save(buf, format="JPEG", quality=80)
         return buf.getvalue()
