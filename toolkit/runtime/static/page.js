@@ -89,7 +89,7 @@ async function refreshTimeline() {
   body.replaceChildren();
   for (const d of t.decisions) {
     const row = el("tr", undefined, d.opened ? "opened" : "");
-    const votes = d.k ? `${d.votes} of ${d.n} (need ${d.k})` : "–";
+    const votes = d.k ? `${d.votes}/${d.n}` : "–";
     const what = d.opened ? "OPENED" : d.probability === null && d.k ? "no face" : d.decision;
     row.append(el("td", when(d.time)), el("td", num(d.probability, 3)), el("td", votes), el("td", what));
     body.append(row);
