@@ -166,8 +166,11 @@ def create_app(
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        """The unlock token's rules, for /door/open and whatever shows a face: constant-time compare, lock-out."""
+    async def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+        """The unlock token's rules, for /door/open and whatever shows a face: constant-time compare, lock-out.
+
+        Async: a hash and a dict look-up need no worker thread (a page polls; each thread hop costs the door CPU).
+        """
         if token is None:
             raise HTTPException(403, f"manual unlock and review are disabled: set {config.token_env} or --token-file")
         client = request.client.host if request.client else "unknown"

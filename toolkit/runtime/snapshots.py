@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +30,7 @@ log = logging.getLogger("toolkit.runtime")
 NAME = re.compile(r"^\d{8}-\d{6}-\d{3}(-\d+)?-(opened|sample)\.jpg$")
 REVIEWED = ".reviewed.jsonl"  # hidden: an image folder loader ignores dot files
 JPEG_QUALITY = 90
+SUMMARY = ("time", "probability", "decision", "opened", "votes", "reason", "box")  # what the page lists
 
 
 def crop_box(frame: np.ndarray, crop: np.ndarray | None) -> tuple[int, int, int, int] | None:
@@ -71,9 +72,12 @@ class SnapshotStore:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ToolkitError(f"{exc.filename}: cannot write there ({exc.strerror}); fix --snapshots") from exc
-        # (name, bytes of jpg + sidecar), oldest first: the cap is kept without listing the folder per frame.
-        self._kept: deque[tuple[str, int]] = deque((p.name, self._size(p)) for p in sorted(self._names()))
-        self.total = sum(size for _, size in self._kept)
+        # name -> (bytes of jpg + sidecar, the sidecar's summary), oldest first: the cap is kept and the page
+        # listed without reading the folder per frame or per request.
+        self._kept: OrderedDict[str, tuple[int, dict]] = OrderedDict(
+            (p.name, (self._size(p), _summary(p.with_suffix(".json")))) for p in sorted(self._names())
+        )
+        self.total = sum(size for size, _ in self._kept.values())
         self.dropped = 0
 
     def _names(self):
@@ -119,10 +123,11 @@ class SnapshotStore:
             log.warning("snapshot not saved: %s", exc)
             return None
         with self._lock:
-            self._kept.append((name, self._size(jpg)))
-            self.total += self._kept[-1][1]
+            size = self._size(jpg)
+            self._kept[name] = (size, {k: sidecar.get(k) for k in SUMMARY})
+            self.total += size
             while self.total > self.cap_bytes and len(self._kept) > 1:
-                old, size = self._kept.popleft()
+                old, (size, _) = self._kept.popitem(last=False)
                 self.total -= size
                 self.dropped += 1
                 for path in (self.folder / old, (self.folder / old).with_suffix(".json")):
@@ -133,16 +138,8 @@ class SnapshotStore:
     def list(self, limit: int = 100) -> list[dict]:
         """The newest ``limit`` snapshots with their sidecars, newest first."""
         with self._lock:
-            names = [name for name, _ in self._kept][-limit:][::-1]
-        out = []
-        for name in names:
-            try:
-                meta = json.loads((self.folder / name).with_suffix(".json").read_text())
-            except (OSError, ValueError):
-                meta = {}  # dropped or half-written meanwhile: list the name, the page shows what it can
-            out.append({"name": name, **{k: meta.get(k) for k in ("time", "probability", "decision", "opened",
-                                                                   "votes", "reason", "box")}})  # fmt: skip
-        return out
+            newest = list(self._kept.items())[-limit:][::-1]
+        return [{"name": name, **summary} for name, (_, summary) in newest]
 
     def path(self, name: str) -> Path:
         """The file of a snapshot the store holds.
@@ -153,7 +150,7 @@ class SnapshotStore:
         if not NAME.match(name):
             raise KeyError(name)
         with self._lock:
-            if not any(n == name for n, _ in self._kept):
+            if name not in self._kept:
                 raise KeyError(name)
         return self.folder / name
 
@@ -179,13 +176,18 @@ class SnapshotStore:
             with open(self.labelled / REVIEWED, "a") as f:
                 f.write(json.dumps({"name": name, "label": label, **meta}) + "\n")
             sidecar.unlink(missing_ok=True)
-            for i, (kept, size) in enumerate(self._kept):
-                if kept == name:
-                    del self._kept[i]
-                    self.total -= size
-                    break
+            size, _ = self._kept.pop(name)
+            self.total -= size
         log.info("snapshot %s labelled %r: %s", name, label, target)
         return target
+
+
+def _summary(sidecar: Path) -> dict:
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        meta = {}  # a sidecar lost to a crash: the photo is still worth a review
+    return {k: meta.get(k) for k in SUMMARY}
 
 
 def _atomic(path: Path, write: Callable) -> None:

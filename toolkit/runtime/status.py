@@ -40,6 +40,8 @@ class DoorStatus:
         self._frame: np.ndarray | None = None
         self._look: dict | None = None
         self._watched = float("-inf")
+        self._seq = 0  # frames copied for the live view...
+        self._jpeg: tuple[int, bytes] | None = None  # ...and the last one drawn: many viewers, one encode per frame
         self.last_latency_ms: float | None = None
         if door is not None:
             door.watchers.append(self.observe)
@@ -57,6 +59,7 @@ class DoorStatus:
                 self.decisions.append({**event, "k": policy.k, "n": policy.n, "box": list(box) if box else None})
                 if now - self._watched < LIVE_IDLE_SECONDS:
                     self._frame = frame.copy()  # drivers reuse their buffers
+                    self._seq += 1
                     self._look = {"box": box, "probability": event.get("probability"), "time": event.get("time")}
             elif fault and event.get("decision") != "manual_open":
                 if not self.faults or self.faults[-1]["reason"] != fault:
@@ -113,9 +116,11 @@ class DoorStatus:
 
         with self._lock:
             self._watched = self.clock()
-            frame, look = self._frame, self._look
+            frame, look, seq, cached = self._frame, self._look, self._seq, self._jpeg
         if frame is None or look is None:
             return None
+        if cached is not None and cached[0] == seq:
+            return cached[1]
         image = Image.fromarray(frame)
         draw = ImageDraw.Draw(image)
         p = look["probability"]
@@ -135,4 +140,5 @@ class DoorStatus:
         draw.text((x + 3, y + 2), label, fill=colour, font=font)
         buf = io.BytesIO()
         image.save(buf, format="JPEG", quality=80)
-        return buf.getvalue()
+        self._jpeg = (seq, buf.getvalue())
+        return self._jpeg[1]

@@ -67,6 +67,8 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any) -> DoorSt
     status = DoorStatus(door, holder)
     app.mount("/static/page", StaticFiles(directory=STATIC), name="page-assets")
     guarded = [Depends(require_token)]
+    # Answers read from memory are async: no worker thread per request, so many open pages cost the door's
+    # process less CPU and GIL time; only the live view (one JPEG encode per new frame) and files use threads.
 
     def store():
         if door is None or door.snapshots is None:
@@ -78,12 +80,12 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any) -> DoorSt
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
     @app.get("/door/state", tags=["page"], response_model=schemas.DoorState)
-    def door_state() -> dict:
+    async def door_state() -> dict:
         """Lock state, readiness, model, threshold and its error rates, uptime, frame rate, latency."""
         return {**status.state(), "snapshots": door is not None and door.snapshots is not None}
 
     @app.get("/door/timeline", tags=["page"], response_model=schemas.Timeline)
-    def door_timeline(limit: int = 50) -> dict:
+    async def door_timeline(limit: int = 50) -> dict:
         """The last decisions (one per judged frame) and faults, newest first."""
         return status.timeline(max(1, min(limit, 100)))
 
@@ -109,7 +111,7 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any) -> DoorSt
 
     @app.get("/door/snapshots", tags=["page"], dependencies=guarded, response_model=schemas.Snapshots,
              responses={**off, **_TOKEN_ERRORS})  # fmt: skip
-    def snapshots(limit: int = 100) -> Response:
+    async def snapshots(limit: int = 100) -> Response:
         """The kept snapshots, newest first, and the labels they can be given (needs the token)."""
         s = store()
         body = schemas.Snapshots(labels=list(holder.predictor.manifest.labels), total_bytes=s.total,
