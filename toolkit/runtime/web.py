@@ -55,7 +55,7 @@ def add_docs(app: FastAPI) -> None:
         )
 
 
-def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any) -> DoorStatus:
+def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any, in_worker: Any) -> DoorStatus:
     """Add the page and its endpoints to ``app``; returns the :class:`DoorStatus` watching ``door``.
 
     Args:
@@ -63,6 +63,7 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any) -> DoorSt
         holder: the serving model's holder.
         door: the :class:`~toolkit.runtime.door.DoorLoop`, or None (``door serve``: state only).
         require_token: a FastAPI dependency that refuses a request without the right bearer token.
+        in_worker: ``await in_worker(fn)`` runs ``fn`` in the API's capped, lower-priority worker threads.
     """
     status = DoorStatus(door, holder)
     app.mount("/static/page", StaticFiles(directory=STATIC), name="page-assets")
@@ -100,9 +101,9 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any) -> DoorSt
             **_TOKEN_ERRORS,
         },
     )
-    def live() -> Response:
+    async def live() -> Response:
         """The last judged frame with the face box and the probability drawn on it (needs the token)."""
-        data = status.live_jpeg()
+        data = await in_worker(status.live_jpeg)
         if data is None:
             raise HTTPException(404, "no frame yet; the live view starts with the next frame")
         return Response(data, media_type="image/jpeg", headers=PRIVATE)
