@@ -23,8 +23,6 @@ class FakeDoor:
 
     def __init__(self) -> None:
         self.listeners: list = []
-        self.watchers: list = []  # the page's status watches the loop's events
-        self.snapshots = None
         self.opened = 0
         self.ok = True
 

@@ -72,7 +72,7 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any, in_worker
     # process less CPU and GIL time; only the live view (one JPEG encode per new frame) and files use threads.
 
     def store():
-        if door is None or door.snapshots is None:
+        if getattr(door, "snapshots", None) is None:
             raise HTTPException(409, "snapshots are off: run 'toolkit door run --serve --snapshots DIR'")
         return door.snapshots
 
@@ -83,7 +83,7 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any, in_worker
     @app.get("/door/state", tags=["page"], response_model=schemas.DoorState)
     async def door_state() -> dict:
         """Lock state, readiness, model, threshold and its error rates, uptime, frame rate, latency."""
-        return {**status.state(), "snapshots": door is not None and door.snapshots is not None}
+        return {**status.state(), "snapshots": getattr(door, "snapshots", None) is not None}
 
     @app.get("/door/timeline", tags=["page"], response_model=schemas.Timeline)
     async def door_timeline(limit: int = 50) -> dict:
