@@ -375,3 +375,17 @@ def test_per_visit_false_accepts_under_k_of_n_bracket_the_truth():
     assert visit_far(0.0, 3, 5)["independent_frames"] == 0 and visit_far(1.0, 3, 5)["independent_frames"] == 1
     rates = [visit_far(0.05, k, 5)["independent_frames"] for k in range(1, 6)]
     assert rates == sorted(rates, reverse=True)  # more votes needed, fewer false accepts
+
+
+def test_a_failing_watcher_never_stops_the_door(export_dir, tmp_path, caplog):
+    seen = []
+
+    def broken(event, frame, box):
+        raise RuntimeError("page crashed")
+
+    loop = DoorLoop(ModelHolder(ModelConfig(export_dir)), ListSource([frame(HAPPY)] * 3), DoorConfig(camera="x"),
+                    LogActuator())  # fmt: skip
+    loop.watchers += [broken, lambda event, frame, box: seen.append((event["probability"], frame.shape, box))]
+    assert loop.step() and loop.step() and loop.step()
+    assert len(seen) == 3 and seen[0][0] > 0.9 and seen[0][1] == (120, 160, 3) and seen[0][2] is None  # no crop
+    assert caplog.text.count("door watcher failed") == 1

@@ -84,6 +84,7 @@ class DoorLoop:
         # Called with every logged event, the judged frame (None without one) and the face box: the page's
         # timeline and live view, the snapshots. Run in the loop's thread: they must be quick and not raise.
         self.watchers: list[Callable[[dict, np.ndarray | None, tuple | None], None]] = []
+        self._broken_watchers: list = []
         self.frames = 0
         self.repeats = 0  # frames a live camera delivered twice (not counted as new looks)
         self._logged_fault: str | None = None
@@ -307,7 +308,10 @@ class DoorLoop:
             try:
                 watcher(event, frame, box)
             except Exception:  # the page or a full disk must never stop the door
-                log.exception("door watcher failed")
+                # Logged once per watcher: a broken one would otherwise write a traceback per frame.
+                if watcher not in self._broken_watchers:
+                    self._broken_watchers.append(watcher)
+                    log.exception("door watcher failed (logged once)")
 
 
 def _binary_only(predictor) -> None:
