@@ -154,8 +154,9 @@ def run_soak(model: Path, threads: int, seconds: float, cap_mb: float, log_cap_m
                 snaps, log = _folder_bytes(snapshots) / 1e6, _log_bytes(events) / 1e6
                 worst["snapshots_mb"] = max(worst["snapshots_mb"], snaps)
                 worst["event_log_mb"] = max(worst["event_log_mb"], log)
-                frames = sum(1 for _ in snapshots.glob("*.jpg"))
-                out(f"soak  {time.monotonic() - start:5.0f} s: snapshots {snaps:.2f} MB ({frames} kept; cap "
+                jpgs = sorted(snapshots.glob("*.jpg"))
+                ages = f", oldest {jpgs[0].name}, newest {jpgs[-1].name}" if jpgs else ""  # the folder rotates
+                out(f"soak  {time.monotonic() - start:5.0f} s: snapshots {snaps:.2f} MB ({len(jpgs)} kept{ages}; cap "
                     f"{cap_mb:g} MB), event log {log:.2f} MB"
                     + (f" (cap {log_cap_mb:g} MB)" if log_cap_mb else " (no cap given)"))  # fmt: skip
     snaps_ok = worst["snapshots_mb"] <= cap_mb
