@@ -16,6 +16,7 @@ import json
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -226,3 +227,52 @@ def build_fake_detector(path, box_px: float = 64.0):
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def door_frames(folder: Path, count: int = 12, size: tuple[int, int] = (240, 320)) -> Path:
+    """A folder camera for the page tests: happy faces, unhappy faces (bright around a dark centre), no face.
+
+    With :func:`build_fake_detector` a bright frame has a face; with the sigmoid model its centre decides.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        kind = i % 4
+        img = frame(220 if kind in (0, 1) else 230 if kind == 2 else 30, size)
+        if kind == 2:
+            h, w = size
+            img[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 60  # still a face (bright on average), scored unhappy
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@contextmanager
+def running_door(tmp_path: Path, export_dir: Path, token: str, fps: float = 20.0, **door):
+    """A door loop on a looping folder camera with a log relay, the fake face detector and its API served.
+
+    Yields (LiveServer, DoorLoop); the loop and the server stop on exit.
+    """
+    from toolkit.runtime.actuator import LogActuator
+    from toolkit.runtime.camera import open_source
+    from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
+    from toolkit.runtime.detect import FaceDetector
+    from toolkit.runtime.door import DoorLoop
+    from toolkit.runtime.holder import ModelHolder
+    from toolkit.runtime.server import create_app
+
+    cam = door_frames(tmp_path / "camera")
+    detector = FaceDetector(build_fake_detector(tmp_path / "detector.onnx"))
+    config = DoorConfig(camera=str(cam), policy=PolicyConfig(k=2, n=3, open_seconds=0.5, cooldown_seconds=0.5),
+                        fps=fps, loop=True, snapshots=tmp_path / "snapshots", **door)  # fmt: skip
+    holder = ModelHolder(ModelConfig(export_dir))
+    loop = DoorLoop(holder, open_source(str(cam), loop=True), config, LogActuator(), cropper=detector)
+    app = create_app(holder, ServeConfig(), door=loop, token=token)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    with LiveServer(app) as live:
+        thread.start()
+        try:
+            yield live, loop
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            loop.close()

@@ -145,6 +145,7 @@ def _loop(holder, frames, mock_pins, tmp_path, **policy):
         policy=PolicyConfig(**{"k": 2, "n": 3, "open_seconds": 1.0, "cooldown_seconds": 1.0, **policy}),
         event_log=tmp_path / "events.jsonl",
         snapshots=tmp_path / "snaps",
+        snapshot_every=1.0,
     )
     relay = GpioActuator(17)
     sleeps: list[float] = []
@@ -170,7 +171,11 @@ def test_loop_opens_on_k_of_n_then_locks(export_dir, mock_pins, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert len(log) == 7 and log[3]["opened"] is True and log[3]["decision"] == "open"
     assert log[0]["probability"] < 0.1 < 0.9 < log[1]["probability"] and log[0]["latency_ms"] > 0
-    assert len(list((tmp_path / "snaps").iterdir())) == 1  # the frame that opened the door
+    # The frame that opened the door, and one frame a second (0.4 s apart) of the others: frames 0 and 4.
+    kept = loop.snapshots.list()
+    assert [s["decision"] for s in kept] == ["open", "open", "locked"] and [s["opened"] for s in kept][1] is True
+    assert kept[1]["probability"] > 0.9 and kept[2]["probability"] < 0.1
+    assert sorted(p.suffix for p in (tmp_path / "snaps").iterdir()) == [".jpg"] * 3 + [".json"] * 3
     assert loop.ready()[0] is True
 
 
@@ -370,3 +375,17 @@ def test_per_visit_false_accepts_under_k_of_n_bracket_the_truth():
     assert visit_far(0.0, 3, 5)["independent_frames"] == 0 and visit_far(1.0, 3, 5)["independent_frames"] == 1
     rates = [visit_far(0.05, k, 5)["independent_frames"] for k in range(1, 6)]
     assert rates == sorted(rates, reverse=True)  # more votes needed, fewer false accepts
+
+
+def test_a_failing_watcher_never_stops_the_door(export_dir, tmp_path, caplog):
+    seen = []
+
+    def broken(event, frame, box):
+        raise RuntimeError("page crashed")
+
+    loop = DoorLoop(ModelHolder(ModelConfig(export_dir)), ListSource([frame(HAPPY)] * 3), DoorConfig(camera="x"),
+                    LogActuator())  # fmt: skip
+    loop.watchers += [broken, lambda event, frame, box: seen.append((event["probability"], frame.shape, box))]
+    assert loop.step() and loop.step() and loop.step()
+    assert len(seen) == 3 and seen[0][0] > 0.9 and seen[0][1] == (120, 160, 3) and seen[0][2] is None  # no crop
+    assert caplog.text.count("door watcher failed") == 1

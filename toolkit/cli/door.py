@@ -53,6 +53,18 @@ _INFERENCE_THREADS = typer.Option(
     help="Requests running the model at once; others queue (0 = cores, cores - 1 beside a door).",
 )
 
+_SNAPSHOTS = typer.Option(
+    None, "--snapshots", help="Keep the frames that opened the door, and a sample of the others, here for review on "
+    "the page. Default: $STATE_DIRECTORY/snapshots when systemd sets it, else off."
+)
+_SNAPSHOT_CAP = typer.Option(200.0, "--snapshot-cap-mb", min=1.0, help="Drop the oldest snapshots above this many MB.")
+_SNAPSHOT_EVERY = typer.Option(
+    10.0, "--snapshot-every", min=0.0, help="Seconds between kept frames that did not open the door (0: openings only)."
+)
+_LABELLED = typer.Option(
+    None, "--labelled", help="Image folder (a subfolder per label) that snapshots relabelled on the page go to, for "
+    "'toolkit finetune --data'. Default: SNAPSHOTS/labelled."
+)
 
 def _logging(quiet: bool) -> None:
     import logging
@@ -137,7 +149,10 @@ def run(
     stale: float = typer.Option(2.0, "--stale", min=0.1, help="No frame for this long locks the door."),
     fps: float = typer.Option(0.0, "--fps", min=0.0, help="Cap the frame rate (0 = as fast as frames come)."),
     event_log: Path = typer.Option(None, "--event-log", help="Append one JSON line per frame here."),
-    snapshots: Path = typer.Option(None, "--snapshots", help="Save the frames that opened the door here."),
+    snapshots: Path = _SNAPSHOTS,
+    snapshot_cap_mb: float = _SNAPSHOT_CAP,
+    snapshot_every: float = _SNAPSHOT_EVERY,
+    labelled: Path = _LABELLED,
     max_frames: int = typer.Option(0, "--max-frames", min=0, help="Stop after this many frames (0 = never)."),
     reconnect_min: float = typer.Option(0.5, "--reconnect-min", min=0.0, help="First camera reconnect delay (s)."),
     reconnect_max: float = typer.Option(30.0, "--reconnect-max", min=0.0, help="Longest reconnect delay (s)."),
@@ -181,7 +196,10 @@ def run(
         fps=fps,
         event_log=event_log,
         event_log_rotation=rotation,
-        snapshots=snapshots,
+        snapshots=snapshots or _state_snapshots(),
+        snapshot_cap_mb=snapshot_cap_mb,
+        snapshot_every=snapshot_every,
+        labelled=labelled,
         max_frames=max_frames,
         reconnect_min_seconds=reconnect_min,
         reconnect_max_seconds=reconnect_max,
@@ -193,6 +211,14 @@ def run(
     model_config = ModelConfig(model, file, threads, max_pixels, watch)
     frames = run_door(model_config, door, api if with_api else None, mqtt=mqtt, auth=api)
     typer.echo(f"door loop stopped after {frames} frames; relay locked")
+
+
+def _state_snapshots() -> Path | None:
+    """$STATE_DIRECTORY/snapshots under a systemd unit with ``StateDirectory=`` (its first entry), else None."""
+    import os
+
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) / "snapshots" if state else None
 
 
 @door_app.command("collect")

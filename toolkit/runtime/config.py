@@ -131,7 +131,12 @@ class DoorConfig:
     fps: float = 0.0  # >0 caps the frame rate (saves CPU); 0 = as fast as frames come
     event_log: Path | None = None  # JSON lines: time, probability, decision, latency
     event_log_rotation: LogRotation = field(default_factory=LogRotation)
-    snapshots: Path | None = None  # opt-in: save the frames that opened the door
+    # The frames that opened the door and a sample of the others, for review on the page; None = off
+    # (``toolkit door run`` defaults it to $STATE_DIRECTORY/snapshots under systemd).
+    snapshots: Path | None = None
+    snapshot_cap_mb: float = 200.0  # oldest dropped above this: ~3,000 VGA frames, a small share of an SD card
+    snapshot_every: float = 10.0  # seconds between two kept frames that did not open the door (0 = openings only)
+    labelled: Path | None = None  # the page's relabelled snapshots, a folder per label; None = SNAPSHOTS/labelled
     reconnect_min_seconds: float = 0.5  # camera loss: first retry delay...
     reconnect_max_seconds: float = 30.0  # ...doubling up to this
     max_frames: int = 0  # >0 stops after this many frames (tests, dry runs)

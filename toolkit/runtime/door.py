@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import Actuator, RelayError
@@ -28,6 +27,7 @@ from toolkit.runtime.config import DoorConfig
 from toolkit.runtime.eventlog import EventLog
 from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.policy import DoorPolicy, Verdict
+from toolkit.runtime.snapshots import SnapshotStore, crop_box
 
 log = logging.getLogger("toolkit.runtime")
 
@@ -82,8 +82,11 @@ class DoorLoop:
         self.cropper, self.clock, self.sleep, self.wall = cropper, clock, sleep, wall
         self.policy = DoorPolicy(config.policy, self._threshold(predictor), clock)
         self.listeners: list[Callable[[str], None]] = []
-        self.decision_listeners: list[Callable[[dict], None]] = []  # each event-log record (MQTT publishes them)
         self.heartbeats: list[Callable[[], None]] = []  # after each pass of the loop (systemd's watchdog)
+        # Called with every logged event, the judged frame (None without one) and the face box: the page's
+        # timeline and live view, the snapshots. Run in the loop's thread: they must be quick and not raise.
+        self.watchers: list[Callable[[dict, np.ndarray | None, tuple | None], None]] = []
+        self._broken_watchers: list = []
         self.frames = 0
         self.repeats = 0  # frames a live camera delivered twice (not counted as new looks)
         self._logged_fault: str | None = None
@@ -93,9 +96,12 @@ class DoorLoop:
         self._backoff = config.reconnect_min_seconds
         holder.checks.append(_binary_only)  # a hot reload the door cannot use is refused, not crashed on
         self._events = None
+        self.snapshots = None
+        if config.snapshots:
+            self.snapshots = SnapshotStore(config.snapshots, int(config.snapshot_cap_mb * 1e6), config.snapshot_every,
+                                           config.labelled, clock=clock, wall=wall)  # fmt: skip
+            self.watchers.append(self.snapshots.observe)
         try:
-            if config.snapshots:
-                Path(config.snapshots).mkdir(parents=True, exist_ok=True)
             if config.event_log:
                 Path(config.event_log).parent.mkdir(parents=True, exist_ok=True)
                 rotation = config.event_log_rotation
@@ -178,9 +184,7 @@ class DoorLoop:
                 self._logged_fault = None  # a good frame: the next fault is news again
         if crop is None:
             self._emit("no_face")
-        self._log_event(probability, verdict, latency)
-        if verdict.opened and self.config.snapshots:
-            self._snapshot(frame)
+        self._log_event(probability, verdict, latency, frame=frame, box=crop_box(frame, crop))
         return True
 
     def tick(self) -> Verdict:
@@ -292,9 +296,8 @@ class DoorLoop:
         for listener in self.listeners:
             listener(event)
 
-    def _log_event(self, probability: float | None, verdict: Verdict, latency_ms: float, manual: bool = False) -> None:
-        if self._events is None and not self.decision_listeners:
-            return
+    def _log_event(self, probability: float | None, verdict: Verdict, latency_ms: float, manual: bool = False,
+                   frame: np.ndarray | None = None, box: tuple | None = None) -> None:
         event = {
             "time": round(self.wall(), 3),
             "probability": None if probability is None else round(probability, 5),
@@ -306,15 +309,14 @@ class DoorLoop:
         }
         if self._events is not None:
             self._events.write(json.dumps(event) + "\n")
-        for listener in self.decision_listeners:
-            listener(event)
-
-    def _snapshot(self, frame: np.ndarray) -> None:
-        name = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.wall())) + f"-{self.frames:06d}.jpg"
-        try:
-            Image.fromarray(frame).save(Path(self.config.snapshots) / name, quality=90)
-        except OSError as exc:  # a full disk must not stop the door
-            log.warning("snapshot not saved: %s", exc)
+        for watcher in self.watchers:
+            try:
+                watcher(event, frame, box)
+            except Exception:  # the page or a full disk must never stop the door
+                # Logged once per watcher: a broken one would otherwise write a traceback per frame.
+                if watcher not in self._broken_watchers:
+                    self._broken_watchers.append(watcher)
+                    log.exception("door watcher failed (logged once)")
 
 
 def _binary_only(predictor) -> None:

@@ -129,7 +129,7 @@ class MqttBridge:
         host, port = self.config.address
         self.door = door
         door.listeners.append(self._door_event)
-        door.decision_listeners.append(self._decision)
+        door.watchers.append(self._decision)
         self._worker.start()
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
@@ -159,7 +159,8 @@ class MqttBridge:
     def _door_event(self, event: str) -> None:
         self._refresh()
 
-    def _decision(self, event: dict) -> None:
+    def _decision(self, event: dict, frame=None, box=None) -> None:
+        """A door watcher: publishes each logged event (the frame and face box are the page's, not ours)."""
         k, n = self.door.config.policy.k, self.door.config.policy.n
         self._put(self.topics["decision"], json.dumps({**event, "k": k, "n": n}), qos=0, retain=False)
         p = event["probability"]

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
@@ -27,6 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from toolkit import __version__
 from toolkit.errors import ImageError, ToolkitError
+from toolkit.runtime import schemas
 from toolkit.runtime.actuator import RelayError
 from toolkit.runtime.config import ServeConfig
 from toolkit.runtime.holder import ModelHolder
@@ -34,6 +36,7 @@ from toolkit.runtime.http_limits import BodyTimeout, BodyTooLarge, LimitAndMeasu
 from toolkit.runtime.metrics import Metrics
 from toolkit.runtime.security import UnlockLimiter, guarded_http_protocol, retry_seconds, tokens_match
 from toolkit.runtime.v2 import INFER_REQUEST_SCHEMA, V2Error, encode_response, parse_infer_request
+from toolkit.runtime.web import add_docs, add_page
 
 log = logging.getLogger("toolkit.runtime")
 _IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
@@ -48,8 +51,15 @@ _PREDICT_BODY = {
         "application/octet-stream": _IMAGE_BODY,
     },
 }
+_INFER_RESPONSES = {
+    200: {
+        "description": "KServe v2 inference response (JSON; with binary_data_output the tensors follow the JSON)",
+        "model": schemas.InferResponse,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
 _ERRORS = {
-    code: {"description": why}
+    code: {"model": schemas.ErrorBody, "description": why}
     for code, why in [(400, "bad input"), (404, "unknown model"), (408, "body too slow"), (413, "too large")]
 }
 
@@ -70,7 +80,17 @@ def create_app(
         token: the bearer token for ``POST /door/open``; None refuses every manual unlock.
         limiter: failed-unlock limiter; None builds one from ``config``.
     """
-    app = FastAPI(title="toolkit door", version=__version__, description=__doc__)
+    # /docs comes from add_docs (Swagger UI shipped in a package, not a CDN); ReDoc would fetch web fonts.
+    niceness = config.inference_nice if door is not None else 0
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # The event loop's thread too runs nicer beside a door: many open pages must not delay its decisions.
+        _at_priority(niceness, lambda: None)
+        yield
+
+    app = FastAPI(title="toolkit door", version=__version__, description=__doc__, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)  # fmt: skip
     metrics = Metrics()
     app.state.metrics = metrics
     limiter = limiter or UnlockLimiter(config.unlock_max_failures, config.unlock_window_seconds)
@@ -89,8 +109,6 @@ def create_app(
 
     # Beside a door, those threads also run at a lower OS priority: the door's decisions get a core first
     # (measured on 2 busy cores, 32 clients: door p99 27-66 ms instead of 103-167 ms, HTTP throughput no lower).
-    niceness = config.inference_nice if door is not None else 0
-
     async def in_worker(fn, *args):
         return await anyio.to_thread.run_sync(_at_priority, niceness, fn, *args, limiter=workers)
 
@@ -140,15 +158,40 @@ def create_app(
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    @app.get("/v2", tags=["v2"])
+    async def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+        """The unlock token's rules, for /door/open and whatever shows a face: constant-time compare, lock-out.
+
+        Async: a hash and a dict look-up need no worker thread (a page polls; each thread hop costs the door CPU).
+        """
+        if token is None:
+            raise HTTPException(403, f"manual unlock and review are disabled: set {config.token_env} or --token-file")
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.retry_after(client)
+        if wait is not None:  # refused unchecked: not even the right token gets through now
+            metrics.door_event("unlock_rate_limited")
+            seconds = retry_seconds(wait)
+            raise HTTPException(
+                429, f"too many wrong tokens from this client; retry in {seconds} s", {"Retry-After": str(seconds)}
+            )
+        if not tokens_match(credentials.credentials if credentials else "", token):
+            limiter.failed(client)
+            metrics.door_event("unlock_refused")
+            raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        limiter.succeeded(client)
+
+    add_docs(app)
+    app.state.status = add_page(app, holder, door, require_token, in_worker)
+
+    @app.get("/v2", tags=["v2"], response_model=schemas.ServerMetadata)
     def server_metadata() -> dict:
         return {"name": "toolkit-door", "version": __version__, "extensions": ["binary_tensor_data"]}
 
-    @app.get("/v2/health/live", tags=["v2"])
+    @app.get("/v2/health/live", tags=["v2"], response_model=schemas.Live)
     def live() -> dict:
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=["v2"], responses={503: {"description": "not ready: door locked"}})
+    @app.get("/v2/health/ready", tags=["v2"], response_model=schemas.Ready,
+             responses={503: {"model": schemas.Ready, "description": "not ready: door locked"}})  # fmt: skip
     def ready() -> Response:
         ok, reason = is_ready()
         return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
@@ -158,11 +201,12 @@ def create_app(
             raise HTTPException(404, f"model {name!r} has only version '1', not {version!r}")
         return model_for(name)
 
-    @app.get("/v2/models/{name}", tags=["v2"], responses=_ERRORS)
+    @app.get("/v2/models/{name}", tags=["v2"], responses=_ERRORS, response_model=schemas.ModelMetadata)
     def model_metadata(name: str) -> dict:
         return _metadata(model_for(name))
 
-    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], responses=_ERRORS)
+    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], responses=_ERRORS,
+             response_model=schemas.ModelMetadata)  # fmt: skip
     def model_version_metadata(name: str, version: str) -> dict:
         return _metadata(version_for(name, version))
 
@@ -177,12 +221,13 @@ def create_app(
             "parameters": {k: d[k] for k in ("labels", "output_kind", "threshold", "file", "sha256")},
         }
 
-    @app.get("/v2/models/{name}/ready", tags=["v2"], responses=_ERRORS)
+    @app.get("/v2/models/{name}/ready", tags=["v2"], responses=_ERRORS, response_model=schemas.ModelReady)
     def model_ready(name: str) -> dict:
         model_for(name)
         return {"name": name, "ready": True}
 
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], responses=_ERRORS)
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], responses=_ERRORS,
+             response_model=schemas.ModelReady)  # fmt: skip
     def model_version_ready(name: str, version: str) -> dict:
         version_for(name, version)
         return {"name": name, "ready": True}
@@ -190,7 +235,7 @@ def create_app(
     @app.post(
         "/v2/models/{name}/infer",
         tags=["v2"],
-        responses=_ERRORS,
+        responses=_INFER_RESPONSES,
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": INFER_REQUEST_SCHEMA}}},
     )
     async def infer(name: str, request: Request) -> Response:
@@ -199,7 +244,7 @@ def create_app(
     @app.post(
         "/v2/models/{name}/versions/{version}/infer",
         tags=["v2"],
-        responses=_ERRORS,
+        responses=_INFER_RESPONSES,
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": INFER_REQUEST_SCHEMA}}},
     )
     async def infer_version(name: str, version: str, request: Request) -> Response:
@@ -217,7 +262,8 @@ def create_app(
         content, headers = encode_response(p, req, probs)
         return Response(content, headers=headers, media_type=headers.pop("content-type"))
 
-    @app.post("/predict", tags=["door"], responses=_ERRORS, openapi_extra={"requestBody": _PREDICT_BODY})
+    @app.post("/predict", tags=["door"], responses=_ERRORS, response_model=schemas.Prediction,
+              openapi_extra={"requestBody": _PREDICT_BODY})  # fmt: skip
     async def predict(request: Request) -> dict:
         """Classify one image (multipart field ``file`` or the raw body). Never moves the door."""
         data = await _image_bytes(request)
@@ -232,31 +278,16 @@ def create_app(
     @app.post(
         "/door/open",
         tags=["door"],
+        dependencies=[Depends(require_token)],
+        response_model=schemas.Unlocked,
         responses={
-            401: {"description": "bad token"},
-            403: {"description": "disabled"},
-            409: {"description": "no door"},
-            429: {"description": "too many wrong tokens from this client"},
-            503: {"description": "the relay failed; locked"},
-        },
+            code: {"model": schemas.ErrorBody, "description": why}
+            for code, why in [(401, "bad token"), (403, "disabled"), (409, "no door"),
+                              (429, "too many wrong tokens from this client"), (503, "the relay failed; locked")]
+        },  # fmt: skip
     )
-    def door_open(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict:
+    def door_open() -> dict:
         """Manual unlock for the open period; needs ``Authorization: Bearer <token>``."""
-        if token is None:
-            raise HTTPException(403, f"manual unlock is disabled: set {config.token_env} or --token-file")
-        client = request.client.host if request.client else "unknown"
-        wait = limiter.retry_after(client)
-        if wait is not None:  # refused unchecked: not even the right token gets through now
-            metrics.door_event("unlock_rate_limited")
-            seconds = retry_seconds(wait)
-            raise HTTPException(
-                429, f"too many wrong tokens from this client; retry in {seconds} s", {"Retry-After": str(seconds)}
-            )
-        if not tokens_match(credentials.credentials if credentials else "", token):
-            limiter.failed(client)
-            metrics.door_event("unlock_refused")
-            raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-        limiter.succeeded(client)
         if door is None:
             raise HTTPException(409, "no door attached to this server; run 'toolkit door run --serve'")
         try:
@@ -264,7 +295,8 @@ def create_app(
         except RelayError as exc:
             raise HTTPException(503, f"{exc}; the door is locked") from None
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
+    @app.get("/metrics", tags=["ops"], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
     def prometheus() -> Response:
         ok, _ = is_ready()
         metrics.ready.set(1 if ok else 0)
