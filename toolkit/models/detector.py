@@ -17,9 +17,6 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from toolkit.errors import ToolkitError
 from toolkit.models.fetch import WheelFile, fetch_file
 from toolkit.runtime.detect import INPUT_SIZE, LICENSE_NAME, ONNX_NAME, cached_detector_path
 from toolkit.runtime.manifest import sha256_file
@@ -39,58 +36,20 @@ BLAZEFACE = WheelFile(
     option="--wheel",
 )
 LICENCE_SPDX = "Apache-2.0"
-ATOL = 1e-4  # largest |ONNX - tflite| (relative above 1) on the check inputs; tf2onnx 1.17 gives ~3e-5
+# Largest |ONNX - tflite| on the check inputs (regressors as fractions of the 128 px input, logits relative above 1,
+# see toolkit.models.tflite); tf2onnx 1.17 gives ~8e-6
+ATOL = 1e-4
 
 
 def convert(tflite: Path, onnx_path: Path, opset: int = 17) -> float:
-    """Convert the ``.tflite`` with tf2onnx and check it against ai-edge-litert; returns the max difference.
+    """Convert the ``.tflite`` with tf2onnx and check it (:func:`toolkit.models.tflite.to_onnx`); the max difference.
 
     Raises:
         ToolkitError: the conversion fails or the ONNX differs by more than :data:`ATOL`.
     """
-    import tf2onnx
+    from toolkit.models.tflite import to_onnx
 
-    try:
-        tf2onnx.convert.from_tflite(str(tflite), opset=opset, output_path=str(onnx_path))
-    except Exception as exc:  # tf2onnx raises many kinds
-        raise ToolkitError(f"{tflite}: tf2onnx cannot convert it ({str(exc).splitlines()[0][:200]})") from exc
-    diff = compare_outputs(tflite, onnx_path)
-    if diff > ATOL:
-        onnx_path.unlink(missing_ok=True)
-        raise ToolkitError(f"{onnx_path}: differs from {tflite.name} by {diff:.2e} (> {ATOL}); not kept")
-    return diff
-
-
-def compare_outputs(tflite: Path, onnx_path: Path, n: int = 8, seed: int = 0) -> float:
-    """Max |ONNX - tflite| / max(1, |tflite|) over every output, on noise and on smooth (photo-like) images.
-
-    Relative above 1: raw regressors reach ~150 and logits ~50, where float32 itself keeps only ~1e-5.
-    """
-    import onnxruntime as ort
-    from ai_edge_litert.interpreter import Interpreter
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    inputs = [rng.uniform(-1, 1, (1, INPUT_SIZE, INPUT_SIZE, 3)).astype(np.float32) for _ in range(n // 2)]
-    for _ in range(n - n // 2):
-        small = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-        smooth = np.asarray(small.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC), np.float32)
-        inputs.append((smooth / 127.5 - 1)[None])
-    interp = Interpreter(model_path=str(tflite))
-    interp.allocate_tensors()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    diff = 0.0
-    for x in inputs:
-        interp.set_tensor(interp.get_input_details()[0]["index"], x)
-        interp.invoke()
-        want = {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
-        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {session.get_inputs()[0].name: x})))
-        for name, value in want.items():
-            other = got.get(name)
-            if other is None or other.shape != value.shape:
-                raise ToolkitError(f"{onnx_path}: output {name!r} missing or of another shape than in {tflite.name}")
-            diff = max(diff, float(np.max(np.abs(other - value) / np.maximum(1.0, np.abs(value)))))
-    return diff
+    return to_onnx(tflite, onnx_path, atol=ATOL, value_range=(-1.0, 1.0), pixel_outputs=("regressors",), opset=opset)
 
 
 def ensure_detector(wheel: str | Path | None = None, *, find_links: str | None = None, force: bool = False,
