@@ -28,6 +28,7 @@ def test_training_on_a_full_disk(tmp_path, capsys):
     result = training_full(tmp_path, tiny_run(), free_kb=60)
     _check(result, capsys)
     assert "config.json" in result["left"]  # what was written stays, so --resume can continue after freeing space
+    assert "/new-run/backup: " in result["error"]  # the resume state's checkpoint is the first big write
 
 
 def test_feature_caching_on_a_full_disk(tmp_path, capsys):
@@ -46,10 +47,14 @@ def test_export_on_a_full_disk_keeps_the_earlier_export(tmp_path, capsys):
 @pytest.mark.parametrize("exc, where", [
     (OSError(errno.ENOSPC, "No space left on device", "/data/runs/a/.model.tmp.keras"), "/data/runs/a"),
     (OSError(errno.EDQUOT, "Disk quota exceeded", "/q/x.json"), "/q/x.json"),
-    (RuntimeError("{{function_node SaveV2_device_/job:localhost/replica:0}} /r/backup/ckpt-1_temp/part-0.tempstate1; "
+    # The resume state's checkpoint writer, as TensorFlow 2.21 words it (a ResourceExhaustedError) ...
+    (RuntimeError("{{function_node __wrapped__SaveV2_dtypes_2_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+                  "/r/backup/ckpt-0_temp/part-00000-of-00001.data-00000-of-00001.tempstate12216863727188777114; "
                   "No space left on device [Op:SaveV2]"), "/r/backup"),
-    # Under a file-size limit (ulimit -f) TensorFlow's writer fails with EFBIG's text instead.
-    (RuntimeError("/r/backup/ckpt-1_temp/part-0.tempstate1; File too large [Op:SaveV2]"), "/r/backup"),
+    # ... and under a file-size limit (ulimit -f), where it fails with EFBIG's text (an OutOfRangeError).
+    (RuntimeError("{{function_node __wrapped__SaveV2_dtypes_2_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+                  "/r/backup/ckpt-0_temp/part-00000-of-00001.data-00000-of-00001.tempstate1400225517658387602; "
+                  "File too large [Op:SaveV2]"), "/r/backup"),
 ])
 def test_disk_full_errors_name_the_folder_in_one_line(exc, where):
     err = disk_full_error(exc)
