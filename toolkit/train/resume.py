@@ -1,11 +1,11 @@
 """The resume state of a training run, written after every epoch so a killed run loses only the epoch in flight.
 
-A backup folder holds TensorFlow checkpoints (``ckpt-N.index``, ``ckpt-N.data-*``) of the model, its optimizer
-and a copy of the best epoch's weights (which become ``model.keras`` at the end), and ``state.json``: the latest
-complete checkpoint, the last finished epoch, early stopping's verdict and the best monitored value. At each
-epoch's end the checkpoint is written and synced to the disk, and only then does ``state.json`` (replaced
-atomically, synced with its folder entry) name it: a kill or a power cut at any moment leaves the last complete
-state. The write runs on the training thread; docs/training.md has what it costs.
+A backup folder holds TensorFlow checkpoints (``ckpt-N.index``, ``ckpt-N.data-*``) of the model and its optimizer
+after epoch N, and ``state.json``: the latest checkpoint, the best epoch's (whose weights become ``model.keras`` at
+the end), the last finished epoch, early stopping's verdict and the best monitored value. At each epoch's end the
+checkpoint is written and synced to the disk, and only then does ``state.json`` (replaced atomically, synced with
+its folder entry) name it; other checkpoints go after that. A kill or a power cut at any moment therefore leaves
+the last complete state. The write runs on the training thread; docs/training.md has what it costs.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
         def __init__(self):
             super().__init__()
             self.folder = Path(folder)
-            self._state = {"format": FORMAT, "epoch": -1, "stopped": False, "improved": False,
-                           "best": math.inf if best is None else float(best), "checkpoint": None}
-            self._ckpt = self._best_weights = None
+            self._state = {"format": FORMAT, "epoch": -1, "stopped": False, "improved": False, "checkpoint": None,
+                           "best": math.inf if best is None else float(best), "best_checkpoint": None}
+            self._ckpt = None
 
         def _build(self) -> None:
             """The checkpoint's objects; called under the distribution strategy's scope, which must own them."""
@@ -60,9 +60,8 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
                 optimizer = model.optimizer
                 if optimizer is not None and not getattr(optimizer, "_built", False):  # set by build()
                     optimizer.build(model.trainable_variables)  # slot variables must exist to be restored
-                self._best_weights = [t.Variable(w, trainable=False) for w in model.weights]
-                self._ckpt = t.train.Checkpoint(model=model, best_weights=self._best_weights,
-                                                **({"optimizer": optimizer} if optimizer is not None else {}))
+                parts = {"model": model} if optimizer is None else {"model": model, "optimizer": optimizer}
+                self._ckpt = t.train.Checkpoint(**parts)
 
         def restore(self) -> int:
             """Load the latest finished epoch's state, if any; returns the next epoch to train (0 if none)."""
@@ -92,9 +91,8 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             return bool(self._state["improved"])
 
         def load_best(self) -> None:
-            """Put the best epoch's weights (batch-norm statistics too) into the model."""
-            for w, b in zip(model.weights, self._best_weights):
-                w.assign(b)
+            """Put the best epoch's weights (batch-norm statistics too; its optimizer state too) into the model."""
+            self._ckpt.read(str(self.folder / self._state["best_checkpoint"])).assert_existing_objects_matched()
 
         def on_train_begin(self, logs=None):
             self._build()
@@ -107,16 +105,15 @@ def ResumeState(model, folder: Path, monitor: str, best: float | None, data_epoc
             state = dict(self._state, epoch=int(epoch), stopped=bool(model.stop_training), checkpoint=f"ckpt-{epoch}")
             value = (logs or {}).get(monitor)
             if value is not None and value < state["best"]:  # NaN never compares lower
-                state.update(best=float(value), improved=True)
-                for b, w in zip(self._best_weights, model.weights):
-                    b.assign(w)
+                state.update(best=float(value), improved=True, best_checkpoint=state["checkpoint"])
             self.folder.mkdir(parents=True, exist_ok=True)
             self._ckpt.write(str(self.folder / state["checkpoint"]))
             _sync(self.folder, state["checkpoint"])  # on the disk before state.json may name it
             write_json_atomic(self.folder / STATE, state, durable=True)
             self._state = state
+            keep = {state["checkpoint"], state["best_checkpoint"]}
             for old in self.folder.glob("ckpt-*"):  # earlier epochs, and any write a kill interrupted
-                if not old.name.startswith(f"{state['checkpoint']}."):
+                if old.name.partition(".")[0] not in keep:
                     shutil.rmtree(old) if old.is_dir() else old.unlink()
 
     return _ResumeState()
