@@ -29,6 +29,7 @@ import numpy as np
 
 from benchmarks import cli
 from toolkit.config import TrainConfig
+from toolkit.progress import progress
 
 
 class _OtherSideFailed(RuntimeError):
@@ -145,10 +146,12 @@ def benchmark_training(model: str, data: str, *, epochs: int = 3, batch_size: in
 
     later = slice(1, None) if epochs > 1 else slice(None)
     times: dict[str, list[list[float]]] = {"toolkit": [], "plain": []}
-    for r in range(rounds):
-        result = one_round("toolkit" if r % 2 == 0 else "plain")
-        for side in times:
-            times[side].append(result[side])
+    with progress("timing both sides", total=rounds, unit="rounds") as shown:
+        for r in range(rounds):
+            result = one_round("toolkit" if r % 2 == 0 else "plain")
+            for side in times:
+                times[side].append(result[side])
+            shown.advance()
     a = np.array([t for run in times["toolkit"] for t in run[later]])
     b = np.array([t for run in times["plain"] for t in run[later]])
     paired, low, high = paired_ratio(a, b)
