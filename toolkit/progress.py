@@ -92,7 +92,10 @@ class Progress:
         text = f"{self.done:,}" + (f"/{self.total:,}" if self.total else "") + f" {self.unit}"
         if self.total:
             text += f" ({100 * self.done / self.total:.0f} %)"
-        text += f", {rate:.1f} {self.unit}/s"
+        if rate >= 1 or not rate:
+            text += f", {rate:.1f} {self.unit}/s"
+        else:  # slow units (training runs, benchmark rounds): time per unit reads better than 0.0/s
+            text += f", {_duration(1 / rate)} each"
         if self.total and self.done < self.total and rate > 0:
             text += f", about {_duration((self.total - self.done) / rate)} left"
         elif self.total and self.done >= self.total:

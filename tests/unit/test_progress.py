@@ -45,6 +45,16 @@ def test_plain_lines_off_a_terminal_say_how_far_and_how_long(lines, monkeypatch)
     assert len(lines) == 3  # t=10, t=20, and the closing line
 
 
+def test_slow_units_show_the_time_each(lines, monkeypatch):
+    monkeypatch.setattr(P.sys, "stderr", io.StringIO())
+    now = [0.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: now[0])
+    with P.progress("timing both sides", total=4, unit="rounds", every=0) as shown:
+        now[0] = 120
+        shown.advance()
+    assert lines[0] == "timing both sides: 1/4 rounds (25 %), 2 min each, about 6 min left"
+
+
 def test_nothing_under_quiet(lines, capsys):
     P.OutputOptions(quiet=True).apply()
     with P.progress("x", total=3, every=0) as shown:
