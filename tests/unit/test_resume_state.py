@@ -51,7 +51,8 @@ def test_a_failed_side_releases_the_one_waiting_for_its_turn():
 
 @pytest.mark.parametrize("validate", [True, False])
 def test_every_epochs_state_holds_the_weights_at_that_epochs_end(validate, tmp_path):
-    """What state.json names is that epoch's model and optimizer, restored whole into a fresh model."""
+    """What state.json names is that epoch's model and optimizer, restored whole into a fresh model, though the
+    writer thread saves it while the next epoch already changes the weights."""
     from toolkit._keras import keras
 
     model = _model()
@@ -60,13 +61,27 @@ def test_every_epochs_state_holds_the_weights_at_that_epochs_end(validate, tmp_p
     seen = []
 
     class Check(keras().callbacks.Callback):
+        expected = None
+
         def on_epoch_end(self, epoch, logs=None):
+            self.expected = (epoch, model.get_weights(), int(model.optimizer.iterations.numpy()))
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0 and self.expected is not None:  # the next epoch's first step has changed the weights
+                self.compare()
+
+        def on_train_end(self, logs=None):
+            self.compare()
+
+        def compare(self):
+            epoch, weights, steps = self.expected
+            self.expected = None
+            state.sync()
             recorded = json.loads((folder / resume.STATE).read_text())
             fresh = _model(seed=1)
-            again = resume.ResumeState(fresh, folder, "loss", None)
-            seen.append((recorded["epoch"], again.restore(),
-                         all(np.array_equal(a, b) for a, b in zip(model.get_weights(), fresh.get_weights())),
-                         int(fresh.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())))
+            back = resume.ResumeState(fresh, folder, "loss", None).restore()
+            same = all(np.array_equal(a, b) for a, b in zip(weights, fresh.get_weights()))
+            seen.append((recorded["epoch"], back, same, int(fresh.optimizer.iterations.numpy()) == steps))
             kept = {p.name.split(".")[0] for p in folder.glob("ckpt-*")}
             assert kept <= {f"ckpt-{epoch}", recorded["best_checkpoint"]}  # the latest and the best only
 
