@@ -58,6 +58,8 @@ def test_every_epochs_state_holds_the_weights_at_that_epochs_end(validate, tmp_p
     model = _model()
     folder = tmp_path / "backup"
     state = resume.ResumeState(model, folder, "val_loss" if validate else "loss", None)
+    fresh = _model(seed=1)
+    again = resume.ResumeState(fresh, folder, "loss", None)  # restores into fresh, again and again
     seen = []
 
     class Check(keras().callbacks.Callback):
@@ -78,8 +80,7 @@ def test_every_epochs_state_holds_the_weights_at_that_epochs_end(validate, tmp_p
             self.expected = None
             state.sync()
             recorded = json.loads((folder / resume.STATE).read_text())
-            fresh = _model(seed=1)
-            back = resume.ResumeState(fresh, folder, "loss", None).restore()
+            back = again.restore()
             same = all(np.array_equal(a, b) for a, b in zip(weights, fresh.get_weights()))
             seen.append((recorded["epoch"], back, same, int(fresh.optimizer.iterations.numpy()) == steps))
             kept = {p.name.split(".")[0] for p in folder.glob("ckpt-*")}
