@@ -10,6 +10,13 @@ from collections.abc import Callable
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one ``error:`` line (exit 2), like the ``toolkit`` command's."""
 
+    def parse_args(self, args=None, namespace=None):  # noqa: D102 - argparse's, plus --quiet applied
+        from toolkit.progress import OutputOptions
+
+        ns = super().parse_args(args, namespace)
+        OutputOptions(quiet=ns.quiet).apply()
+        return ns
+
     def error(self, message: str) -> None:  # argparse prints the whole usage block first; one line is enough
         sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
         sys.exit(2)
@@ -17,8 +24,14 @@ class Parser(argparse.ArgumentParser):
 
 def parser(module: str, doc: str | None) -> Parser:
     """A parser named ``python -m benchmarks.MODULE`` whose description is the module docstring's first line."""
+    from toolkit import settings
+    from toolkit.progress import OutputOptions
+
     first = (doc or "").strip().splitlines()[0] if doc else None
-    return Parser(prog=f"python -m benchmarks.{module}", description=first)
+    p = Parser(prog=f"python -m benchmarks.{module}", description=first)
+    quiet = settings.meta(settings.fields_of(OutputOptions)["quiet"])["help"]  # the toolkit's own --quiet
+    p.add_argument("--quiet", action="store_true", help=quiet)
+    return p
 
 
 def csv_ints(text: str) -> tuple[int, ...]:
@@ -49,9 +62,12 @@ def positive(kind: type = float) -> Callable[[str], float]:
 
 
 def run(main: Callable[[list[str] | None], int]) -> None:
-    """Run ``main`` as a script: a :class:`~toolkit.errors.ToolkitError` is one ``error:`` line and exit 2."""
+    """Run ``main`` as a script: a :class:`~toolkit.errors.ToolkitError` is one ``error:`` line and exit 2; the
+    toolkit's info lines and progress go to stderr (not when ``main`` is called in-process, e.g. by a test)."""
     from toolkit.errors import ToolkitError
+    from toolkit.progress import log_to_stderr
 
+    log_to_stderr()
     try:
         sys.exit(main(None))
     except ToolkitError as exc:

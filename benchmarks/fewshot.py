@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import cli
+from toolkit.progress import progress
 
 # name -> the toolkit command line (DATA and OUT are filled in); one entry per recipe compared.
 RECIPES = {
@@ -108,24 +109,26 @@ def run_benchmark(data: Path, sizes, seeds, test_n: int, out: Path, recipes: dic
     log(f"test: {sum(map(len, test.values()))} images of {data} ({', '.join(f'{k} {len(v)}' for k, v in test.items())})"
         f", never sampled for training; degraded copy in {degraded}")
     rows = []
-    for n in sizes:
-        for seed in seeds:
-            train = _link_folder(out / f"train-{n}-{seed}", sample(pool, n, seed))
-            for name, template in recipes.items():
-                run = out / f"{''.join(w[0] for w in name.split()).lower()}-{n}-{seed}"
-                shutil.rmtree(run, ignore_errors=True)
-                argv = [str(train) if a == "DATA" else str(run) if a == "OUT" else a for a in template]
-                argv += ["--seed", str(seed)]
-                t0 = time.perf_counter()
-                if main(argv) != 0:
-                    raise SystemExit(f"error: {' '.join(argv)} failed")
-                seconds = time.perf_counter() - t0
-                acc = {kind: evaluate(str(run), data=str(folder), out=str(run / f"eval-{kind}"))["accuracy"]
-                       for kind, folder in (("clean", clean), ("degraded", degraded))}
-                rows.append({"recipe": name, "n": n, "seed": seed, **acc, "cv": _cv_estimate(run),
-                             "seconds": round(seconds, 1)})
-                log(f"{name:<26} n={n:<4} seed={seed}  clean {acc['clean']:.3f}  degraded {acc['degraded']:.3f}"
-                    f"  cv {rows[-1]['cv'] or '-'}  ({seconds:.0f} s)")
+    with progress("training every recipe", total=len(sizes) * len(seeds) * len(recipes), unit="runs") as shown:
+        for n in sizes:
+            for seed in seeds:
+                train = _link_folder(out / f"train-{n}-{seed}", sample(pool, n, seed))
+                for name, template in recipes.items():
+                    run = out / f"{''.join(w[0] for w in name.split()).lower()}-{n}-{seed}"
+                    shutil.rmtree(run, ignore_errors=True)
+                    argv = [str(train) if a == "DATA" else str(run) if a == "OUT" else a for a in template]
+                    argv += ["--seed", str(seed)]
+                    t0 = time.perf_counter()
+                    if main(argv) != 0:
+                        raise SystemExit(f"error: {' '.join(argv)} failed")
+                    seconds = time.perf_counter() - t0
+                    acc = {kind: evaluate(str(run), data=str(folder), out=str(run / f"eval-{kind}"))["accuracy"]
+                           for kind, folder in (("clean", clean), ("degraded", degraded))}
+                    rows.append({"recipe": name, "n": n, "seed": seed, **acc, "cv": _cv_estimate(run),
+                                 "seconds": round(seconds, 1)})
+                    log(f"{name:<26} n={n:<4} seed={seed}  clean {acc['clean']:.3f}  degraded {acc['degraded']:.3f}"
+                        f"  cv {rows[-1]['cv'] or '-'}  ({seconds:.0f} s)")
+                    shown.advance()
     return rows
 
 

@@ -133,7 +133,7 @@ def sample_images():
 
 # ---- image folders -------------------------------------------------------------------------------
 
-def _good_png(seed: int) -> bytes:
+def good_png(seed: int) -> bytes:
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -171,7 +171,7 @@ def build_tree(root: bytes, case: dict) -> int:
     for ci, count in enumerate(case["goods"]):
         for j in range(count):
             with open(os.path.join(root, classes[ci], b"good%d.png" % j), "wb") as f:
-                f.write(_good_png(ci * 10 + j))
+                f.write(good_png(ci * 10 + j))
             written += 1
     for i, (ci, (stem, suffix, (_, data, _))) in enumerate(case["files"]):
         path = os.path.join(root, classes[ci], stem + b"%d" % i + suffix.encode())
@@ -203,6 +203,11 @@ def build_tree(root: bytes, case: dict) -> int:
 # ---- course .h5 files ----------------------------------------------------------------------------
 
 H5_KEYS = ("train_set_x", "train_set_y", "list_classes", "test_set_x", "test_set_y", "other")
+
+
+# A correct course file (4 images, both classes): the h5 fuzzer always tries it besides what it draws.
+VALID_H5 = ("h5", {"train_set_x": ("dataset", "uint8", (4, 8, 8, 3), 1), "train_set_y": ("labels01", "int64", (4,), 0),
+                   "list_classes": ("dataset", "S8", (2,), 0)}, "train_x.h5")
 
 
 def sample_h5():

@@ -1,8 +1,8 @@
 """SIGKILL ``toolkit train``, ``export``, ``pipeline run`` and feature caching, then check what is left.
 
 Training is killed at random moments (a random epoch, a random fraction of it, or while the run is
-finishing), because its checkpoints are written by TensorFlow on background threads that no Python
-line counter sees. Export, pipelines and the feature cache are killed at random *line events* of
+finishing), because its checkpoints are written inside TensorFlow's C++ ops, which no Python line
+counter sees. Export, pipelines and the feature cache are killed at random *line events* of
 their own modules (:mod:`benchmarks.killer`), which reaches every write window exactly and
 repeatably. After each kill: what a later run would trust must be complete, and the re-run finishes.
 """

@@ -11,23 +11,17 @@ of the last callback.
 
 Epoch times on a shared machine drift by ±5 % over minutes, more than the difference measured, so the
 two sides run in one process, in two threads that take turns epoch by epoch (toolkit, plain, toolkit,
-plain, ...; a round later plain goes first): neighbouring epochs see the same machine. In a real run the
-resume state is written by a background thread while the next epoch trains, mostly by DMA (O_DIRECT);
-here the toolkit side waits for that write before handing over, so it never lands on the plain side,
-and the CPU seconds the writing thread used are added to the toolkit's epoch: what a real run's next
-epoch would lose to it (the trainer knows nothing of this: :func:`_watched_resume_states` wraps the
-resume states it makes while the benchmark runs). The first epoch traces graphs on both sides, so the
-later epochs are compared: fastest against fastest and median against median.
+plain, ...; a round later plain goes first): neighbouring epochs see the same machine. The resume state is
+written on the training thread at each epoch's end, so the toolkit's epoch time includes it. The first epoch
+traces graphs on both sides, so the later epochs are compared: fastest against fastest and median against median.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +29,7 @@ import numpy as np
 
 from benchmarks import cli
 from toolkit.config import TrainConfig
+from toolkit.progress import progress
 
 
 class _OtherSideFailed(RuntimeError):
@@ -69,42 +64,8 @@ class _Turns:
             self._cv.notify_all()
 
 
-@contextlib.contextmanager
-def _watched_resume_states(found: list) -> Iterator[None]:
-    """While active, every resume state the toolkit's trainer makes is appended to ``found``, and the thread
-    CPU seconds of each of its writes to the state's ``write_cpu`` list (the write runs on its own thread)."""
-    from toolkit.train import fit
-
-    real = fit.ResumeState
-
-    def watched(*args, **kwargs):
-        state = real(*args, **kwargs)
-        persist, state.write_cpu = state._persist, []
-
-        def timed(slot, content) -> None:  # runs on the writer thread: its CPU clock is the write's alone
-            start = time.thread_time()
-            try:
-                persist(slot, content)
-            finally:
-                state.write_cpu.append(time.thread_time() - start)
-
-        state._persist = timed  # an instance attribute: the callback submits self._persist to its writer
-        found.append(state)
-        return state
-
-    fit.ResumeState = watched
-    try:
-        yield
-    finally:
-        fit.ResumeState = real
-
-
-def _epoch_clock(turns: _Turns, side: str, states: list | None = None):
-    """A callback that takes its side's turns and records wall seconds per epoch; put it last so it sees the others.
-
-    ``states`` (the toolkit side's, filled by :func:`_watched_resume_states`): the latest resume state's write
-    is waited for before the turn passes, and the write's CPU seconds are counted.
-    """
+def _epoch_clock(turns: _Turns, side: str):
+    """A callback that takes its side's turns and records wall seconds per epoch; put it last so it sees the others."""
     from toolkit._keras import keras
 
     class Clock(keras().callbacks.Callback):
@@ -117,13 +78,7 @@ def _epoch_clock(turns: _Turns, side: str, states: list | None = None):
             self._t0 = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            seconds = time.perf_counter() - self._t0
-            if states:  # the write's CPU time, which a real run's next epoch would lose
-                state = states[-1]
-                state.sync()
-                seconds += sum(state.write_cpu)
-                state.write_cpu.clear()
-            self.times.append(seconds)
+            self.times.append(time.perf_counter() - self._t0)
             turns.done()
             if epoch + 1 == self.params["epochs"]:  # what this side does after training waits for the other side
                 turns.wait_all()
@@ -163,14 +118,13 @@ def benchmark_training(model: str, data: str, *, epochs: int = 3, batch_size: in
     def one_round(first: str) -> dict[str, list[float]]:
         sides = ["toolkit", "plain"] if first == "toolkit" else ["plain", "toolkit"]
         turns = _Turns(sides * epochs)
-        states: list = []
-        clocks = {"toolkit": _epoch_clock(turns, "toolkit", states), "plain": _epoch_clock(turns, "plain")}
+        clocks = {"toolkit": _epoch_clock(turns, "toolkit"), "plain": _epoch_clock(turns, "plain")}
         started = threading.Event()  # the second side sets up while the first one's first epoch runs
 
         def toolkit_side() -> None:
             if first != "toolkit":
                 started.wait()
-            with tempfile.TemporaryDirectory() as tmp, _watched_resume_states(states):
+            with tempfile.TemporaryDirectory() as tmp:
                 train(dataclasses.replace(config, out=str(Path(tmp) / "run")), data=ds,
                       extra_callbacks=(_Starter(started), clocks["toolkit"]))
 
@@ -192,10 +146,12 @@ def benchmark_training(model: str, data: str, *, epochs: int = 3, batch_size: in
 
     later = slice(1, None) if epochs > 1 else slice(None)
     times: dict[str, list[list[float]]] = {"toolkit": [], "plain": []}
-    for r in range(rounds):
-        result = one_round("toolkit" if r % 2 == 0 else "plain")
-        for side in times:
-            times[side].append(result[side])
+    with progress("timing both sides", total=rounds, unit="rounds") as shown:
+        for r in range(rounds):
+            result = one_round("toolkit" if r % 2 == 0 else "plain")
+            for side in times:
+                times[side].append(result[side])
+            shown.advance()
     a = np.array([t for run in times["toolkit"] for t in run[later]])
     b = np.array([t for run in times["plain"] for t in run[later]])
     paired, low, high = paired_ratio(a, b)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import cli
+from toolkit.progress import progress
 from toolkit.train import runs
 
 
@@ -138,14 +139,16 @@ def transfer_benchmark(pretrain: str, data: str, *, train_n: int = 200, test_n: 
                                                data=ds)),
         ]
     rows = []
-    for i, (name, fn) in enumerate(contenders):
-        t0 = time.perf_counter()
-        run = fn(str(work / f"c{i}"))
-        m = json.loads((run.path / runs.METRICS).read_text())
-        sizes = run.config["sizes"]
-        rows.append({"contender": name, "test_accuracy": m["accuracy"], "test_n": m["n"],
-                     "train_n": f"{sizes['train']}+{sizes['val']}", "seconds": time.perf_counter() - t0,
-                     "run": str(run.path)})
+    with progress("training every contender", total=len(contenders), unit="runs") as shown:
+        for i, (name, fn) in enumerate(contenders):
+            t0 = time.perf_counter()
+            run = fn(str(work / f"c{i}"))
+            m = json.loads((run.path / runs.METRICS).read_text())
+            sizes = run.config["sizes"]
+            rows.append({"contender": name, "test_accuracy": m["accuracy"], "test_n": m["n"],
+                         "train_n": f"{sizes['train']}+{sizes['val']}", "seconds": time.perf_counter() - t0,
+                         "run": str(run.path)})
+            shown.advance()
     return rows
 
 

@@ -31,7 +31,8 @@ def disk_full_error(exc: BaseException, where: str | None = None, hint: str | No
     """A one-line :class:`ToolkitError` for a write that failed on a full disk; None for any other error.
 
     Recognises OSError's errno (ENOSPC, EDQUOT, EFBIG) and the same conditions inside the messages of
-    libraries that wrap them (TensorFlow's checkpoint writer, h5py), anywhere in the exception chain.
+    libraries that wrap them (TensorFlow's checkpoint writer, which keeps the resume state; h5py), anywhere in
+    the exception chain.
 
     Args:
         exc: the exception a write raised.

@@ -1,23 +1,20 @@
 """Helpers for the door-runtime reliability tests (no TensorFlow): live servers with the production uvicorn
 settings, raw-socket HTTP, gpiozero mock pins, a door loop on a folder camera.
 
-Reuses tests/runtime/runtime_support.py (tiny ONNX exports built with the onnx helper API).
+Reuses tests/runtime/runtime_support.py (tiny ONNX exports built with the onnx helper API), which
+tests/conftest.py makes importable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 from pathlib import Path
 
 from PIL import Image
+from runtime_support import LiveServer, frame, free_port, jpeg, make_export
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-
-from runtime_support import LiveServer, frame, free_port, jpeg, make_export  # noqa: E402
-
-from toolkit.runtime.config import ServeConfig  # noqa: E402
+from toolkit.runtime.config import ServeConfig
 
 __all__ = ["frame", "free_port", "jpeg", "make_export", "GuardedServer", "mock_pins", "raw_http", "folder_camera"]
 HAPPY, SAD = 220, 40

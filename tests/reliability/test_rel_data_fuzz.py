@@ -2,23 +2,18 @@
 ones run in ``python -m benchmarks.selftest --only fuzz``). Every case ends in data or one ToolkitError line,
 in time."""
 
-import time
-
 import pytest
-from train_support import announce
 
 from benchmarks.fuzz import fuzz_decode, fuzz_folders, fuzz_h5
-
-SEED = int(time.time()) % 10_000  # printed with the counts, so a failing case can be replayed
 
 
 @pytest.mark.parametrize("fuzz, budget", [(fuzz_decode, 150), (fuzz_folders, 40), (fuzz_h5, 120)],
                          ids=["decode_image", "folders", "h5"])
-def test_loaders_never_crash_or_hang(fuzz, budget, capsys):
-    tally = fuzz(budget, SEED)
-    announce(capsys, f"fuzz {tally.name}, seed {SEED}: {tally.cases} cases tried, {tally.accepted} accepted, "
-                     f"{tally.refused} refused in one line, {tally.skipped_files} files skipped, slowest "
-                     f"{tally.slowest:.2f} s")
+def test_loaders_never_crash_or_hang(seed, fuzz, budget, announce):
+    tally = fuzz(budget, seed)
+    announce(f"fuzz {tally.name}, seed {seed}: {tally.cases} cases tried, {tally.accepted} accepted, "
+             f"{tally.refused} refused in one line, {tally.skipped_files} files skipped, slowest "
+             f"{tally.slowest:.2f} s")
     assert tally.failures == [], tally.failures[0]
     assert tally.cases >= budget
     assert tally.refused > 0  # the generators do produce hostile input

@@ -14,7 +14,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from train_support import announce, tiny_export, tiny_run
 
 from benchmarks.common import DATA
 from benchmarks.modelfiles import sweep
@@ -27,20 +26,20 @@ pytestmark = pytest.mark.slow
 TOOLKIT = Path(__file__).resolve().parents[2] / "toolkit"
 
 
-def test_truncated_and_bit_flipped_model_files(tmp_path, capsys):
-    sources = [tiny_run() / "model.keras", tiny_export() / "model.onnx", tiny_export() / "model.tflite"]
+def test_truncated_and_bit_flipped_model_files(tmp_path, announce, tiny_run, tiny_export):
+    sources = [tiny_run / "model.keras", tiny_export / "model.onnx", tiny_export / "model.tflite"]
     for row in sweep(sources, tmp_path, cuts=3, flips=3, seed=1):
-        announce(capsys, f"damaged .{row['format']}: {row['cases']} files, {row['refused']} refused in one line, "
-                         f"{row['loaded']} loaded (bit flips in weights), {row['exception']} escaped, "
-                         f"{row['crashed']} crashed")
+        announce(f"damaged .{row['format']}: {row['cases']} files, {row['refused']} refused in one line, "
+                 f"{row['loaded']} loaded (bit flips in weights), {row['exception']} escaped, "
+                 f"{row['crashed']} crashed")
         assert row["exception"] == row["crashed"] == row["refused-multiline"] == 0, row["examples"]
         assert row["refused"] >= 8  # every truncation and the random junk file
 
 
 @pytest.mark.parametrize("command", ["export", "predict", "evaluate"])
-def test_cli_refuses_a_corrupt_keras_file_in_one_line(command, tmp_path, capsys):
+def test_cli_refuses_a_corrupt_keras_file_in_one_line(command, tmp_path, capsys, tiny_run):
     bad = tmp_path / "model.keras"
-    bad.write_bytes((tiny_run() / "model.keras").read_bytes()[:5000])
+    bad.write_bytes((tiny_run / "model.keras").read_bytes()[:5000])
     args = {"export": ["export", str(bad), "--data", DATA, "--out", str(tmp_path / "x")],
             "predict": ["predict", str(bad), str(tmp_path / "img.png")],
             "evaluate": ["evaluate", str(bad), "--data", DATA]}[command]
@@ -51,9 +50,11 @@ def test_cli_refuses_a_corrupt_keras_file_in_one_line(command, tmp_path, capsys)
     assert "Traceback" not in text and not (tmp_path / "x").exists()
 
 
-def _copy_export(tmp_path) -> Path:
+@pytest.fixture
+def copied_export(tmp_path, tiny_export) -> Path:
+    """A copy of the tiny export that a test may damage."""
     folder = tmp_path / "export"
-    shutil.copytree(tiny_export(), folder)
+    shutil.copytree(tiny_export, folder)
     return folder
 
 
@@ -74,13 +75,13 @@ def _refused(folder: Path, match: str) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_runtime_accepts_the_untouched_export(tmp_path):
-    p = Predictor(_copy_export(tmp_path))
+def test_runtime_accepts_the_untouched_export(copied_export, tmp_path):
+    p = Predictor(copied_export)
     assert p.predict(np.zeros((40, 50, 3), np.uint8)).label in p.labels
 
 
-def test_manifest_hash_mismatch(tmp_path):
-    folder = _copy_export(tmp_path)
+def test_manifest_hash_mismatch(copied_export, tmp_path):
+    folder = copied_export
     with open(folder / "model.onnx", "ab") as f:
         f.write(b"\0")
     _refused(folder, "does not match files")
@@ -97,8 +98,8 @@ def test_manifest_hash_mismatch(tmp_path):
     (lambda m: m.pop("files"), "malformed manifest"),
     (lambda m: m.update(serve="model.tflite"), "runs 'onnx' files only"),
 ])
-def test_manifest_that_does_not_match_its_file(tmp_path, edit, match):
-    folder = _copy_export(tmp_path)
+def test_manifest_that_does_not_match_its_file(copied_export, tmp_path, edit, match):
+    folder = copied_export
     _edit_manifest(folder, edit)
     _refused(folder, match)
 
@@ -113,15 +114,15 @@ def _rename_input(model: onnx.ModelProto, new: str) -> onnx.ModelProto:
     return model
 
 
-def test_onnx_with_an_unexpected_input_name(tmp_path):
-    folder = _copy_export(tmp_path)
+def test_onnx_with_an_unexpected_input_name(copied_export, tmp_path):
+    folder = copied_export
     onnx.save(_rename_input(onnx.load(folder / "model.onnx"), "input_1"), folder / "model.onnx")
     _rehash(folder)
     _refused(folder, r"inputs \['input_1'\] do not match input.name 'image'")
 
 
-def test_onnx_with_an_nchw_input(tmp_path):
-    folder = _copy_export(tmp_path)
+def test_onnx_with_an_nchw_input(copied_export, tmp_path):
+    folder = copied_export
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2, 3], keepdims=0),
          helper.make_node("Reshape", ["m", "shape"], ["probs"])],
@@ -133,8 +134,8 @@ def test_onnx_with_an_nchw_input(tmp_path):
     _refused(folder, "does not match input.shape")
 
 
-def test_truncated_onnx_with_a_matching_hash(tmp_path):
-    folder = _copy_export(tmp_path)
+def test_truncated_onnx_with_a_matching_hash(copied_export, tmp_path):
+    folder = copied_export
     data = (folder / "model.onnx").read_bytes()
     (folder / "model.onnx").write_bytes(data[: len(data) // 3])
     _rehash(folder)
@@ -170,12 +171,12 @@ def test_a_lambda_layer_is_refused_and_its_code_never_runs(tmp_path):
     assert rc == 2 and not marker.exists()
 
 
-def test_loading_never_unpickles(tmp_path, monkeypatch):
+def test_loading_never_unpickles(tmp_path, monkeypatch, tiny_run, tiny_export):
     from toolkit.export.validate import load_runner
     from toolkit.runtime.manifest import load_manifest
     from toolkit.train.runs import load_keras_model
 
-    model = load_keras_model(tiny_run() / "model.keras")
+    model = load_keras_model(tiny_run / "model.keras")
     model.save(tmp_path / "model.h5")
 
     def refuse(*args, **kwargs):
@@ -185,11 +186,11 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
         monkeypatch.setattr(pickle, name, refuse)
     for name in ("load", "loads"):
         monkeypatch.setattr(f"_pickle.{name}", refuse)
-    load_keras_model(tiny_run() / "model.keras")
+    load_keras_model(tiny_run / "model.keras")
     load_keras_model(tmp_path / "model.h5")
-    load_manifest(tiny_export())
-    Predictor(tiny_export())
-    load_runner(tiny_export() / "model.tflite")(np.zeros((1, 32, 32, 3), np.float32))
+    load_manifest(tiny_export)
+    Predictor(tiny_export)
+    load_runner(tiny_export / "model.tflite")(np.zeros((1, 32, 32, 3), np.float32))
 
 
 def test_no_unpickling_or_marshal_in_the_toolkit_source():

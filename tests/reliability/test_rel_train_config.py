@@ -9,7 +9,6 @@ import logging
 
 import pytest
 import typer
-from train_support import tiny_run
 
 from benchmarks.common import DATA
 from toolkit.cli import app, main
@@ -167,9 +166,9 @@ def test_batch_size_larger_than_the_data_is_one_warning_line_and_trains(tmp_path
 
 
 @pytest.mark.slow
-def test_freeze_beyond_the_layer_count_names_the_flag_and_leaves_nothing(tmp_path, capsys):
+def test_freeze_beyond_the_layer_count_names_the_flag_and_leaves_nothing(tmp_path, capsys, tiny_run):
     out = tmp_path / "ft"
-    rc = main(["finetune", "happy", "--weights", str(tiny_run()), "--data", DATA, "--image-size", "32",
+    rc = main(["finetune", "happy", "--weights", str(tiny_run), "--data", DATA, "--image-size", "32",
                "--freeze", "999", "--out", str(out)])
     text = capsys.readouterr().err
     err = [line for line in text.splitlines() if line.startswith("error: ")]

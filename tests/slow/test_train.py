@@ -56,44 +56,50 @@ def test_occupied_run_folder_is_refused(run):
         train(_config(run.path))
 
 
-def test_resume_continues_after_the_last_finished_epoch(tmp_path):
+def _interrupt_at(epoch: int, batch: int):
+    """A callback that stops training with KeyboardInterrupt (as Ctrl-C would) after ``batch`` of ``epoch``."""
+    from toolkit._keras import keras
+
+    class Interrupt(keras().callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch = e
+
+        def on_train_batch_end(self, b, logs=None):
+            if (self.epoch, b) == (epoch, batch):
+                raise KeyboardInterrupt
+
+    return Interrupt()
+
+
+def test_resume_continues_after_the_last_finished_epoch(run, tmp_path):
     out = tmp_path / "r"
-    train(_config(out, epochs=1))
-    (out / "model.keras").unlink()  # as if killed before the checkpoint of a later epoch
-    cfg = _config(out, epochs=1)
+    with pytest.raises(KeyboardInterrupt):  # mid-way through the second (last) epoch
+        train(_config(out), extra_callbacks=(_interrupt_at(1, 1),))
+    assert (out / "backup").is_dir() and not (out / "model.keras").exists()
+    assert [int(r["epoch"]) for r in runs.read_history(out)] == [0]
     with pytest.raises(ToolkitError, match="--resume must use the run's own settings"):
-        train(TrainConfig(**{**cfg.to_dict(), "augment": (), "resume": True, "lr": 0.5}))
+        train(TrainConfig(**{**_config(out).to_dict(), "augment": (), "resume": True, "lr": 0.5}))
     with pytest.raises(ToolkitError, match="nothing to resume"):
         train(_config(tmp_path / "none", resume=True))
+    resumed = train(_config(out, resume=True))
+    # Only the epoch in flight was trained again, and the result is the uninterrupted run's (the `run` fixture).
+    assert (out / "history.csv").read_text().count("\n") == 3  # header, epoch 0, epoch 1: epoch 0 not repeated
+    def losses(path):
+        return [{k: v for k, v in row.items() if k != "epoch_time"} for row in runs.read_history(path)]
+
+    assert losses(out) == losses(run.path)
+    a, b = run.load_model().get_weights(), resumed.load_model().get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not (out / "backup").exists()
 
 
 def test_resume_after_interrupt_keeps_finished_epochs(tmp_path):
-    from toolkit._keras import keras
-
     out = tmp_path / "r"
-
-    class Interrupt(keras().callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
-    # Simulate a crash during epoch 3 of 4 by patching fit's callback list through Keras' own hook.
-    import toolkit.train.fit as fit
-
-    real_fit = keras().Model.fit
-
-    def fit_with_interrupt(self, *a, callbacks=None, **kw):
-        return real_fit(self, *a, callbacks=[*callbacks, Interrupt()], **kw)
-
-    keras().Model.fit = fit_with_interrupt
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fit.train(_config(out, epochs=4))
-    finally:
-        keras().Model.fit = real_fit
+    with pytest.raises(KeyboardInterrupt):  # during epoch 3 of 4
+        train(_config(out, epochs=4), extra_callbacks=(_interrupt_at(2, 0),))
     assert (out / "backup").is_dir()
     assert [int(r["epoch"]) for r in runs.read_history(out)] == [0, 1]
-    fit.train(_config(out, epochs=4, resume=True))
+    train(_config(out, epochs=4, resume=True))
     assert [int(r["epoch"]) for r in runs.read_history(out)] == [0, 1, 2, 3]
     assert not (out / "backup").exists()
 

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from runtime_support import build_fake_detector  # tests/runtime's helper, importable through tests/conftest.py
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-
-from runtime_support import build_fake_detector  # noqa: E402
-
-from toolkit.data import load_data  # noqa: E402
-from toolkit.data.spec import parse_spec  # noqa: E402
-from toolkit.errors import ToolkitError  # noqa: E402
-from toolkit.runtime.detect import cached_detector_path  # noqa: E402
+from toolkit.data import load_data
+from toolkit.data.spec import parse_spec
+from toolkit.errors import ToolkitError
+from toolkit.runtime.detect import cached_detector_path
 
 
 def _photos(root: Path) -> Path:

@@ -8,13 +8,13 @@ friends are imported inside the command bodies.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 
 import typer
 
 from toolkit import __version__
 from toolkit.errors import ToolkitError
+from toolkit.progress import log_to_stderr
 
 app = typer.Typer(
     name="toolkit",
@@ -46,38 +46,9 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"toolkit.cli.{_name}")
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record comes (in-process callers such as tests swap it)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _setup_logging() -> None:
-    # Library warnings and progress reach the console as "warning: ..." lines, not tracebacks.
-    handler = _StderrHandler()
-    handler.setFormatter(_LowerLevelFormatter("%(levelname)s: %(message)s"))
-    root = logging.getLogger("toolkit")
-    if not root.handlers:
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        root.propagate = False
-
-
-class _LowerLevelFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        record.levelname = record.levelname.lower()
-        return super().format(record)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes become one ``error:`` line and exit status 2."""
-    _setup_logging()
+    log_to_stderr()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="toolkit", standalone_mode=False)

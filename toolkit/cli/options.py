@@ -18,6 +18,7 @@ import typer
 
 from toolkit import settings as S
 from toolkit.errors import ToolkitError
+from toolkit.progress import OutputOptions
 
 
 def _alias_param(alias: str) -> str:
@@ -98,6 +99,8 @@ def _apply_aliases(cls, kwargs: dict) -> None:
 def config_command(app: typer.Typer, *classes, name: str | None = None, skip: tuple = ()):
     """Register the decorated ``fn(config, ..., **extras)`` as a command whose options come from ``classes``.
 
+    Every such command also takes :class:`toolkit.progress.OutputOptions` (``--quiet``), applied before ``fn`` runs.
+
     Args:
         app: the typer app to add the command to.
         classes: config dataclasses; each is built from its own options and passed positionally, in order.
@@ -109,7 +112,7 @@ def config_command(app: typer.Typer, *classes, name: str | None = None, skip: tu
         own = list(inspect.signature(fn).parameters.values())[len(classes):]
         hints = typing.get_type_hints(fn)
         params, annotations, seen = [], {}, set()
-        for cls in classes:
+        for cls in (*classes, OutputOptions):
             for param, annotation in _params(cls, skip):
                 if param.name in seen:  # a field two classes share (e.g. seed) is one option
                     continue
@@ -126,6 +129,7 @@ def config_command(app: typer.Typer, *classes, name: str | None = None, skip: tu
             for cls in classes:
                 _apply_aliases(cls, kwargs)
             configs = [build(cls, kwargs) for cls in classes]  # each takes the options that are its fields
+            build(OutputOptions, kwargs).apply()
             return fn(*configs, **{p.name: kwargs[p.name] for p in own})
 
         callback.__signature__ = inspect.Signature(params)

@@ -94,9 +94,15 @@ def load_runner(path: str | Path, threads: int | None = None):
     raise ToolkitError(f"{path}: unknown model file type; expected .onnx or .tflite")
 
 
-def predict(runner, x: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Run ``runner`` over ``x`` in batches; returns float32 (N, C)."""
-    outs = [runner(x[i : i + batch]) for i in range(0, len(x), batch)]
+def predict(runner, x: np.ndarray, batch: int = 32, what: str = "checking an exported file") -> np.ndarray:
+    """Run ``runner`` over ``x`` in batches, showing progress as ``what``; returns float32 (N, C)."""
+    from toolkit.progress import progress
+
+    outs = []
+    with progress(what, total=len(x)) as shown:
+        for i in range(0, len(x), batch):
+            outs.append(runner(x[i : i + batch]))
+            shown.advance(len(outs[-1]))
     return np.concatenate(outs).reshape(len(x), -1).astype(np.float32)
 
 

@@ -1,2 +1,3 @@
-"""Training: from scratch (:mod:`.fit`), evaluation (:mod:`.evaluate`), prediction (:mod:`.predict`),
-and the run folder that ties them together (:mod:`.runs`)."""
+"""Training: from scratch (:mod:`.fit`), fine-tuning (:mod:`.finetune`), cached features and a head (:mod:`.features`,
+:mod:`.cvhead`), the resume state (:mod:`.resume`), evaluation (:mod:`.evaluate`), and the run folder that ties
+them together (:mod:`.runs`)."""

@@ -32,6 +32,7 @@ import numpy as np
 from toolkit import metrics
 from toolkit._keras import predict_array
 from toolkit.errors import ToolkitError, disk_full_error
+from toolkit.progress import progress
 
 log = logging.getLogger("toolkit.features")
 CACHE_ENV = "TOOLKIT_CACHE"
@@ -187,12 +188,14 @@ def _compute(base, split, folder: Path, batch_size: int) -> float:
     x = _open_reserved(folder / "features.npy", np.float32, (len(split), dim))
     y = _open_reserved(folder / "labels.npy", np.int64, (len(split),))
     i = 0
-    for xb, yb in batches(split, batch_size):  # no shuffle, no augmentation: features of the images as they are
-        # predict_on_batch runs the compiled graph in inference mode (frozen BN) and returns only this batch.
-        out = np.asarray(base.predict_on_batch(xb), dtype=np.float32).reshape(len(yb), dim)
-        x[i:i + len(out)] = out
-        y[i:i + len(out)] = yb.numpy()
-        i += len(out)
+    with progress(f"caching {split.name} features", total=len(split)) as shown:
+        for xb, yb in batches(split, batch_size):  # no shuffle, no augmentation: features of the images as they are
+            # predict_on_batch runs the compiled graph in inference mode (frozen BN) and returns only this batch.
+            out = np.asarray(base.predict_on_batch(xb), dtype=np.float32).reshape(len(yb), dim)
+            x[i:i + len(out)] = out
+            y[i:i + len(out)] = yb.numpy()
+            i += len(out)
+            shown.advance(len(out))
     if i != len(split):
         raise ToolkitError(f"{split.name} split: {i} of {len(split)} images reached the base; was the data changed?")
     x.flush()

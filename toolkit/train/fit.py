@@ -275,8 +275,9 @@ def fit_model(model, out: Path, train_ds, val_ds, *, epochs: int, patience: int,
     if start < epochs and not state.stopped:
         if start > initial_epoch:
             log.info("resuming after epoch %d (from %s)", start, state.folder)
+        verbose = (1 if sys.stdout.isatty() else 2) if log.isEnabledFor(logging.INFO) else 0  # 0: --quiet
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=start, callbacks=callbacks,
-                  verbose=1 if sys.stdout.isatty() else 2)
+                  verbose=verbose)
     if state.improved:  # this stage improved on the best so far: that epoch becomes the model
         state.load_best()
         save_model_atomic(model, checkpoint or out / runs.MODEL)

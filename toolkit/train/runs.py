@@ -7,7 +7,7 @@ runs/NAME/
   history.csv    one row per finished epoch
   metrics.json   test-split metrics (rewritten by `toolkit evaluate`)
   curves.png     loss and accuracy per epoch
-  backup/        BackupAndRestore state while a run is unfinished (removed when it completes)
+  backup/        the resume state while a run is unfinished (removed when it completes; see resume.py)
   logs/          TensorBoard logs
 ```
 """

@@ -1,0 +1,67 @@
+"""Helpers every test folder shares, as fixtures, so no test imports a helper module by its bare name.
+
+- ``announce``: print a figure past pytest's capture (the reliability tests report what they measured).
+- ``seed``: the seed of randomised tests (fuzzing, kill points): ``$TOOLKIT_TEST_SEED``, else 0. Fixed, so a
+  run repeats the last one; set the variable to explore other cases. The tests print it with their figures.
+- ``tiny_run`` / ``tiny_export`` (once per session): a finished HappyModel run (32x32, 64 synthetic faces,
+  2 epochs) and its ONNX + TFLite float export, made on first use.
+
+The door runtime's helper modules (``tests/runtime/runtime_support.py``: tiny ONNX exports, frames, a live
+server; ``tests/reliability/door_support.py``) are imported by name from tests/runtime, tests/reliability and
+tests/unit; their folders are put on the path here, once. Heavy imports stay inside the fixtures:
+``tests/runtime/run_without_tf.sh`` loads this file in a venv without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+for _folder in (HERE / "runtime", HERE / "reliability"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
+
+
+@pytest.fixture
+def announce(capsys):
+    """``announce(text)`` prints a figure so it shows in the test output even though pytest captures output."""
+
+    def say(text: str) -> None:
+        with capsys.disabled():
+            print(f"\n  [reliability] {text}", flush=True)
+
+    return say
+
+
+@pytest.fixture(scope="session")
+def seed() -> int:
+    """``$TOOLKIT_TEST_SEED`` or 0: randomised tests draw the same cases every run unless told otherwise."""
+    return int(os.environ.get("TOOLKIT_TEST_SEED", "0"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished HappyModel run (32x32, 64 synthetic faces, 2 epochs), trained in this process."""
+    from benchmarks.common import BATCH, DATA, IMAGE_SIZE
+    from toolkit.config import TrainConfig
+    from toolkit.train.fit import train
+
+    out = tmp_path_factory.mktemp("rel-train") / "run"
+    train(TrainConfig(model="happy", data=DATA, out=str(out), epochs=2, batch_size=BATCH, image_size=IMAGE_SIZE,
+                      patience=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    """The tiny run exported to ONNX and TFLite (float32), with its manifest."""
+    from toolkit.export import ExportConfig, export
+
+    out = tmp_path_factory.mktemp("rel-export") / "exported" / "happy"
+    export(ExportConfig(source=str(tiny_run), out=str(out), formats=("onnx", "tflite"), quantize=("none",)),
+           log=lambda msg: None)
+    return out
