@@ -111,7 +111,8 @@ def config_command(app: typer.Typer, *classes, name: str | None = None, skip: tu
     def decorate(fn: Callable) -> Callable:
         own = list(inspect.signature(fn).parameters.values())[len(classes):]
         hints = typing.get_type_hints(fn)
-        params, annotations, seen = [], {}, set()
+        params, annotations = [], {}
+        seen = {p.name for p in own if p.name in S.fields_of(OutputOptions)}  # a command's own --quiet wins
         for cls in (*classes, OutputOptions):
             for param, annotation in _params(cls, skip):
                 if param.name in seen:  # a field two classes share (e.g. seed) is one option
