@@ -117,8 +117,11 @@ def rename(proto, old: str, new: str) -> None:
             value.name = new
 
 
-def export(ctx, path: Path, quantization: str) -> None:
-    """Write ``path``: the float ONNX model, or its float16 / dynamic / int8 / QAT variant, with metadata."""
+def export(ctx, path: Path, quantization: str, float_layers: tuple = ()) -> None:
+    """Write ``path``: the float ONNX model, or its float16 / dynamic / int8 / QAT variant, with metadata.
+
+    ``float_layers``: int8 only, Keras layers whose ONNX nodes stay float (mixed precision).
+    """
     import onnx
 
     from toolkit.export import quantize
@@ -132,8 +135,9 @@ def export(ctx, path: Path, quantization: str) -> None:
     elif quantization == "dynamic":
         quantize.quantize_onnx_dynamic(ctx.float_onnx(), work, ctx.workdir)
     elif quantization == "int8":
+        excluded = [n for layer in float_layers for n in layer_nodes(ctx).get(layer, ())]
         quantize.quantize_onnx_static(
-            ctx.float_onnx(), work, ctx.calibration, ctx.config.calibration_method, ctx.workdir
+            ctx.float_onnx(), work, ctx.calibration, ctx.config.calibration_method, ctx.workdir, excluded
         )
     elif quantization == "qat":
         from_qat_tflite(ctx, work)
@@ -142,3 +146,50 @@ def export(ctx, path: Path, quantization: str) -> None:
     proto = onnx.load(str(work))
     compact_names(proto)
     save_checked(proto, path, {**ctx.metadata, "quantization": quantization})
+
+
+def build_int8(ctx, path: Path, float_layers: tuple = ()) -> None:
+    """The int8 file with ``float_layers`` (Keras names) left in float: mixed precision's build step."""
+    export(ctx, path, "int8", tuple(float_layers))
+
+
+def layer_nodes(ctx) -> dict[str, list[str]]:
+    """Keras layer name -> the names of its nodes in the graph ORT quantizes (tf2onnx keeps the Keras path,
+    ``model/layer/op``, and ORT's pre-pass keeps the names). Only layers that do multiply-accumulates
+    (:func:`toolkit.export.mixed.macs`) are mixed-precision candidates."""
+    from toolkit.export import mixed, quantize
+
+    def build():
+        import onnx
+
+        names = set(mixed.macs(ctx.model))
+        pre = onnx.load(str(quantize._preprocess(ctx.float_onnx(), ctx.workdir)), load_external_data=False)
+        found: dict[str, list[str]] = {}
+        for node in pre.graph.node:
+            parts = node.name.split("/")
+            owner = next((p for p in reversed(parts[:-1]) if p in names), None)
+            if owner is not None:
+                found.setdefault(owner, []).append(node.name)
+        return found
+
+    return ctx.cached("onnx_layer_nodes", build)
+
+
+def sensitivity(ctx, images) -> dict[str, float]:
+    """Keras layer name -> output error against float when only that layer is int8 (ranges calibrated once).
+
+    One quantized variant per candidate layer, each run on ``images``: the measure the issue asks for
+    (what quantizing this layer alone costs at the output), at a few hundred ms per ResNet50 layer.
+    """
+    from toolkit.export import mixed, quantize
+    from toolkit.export.validate import OnnxRunner, predict
+
+    pre = quantize._preprocess(ctx.float_onnx(), ctx.workdir)
+    reference = predict(OnnxRunner(pre), images)
+    errors = {}
+    work = ctx.workdir / "one_layer_int8.onnx"
+    for layer, nodes in layer_nodes(ctx).items():
+        quantize.quantize_onnx_static(ctx.float_onnx(), work, ctx.calibration, ctx.config.calibration_method,
+                                      ctx.workdir, nodes_to_quantize=tuple(nodes))
+        errors[layer] = mixed.output_error(predict(OnnxRunner(work), images), reference)
+    return errors
