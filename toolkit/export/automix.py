@@ -176,7 +176,7 @@ def _interval(v: dict) -> str:
 
 
 def selection_split(model, splits, held_out, formats, config):
-    """(the split calibration draws from, a lazy ``() -> Selection`` or None).
+    """(the split calibration draws from, a :class:`LazySelection` or None).
 
     Mixed precision chooses layers on the val split; when val is what the gate judges (no test split) or is
     empty, on a stratified fifth of train that calibration never sees.
@@ -189,16 +189,21 @@ def selection_split(model, splits, held_out, formats, config):
         pool, split = hold_back(splits.train, config.seed)
     if split is None or not len(split):
         return pool, None
-    cache = {}
+    return pool, LazySelection(model, split)
 
-    def selection() -> Selection:
-        if not cache:
+
+class LazySelection:
+    """The selection split, loaded and run through the float model only when a file needs it."""
+
+    def __init__(self, model, split):
+        self.model, self.split, self.name, self._value = model, split, split.name, None
+
+    def __call__(self) -> Selection:
+        if self._value is None:
             from toolkit._keras import predict_array
 
-            x, y = split.numpy()
+            x, y = self.split.numpy()
             x = x.astype(np.float32)
-            reference = predict_array(model, x, 32).reshape(len(x), -1)
-            cache["s"] = Selection(split.name, x, np.asarray(y).reshape(-1), reference)
-        return cache["s"]
-
-    return pool, selection
+            reference = predict_array(self.model, x, 32).reshape(len(x), -1)
+            self._value = Selection(self.name, x, np.asarray(y).reshape(-1), reference)
+        return self._value

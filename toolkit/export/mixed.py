@@ -68,6 +68,20 @@ def macs(model) -> dict[str, int]:
     return out
 
 
+def folded_into(model) -> dict[str, str]:
+    """BatchNormalization layer name -> the MAC layer feeding it: converters fold the one into the other, and
+    name the fused op after either (tf2onnx's fused conv outputs the BatchNormalization's tensor)."""
+    names, out = set(macs(model)), {}
+    for layer in _leaves(model):
+        if type(layer).__name__ != "BatchNormalization" or not layer._inbound_nodes:
+            continue
+        inbound = layer._inbound_nodes[0].inbound_layers
+        inbound = inbound[0] if isinstance(inbound, (list, tuple)) and len(inbound) == 1 else inbound
+        if getattr(inbound, "name", None) in names:
+            out[layer.name] = inbound.name
+    return out
+
+
 def _leaves(model):
     for layer in model.layers:
         if hasattr(layer, "layers") and getattr(layer, "_is_graph_network", False):
@@ -115,8 +129,8 @@ def search(ranking: Sequence[LayerScore], build: Callable, accept: Callable, low
 def paired_drop(float_pred: np.ndarray, quant_pred: np.ndarray, y: np.ndarray, z: float = 1.96) -> dict:
     """Accuracy drop (float - quantized, points) on the same images, with Newcombe's paired 95 % interval.
 
-    Newcombe (1998, method 10): Wilson intervals of both accuracies, combined with the correlation of the
-    paired outcomes, so images both models get right (or wrong) do not widen it. The interval always holds
+    Newcombe (1998, paired data, method 10): Wilson intervals of both accuracies, combined with the correlation
+    of the paired outcomes, so images both models get right (or wrong) do not widen it. The interval always holds
     the point estimate.
     """
     f_ok = np.asarray(float_pred).reshape(-1) == np.asarray(y).reshape(-1)
@@ -130,7 +144,9 @@ def paired_drop(float_pred: np.ndarray, quant_pred: np.ndarray, y: np.ndarray, z
     l1, u1 = _wilson(a + b, n, z)
     l2, u2 = _wilson(a + c, n, z)
     denom = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(denom) if denom else 0.0
+    # Newcombe's continuity-corrected correlation: without it no discordant pair at all gives a zero-width interval
+    cross = max(a * d - b * c - n / 2, 0) if a * d > b * c else a * d - b * c
+    phi = cross / math.sqrt(denom) if denom else 0.0
     delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     eps = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
     diff = p1 - p2

@@ -153,23 +153,40 @@ def build_int8(ctx, path: Path, float_layers: tuple = ()) -> None:
     export(ctx, path, "int8", tuple(float_layers))
 
 
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
 def layer_nodes(ctx) -> dict[str, list[str]]:
-    """Keras layer name -> the names of its nodes in the graph ORT quantizes (tf2onnx keeps the Keras path,
-    ``model/layer/op``, and ORT's pre-pass keeps the names). Only layers that do multiply-accumulates
-    (:func:`toolkit.export.mixed.macs`) are mixed-precision candidates."""
+    """Keras layer name -> the names of its nodes in the graph ORT quantizes.
+
+    tf2onnx names nodes and tensors by the Keras path (``model/layer/op``) and ORT's pre-pass keeps them, but
+    a fused op gets a fresh name (``Conv__19``: padding + conv + batch norm); its output tensor still carries
+    the batch norm's name, and a folded batch norm counts as its conv. Only layers that do multiply-accumulates
+    (:func:`toolkit.export.mixed.macs`) are mixed-precision candidates.
+    """
     from toolkit.export import mixed, quantize
 
     def build():
         import onnx
 
-        names = set(mixed.macs(ctx.model))
+        names, aliases = set(mixed.macs(ctx.model)), mixed.folded_into(ctx.model)
+
+        def owner(text: str) -> str | None:
+            parts = text.split("/")
+            for part in reversed(parts[:-1]):
+                part = aliases.get(part, part)
+                if part in names:
+                    return part
+            return None
+
         pre = onnx.load(str(quantize._preprocess(ctx.float_onnx(), ctx.workdir)), load_external_data=False)
         found: dict[str, list[str]] = {}
         for node in pre.graph.node:
-            parts = node.name.split("/")
-            owner = next((p for p in reversed(parts[:-1]) if p in names), None)
-            if owner is not None:
-                found.setdefault(owner, []).append(node.name)
+            found_by = owner(node.name) or next(filter(None, map(owner, node.output)), None)
+            if found_by is None and node.op_type in MAC_OPS:  # last resort: the tensor it reads (a transpose)
+                found_by = next(filter(None, map(owner, node.input)), None)
+            if found_by is not None:
+                found.setdefault(found_by, []).append(node.name)
         return found
 
     return ctx.cached("onnx_layer_nodes", build)
