@@ -147,6 +147,8 @@ def export_model(
             probs, validation = _validate(fmt, ctx, runner, x_val, y_val, reference)
             record = None
             plugged = automix.plug(fmt) if selection is not None else None
+            if plugged is None and selection is not None and fmt.quantization == "int8":
+                log(f"  {fmt.filename}: no layer sensitivity for this format yet (no --explain, no mixed precision)")
             missed = validation["drop"] > config.max_drop
             needed = missed and config.mixed_precision == "auto" and plugged is not None
             if plugged is not None and (config.explain or needed):
