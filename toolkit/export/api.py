@@ -175,6 +175,9 @@ def export_model(
                 f"  {fmt.filename}: accuracy {validation['accuracy']:.1f}% "
                 f"(float {validation['float_accuracy']:.1f}%), "
                 f"agreement {validation['agreement']:.1f}%, max|dp| {validation['max_abs_dprob']:.4f}"
+                + (f", drop {validation['drop']:.1f} points (95% interval {validation['drop_95'][0]:.1f} to "
+                   f"{validation['drop_95'][1]:.1f}, {held_out.name} split)" if fmt.lossy and validation["drop_95"]
+                   else "")
             )
         source = {"path": relative(source_file, out), "sha256": sha256_file(source_file)}
         if run_dir is not None:

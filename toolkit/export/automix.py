@@ -133,8 +133,8 @@ def choose(ctx, fmt, plugged: Plug, path, selection: Selection, *, needed: bool,
     record.update(search_seconds=round(time.perf_counter() - t0, 1), tried=[{"float_layers": k, "passed": ok}
                                                                             for k, ok in found.tried])
     if found.k is None:
-        record["failed"] = f"even with all {len(ranking)} ranked layers in float, answers changed on more than " \
-                           f"{max_drop:g}% of the {len(selection.y)} {selection.name} images"
+        record["failed"] = (f"even with all {len(ranking)} ranked layers in float, answers changed on more than "
+                            f"{max_drop:g}% of the {len(selection.y)} {selection.name} images")
         return record, None
     plain = ctx.workdir / f"plain-int8{fmt.suffix}"
     shutil.copyfile(path, plain)

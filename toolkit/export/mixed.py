@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -177,5 +177,7 @@ def explain_lines(filename: str, ranking: Sequence[LayerScore], top: int = EXPLA
 
 def report(ranking: Sequence[LayerScore], selection: str) -> dict:
     """The manifest's record of a ranking (the top :data:`RANKING_KEPT`)."""
-    return {"ranking": [asdict(s) for s in ranking[:RANKING_KEPT]], "selection_split": selection,
+    kept = [{"layer": s.layer, "error": round(s.error, 6), "mac_share": round(s.mac_share, 6)}
+            for s in ranking[:RANKING_KEPT]]
+    return {"ranking": kept, "selection_split": selection,
             "float_layers": []}
