@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SENSITIVITY_IMAGES = 64  # selection images each single-layer variant runs on: enough to rank, cheap per layer
+SENSITIVITY_IMAGES = 32  # selection images each single-layer variant runs on: enough to rank, cheap per layer
 RANKING_KEPT = 20  # layers of the ranking the manifest keeps
 EXPLAIN_TOP = 10  # layers --explain prints
 
