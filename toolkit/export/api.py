@@ -147,9 +147,9 @@ def export_model(
             probs, validation = _validate(fmt, ctx, runner, x_val, y_val, reference)
             record = None
             plugged = automix.plug(fmt) if selection is not None else None
-            if plugged is None and selection is not None and fmt.quantization == "int8":
-                log(f"  {fmt.filename}: no layer sensitivity for this format yet (no --explain, no mixed precision)")
             missed = validation["drop"] > config.max_drop
+            if plugged is None and selection is not None and fmt.quantization == "int8" and (missed or config.explain):
+                log(f"  {fmt.filename}: no layer sensitivity for this format yet (no --explain, no mixed precision)")
             needed = missed and config.mixed_precision == "auto" and plugged is not None
             if plugged is not None and (config.explain or needed):
                 record, new_runner = automix.choose(ctx, fmt, plugged, path, selection(), needed=needed,
