@@ -70,7 +70,7 @@ def test_a_miss_keeps_the_worst_layers_float_and_the_manifest_says_so(model_file
     errors = [r["error"] for r in record["ranking"]]
     assert errors == sorted(errors, reverse=True)
     # any float layer changes at most a third of 9 val images < 50 %: the search stops at one layer
-    assert record["float_layers"] == ranking[:1] and [t["float_layers"] for t in record["tried"]] == [3, 2, 1]
+    assert record["float_layers"] == ranking[:1] and [t["float_layers"] for t in record["tried"]] == [1]
     assert all(0 <= t["changed_percent"] <= 50.0 for t in record["tried"])
     assert record["plain_int8"]["drop"] == 60.0 and record["drop"] == entry.validation["drop"] <= 50.0
     lo, hi = record["drop_95"]

@@ -40,14 +40,16 @@ def test_bisection_builds_log_n_files_and_returns_the_smallest_passing_k(n, need
 
     result = search(ranking, build, lambda k: k >= needed, low=1)
     assert result.k == needed and result.runner == needed
-    assert len(calls) <= math.ceil(math.log2(n)) + 2
+    assert len(calls) <= 2 * math.ceil(math.log2(n)) + 1 and len(set(calls)) == len(calls)
+    if needed == 1:  # the usual case: the worst layer alone; one build
+        assert len(calls) == 1
     assert all(ok == (k >= needed) for k, ok in result.tried)
 
 
 def test_bisection_reports_failure_when_even_every_layer_in_float_fails():
     ranking = [LayerScore(f"l{i}", 0.1, 0.1) for i in range(10)]
     result = search(ranking, lambda layers: len(layers), lambda k: False, low=1)
-    assert result.k is None and result.tried == [(10, False)]
+    assert result.k is None and [k for k, _ in result.tried] == [1, 2, 4, 8, 10]
 
 
 def test_paired_drop_interval_holds_the_point_estimate_and_narrows_with_agreement():

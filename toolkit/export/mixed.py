@@ -100,8 +100,10 @@ def rank(errors: dict[str, float], layer_macs: dict[str, int]) -> list[LayerScor
 def search(ranking: Sequence[LayerScore], build: Callable, accept: Callable, low: int = 1) -> SearchResult:
     """The smallest k in [low, len(ranking)] whose file (top k layers in float) passes ``accept``.
 
-    Bisection, assuming more float layers never hurt: O(log n) calls of ``build(layers) -> runner``, not one
-    re-quantization per layer. ``low`` is 1 when the plain int8 file (k = 0) already failed.
+    Galloping then bisection, assuming more float layers never hurt: k = low, 2 low, 4 low ... until one
+    passes, then halving the last gap. At most 2 log2(n) + 1 calls of ``build(layers) -> runner``, not one
+    re-quantization per layer, and a single build when the worst layer alone is the culprit (the usual case).
+    ``low`` is 1 when the plain int8 file (k = 0) already failed.
     """
     n = len(ranking)
     tried, runners = [], {}
@@ -114,10 +116,17 @@ def search(ranking: Sequence[LayerScore], build: Callable, accept: Callable, low
             runners[k] = runner
         return ok
 
-    lo, hi = max(0, low), n
-    if lo > n or not passes(hi):
-        return SearchResult(None, None, tried)
-    while lo < hi:  # invariant: hi passes
+    failed, k = max(0, low) - 1, max(0, low)
+    while True:  # invariant: every k' <= failed fails
+        if k > n:
+            return SearchResult(None, None, tried)
+        if passes(k):
+            break
+        failed, k = k, (n if k == n else min(n, max(1, 2 * k)))
+        if failed == n:
+            return SearchResult(None, None, tried)
+    lo, hi = failed + 1, k
+    while lo < hi:  # invariant: hi passes, everything below lo fails
         mid = (lo + hi) // 2
         if passes(mid):
             hi = mid
