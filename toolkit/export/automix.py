@@ -169,11 +169,12 @@ def summary(filename: str, record: dict, plain: dict, final: dict) -> str:
     """One log line: what mixed precision kept in float and what that cost."""
     p50, size = record["p50_ms_1thread"], record["bytes"]
     ratio = f", int8/fp32 {p50['mixed'] / p50['float']:.2f}" if p50.get("float") else ""
+    builds = len(record["tried"])
     return (f"  {filename}: plain int8 drop {plain['drop']:.1f} points {_interval(plain)}; mixed precision kept "
             f"{len(record['float_layers'])} of {record['candidates']} layers float "
             f"({100 * record['float_mac_share']:.0f}% of MACs; chosen on {record['selection_n']} "
-            f"{record['selection_split']} images, {len(record['tried'])} builds): drop {final['drop']:.1f} points "
-            f"{_interval(final)}; p50 1 thread {p50['int8']:.2f} -> {p50['mixed']:.2f} ms{ratio}; "
+            f"{record['selection_split']} images, {builds} build{'s' * (builds != 1)}): drop {final['drop']:.1f} "
+            f"points {_interval(final)}; p50 1 thread {p50['int8']:.2f} -> {p50['mixed']:.2f} ms{ratio}; "
             f"{size['int8'] / 1024:.0f} -> {size['mixed'] / 1024:.0f} KB")
 
 
