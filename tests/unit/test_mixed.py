@@ -88,3 +88,24 @@ def test_manifest_reader_takes_files_with_and_without_the_mixed_precision_record
     raw["schema"] = "toolkit.manifest/1"
     (folder / "manifest.json").write_text(json.dumps(raw))
     assert load_manifest(folder).files["model_int8.onnx"].mixed_precision["float_layers"] == ["conv0"]
+
+
+def test_without_a_val_split_layers_are_chosen_on_a_held_back_part_of_train_calibration_never_sees():
+    from types import SimpleNamespace
+
+    from toolkit.data.split import Split, Splits
+    from toolkit.export.automix import selection_split
+
+    y = np.repeat([0, 1, 2], 20)
+    x = np.arange(60, dtype=np.uint8).reshape(60, 1, 1, 1) * np.ones((1, 4, 4, 3), dtype=np.uint8)
+    train = Split("train", ("a", "b", "c"), y, (4, 4), x=x)
+    empty = Split("val", ("a", "b", "c"), y[:0], (4, 4), x=x[:0])
+    test = Split("test", ("a", "b", "c"), y[:6], (4, 4), x=x[:6])
+    int8 = [SimpleNamespace(quantization="int8")]
+    config = SimpleNamespace(mixed_precision="auto", explain=False, seed=0)
+    pool, selection = selection_split(None, Splits(train, empty, test), test, int8, config)
+    assert selection.name == "train-held-back" and len(pool) == 48 and len(selection.split) == 12
+    assert not set(pool.numpy()[0][:, 0, 0, 0]) & set(selection.split.numpy()[0][:, 0, 0, 0])
+    assert np.bincount(selection.split.y).tolist() == [4, 4, 4]
+    assert selection_split(None, Splits(train, empty, test), test, int8,
+                           SimpleNamespace(mixed_precision="off", explain=False, seed=0)) == (train, None)
