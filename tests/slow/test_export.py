@@ -121,7 +121,8 @@ def test_accuracy_drop_fails_naming_the_numbers_and_writes_nothing(runs, tmp_pat
         export(ExportConfig(source=str(runs["happy"].path), out=str(out), formats=("onnx",), quantize=("int8",),
                             max_drop=1.0, calibration=16))
     msg = str(info.value)
-    assert "model_int8.onnx" in msg and "drop 4.0 points > --max-drop 1" in msg and "nothing written" in msg
+    assert "model_int8.onnx" in msg and "drop 4.0 points, 95% interval" in msg and "> --max-drop 1)" in msg
+    assert "nothing written" in msg and "automatic mixed precision did not help" in msg
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -18,11 +18,12 @@ import numpy as np
 from toolkit import __version__
 from toolkit._keras import predict_array
 from toolkit.errors import ToolkitError, disk_full_error
+from toolkit.export import automix, mixed
 from toolkit.export.config import ExportConfig
 from toolkit.export.formats import Context, select
 from toolkit.export.manifest import build_manifest, file_entry, relative
 from toolkit.export.quantize import calibration_images, check_images
-from toolkit.export.validate import choose_threshold, compare, load_runner, predict, threshold_at
+from toolkit.export.validate import choose_threshold, classes, compare, gate, load_runner, predict, threshold_at
 from toolkit.runtime.manifest import data_kind, sha256_file
 
 BARE_SPLIT = {"val": 0.15, "test": 0.15}  # how a bare model file's --data is split (the run defaults)
@@ -117,8 +118,9 @@ def export_model(
     choose, threshold_source = _threshold_rule(run_dir, out, splits, held_out, y_val, output_kind, config.target_far,
                                                log)
     needs_calibration = any(f.quantization in ("int8", "qat") for f in formats)
+    pool, selection = automix.selection_split(model, splits, held_out, formats, config)
     calibration, calibration_fp = (
-        calibration_images(splits.train, config.calibration, image_size, config.seed, config.calibration_degrade)
+        calibration_images(pool, config.calibration, image_size, config.seed, config.calibration_degrade)
         if needs_calibration
         else (None, None)
     )
@@ -142,24 +144,40 @@ def export_model(
             log(f"export {fmt.filename} ...")
             fmt.export_fn(ctx, path)
             runner = load_runner(path)
-            probs = predict(runner, x_val)
-            validation = compare(probs, reference, y_val)
-            source_ref = reference
-            if fmt.quantization == "qat":
-                source_ref = predict_array(ctx.qat_model(), x_val, 32).reshape(reference.shape)
-            validation["max_abs_dprob_source"] = float(np.abs(probs - source_ref).max())
-            validation["atol"] = fmt.atol
-            _gate(fmt, validation, config.max_drop)
+            probs, validation = _validate(fmt, ctx, runner, x_val, y_val, reference)
+            record = None
+            plugged = automix.plug(fmt) if selection is not None else None
+            missed = validation["drop"] > config.max_drop
+            if plugged is None and selection is not None and fmt.quantization == "int8" and (missed or config.explain):
+                log(f"  {fmt.filename}: no layer sensitivity for this format yet (no --explain, no mixed precision)")
+            needed = missed and config.mixed_precision == "auto" and plugged is not None
+            if plugged is not None and (config.explain or needed):
+                record, new_runner = automix.choose(ctx, fmt, plugged, path, selection(), needed=needed,
+                                                  max_drop=config.max_drop, log=log)
+                if needed:
+                    plain = {k: validation[k] for k in ("accuracy", "agreement", "max_abs_dprob", "drop", "drop_95")}
+                    record["plain_int8"] = plain
+                    if new_runner is None:
+                        gate(fmt, validation, config.max_drop, record)
+                    runner = new_runner
+                    probs, validation = _validate(fmt, ctx, runner, x_val, y_val, reference)
+                    record.update(drop=validation["drop"], drop_95=validation["drop_95"])
+                    gate(fmt, validation, config.max_drop, record)
+                    log(automix.summary(fmt.filename, record, plain, validation))
+            gate(fmt, validation, config.max_drop)
             threshold = None
             if output_kind == "sigmoid":
                 threshold = threshold_at(choose(runner, probs), probs[:, 0], y_val)
                 validation.update({k: threshold.get(k) for k in ("negatives", "positives", "far_upper_95", "far_95",
                                                                  "frr_95")})
-            entries[fmt.filename] = file_entry(path, fmt, validation, threshold, runner.input_dtype)
+            entries[fmt.filename] = file_entry(path, fmt, validation, threshold, runner.input_dtype, record)
             log(
                 f"  {fmt.filename}: accuracy {validation['accuracy']:.1f}% "
                 f"(float {validation['float_accuracy']:.1f}%), "
                 f"agreement {validation['agreement']:.1f}%, max|dp| {validation['max_abs_dprob']:.4f}"
+                + (f", drop {validation['drop']:.1f} points (95% interval {validation['drop_95'][0]:.1f} to "
+                   f"{validation['drop_95'][1]:.1f}, {held_out.name} split)" if fmt.lossy and validation["drop_95"]
+                   else "")
             )
         source = {"path": relative(source_file, out), "sha256": sha256_file(source_file)}
         if run_dir is not None:
@@ -172,12 +190,13 @@ def export_model(
             "validation_fingerprint": held_out.fingerprint,
             "fingerprints": splits.fingerprints(),
             "threshold": threshold_source,
+            "selection_split": None if selection is None else selection.name,
             "calibration": None
             if calibration is None
             else {
                 "n": int(len(calibration)),
                 "fingerprint": calibration_fp,
-                "split": "train",
+                "split": pool.name if pool is not None else "train",
                 "onnx_method": config.calibration_method,
                 "degrade": list(config.calibration_degrade),
             },
@@ -259,25 +278,18 @@ def _threshold_rule(run_dir: Path | None, out: Path, splits, held_out, y_held, o
         "source": f"{split} split", "n": n, "far_measured_on": f"{split} split (the same images)"}
 
 
-def _gate(fmt, validation: dict, max_drop: float) -> None:
-    name = fmt.filename
-    if not fmt.lossy and validation["max_abs_dprob_source"] > fmt.atol:
-        raise ToolkitError(
-            f"{name}: outputs differ from the Keras model by {validation['max_abs_dprob_source']:.2e} "
-            f"> tolerance {fmt.atol:g}: the conversion is wrong; nothing written"
-        )
-    drop = validation["float_accuracy"] - validation["accuracy"]
-    if drop > max_drop:
-        raise ToolkitError(
-            f"{name}: accuracy {validation['accuracy']:.1f}% vs float {validation['float_accuracy']:.1f}% on "
-            f"{validation['n']} images (drop {drop:.1f} points > --max-drop {max_drop:g}); nothing written; "
-            + (
-                "try more --qat-epochs or a larger --max-drop"
-                if fmt.quantization == "qat"
-                else "try --quantize qat, more --calibration images, another --calibration-method "
-                "or a larger --max-drop"
-            )
-        )
+def _validate(fmt, ctx, runner, x_val: np.ndarray, y_val: np.ndarray, reference: np.ndarray):
+    """(probabilities, validation numbers) of one file on the held-out split, with the drop's paired interval."""
+    probs = predict(runner, x_val)
+    validation = compare(probs, reference, y_val)
+    source_ref = reference
+    if fmt.quantization == "qat":
+        source_ref = predict_array(ctx.qat_model(), x_val, 32).reshape(reference.shape)
+    validation["max_abs_dprob_source"] = float(np.abs(probs - source_ref).max())
+    validation["atol"] = fmt.atol
+    validation["drop"] = round(validation["float_accuracy"] - validation["accuracy"], 3)
+    validation["drop_95"] = mixed.paired_drop(classes(reference), classes(probs), y_val)["drop_95"]
+    return probs, validation
 
 
 def _input_size(model) -> tuple[int, int]:

@@ -31,7 +31,8 @@ def choose_serve(entries: dict) -> str | None:
     return None
 
 
-def file_entry(path: Path, fmt, validation: dict, threshold: dict | None, input_dtype: str) -> FileEntry:
+def file_entry(path: Path, fmt, validation: dict, threshold: dict | None, input_dtype: str,
+               mixed_precision: dict | None = None) -> FileEntry:
     return FileEntry(
         format=fmt.name,
         quantization=fmt.quantization,
@@ -42,6 +43,7 @@ def file_entry(path: Path, fmt, validation: dict, threshold: dict | None, input_
         far=None if threshold is None else threshold["far"],
         frr=None if threshold is None else threshold["frr"],
         input_dtype=None if input_dtype == "float32" else input_dtype,
+        mixed_precision=mixed_precision,
     )
 
 

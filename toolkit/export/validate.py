@@ -175,3 +175,35 @@ def threshold_at(threshold: float, p_pos: np.ndarray, y: np.ndarray) -> dict:
             "positives": positives, "far_upper_95": upper,
             "far_95": wilson_interval(round(far * negatives), negatives),
             "frr_95": wilson_interval(round(frr * positives), positives)}
+
+
+def gate(fmt, validation: dict, max_drop: float, mixed_record: dict | None = None) -> None:
+    """Raise a one-line ToolkitError when a file is wrong (float) or loses more than ``max_drop`` points.
+
+    ``mixed_record``: what automatic mixed precision tried, for the message when even that missed.
+    """
+    name = fmt.filename
+    if not fmt.lossy and validation["max_abs_dprob_source"] > fmt.atol:
+        raise ToolkitError(
+            f"{name}: outputs differ from the Keras model by {validation['max_abs_dprob_source']:.2e} "
+            f"> tolerance {fmt.atol:g}: the conversion is wrong; nothing written"
+        )
+    drop = validation["float_accuracy"] - validation["accuracy"]
+    if drop <= max_drop:
+        return
+    lo_hi = validation.get("drop_95")
+    interval = f", 95% interval {lo_hi[0]:.1f} to {lo_hi[1]:.1f}" if lo_hi else ""
+    head = (f"{name}: accuracy {validation['accuracy']:.1f}% vs float {validation['float_accuracy']:.1f}% on "
+            f"{validation['n']} images (drop {drop:.1f} points{interval} > --max-drop {max_drop:g}); nothing written; ")
+    if mixed_record is not None:
+        tried = mixed_record.get("failed") or (
+            f"with {len(mixed_record['float_layers'])} of {mixed_record['candidates']} layers in float (chosen on "
+            f"the {mixed_record['selection_split']} split); plain int8 lost "
+            f"{mixed_record['plain_int8']['drop']:.1f}")
+        raise ToolkitError(head + f"automatic mixed precision did not help: {tried}; try --quantize qat, "
+                           "more --calibration images or a larger --max-drop")
+    raise ToolkitError(head + (
+        "try more --qat-epochs or a larger --max-drop"
+        if fmt.quantization == "qat"
+        else "try --quantize qat, more --calibration images, another --calibration-method or a larger --max-drop"
+    ))

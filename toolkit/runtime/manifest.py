@@ -53,6 +53,9 @@ class FileEntry:
     far: float | None = None  # false-accept rate at threshold, measured on the validation data
     frr: float | None = None  # false-reject rate it costs
     input_dtype: str | None = None  # overrides InputSpec.dtype for this file
+    # int8 files: the layer sensitivity ranking and the layers kept in float (float_layers, ranking, selection_split,
+    # drop, drop_95, p50_ms_1thread, bytes); None when not computed (older manifests have no such key)
+    mixed_precision: dict | None = None
 
 
 @dataclass(frozen=True)
