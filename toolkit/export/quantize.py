@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,9 @@ def check_images(x: np.ndarray, image_size: tuple, what: str) -> None:
 CALIBRATION_CHUNK = 50  # images whose activations are held at once while calibrating
 
 
-def _reader(images: np.ndarray):
-    """Calibration images one at a time; ``set_range`` lets ORT take them a chunk at a time."""
+def _reader(images: np.ndarray, shown=None):
+    """Calibration images one at a time; ``set_range`` lets ORT take them a chunk at a time; each image
+    handed out advances ``shown`` (a :func:`toolkit.progress.progress` display), if given."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -61,6 +63,8 @@ def _reader(images: np.ndarray):
 
         def get_next(self):
             i = next(self._it, None)
+            if i is not None and shown is not None:
+                shown.advance(1)
             return None if i is None else {"image": images[i : i + 1]}
 
     return Reader()
@@ -104,23 +108,29 @@ def quantize_onnx_static(src: Path, dst: Path, images: np.ndarray, method: str, 
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    cache = {}
+    from toolkit.progress import progress
+
+    cache, calibrating = {}, True
     if "calibration_cache_path" in inspect.signature(quantize_static).parameters:  # ORT >= 1.24: calibrate once
-        cache = {"calibration_cache_path": str(Path(workdir) / f"calibration-{method}-{len(images)}.json")}
-    quantize_static(
-        str(_preprocess(src, workdir)),
-        str(dst),
-        _reader(images),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=methods[method],
-        nodes_to_exclude=list(nodes_to_exclude),
-        nodes_to_quantize=list(nodes_to_quantize),
-        extra_options=_chunk_options(len(images)),
-        **cache,
-    )
+        cached = Path(workdir) / f"calibration-{method}-{len(images)}.json"
+        cache, calibrating = {"calibration_cache_path": str(cached)}, not cached.exists()
+    # A bar only while ORT really runs the images (a cached calibration reads none of them).
+    shown = progress("calibrating int8 ranges (ONNX)", total=len(images)) if calibrating else nullcontext()
+    with shown as bar:
+        quantize_static(
+            str(_preprocess(src, workdir)),
+            str(dst),
+            _reader(images, bar),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+            nodes_to_exclude=list(nodes_to_exclude),
+            nodes_to_quantize=list(nodes_to_quantize),
+            extra_options=_chunk_options(len(images)),
+            **cache,
+        )
 
 
 def quantize_onnx_dynamic(src: Path, dst: Path, workdir: Path) -> None:
