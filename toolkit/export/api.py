@@ -42,6 +42,10 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
     if not Path(config.source).exists():
         raise ToolkitError(f"{config.source}: not found; give a run folder from 'toolkit train' or a .keras model file")
     model, run = resolve_model(config.source)
+    if run is not None and run.config.get("hands"):  # palm -> landmarks -> head: its own chain and validation
+        from toolkit.export.hands import export_hands
+
+        return export_hands(run, model, config, log or (lambda msg: print(msg, file=sys.stderr)))
     if run is not None:
         splits = run.splits(config.data)
         return export_model(
