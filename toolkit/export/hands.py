@@ -63,8 +63,8 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     """
     from toolkit import __version__
     from toolkit._keras import predict_array
-    from toolkit.export.api import _check_out, _publish, clean_stale, report_markdown
     from toolkit.export.manifest import build_manifest, relative
+    from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
     from toolkit.models.hands import copy_hand_models, ensure_hand_models
     from toolkit.runtime.handpipe import open_tracker
     from toolkit.runtime.manifest import FileEntry, data_kind, sha256_file

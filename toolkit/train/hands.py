@@ -178,8 +178,16 @@ def finetune_hands(config, data=None):
     from toolkit.models.hands import ensure_hand_models
     from toolkit.runtime.handpipe import open_tracker
     from toolkit.train import fit, runs
-    from toolkit.train.cvhead import CV_FILE, MAX_DP, OOF_FILE, cross_validate, fit_head, one_blas_thread
-    from toolkit.train.cvhead import set_head_weights, write_oof
+    from toolkit.train.cvhead import (
+        CV_FILE,
+        MAX_DP,
+        OOF_FILE,
+        cross_validate,
+        fit_head,
+        one_blas_thread,
+        set_head_weights,
+        write_oof,
+    )
 
     if config.head == "keras" or config.freeze != "all" or config.unfreeze_at is not None or config.augment:
         raise ToolkitError("hands: the base is fixed (landmarks) and the head is chosen by cross-validation; drop "
