@@ -72,8 +72,8 @@ def _sha(models, role: str) -> str:
 
 def split_names(split) -> list[str]:
     """A readable name per image: class folder/file name for files, ``split#i`` for in-memory data."""
-    if split.paths is not None:
-        return [f"{Path(p).parent.name}/{Path(p).name}" for p in split.paths]
+    if split.names is not None:
+        return [f"{Path(p).parent.name}/{Path(p).name}" for p in split.names]
     return [f"{split.name}#{i}" for i in range(len(split))]
 
 
