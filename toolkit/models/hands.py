@@ -1,0 +1,175 @@
+"""MediaPipe's hand models (palm detector + 21-point landmark model) as ONNX, fetched from the pinned wheel.
+
+``mediapipe==0.10.21`` is the last wheel that ships its model files; it is never installed (it pins numpy<2
+and protobuf<5 and pulls jax): :mod:`toolkit.models.fetch` downloads it with ``--no-deps`` for one pinned
+platform (the ``.tflite`` files are the same in every platform's wheel, so one wheel serves every machine),
+checks the wheel and both files by sha256 and unpacks them with the wheel's licence::
+
+    $TOOLKIT_CACHE/weights/mediapipe-0.10.21/
+      palm_detection_full.tflite  hand_landmark_full.tflite  LICENSE
+      palm_detection_full.onnx    hand_landmark_full.onnx    hands.json (the ONNX sha256s and their check)
+
+Each file is converted once with tf2onnx (opset 17) and the ONNX is checked against the ``.tflite`` run by
+ai-edge-litert on random and smooth inputs; :mod:`toolkit.runtime.hands` then needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.models.fetch import WheelFile, fetch_files
+from toolkit.runtime.manifest import sha256_file
+
+log = logging.getLogger("toolkit.models")
+
+_WHEEL = dict(package="mediapipe", version="0.10.21", wheel="mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
+              wheel_sha256="05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
+              licence="mediapipe-0.10.21.dist-info/LICENSE", platform="manylinux_2_28_x86_64", python="3.11")
+PALM = WheelFile(member="mediapipe/modules/palm_detection/palm_detection_full.tflite",
+                 sha256="1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54", **_WHEEL)
+LANDMARK = WheelFile(member="mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
+                     sha256="11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3", **_WHEEL)
+LICENCE_NAME = "Apache-2.0"
+LICENCE_FILE = "LICENSE.mediapipe"  # its name inside an export folder, beside the detector's
+OPSET = 17
+# Largest |ONNX - tflite| accepted, in the units the pipeline uses: the outputs in input pixels (palm boxes and
+# keypoints, the 21 landmarks) divided by the input size as MediaPipe does, i.e. in fractions of the crop;
+# logits, presence, handedness and world landmarks as they are. tf2onnx 1.17 gives ~3e-5 (the palm logits);
+# raw palm regressors reach ~140 px, where float32 rounding alone is ~1e-5 px.
+ATOL = 1.5e-4
+PIXEL_OUTPUTS = ("Identity",)  # the first output of both models: box/keypoint regressors, landmarks (input px)
+RECORD = "hands.json"
+
+
+@dataclass(frozen=True)
+class HandModels:
+    """The two ONNX files, the licence of the wheel they came from, and what they are."""
+
+    palm: Path
+    landmark: Path
+    licence: Path
+    sha256: dict = field(default_factory=dict)  # file name -> sha256 (the ONNX files and their .tflite sources)
+    source: str = ""
+
+
+def source_text() -> str:
+    return f"{PALM.package}=={PALM.version} ({PALM.wheel}): {PALM.member}, {LANDMARK.member}"
+
+
+def ensure_hand_models(weights: str | None = None, *, force: bool = False) -> HandModels:
+    """The cached hand ONNX files, fetched, converted and checked first when they are not there.
+
+    Args:
+        weights: the path of a downloaded mediapipe 0.10.21 wheel (else the cache, else ``pip download``).
+        force: convert again even when the cache holds checked ONNX files.
+
+    Raises:
+        ToolkitError: the wheel cannot be had (one line naming the pip command and where to put the wheel), a
+            sha256 mismatch, or an ONNX that does not match its ``.tflite``.
+    """
+    wheel = weights if weights and str(weights).endswith(".whl") else None
+    palm_tfl, landmark_tfl = fetch_files([PALM, LANDMARK], wheel)
+    folder = palm_tfl.parent
+    record_path = folder / RECORD
+    onnx = [t.with_suffix(".onnx") for t in (palm_tfl, landmark_tfl)]
+    record = _read(record_path)
+    fresh = all(o.is_file() and record.get("sha256", {}).get(o.name) == sha256_file(o) for o in onnx)
+    if force or not fresh:
+        diffs = {}
+        for tflite, out in zip((palm_tfl, landmark_tfl), onnx):
+            diffs[out.name] = convert(tflite, out)
+        record = {"source": source_text(), "opset": OPSET, "atol": ATOL, "max_diff": diffs,
+                  "sha256": {p.name: sha256_file(p) for p in (*onnx, palm_tfl, landmark_tfl)}}  # fmt: skip
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        log.info("hand models converted in %s (ONNX vs tflite max |diff| %s)", folder, diffs)
+    licence = folder / Path(PALM.licence).name
+    return HandModels(onnx[0], onnx[1], licence, dict(record["sha256"]), record["source"])
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def convert(tflite: Path, onnx_path: Path, opset: int = OPSET) -> float:
+    """Convert with tf2onnx into a temp file, check it against the ``.tflite``, then move it into place.
+
+    Returns:
+        The largest relative difference found by :func:`compare_outputs`.
+
+    Raises:
+        ToolkitError: tf2onnx fails or the ONNX differs by more than :data:`ATOL` (nothing is kept).
+    """
+    import tf2onnx
+
+    tmp = onnx_path.with_name(f".tmp-{os.getpid()}-{onnx_path.name}")
+    try:
+        try:
+            tf2onnx.convert.from_tflite(str(tflite), opset=opset, output_path=str(tmp))
+        except Exception as exc:  # tf2onnx raises many kinds
+            raise ToolkitError(f"{tflite}: tf2onnx cannot convert it ({str(exc).splitlines()[0][:200]})") from exc
+        diff = compare_outputs(tflite, tmp)
+        if diff > ATOL:
+            raise ToolkitError(f"{tflite.name}: its ONNX differs from it by {diff:.2e} (> {ATOL}); not kept")
+        os.replace(tmp, onnx_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff
+
+
+def compare_outputs(tflite: Path, onnx_path: Path, n: int = 6, seed: int = 0) -> float:
+    """Max |ONNX - tflite| over every output (see :data:`ATOL` for the units), on noise and smooth [0, 1] inputs."""
+    import numpy as np
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+    from PIL import Image
+
+    interp = Interpreter(model_path=str(tflite))
+    interp.allocate_tensors()
+    detail = interp.get_input_details()[0]
+    size = int(detail["shape"][1])
+    rng = np.random.default_rng(seed)
+    inputs = [rng.uniform(0, 1, (1, size, size, 3)).astype(np.float32) for _ in range(n // 2)]
+    for _ in range(n - n // 2):
+        small = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+        inputs.append((np.asarray(small.resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255)[None])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    diff = 0.0
+    for x in inputs:
+        interp.set_tensor(detail["index"], x)
+        interp.invoke()
+        got = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
+        for d in interp.get_output_details():
+            want, other = interp.get_tensor(d["index"]), got.get(d["name"])
+            if other is None or other.shape != want.shape:
+                raise ToolkitError(f"{onnx_path.name}: output {d['name']!r} missing or not of {tflite.name}'s shape")
+            scale = size if d["name"] in PIXEL_OUTPUTS else 1.0
+            diff = max(diff, float(np.max(np.abs(other - want))) / scale)
+    return diff
+
+
+def copy_hand_models(folder: str | Path, models: HandModels) -> dict:
+    """Copy both ONNX files and the wheel's licence into an export ``folder``; returns the manifest's record.
+
+    The record names the files (palm detector first: it finds the hand the landmark model then reads), their
+    sha256, the precision and where they came from.
+    """
+    folder = Path(folder)
+    files = {"palm": models.palm.name, "landmark": models.landmark.name}
+    for src in (models.palm, models.landmark):
+        shutil.copy2(src, folder / src.name)
+    if Path(models.licence).is_file():
+        shutil.copy2(models.licence, folder / LICENCE_FILE)
+    return {"kind": "mediapipe-hands", "files": files,
+            "sha256": {name: sha256_file(folder / name) for name in files.values()},
+            "precision": "float32", "source": models.source or source_text(),
+            "licence": LICENCE_FILE, "licence_name": LICENCE_NAME}  # fmt: skip
