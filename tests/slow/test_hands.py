@@ -19,6 +19,7 @@ from PIL import Image
 
 from toolkit.cli import main
 from toolkit.runtime import handpipe
+from toolkit.runtime.manifest import sha256_file
 from toolkit.train import features as F
 
 pytestmark = pytest.mark.slow
@@ -50,18 +51,19 @@ def fake_models(tmp_path, monkeypatch):
     palm.write_bytes(b"palm"), landmark.write_bytes(b"landmark")
     models = types.SimpleNamespace(palm=palm, landmark=landmark, licence=None, sha256={}, source="fake")
 
-    def copy(folder, m):
+    def copy(folder, m):  # the record copy_hand_models writes: files by role, sha256 by file name
         for f in (m.palm, m.landmark):
             shutil.copy2(f, Path(folder) / f.name)
-        return {"source": "fake"}
+        return {"files": {"palm": m.palm.name, "landmark": m.landmark.name}, "source": "fake",
+                "sha256": {f.name: sha256_file(Path(folder) / f.name) for f in (m.palm, m.landmark)}}
 
     monkeypatch.setitem(sys.modules, "toolkit.models.hands", types.SimpleNamespace(
         ensure_hand_models=lambda weights=None: models, copy_hand_models=copy))
     monkeypatch.setitem(sys.modules, "toolkit.runtime.hands", types.SimpleNamespace(FEATURE_VERSION=1))
+    import toolkit.train.hands as TH  # first: it binds handpipe's hand_features when imported
+
     monkeypatch.setattr(handpipe, "open_tracker", lambda *a, **k: object())
     monkeypatch.setattr(handpipe, "hand_features", fake_features)
-    import toolkit.train.hands as TH
-
     monkeypatch.setattr(TH, "hand_features", fake_features)
     return models
 
@@ -122,11 +124,15 @@ def _real_wheel() -> Path | None:
     return None
 
 
-@pytest.mark.skipif(_real_wheel() is None or not SIGNS.is_dir(), reason="no mediapipe 0.10.21 wheel or sign_digits")
-def test_real_models_train_export_and_serve(tmp_path, monkeypatch):
-    import os
+@pytest.fixture(scope="session")
+def hand_cache(tmp_path_factory) -> Path:
+    """One cache for the session: the wheel's files are extracted and converted once, not per test."""
+    return tmp_path_factory.mktemp("hands-cache")
 
-    monkeypatch.setenv(F.CACHE_ENV, os.environ.get("TOOLKIT_TEST_WEIGHTS", str(tmp_path / "cache")))
+
+@pytest.mark.skipif(_real_wheel() is None or not SIGNS.is_dir(), reason="no mediapipe 0.10.21 wheel or sign_digits")
+def test_real_models_train_export_and_serve(tmp_path, monkeypatch, hand_cache):
+    monkeypatch.setenv(F.CACHE_ENV, str(hand_cache))
     data = tmp_path / "few"
     for label in ("0", "5"):
         (data / label).mkdir(parents=True)
@@ -141,5 +147,7 @@ def test_real_models_train_export_and_serve(tmp_path, monkeypatch):
 
     from toolkit.runtime.predictor import Predictor
 
-    answer = Predictor(exp).predict(sorted((SIGNS / "5").glob("*.JPG"))[-1])
-    assert answer.label in ("0", "5", "no_hand") and answer.to_dict()["hand"] is None or answer.label != "no_hand"
+    p = Predictor(exp)
+    assert p.predict(np.zeros((240, 320, 3), np.uint8) + 128).label == "no_hand"  # a grey wall: an explicit answer
+    answer = p.predict(str(sorted((SIGNS / "5").glob("*.JPG"))[-1]))  # not one the head was fitted on
+    assert answer.label == "5" and answer.to_dict()["hand"]["handedness"] in ("left", "right")

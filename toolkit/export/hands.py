@@ -103,10 +103,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
     try:
         copied = copy_hand_models(staging, models)
-        hands = {**(copied if isinstance(copied, dict) else {}), "files": {"palm": models.palm.name,
-                 "landmark": models.landmark.name},
-                 "sha256": {r: sha256_file(staging / getattr(models, r).name) for r in ("palm", "landmark")},
-                 "min_side": min_side, "min_score": 0.5, "feature_version": record.get("feature_version"),
+        hands = {**copied, "min_side": min_side, "min_score": 0.5, "feature_version": record.get("feature_version"),
                  "chain": "image -> palm -> rotated hand crop -> landmark -> 63 features -> head"}
         log(f"export {HEAD_FILE} ...")
         path = head_onnx(head, staging / HEAD_FILE, config.opset)
