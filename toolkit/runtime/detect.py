@@ -107,7 +107,7 @@ def decode(regressors: np.ndarray, scores: np.ndarray, anchors: np.ndarray, size
     centre = raw[:, 0:2] + anchor
     half = raw[:, 2:4] / 2
     boxes = np.concatenate([centre - half, centre + half], axis=1)
-    keypoints = raw[:, 4:].reshape(len(raw), -1, 2) + anchor[:, None, :]
+    keypoints = raw[:, 4:].reshape(len(raw), (raw.shape[1] - 4) // 2, 2) + anchor[:, None, :]
     return prob, boxes, keypoints
 
 
