@@ -79,7 +79,8 @@ def landmark_scores(run, test, degraded) -> dict:
     out = {}
     bad_split = Split("test-degraded", test.labels, test.y, test.image_size, x=degraded, groups=test.groups)
     for name, split in (("clean", test), ("degraded", bad_split)):
-        f = landmark_features(tracker, split, key_base=models_key(models), min_side=min_side)
+        f = landmark_features(tracker, split, key_base=models_key(models), min_side=min_side,
+                              zoom_out=float(run.config["hands"].get("zoom_out", 0.0)))
         pred = np.full(len(f.y), -1)
         if f.found.any():
             pred[f.found] = as_class_probs(predict_array(head, f.x[f.found], 256)).argmax(1)

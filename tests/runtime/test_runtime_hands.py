@@ -29,7 +29,7 @@ RED, GREEN, DARK = (200, 30, 30), (30, 200, 30), (10, 10, 10)
 seen_sizes: list[tuple] = []
 
 
-def fake_features(tracker, image, min_side=handpipe.MIN_SIDE):
+def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT):
     image = handpipe.upscale(np.asarray(image, np.uint8), min_side)
     seen_sizes.append(image.shape[:2])
     if image.mean() < 30:
@@ -168,3 +168,24 @@ def test_door_opens_on_the_chosen_sign_only(tmp_path):
         run([], open_on="7")
     with pytest.raises(ToolkitError, match="binary"):  # a multi-class export needs --open-on
         run([], open_on=None)
+
+
+def test_a_hand_filling_the_photo_gets_a_second_look_zoomed_out(monkeypatch):
+    """The real pipeline function with a tracker that only sees hands with room around them."""
+    from toolkit.runtime.hands import Hand
+
+    monkeypatch.undo()  # the real hand_features, not the fake
+    looks = []
+
+    class Tracker:
+        def track(self, img):
+            looks.append(img.shape[:2])
+            if img.shape[0] == 256:
+                return None  # the close-up: too big for the palm detector
+            points = np.stack([np.linspace(200, 300, 21), np.linspace(150, 250, 21), np.zeros(21)], 1)
+            return Hand(points.astype(np.float32), 0.9, "right", 0.8)
+
+    x, hand = handpipe.hand_features(Tracker(), image(GREEN), 256, 0.5)
+    assert looks == [(256, 256), (512, 512)] and x.shape == (63,)
+    assert hand.points[0, :2].tolist() == [200 - 128, 150 - 128]  # back in the photo's own pixels
+    assert handpipe.hand_features(Tracker(), image(GREEN), 256, 0.0) == (None, None)  # no second look

@@ -33,7 +33,7 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv(F.CACHE_ENV, str(tmp_path / "cache"))
 
 
-def fake_features(tracker, image, min_side=handpipe.MIN_SIDE):
+def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT):
     """No hand in a dark image; else 63 numbers: the colour channel means plus noise from the pixels."""
     image = np.asarray(image, np.float32)
     if image.mean() < 30:

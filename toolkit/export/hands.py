@@ -91,7 +91,8 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     labels = run.labels
     min_side = int(record.get("min_side", min(run.image_size)))
     tracker = open_tracker(models.palm, models.landmark, threads=1)
-    f = landmark_features(tracker, held, key_base=models_key(models), min_side=min_side)
+    zoom_out = float(record.get("zoom_out", 0.0))
+    f = landmark_features(tracker, held, key_base=models_key(models), min_side=min_side, zoom_out=zoom_out)
     from toolkit import metrics
 
     float_found = metrics.as_class_probs(predict_array(head, f.x[f.found], 256)) if f.found.any() else None
@@ -103,7 +104,8 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
     try:
         copied = copy_hand_models(staging, models)
-        hands = {**copied, "min_side": min_side, "min_score": 0.5, "feature_version": record.get("feature_version"),
+        hands = {**copied, "min_side": min_side, "zoom_out": zoom_out, "min_score": 0.5,
+                 "feature_version": record.get("feature_version"),
                  "chain": "image -> palm -> rotated hand crop -> landmark -> 63 features -> head"}
         log(f"export {HEAD_FILE} ...")
         path = head_onnx(head, staging / HEAD_FILE, config.opset)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.handpipe import NO_HAND, hand_features, with_no_hand
+from toolkit.runtime.handpipe import NO_HAND, ZOOM_OUT, hand_features, with_no_hand
 
 log = logging.getLogger("toolkit.finetune")
 BASE = "hands"  # the --model name of this base
@@ -77,12 +77,14 @@ def split_names(split) -> list[str]:
     return [f"{split.name}#{i}" for i in range(len(split))]
 
 
-def landmark_features(tracker, split, *, key_base: str, min_side: int, root: Path | None = None) -> HandFeatures:
+def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out: float = ZOOM_OUT,
+                      root: Path | None = None) -> HandFeatures:
     """``split``'s hand features from the cache, tracking every image first if the entry is absent."""
     from toolkit.train import features as F
 
     root = Path(root) if root is not None else F.cache_root()
-    key = F.feature_key(key_base, f"hands/min_side={min_side}", split.image_size, split.fingerprint)
+    key = F.feature_key(key_base, f"hands/min_side={min_side}/zoom_out={zoom_out:g}", split.image_size,
+                        split.fingerprint)
     entry = root / key
     names = split_names(split)
     cached = F._open_entry(entry, key, len(split))
@@ -95,7 +97,7 @@ def landmark_features(tracker, split, *, key_base: str, min_side: int, root: Pat
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-{os.getpid()}-"))
     try:
         t0 = time.perf_counter()
-        x, found = track_split(tracker, split, min_side)
+        x, found = track_split(tracker, split, min_side, zoom_out)
         np.save(tmp / "features.npy", x)
         np.save(tmp / "labels.npy", split.y.astype(np.int64))
         np.save(tmp / "found.npy", found)
@@ -118,13 +120,13 @@ def landmark_features(tracker, split, *, key_base: str, min_side: int, root: Pat
     return HandFeatures(key, x, split.y.astype(np.int64), found, names, False)
 
 
-def track_split(tracker, split, min_side: int) -> tuple[np.ndarray, np.ndarray]:
+def track_split(tracker, split, min_side: int, zoom_out: float = ZOOM_OUT) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, D) float32 with zero rows where no hand was found, found (N,) bool), CHUNK images at a time."""
     rows, found = [], np.zeros(len(split), bool)
     for start in range(0, len(split), CHUNK):
         images = split.subset(np.arange(start, min(start + CHUNK, len(split)))).numpy()[0]
         for i, image in enumerate(images):
-            x, _ = hand_features(tracker, image, min_side)
+            x, _ = hand_features(tracker, image, min_side, zoom_out)
             found[start + i] = x is not None
             rows.append(x)
     dim = next((len(r) for r in rows if r is not None), 63)
@@ -238,7 +240,8 @@ def finetune_hands(config, data=None):
         raise ToolkitError(f"the Keras head differs from the fitted logistic regression by {dp:.2e}; a bug")
     out.mkdir(parents=True, exist_ok=True)
     hands = {"palm_sha256": _sha(models, "palm"), "landmark_sha256": _sha(models, "landmark"),
-             "source": getattr(models, "source", ""), "min_side": min_side, "feature_key": key_base,
+             "source": getattr(models, "source", ""), "min_side": min_side, "zoom_out": ZOOM_OUT,
+             "feature_key": key_base,
              "feature_version": _feature_version(), "no_hand": missing}
     record = fit.run_record(config.train_settings({}), ds, splits, head, finetune=config.to_dict(),
                             weights={"source": hands["source"], "layers_loaded": 0}, frozen_layers=0,
