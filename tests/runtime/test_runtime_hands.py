@@ -189,3 +189,24 @@ def test_a_hand_filling_the_photo_gets_a_second_look_zoomed_out(monkeypatch):
     assert looks == [(256, 256), (512, 512)] and x.shape == (63,)
     assert hand.points[0, :2].tolist() == [200 - 128, 150 - 128]  # back in the photo's own pixels
     assert handpipe.hand_features(Tracker(), image(GREEN), 256, 0.0) == (None, None)  # no second look
+
+
+def test_door_run_open_on_from_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from toolkit.cli import main
+
+    folder = make_hands_export(tmp_path / "signs")
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    for i, colour in enumerate((GREEN, DARK, GREEN, GREEN)):
+        Image.fromarray(image(colour, (120, 160))).save(cam / f"{i:03d}.png")
+    log = tmp_path / "events.jsonl"
+    assert main(["door", "run", "--model", str(folder), "--camera", str(cam), "--open-on", "5", "--votes", "2",
+                 "--window", "3", "--event-log", str(log), "--quiet"]) == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["decision"] for e in events[:4]] == ["locked", "locked", "open", "open"]
+    assert events[1]["probability"] is None  # the frame without a hand voted no
+    assert main(["door", "run", "--model", str(folder), "--camera", str(cam), "--open-on", "six"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --open-on six:") and "choose one of 0, 5, 9" in err
