@@ -108,6 +108,11 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     assert v["agreement"] == 100.0 and v["max_abs_dprob"] < 1e-5 and v["no_hand"] == no_hand
     assert v["accuracy"] == pytest.approx(100 * metrics["accuracy"])
 
+    assert main(["evaluate", str(exp), "--data", str(data), "--out", str(tmp_path / "ev")]) == 0  # TF-free path
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert ev["n"] == 42 and ev["no_hand"] == 9 and ev["accuracy"] <= 33 / 42
+    assert main(["evaluate", str(run)]) == 2 and "a hands run" in capsys.readouterr().err
+
     from toolkit.runtime.predictor import Predictor
 
     p = Predictor(exp)

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     from toolkit.models.hands import copy_hand_models, ensure_hand_models
     from toolkit.runtime.handpipe import open_tracker
     from toolkit.runtime.manifest import FileEntry, data_kind, sha256_file
-    from toolkit.train.hands import landmark_features, models_key
+    from toolkit.train.hands import landmark_features, model_sha256, models_key
     from toolkit.train.runs import versions
 
     out = Path(config.out)
@@ -78,12 +79,10 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
             "wheel's float models); --format/--quantize are not used")
     record = run.config["hands"]
     models = ensure_hand_models()
-    from toolkit.train.hands import _sha
-
     for role in ("palm", "landmark"):
-        if _sha(models, role) != record.get(f"{role}_sha256"):
+        if model_sha256(models, role) != record.get(f"{role}_sha256"):
             raise ToolkitError(f"{run.path}: trained on another {role} model ({record.get(f'{role}_sha256', '?')[:12]}"
-                               f"...) than the one at hand ({_sha(models, role)[:12]}...); fine-tune again")
+                               f"...) than the one at hand ({model_sha256(models, role)[:12]}...); fine-tune again")
     splits = run.splits(config.data)
     held = splits.test if len(splits.test) else splits.val
     if not len(held):
@@ -115,7 +114,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
                 "validation_split": held.name, "validation_fingerprint": held.fingerprint,
                 "fingerprints": splits.fingerprints(), "threshold": None, "calibration": None,
                 "no_hand": {"n": int((~f.found).sum()), "files": f.missing}}
-        fmt = dataclasses.make_dataclass("Fmt", ["name", "quantization"])("onnx", "none")
+        fmt = types.SimpleNamespace(name="onnx", quantization="none")  # what file_entry reads of a format
 
         def manifest_with(validation: dict):
             from toolkit.export.manifest import file_entry

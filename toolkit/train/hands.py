@@ -55,11 +55,13 @@ def models_key(models) -> str:
     """What the features depend on besides the data: both models' sha256 and the feature computation's version."""
     from toolkit.runtime.hands import FEATURE_VERSION
 
-    fields = {"palm": _sha(models, "palm"), "landmark": _sha(models, "landmark"), "features": FEATURE_VERSION}
+    fields = {role: model_sha256(models, role) for role in ("palm", "landmark")}
+    fields["features"] = FEATURE_VERSION
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _sha(models, role: str) -> str:
+def model_sha256(models, role: str) -> str:
+    """The sha256 of the ``role`` ("palm" or "landmark") model: from the models' record, else read off the file."""
     path = getattr(models, role)
     sums = getattr(models, "sha256", {}) or {}
     known = sums.get(role) or sums.get(Path(path).name)
@@ -239,7 +241,7 @@ def finetune_hands(config, data=None):
     if dp > MAX_DP:
         raise ToolkitError(f"the Keras head differs from the fitted logistic regression by {dp:.2e}; a bug")
     out.mkdir(parents=True, exist_ok=True)
-    hands = {"palm_sha256": _sha(models, "palm"), "landmark_sha256": _sha(models, "landmark"),
+    hands = {"palm_sha256": model_sha256(models, "palm"), "landmark_sha256": model_sha256(models, "landmark"),
              "source": getattr(models, "source", ""), "min_side": min_side, "zoom_out": ZOOM_OUT,
              "feature_key": key_base,
              "feature_version": _feature_version(), "no_hand": missing}
