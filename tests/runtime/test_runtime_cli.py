@@ -98,6 +98,7 @@ def test_bench_prints_latency_and_overhead_without_httpx(export_dir):
     ("fastapi", "door run --model {model} --camera {cam} --serve --port {port}", "the HTTP API"),
     ("cv2", "door run --model {model} --camera 0", "--camera 0"),
     ("cv2", "door run --model {model} --camera {cam} --detector haar", "--detector haar"),
+    ("paho", "door run --model {model} --camera {cam} --mqtt 127.0.0.1:{port} --quiet", "--mqtt"),
 ])  # fmt: skip
 def test_base_install_names_the_door_extra(export_dir, tmp_path, missing, command, purpose):
     cam = _camera(tmp_path / "cam", [40])

@@ -13,7 +13,8 @@ from tritonclient.utils import InferenceServerException
 
 from toolkit.runtime.config import ModelConfig, ServeConfig
 from toolkit.runtime.holder import ModelHolder
-from toolkit.runtime.server import create_app, load_token
+from toolkit.runtime.security import load_token
+from toolkit.runtime.server import create_app
 
 TOKEN = "correct horse battery staple"
 

@@ -42,7 +42,7 @@ def spec(links):
     wheel = next(links.glob("*.whl"))
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     return dataclasses.replace(D.BLAZEFACE, wheel=wheel.name, wheel_sha256=digest,
-                               member_sha256=hashlib.sha256(MEMBER).hexdigest())
+                               sha256=hashlib.sha256(MEMBER).hexdigest())
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_fetch_from_find_links_caches_and_reuses(tmp_path, monkeypatch, links, s
     assert path.read_bytes() == b"onnx from " + MEMBER
     assert (path.parent / "LICENSE.mediapipe").read_text().startswith("Apache")
     record = json.loads((path.parent / "source.json").read_text())
-    assert record["member_sha256"] == spec.member_sha256 and record["onnx_max_diff"] == 2e-5
+    assert record["sha256"] == spec.sha256 and record["onnx_max_diff"] == 2e-5
     assert not list(path.parent.glob(".blazeface-*"))  # the work folder is gone
     # Second call: served from the cache, with the wheel folder gone (no network, no pip).
     (links / spec.wheel).unlink()
@@ -76,16 +76,16 @@ def test_fetch_errors_are_one_line(tmp_path, monkeypatch, spec, fake_convert):
     monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ToolkitError, match=r"cannot download .*pass --wheel PATH") as err:
+    with pytest.raises(ToolkitError, match=r"cannot download .*pass its path as --wheel") as err:
         D.ensure_detector(find_links=str(empty), spec=spec)
     assert "\n" not in str(err.value)
     bad = fake_wheel(tmp_path / "bad", member=b"tampered", name="mediapipe-0.10.21-cp311-cp311-other.whl")
     with pytest.raises(ToolkitError, match="has sha256 .* expected"):
         D.ensure_detector(bad, spec=spec)
     with pytest.raises(ToolkitError, match="not a mediapipe 0.10.21 wheel"):
-        D.extract_member(spec, _other(tmp_path), tmp_path / "out")
-    with pytest.raises(ToolkitError, match="is not the published"):  # the real wheel name with other bytes
-        D.extract_member(D.BLAZEFACE, _renamed(bad, D.BLAZEFACE.wheel), tmp_path / "out")
+        D.ensure_detector(_other(tmp_path), spec=spec)
+    with pytest.raises(ToolkitError, match="is not that of"):  # the real wheel name with other bytes
+        D.ensure_detector(_renamed(bad, D.BLAZEFACE.wheel))
     assert not (tmp_path / "cache" / "weights" / "blazeface" / "face_detection_short_range.onnx").exists()
 
 

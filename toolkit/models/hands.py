@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.errors import ToolkitError
 from toolkit.models.fetch import WheelFile, fetch_files
 from toolkit.runtime.manifest import sha256_file
 
@@ -38,10 +36,8 @@ LANDMARK = WheelFile(member="mediapipe/modules/hand_landmark/hand_landmark_full.
 LICENCE_NAME = "Apache-2.0"
 LICENCE_FILE = "LICENSE.mediapipe"  # its name inside an export folder, beside the detector's
 OPSET = 17
-# Largest |ONNX - tflite| accepted, in the units the pipeline uses: the outputs in input pixels (palm boxes and
-# keypoints, the 21 landmarks) divided by the input size as MediaPipe does, i.e. in fractions of the crop;
-# logits, presence, handedness and world landmarks as they are. tf2onnx 1.17 gives ~3e-5 (the palm logits);
-# raw palm regressors reach ~140 px, where float32 rounding alone is ~1e-5 px.
+# Largest |ONNX - tflite| accepted, the outputs in input pixels as fractions of the input (see
+# toolkit.models.tflite); tf2onnx 1.17 gives ~5e-6.
 ATOL = 1.5e-4
 PIXEL_OUTPUTS = ("Identity",)  # the first output of both models: box/keypoint regressors, landmarks (input px)
 RECORD = "hands.json"
@@ -100,61 +96,17 @@ def _read(path: Path) -> dict:
 
 
 def convert(tflite: Path, onnx_path: Path, opset: int = OPSET) -> float:
-    """Convert with tf2onnx into a temp file, check it against the ``.tflite``, then move it into place.
+    """Convert with tf2onnx and check it against the ``.tflite`` (:func:`toolkit.models.tflite.to_onnx`).
 
     Returns:
-        The largest relative difference found by :func:`compare_outputs`.
+        The largest difference found (see :data:`ATOL`).
 
     Raises:
         ToolkitError: tf2onnx fails or the ONNX differs by more than :data:`ATOL` (nothing is kept).
     """
-    import tf2onnx
+    from toolkit.models.tflite import to_onnx
 
-    tmp = onnx_path.with_name(f".tmp-{os.getpid()}-{onnx_path.name}")
-    try:
-        try:
-            tf2onnx.convert.from_tflite(str(tflite), opset=opset, output_path=str(tmp))
-        except Exception as exc:  # tf2onnx raises many kinds
-            raise ToolkitError(f"{tflite}: tf2onnx cannot convert it ({str(exc).splitlines()[0][:200]})") from exc
-        diff = compare_outputs(tflite, tmp)
-        if diff > ATOL:
-            raise ToolkitError(f"{tflite.name}: its ONNX differs from it by {diff:.2e} (> {ATOL}); not kept")
-        os.replace(tmp, onnx_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return diff
-
-
-def compare_outputs(tflite: Path, onnx_path: Path, n: int = 6, seed: int = 0) -> float:
-    """Max |ONNX - tflite| over every output (see :data:`ATOL` for the units), on noise and smooth [0, 1] inputs."""
-    import numpy as np
-    import onnxruntime as ort
-    from ai_edge_litert.interpreter import Interpreter
-    from PIL import Image
-
-    interp = Interpreter(model_path=str(tflite))
-    interp.allocate_tensors()
-    detail = interp.get_input_details()[0]
-    size = int(detail["shape"][1])
-    rng = np.random.default_rng(seed)
-    inputs = [rng.uniform(0, 1, (1, size, size, 3)).astype(np.float32) for _ in range(n // 2)]
-    for _ in range(n - n // 2):
-        small = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-        inputs.append((np.asarray(small.resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255)[None])
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    diff = 0.0
-    for x in inputs:
-        interp.set_tensor(detail["index"], x)
-        interp.invoke()
-        got = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x})))
-        for d in interp.get_output_details():
-            want, other = interp.get_tensor(d["index"]), got.get(d["name"])
-            if other is None or other.shape != want.shape:
-                raise ToolkitError(f"{onnx_path.name}: output {d['name']!r} missing or not of {tflite.name}'s shape")
-            scale = size if d["name"] in PIXEL_OUTPUTS else 1.0
-            diff = max(diff, float(np.max(np.abs(other - want))) / scale)
-    return diff
+    return to_onnx(tflite, onnx_path, atol=ATOL, value_range=(0.0, 1.0), pixel_outputs=PIXEL_OUTPUTS, opset=opset)
 
 
 def copy_hand_models(folder: str | Path, models: HandModels) -> dict:

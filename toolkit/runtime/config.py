@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.images import DEFAULT_MAX_PIXELS
+from toolkit.settings import SettingError, check, setting
 
 # The env var that holds the manual-unlock bearer token; no token configured means no manual unlock.
 DEFAULT_TOKEN_ENV = "TOOLKIT_DOOR_TOKEN"
@@ -62,6 +63,66 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class LogRotation:
+    """How big the event log may grow: it is written at the frame rate, on an SD card."""
+
+    # ~100 bytes a line: 10 MB holds a day at 1 fps, an hour at 30 fps; 0 = never rotate
+    event_log_max_bytes: int = setting(10 << 20, "Rotate the event log at this size (0 = never).", low=0)
+    event_log_backups: int = setting(3, "Rotated event logs kept (events.jsonl.1 ...); older are deleted.", low=0)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """MQTT and Home Assistant: the door's state, decisions and faults; an unlock command that needs the token."""
+
+    mqtt: str | None = setting(None, "MQTT broker HOST[:PORT] (1883; 8883 with TLS): publish the door's state, "
+                                     "decisions and faults, with Home Assistant discovery.")
+    mqtt_user: str | None = setting(None, "MQTT user name.")
+    # Not a --mqtt-password flag: a command line is readable by every user of the machine (ps, /proc).
+    mqtt_password_file: str | None = setting(None, "File holding the MQTT password (keep it mode 600).")
+    mqtt_password_env: str = setting("TOOLKIT_MQTT_PASSWORD", "Env var holding the MQTT password (if no file).")
+    mqtt_tls: bool = setting(False, "Connect with TLS, checking the broker's certificate and host name.")
+    mqtt_ca: str | None = setting(None, "CA certificate file for TLS (default: the system's); implies --mqtt-tls.")
+    mqtt_cert: str | None = setting(None, "Client certificate file for TLS; implies --mqtt-tls.")
+    mqtt_key: str | None = setting(None, "Client private key file for --mqtt-cert.")
+    mqtt_prefix: str = setting("toolkit/door", "Topic prefix: PREFIX/state, /decision, /fault, /availability...")
+    mqtt_discovery_prefix: str = setting("homeassistant", "Home Assistant discovery prefix ('' = no discovery).")
+    # Also the Home Assistant device id: give each door its own (e.g. front-door).
+    mqtt_client_id: str = setting("toolkit-door", "MQTT client id, unique per door.")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.mqtt is not None:
+            host, sep, port = self.mqtt.rpartition(":")
+            if not self.mqtt or (sep and (not host or not (port.isdigit() and 0 < int(port) < 65536))):
+                raise SettingError("mqtt", f"expected HOST or HOST:PORT, got {self.mqtt!r}")
+        if self.mqtt_key and not self.mqtt_cert:
+            raise SettingError("mqtt_key", "needs --mqtt-cert (the certificate that goes with the key)")
+        for name in ("mqtt_prefix", "mqtt_discovery_prefix", "mqtt_client_id"):
+            value = getattr(self, name)
+            if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
+                raise SettingError(name, f"{value!r} is not a topic name (no + # or NUL, no leading/trailing /)")
+        if not self.mqtt_prefix or not self.mqtt_client_id:
+            raise SettingError("mqtt_prefix" if not self.mqtt_prefix else "mqtt_client_id", "must not be empty")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port); the port defaults to 1883, or 8883 with TLS."""
+        assert self.mqtt is not None
+        host, sep, port = self.mqtt.rpartition(":")
+        if not sep:
+            return self.mqtt, 8883 if self.tls else 1883
+        return host.strip("[]"), int(port)
+
+    @property
+    def tls(self) -> bool:
+        return self.mqtt_tls or bool(self.mqtt_ca or self.mqtt_cert)
+
+
+@dataclass(frozen=True)
 class DoorConfig:
     camera: str  # device index, RTSP/HTTP URL, video file, 'picamera2', or a folder of images
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -72,6 +133,7 @@ class DoorConfig:
     face: str | None = None
     fps: float = 0.0  # >0 caps the frame rate (saves CPU); 0 = as fast as frames come
     event_log: Path | None = None  # JSON lines: time, probability, decision, latency
+    event_log_rotation: LogRotation = field(default_factory=LogRotation)
     snapshots: Path | None = None  # opt-in: save the frames that opened the door
     reconnect_min_seconds: float = 0.5  # camera loss: first retry delay...
     reconnect_max_seconds: float = 30.0  # ...doubling up to this

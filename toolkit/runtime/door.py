@@ -25,6 +25,7 @@ from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import Actuator, RelayError
 from toolkit.runtime.camera import CameraError, FrameSource
 from toolkit.runtime.config import DoorConfig
+from toolkit.runtime.eventlog import EventLog
 from toolkit.runtime.handpipe import NO_HAND
 from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.policy import DoorPolicy, Verdict
@@ -84,6 +85,8 @@ class DoorLoop:
         self.cropper, self.clock, self.sleep, self.wall = cropper, clock, sleep, wall
         self.policy = DoorPolicy(config.policy, self._threshold(predictor), clock)
         self.listeners: list[Callable[[str], None]] = []
+        self.decision_listeners: list[Callable[[dict], None]] = []  # each event-log record (MQTT publishes them)
+        self.heartbeats: list[Callable[[], None]] = []  # after each pass of the loop (systemd's watchdog)
         self.frames = 0
         self.repeats = 0  # frames a live camera delivered twice (not counted as new looks)
         self._logged_fault: str | None = None
@@ -98,7 +101,8 @@ class DoorLoop:
                 Path(config.snapshots).mkdir(parents=True, exist_ok=True)
             if config.event_log:
                 Path(config.event_log).parent.mkdir(parents=True, exist_ok=True)
-                self._events = open(config.event_log, "a", buffering=1)  # line-buffered: one flush per event
+                rotation = config.event_log_rotation
+                self._events = EventLog(config.event_log, rotation.event_log_max_bytes, rotation.event_log_backups)
         except OSError as exc:
             raise ToolkitError(
                 f"{exc.filename}: cannot write there ({exc.strerror}); fix --event-log/--snapshots"
@@ -243,6 +247,8 @@ class DoorLoop:
                 started = self.clock()
                 if not self.step():
                     break
+                for beat in self.heartbeats:  # from this thread: a loop hung in read() or the model stops them
+                    beat()
                 if self.config.max_frames and self.frames >= self.config.max_frames:
                     break
                 if period:
@@ -302,7 +308,7 @@ class DoorLoop:
             listener(event)
 
     def _log_event(self, probability: float | None, verdict: Verdict, latency_ms: float, manual: bool = False) -> None:
-        if self._events is None:
+        if self._events is None and not self.decision_listeners:
             return
         event = {
             "time": round(self.wall(), 3),
@@ -313,7 +319,10 @@ class DoorLoop:
             "reason": verdict.reason,
             "latency_ms": round(latency_ms, 3),
         }
-        self._events.write(json.dumps(event) + "\n")
+        if self._events is not None:
+            self._events.write(json.dumps(event) + "\n")
+        for listener in self.decision_listeners:
+            listener(event)
 
     def _snapshot(self, frame: np.ndarray) -> None:
         name = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.wall())) + f"-{self.frames:06d}.jpg"

@@ -16,7 +16,7 @@ INSTALL = "pip install 'toolkit[door]'"
 # Top-level modules the door extra brings (with what they pull in themselves): only these are its to name.
 DOOR_MODULES = frozenset({
     "fastapi", "starlette", "anyio", "uvicorn", "httptools", "uvloop", "multipart", "python_multipart",
-    "prometheus_client", "cv2", "gpiozero", "pydantic", "pydantic_core",
+    "prometheus_client", "cv2", "gpiozero", "pydantic", "pydantic_core", "paho",
 })  # fmt: skip
 
 

@@ -95,19 +95,18 @@ def warp(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, 
     xs = np.float32(origin[0]) + u[None, :] * np.float32(ex[0]) + u[:, None] * np.float32(ey[0])
     ys = np.float32(origin[1]) + u[None, :] * np.float32(ex[1]) + u[:, None] * np.float32(ey[1])
     x0, y0 = np.floor(xs), np.floor(ys)
-    fx, fy = (xs - x0)[..., None], (ys - y0)[..., None]
-    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    src = image[:, :, :3].astype(np.float32)
-
-    def at(yi: np.ndarray, xi: np.ndarray) -> np.ndarray:
-        got = src[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]
-        if replicate:
-            return got
-        return got * ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h))[..., None]
-
-    top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
-    bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
-    out = top * (1 - fy) + bottom * fy
+    fx, fy = xs - x0, ys - y0
+    x0, y0 = x0.astype(np.int32), y0.astype(np.int32)
+    flat = np.ascontiguousarray(image[:, :, :3]).reshape(-1, 3)  # gathered as they are, converted after
+    out = np.zeros((size, size, 3), np.float32)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            weight = wx * wy
+            if not replicate:
+                weight = weight * ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h))
+            index = np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1)
+            out += flat[index].astype(np.float32) * weight[..., None]
     return np.round(out) if image.dtype == np.uint8 else out
 
 

@@ -1,7 +1,8 @@
-"""What keeps the door API safe to expose: token checks, a failed-unlock limit, slow-client timeouts.
+"""What keeps the door API (and its MQTT command) safe to expose: the token, its checks, a failed-unlock
+limit, slow-client timeouts.
 
-Only the server imports this module (uvicorn comes with the ``door`` extra and is imported inside
-:func:`guarded_http_protocol`).
+Standard library only: uvicorn comes with the ``door`` extra and is imported inside
+:func:`guarded_http_protocol`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,36 @@ import hmac
 import ipaddress
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.runtime.config import ServeConfig
 
 log = logging.getLogger("toolkit.runtime")
 
 # Request line and headers together; uvicorn's httptools parser has no limit of its own (h11's is 16 KiB).
 MAX_HEADER_BYTES = 64 << 10
+
+
+def load_token(config: ServeConfig) -> str | None:
+    """The manual-unlock token from ``--token-file`` or the env var; None disables manual unlock.
+
+    Raises:
+        ToolkitError: the token file is unreadable.
+    """
+    if config.token_file is not None:
+        try:
+            token = Path(config.token_file).read_text().strip()
+        except OSError as exc:
+            raise ToolkitError(f"{config.token_file}: cannot read the token file ({exc.strerror})") from exc
+    else:
+        token = os.environ.get(config.token_env, "").strip()
+    return token or None
 
 
 def tokens_match(given: str, token: str) -> bool:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import anyio.to_thread
@@ -52,22 +52,6 @@ _ERRORS = {
     code: {"description": why}
     for code, why in [(400, "bad input"), (404, "unknown model"), (408, "body too slow"), (413, "too large")]
 }
-
-
-def load_token(config: ServeConfig) -> str | None:
-    """The manual-unlock token from ``--token-file`` or the env var; None disables manual unlock.
-
-    Raises:
-        ToolkitError: the token file is unreadable.
-    """
-    if config.token_file is not None:
-        try:
-            token = Path(config.token_file).read_text().strip()
-        except OSError as exc:
-            raise ToolkitError(f"{config.token_file}: cannot read the token file ({exc.strerror})") from exc
-    else:
-        token = os.environ.get(config.token_env, "").strip()
-    return token or None
 
 
 def create_app(
@@ -323,8 +307,8 @@ async def _image_bytes(request: Request) -> bytes:
     return await request.body()
 
 
-def serve(app: FastAPI, config: ServeConfig) -> None:
-    """Run the app with uvicorn until interrupted.
+def serve(app: FastAPI, config: ServeConfig, ready: Callable[[], object] | None = None) -> None:
+    """Run the app with uvicorn until interrupted; ``ready()`` is called once it listens (systemd's READY=1).
 
     Raises:
         ToolkitError: the address cannot be bound (port in use, unknown host).
@@ -343,7 +327,13 @@ def serve(app: FastAPI, config: ServeConfig) -> None:
             "pick another --port or stop the other server"
         ) from exc
 
-    uvicorn.Server(uvicorn_config(app, config)).run()
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started and ready is not None:  # bound and accepting: now a client can reach it
+                ready()
+
+    Server(uvicorn_config(app, config)).run()
 
 
 def uvicorn_config(app: FastAPI, config: ServeConfig, port: int | None = None):

@@ -1,22 +1,27 @@
 """What ``toolkit door serve`` and ``toolkit door run`` do: wire model, camera, relay and API together.
 
 ``run`` with a ServeConfig runs the camera loop in a thread and the API in the main thread (uvicorn
-owns SIGINT/SIGTERM there); SIGHUP reloads the model in both commands.
+owns SIGINT/SIGTERM there); SIGHUP reloads the model in both commands. Under systemd (``Type=notify``)
+both say READY=1 once the model is loaded and the API listens, and ``run`` feeds the watchdog from its
+decision loop; ``--mqtt`` adds the MQTT bridge (:mod:`toolkit.runtime.mqtt`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
 from toolkit.runtime.actuator import make_actuator
 from toolkit.runtime.camera import make_cropper, open_source
-from toolkit.runtime.config import DoorConfig, ModelConfig, ServeConfig
+from toolkit.runtime.config import DoorConfig, ModelConfig, MqttConfig, ServeConfig
 from toolkit.runtime.door import DoorLoop
 from toolkit.runtime.extras import door_extra
 from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.policy import visit_far
+from toolkit.runtime.sdnotify import Notifier
+from toolkit.runtime.security import UnlockLimiter, load_token
 
 log = logging.getLogger("toolkit.runtime")
 
@@ -27,7 +32,7 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
     Raises:
         ToolkitError: invalid model folder or token file; the door extra (fastapi, uvicorn) not installed.
     """
-    create_app, load_token, run_server = _server()
+    create_app, run_server = _server()
     holder = ModelHolder(model, threshold)
     _warn_if_synthetic(holder)
     token = load_token(serve)
@@ -36,9 +41,11 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
     stop = threading.Event()
     _watch(holder, stop)
     log.info("serving %s on http://%s:%d", holder.predictor.name, serve.host, serve.port)
+    notifier = Notifier()
     try:
-        run_server(app, serve)
+        run_server(app, serve, ready=notifier.ready)
     finally:
+        notifier.stopping()
         stop.set()
 
 
@@ -48,14 +55,36 @@ def _warn_if_synthetic(holder: ModelHolder) -> None:
         log.warning("%s", message)
 
 
-def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = None) -> int:
+def run_door(
+    model: ModelConfig,
+    door: DoorConfig,
+    serve: ServeConfig | None = None,
+    mqtt: MqttConfig | None = None,
+    auth: ServeConfig | None = None,
+) -> int:
     """Run the camera loop (and the API when ``serve`` is given); returns the number of frames seen.
 
+    Args:
+        model, door: the export and the door's settings.
+        serve: the HTTP API's settings, or None for no API.
+        mqtt: the MQTT bridge's settings, or None (or no ``mqtt`` broker) for none.
+        auth: where the unlock token and the failed-unlock limits come from (default ``serve``'s): the
+            MQTT unlock command needs them without the API too.
+
     Raises:
-        ToolkitError: invalid model, camera, relay or face option; a door extra package they need not installed.
+        ToolkitError: invalid model, camera, relay, face or MQTT option; a door extra package they need not installed.
     """
+    auth = auth or serve or ServeConfig()
+    mqtt = mqtt if mqtt is not None and mqtt.mqtt else None
     if serve is not None:
-        create_app, load_token, run_server = _server()  # before the camera and relay are claimed
+        create_app, run_server = _server()  # before the camera and relay are claimed
+    token = load_token(auth) if serve is not None or mqtt is not None else None
+    limiter = UnlockLimiter(auth.unlock_max_failures, auth.unlock_window_seconds)  # shared by HTTP and MQTT
+    bridge = None
+    if mqtt is not None:  # like the API: a missing package or file fails before the camera and relay are claimed
+        from toolkit.runtime.mqtt import MqttBridge, read_password
+
+        bridge = MqttBridge(mqtt, token, limiter, read_password(mqtt, dict(os.environ)))
     holder = ModelHolder(model, door.policy.threshold)
     _warn_if_synthetic(holder)
     cropper = make_cropper(door.face, model.folder, model.threads)
@@ -75,6 +104,8 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
                  "frames were independent, up to %.4f if they were identical", entry.far,
                  p.manifest.figures_kind or "unnamed", policy.k, policy.n, v["independent_frames"],
                  v["identical_frames"])  # fmt: skip
+    notifier = Notifier()
+    loop.heartbeats.append(notifier.watchdog)  # from the decision loop itself: a hung loop gets restarted
     stop = threading.Event()
     _watch(holder, stop)
     if threading.current_thread() is threading.main_thread():
@@ -83,33 +114,38 @@ def run_door(model: ModelConfig, door: DoorConfig, serve: ServeConfig | None = N
         # process before the relay is locked.
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        if bridge is not None:
+            bridge.start(loop)
         if serve is None:
+            notifier.ready()
             return loop.run(stop)
-        token = load_token(serve)
         _warn_if_exposed(serve, token)
-        app = create_app(holder, serve, door=loop, token=token)
+        app = create_app(holder, serve, door=loop, token=token, limiter=limiter)
         thread = threading.Thread(target=loop.run, args=(stop,), name="door-loop", daemon=True)
         thread.start()
         log.info("door loop on %s, API on http://%s:%d", door.camera, serve.host, serve.port)
-        run_server(app, serve)
+        run_server(app, serve, ready=notifier.ready)
         stop.set()
         thread.join(timeout=10)
         return loop.frames
     finally:
+        notifier.stopping()
         stop.set()
+        if bridge is not None:
+            bridge.close()  # after the loop's last state (locked), then "offline"
         loop.close()  # locked, whatever happened
 
 
 def _server():
-    """The HTTP API's (create_app, load_token, serve), or one line naming the door extra on a base install."""
+    """The HTTP API's (create_app, serve), or one line naming the door extra on a base install."""
     with door_extra("the HTTP API"):
         # The two packages a user knows the API by, first: on a base install the line names fastapi, not
         # whatever it pulls in; uvicorn is otherwise imported only once the model is loaded.
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
 
-        from toolkit.runtime.server import create_app, load_token, serve
-    return create_app, load_token, serve
+        from toolkit.runtime.server import create_app, serve
+    return create_app, serve
 
 
 def _warn_if_exposed(serve: ServeConfig, token: str | None) -> None:
