@@ -9,11 +9,11 @@ For each class set (signs 0-5, then all 10) on one seeded split (70/15/15):
   ``toolkit finetune --cache-features --head auto`` (today's best pixel recipe);
 - the landmark head: ``toolkit finetune hands --head cv`` (palm detector + 21 landmarks, 256x256 input).
 
-Every contender is scored on the same test images, clean and degraded by every camera degradation at once
-(:mod:`toolkit.degrade`, p=1, applied at the contender's own input size). A test image without a hand is a
-wrong answer for the landmark head; how many there are is printed per class. Then the landmark run of the
-last class set is exported (validated end to end: agreement, max |dp|) and the door's frame -> decision time
-is measured on 1 onnxruntime thread (640x480 frames from the test images).
+Every contender is scored on the same test images, clean, degraded by every camera degradation at once
+(:mod:`toolkit.degrade`, p=1, applied at the contender's own input size) and by each one alone. A test image
+without a hand is a wrong answer for the landmark head; how many there are is printed per class. Then the
+landmark run of the last class set is exported (validated end to end: agreement, max |dp|) and the door's
+frame -> decision time is measured on 1 onnxruntime thread (640x480 frames from the test images).
 
 Resumable: finished runs and cached landmarks are reused; ``--quick`` trains 1 epoch on 300 images per set
 (the table then says so: its pixel figures are not the models' best).
@@ -51,19 +51,20 @@ def _finished(out: Path):
     return runs.load_run(out) if fit.is_finished(out) and (out / runs.CONFIG).is_file() else None
 
 
-def pixel_scores(run, splits_test, degraded) -> tuple[float, float]:
-    """Test accuracy of a Keras run on the clean and degraded test images."""
+def pixel_scores(run, splits_test, degraded: dict) -> dict:
+    """Test accuracy of a Keras run on the clean test images and on each degraded copy ({name: images})."""
     from toolkit._keras import predict_array
     from toolkit.metrics import as_class_probs
 
     x, y = splits_test.numpy()
     model = run.load_model()
-    clean = as_class_probs(predict_array(model, x.astype(np.float32), 32)).argmax(1)
-    bad = as_class_probs(predict_array(model, degraded.astype(np.float32), 32)).argmax(1)
-    return float(np.mean(clean == y)), float(np.mean(bad == y))
+    out = {}
+    for name, images in {"clean": x, **degraded}.items():
+        out[name] = float(np.mean(as_class_probs(predict_array(model, images.astype(np.float32), 32)).argmax(1) == y))
+    return out
 
 
-def landmark_scores(run, test, degraded) -> dict:
+def landmark_scores(run, test, degraded: dict) -> dict:
     """The landmark head on the clean and degraded test images; no hand = wrong; no-hand counts per class."""
     from toolkit._keras import predict_array
     from toolkit.data.split import Split
@@ -77,8 +78,9 @@ def landmark_scores(run, test, degraded) -> dict:
     head = run.load_model()
     min_side = int(run.config["hands"]["min_side"])
     out = {}
-    bad_split = Split("test-degraded", test.labels, test.y, test.image_size, x=degraded, groups=test.groups)
-    for name, split in (("clean", test), ("degraded", bad_split)):
+    splits = {"clean": test, **{name: Split(f"test-{name}", test.labels, test.y, test.image_size, x=images,
+                                            groups=test.groups) for name, images in degraded.items()}}
+    for name, split in splits.items():
         f = landmark_features(tracker, split, key_base=models_key(models), min_side=min_side,
                               zoom_out=float(run.config["hands"].get("zoom_out", 0.0)))
         pred = np.full(len(f.y), -1)
@@ -89,11 +91,17 @@ def landmark_scores(run, test, degraded) -> dict:
     return out
 
 
+def degraded_sets(x: np.ndarray, seed: int) -> dict:
+    """{"degraded": every degradation at once, and each one alone by name} of the test images ``x``."""
+    from toolkit.degrade import DEGRADATIONS, degrade
+
+    return {"degraded": degrade(x, DEGRADATIONS, seed=seed), **{k: degrade(x, (k,), seed=seed) for k in DEGRADATIONS}}
+
+
 def run_set(data: Path, k: int, out: Path, *, epochs: int, n: int | None, seed: int = 0) -> dict:
     """The three contenders on classes 0..k-1; returns their clean/degraded accuracies and no-hand counts."""
     from toolkit.config import FinetuneConfig, TrainConfig
     from toolkit.data import load_data
-    from toolkit.degrade import DEGRADATIONS, degrade
     from toolkit.train.finetune import finetune
     from toolkit.train.fit import train
 
@@ -102,18 +110,18 @@ def run_set(data: Path, k: int, out: Path, *, epochs: int, n: int | None, seed: 
     row: dict = {"classes": k, "epochs": epochs, "n": n}
     pixels = load_data(spec, 64)
     test64 = pixels.split(**split).test
-    bad64 = degrade(test64.numpy()[0], DEGRADATIONS, seed=seed)
+    bad64 = degraded_sets(test64.numpy()[0], seed)
     base = out / f"c{k}-resnet50-scratch"
     t0 = time.perf_counter()
     scratch = _finished(base) or train(TrainConfig(model="resnet50", data=spec, out=str(base), epochs=epochs,
                                                    image_size=64, batch_size=32, patience=0, **split), data=pixels)
-    row["scratch"] = (*pixel_scores(scratch, test64, bad64), time.perf_counter() - t0)
+    row["scratch"] = {**pixel_scores(scratch, test64, bad64), "seconds": time.perf_counter() - t0}
     cached_out = out / f"c{k}-resnet50-cached"
     t0 = time.perf_counter()
     cached = _finished(cached_out) or finetune(FinetuneConfig(
         model="resnet50", weights=str(scratch.path), data=spec, out=str(cached_out), cache_features=True,
         head="auto", epochs=max(epochs, 10), image_size=64, **split), data=pixels)
-    row["cached"] = (*pixel_scores(cached, test64, bad64), time.perf_counter() - t0)
+    row["cached"] = {**pixel_scores(cached, test64, bad64), "seconds": time.perf_counter() - t0}
     del pixels
     hands_out = out / f"c{k}-hands"
     t0 = time.perf_counter()
@@ -121,9 +129,10 @@ def run_set(data: Path, k: int, out: Path, *, epochs: int, n: int | None, seed: 
     hands = _finished(hands_out) or finetune(FinetuneConfig(model="hands", data=spec, out=str(hands_out), head="cv",
                                                             image_size=256, **split), data=hands_data)
     test256 = hands_data.split(**split).test
-    scores = landmark_scores(hands, test256, degrade(test256.numpy()[0], DEGRADATIONS, seed=seed))
-    row["hands"] = (scores["clean"], scores["degraded"], time.perf_counter() - t0)
-    row["no_hand"] = {"clean": scores["no_hand_clean"], "degraded": scores["no_hand_degraded"]}
+    scores = landmark_scores(hands, test256, degraded_sets(test256.numpy()[0], seed))
+    row["hands"] = {k: v for k, v in scores.items() if not k.startswith("no_hand")}
+    row["hands"]["seconds"] = time.perf_counter() - t0
+    row["no_hand"] = {k[len("no_hand_"):]: v for k, v in scores.items() if k.startswith("no_hand")}
     row["test_n"] = len(test256)
     row["hands_run"] = str(hands.path)
     return row
@@ -179,21 +188,28 @@ def export_and_door(run_dir: Path, out: Path, frames: int = 60) -> dict:
 
 
 def format_table(rows: list[dict], quick: bool) -> str:
-    lines = ["| classes | test n | model | clean acc | degraded acc | seconds |", "|---|---:|---|---:|---:|---:|"]
+    from toolkit.degrade import DEGRADATIONS
+
+    kinds_head = " | ".join(f"{k} only" for k in DEGRADATIONS)
+    lines = [f"| classes | test n | model | clean acc | degraded acc | {kinds_head} | seconds |",
+             "|---|---:|---|---:|---:|" + "---:|" * len(DEGRADATIONS) + "---:|"]
     names = {"scratch": "ResNet50 from scratch", "cached": "ResNet50, cached features of the sign_digits base",
              "hands": "landmark head (palm + 21 points, cv)"}
     for r in rows:
         for key, name in names.items():
-            clean, bad, secs = r[key]
-            lines.append(f"| 0-{r['classes'] - 1} | {r['test_n']} | {name} | {100 * clean:.1f} % | {100 * bad:.1f} % "
-                         f"| {secs:.0f} |")
+            s = r[key]
+            kinds = " | ".join(f"{100 * s[k]:.1f} %" for k in DEGRADATIONS)
+            lines.append(f"| 0-{r['classes'] - 1} | {r['test_n']} | {name} | {100 * s['clean']:.1f} % | "
+                         f"{100 * s['degraded']:.1f} % | {kinds} | {s['seconds']:.0f} |")
     lines.append("")
-    lines.append("No hand found (counted wrong), per class, test split: clean / degraded")
+    lines.append("No hand found (counted wrong), per class, test split: clean / all degradations / "
+                 + " / ".join(DEGRADATIONS))
     for r in rows:
         nh = r["no_hand"]
-        per = ", ".join(f"{c}: {nh['clean'][c]}/{nh['degraded'][c]}" for c in nh["clean"])
-        lines.append(f"  classes 0-{r['classes'] - 1}: {per} (total {sum(nh['clean'].values())}/"
-                     f"{sum(nh['degraded'].values())})")
+        order = ("clean", "degraded", *DEGRADATIONS)
+        per = ", ".join(f"{c}: " + "/".join(str(nh[o][c]) for o in order) for c in nh["clean"])
+        totals = "/".join(str(sum(nh[o].values())) for o in order)
+        lines.append(f"  classes 0-{r['classes'] - 1}: {per} (total {totals})")
     if quick or any(r["epochs"] < 10 for r in rows):
         lines.append(f"note: ResNet50 trained {rows[0]['epochs']} epoch(s)"
                      + (f" on {rows[0]['n']} images per set" if rows[0]["n"] else "")
