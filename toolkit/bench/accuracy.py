@@ -80,8 +80,11 @@ def evaluate_export(
     split = load_scored(data, predictor.size, predictor.labels, every=False)
     x, y = split.numpy()
     probs = class_probs(predictor, x)
-    report = metrics.classification_report(y, probs, predictor.labels)
+    # a hand-sign export's last column is "no_hand": a class no image has, so each such answer is wrong
+    report = metrics.classification_report(y, probs, predictor.answers)
     report["tta"] = False
+    if predictor.is_hands:
+        report["no_hand"] = int(np.sum(probs.argmax(1) == len(predictor.labels)))
     if len(predictor.labels) == 2:
         table = set(metrics.THRESHOLDS)
         if predictor.threshold is not None:  # a sigmoid file: the door opens at this threshold

@@ -144,6 +144,8 @@ def run(
     k: int = typer.Option(None, "--k", min=1, hidden=True),  # old spelling of --votes
     n: int = typer.Option(None, "--n", min=1, hidden=True),  # old spelling of --window
     threshold: float = _THRESHOLD,
+    open_on: str = typer.Option(None, "--open-on", help="Open on this label of a multi-class export (e.g. the hand "
+                                "sign 5): a frame votes when P(label) >= --threshold (default 0.5); no hand, no vote."),
     open_seconds: float = typer.Option(3.0, "--open-seconds", min=0.1, help="How long the door stays unlocked."),
     cooldown: float = typer.Option(5.0, "--cooldown", min=0.0, help="Locked time after each opening."),
     stale: float = typer.Option(2.0, "--stale", min=0.1, help="No frame for this long locks the door."),
@@ -183,7 +185,7 @@ def run(
     votes, window = deprecated("--k", "--votes", k, votes), deprecated("--n", "--window", n, window)
     detector = deprecated("--face", "--detector", face, detector)
     try:
-        policy = PolicyConfig(votes, window, threshold, open_seconds, cooldown, stale)
+        policy = PolicyConfig(votes, window, threshold, open_seconds, cooldown, stale, open_on)
     except ValueError as exc:
         raise ToolkitError(f"--votes/--window/--open-seconds: {exc}") from exc
     door = DoorConfig(

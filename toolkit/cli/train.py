@@ -34,6 +34,10 @@ def _print_result(path: Path | None) -> None:
             typer.echo(f"cross-validated accuracy {cv['accuracy_mean']:.4f} ± {cv['accuracy_std']:.4f} "
                        f"({cv['folds']} folds of {cv['n']} images; layer {cv['layer']}, C {cv['C']:g})")
         typer.echo(f"test accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  on {m['n']} images")
+        if "no_hand" in m:  # the hands base: images without a hand are wrong answers in that figure, and named
+            files = m.get("no_hand_files", [])
+            typer.echo(f"no hand found in {m['no_hand']} test images (counted wrong)"
+                       + (f": {', '.join(files[:10])}{' ...' if len(files) > 10 else ''}" if files else ""))
     typer.echo(f"run folder: {path}  (model.keras, config.json, history.csv, metrics.json, curves.png, "
                "confusion.png; TensorBoard: tensorboard --logdir " + str(path / "logs") + ")")
 

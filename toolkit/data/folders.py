@@ -191,5 +191,5 @@ def load_folder(
     else:
         if len(keep) < len(files):
             x = x[keep]
-        split = Split("all", labels, y, size, x=x, groups=np.array(groups))
+        split = Split("all", labels, y, size, x=x, groups=np.array(groups), names=tuple(kept_names))
     return split, report

@@ -25,6 +25,7 @@ class Split:
         paths: file paths for streamed splits (exactly one of ``x`` and ``paths``).
         digests: sha256 digest of each file (streamed splits; the fingerprint is built from them).
         groups: items with the same group id are identical and must land in the same split.
+        names: a readable name per item (e.g. "5/IMG_1.JPG") for in-memory splits read from files.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class Split:
         paths: tuple[str, ...] | None = None,
         digests: tuple[bytes, ...] | None = None,
         groups: np.ndarray | None = None,
+        names: tuple[str, ...] | None = None,
     ):
         if (x is None) == (paths is None):
             raise ValueError("give exactly one of x (in memory) and paths (streamed)")
@@ -49,6 +51,7 @@ class Split:
         self._paths = None if paths is None else tuple(paths)
         self._digests = None if digests is None else tuple(digests)
         self._groups = np.arange(len(self.y)) if groups is None else np.asarray(groups, dtype=np.int64)
+        self._names = None if names is None else tuple(names)
         n = len(x) if x is not None else len(self._paths)
         if n != len(self.y) or len(self._groups) != n:
             raise ValueError(f"split {name}: {n} images but {len(self.y)} labels")
@@ -74,6 +77,11 @@ class Split:
     def paths(self) -> tuple[str, ...] | None:
         """The file paths of a streamed split (None in memory)."""
         return self._paths
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        """A name per item when the loader knew one (the file paths of a streamed split), else None."""
+        return self._names if self._names is not None else self._paths
 
     @cached_property
     def fingerprint(self) -> str:
@@ -136,6 +144,7 @@ class Split:
             paths=None if self._paths is None else tuple(self._paths[i] for i in index),
             digests=None if self._digests is None else tuple(self._digests[i] for i in index),
             groups=self._groups[index],
+            names=None if self._names is None else tuple(self._names[i] for i in index),
         )
 
 

@@ -22,6 +22,7 @@ from toolkit.export import automix, mixed
 from toolkit.export.config import ExportConfig
 from toolkit.export.formats import Context, select
 from toolkit.export.manifest import build_manifest, file_entry, relative
+from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown  # noqa: F401 - api names
 from toolkit.export.quantize import calibration_images, check_images
 from toolkit.export.validate import choose_threshold, classes, compare, gate, load_runner, predict, threshold_at
 from toolkit.runtime.manifest import data_kind, sha256_file
@@ -43,6 +44,10 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
     if not Path(config.source).exists():
         raise ToolkitError(f"{config.source}: not found; give a run folder from 'toolkit train' or a .keras model file")
     model, run = resolve_model(config.source)
+    if run is not None and run.config.get("hands"):  # palm -> landmarks -> head: its own chain and validation
+        from toolkit.export.hands import export_hands
+
+        return export_hands(run, model, config, log or (lambda msg: print(msg, file=sys.stderr)))
     if run is not None:
         splits = run.splits(config.data)
         return export_model(
@@ -309,81 +314,3 @@ def _output_kind(model, labels: tuple) -> str:
         f"model has {units} output unit(s) but the data has {len(labels)} labels {list(labels)}; "
         "export with the data the model was trained on"
     )
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise ToolkitError(f"{out}: already exists; choose another --out or pass --overwrite")
-    if out.exists() and not out.is_dir():
-        raise ToolkitError(f"{out}: exists and is not a folder; choose another --out")
-
-
-def clean_stale(out: Path) -> None:
-    """Undo what a killed export left: its staging folders and work dirs; a swapped-out old export comes back.
-
-    Each temporary name carries its writer's process id, so folders of an export still running elsewhere
-    are left alone.
-    """
-    for prefix in (f".{out.name}.partial-", f".{out.name}.old-"):
-        for path in sorted(out.parent.glob(prefix + "*")):
-            if _alive(path.name[len(prefix):]):
-                continue
-            if prefix.endswith(".old-") and not out.exists():  # killed between the two renames of _publish
-                os.replace(path, out)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-    for path in Path(tempfile.gettempdir()).glob("toolkit-export-*"):
-        pid = path.name[len("toolkit-export-"):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(pid):  # a name without a writer's id is not ours to judge
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(suffix: str) -> bool:
-    """Is the process whose id starts ``suffix`` ("1234" or "1234-x1y2") still running?"""
-    digits = suffix.split("-", 1)[0]
-    if not digits.isdigit():
-        return False
-    try:
-        os.kill(int(digits), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists but belongs to someone else
-        return True
-    return True
-
-
-def _publish(staging: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished staging folder into place; an old folder is swapped out, then removed."""
-    os.chmod(staging, 0o755)
-    if out.exists() and overwrite:
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)
-
-
-def report_markdown(manifest) -> str:
-    """A human summary of the validation numbers (the manifest is the machine-readable copy)."""
-    lines = [
-        f"# Export {manifest.name}: {manifest.model}",
-        "",
-        f"Labels: {', '.join(manifest.labels)} ({manifest.output_kind}); serve: `{manifest.serve}`",
-        "",
-        "| file | format | quantization | KB | accuracy % | float % | agreement % | max abs dp "
-        "| threshold | FAR | FRR |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, e in manifest.files.items():
-        v = e.validation
-
-        def fmt(x, spec=".3f"):
-            return "" if x is None else format(x, spec)
-
-        lines.append(
-            f"| {name} | {e.format} | {e.quantization} | {e.bytes / 1024:.1f} | {v['accuracy']:.2f} | "
-            f"{v['float_accuracy']:.2f} | {v['agreement']:.2f} | {v['max_abs_dprob']:.4f} | "
-            f"{fmt(e.threshold, '.4f')} | {fmt(e.far)} | {fmt(e.frr)} |"
-        )
-    return "\n".join(lines) + "\n"

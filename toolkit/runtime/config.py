@@ -51,6 +51,9 @@ class PolicyConfig:
     open_seconds: float = 3.0  # how long the relay stays energised
     cooldown_seconds: float = 5.0  # locked time after an opening, so one smile opens the door once
     stale_seconds: float = 2.0  # no frame for this long = in doubt = locked and not ready
+    # A label to open on (e.g. the hand sign "5"): a frame votes when P(label) >= threshold (default 0.5);
+    # lets a multi-class export drive the door. No hand / no face = no vote. None = the binary model's yes.
+    open_on: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= self.n:

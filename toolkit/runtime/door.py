@@ -25,8 +25,10 @@ from toolkit.runtime.actuator import Actuator, RelayError
 from toolkit.runtime.camera import CameraError, FrameSource
 from toolkit.runtime.config import DoorConfig
 from toolkit.runtime.eventlog import EventLog
+from toolkit.runtime.handpipe import NO_HAND
 from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.policy import DoorPolicy, Verdict
+from toolkit.runtime.predictor import DEFAULT_THRESHOLD
 from toolkit.runtime.snapshots import SnapshotStore, crop_box
 
 log = logging.getLogger("toolkit.runtime")
@@ -77,7 +79,8 @@ class DoorLoop:
         wall: Callable[[], float] = time.time,
     ) -> None:
         predictor = holder.predictor
-        _binary_only(predictor)
+        check = _door_check(config.policy.open_on)
+        check(predictor)
         self.holder, self.source, self.config, self.actuator = holder, source, config, actuator
         self.cropper, self.clock, self.sleep, self.wall = cropper, clock, sleep, wall
         self.policy = DoorPolicy(config.policy, self._threshold(predictor), clock)
@@ -94,7 +97,7 @@ class DoorLoop:
         self._last_new = clock()
         self._lock = threading.RLock()
         self._backoff = config.reconnect_min_seconds
-        holder.checks.append(_binary_only)  # a hot reload the door cannot use is refused, not crashed on
+        holder.checks.append(check)  # a hot reload the door cannot use is refused, not crashed on
         self._events = None
         self.snapshots = None
         if config.snapshots:
@@ -113,7 +116,17 @@ class DoorLoop:
 
     def _threshold(self, predictor) -> float:
         t = self.config.policy.threshold
-        return t if t is not None else predictor.threshold
+        if t is not None:
+            return t
+        return DEFAULT_THRESHOLD if self.config.policy.open_on is not None else predictor.threshold
+
+    def _probability(self, predictor, image: np.ndarray) -> float | None:
+        """P(the opening answer) for one frame, or None when it holds no hand (a vote against, as no face)."""
+        p = predictor.predict(image)
+        if p.label == NO_HAND:
+            return None
+        open_on = self.config.policy.open_on
+        return p.probability if open_on is None else p.probabilities.get(open_on, 0.0)
 
     # --- called from the HTTP threads -------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
@@ -169,7 +182,7 @@ class DoorLoop:
         try:
             crop = self.cropper(frame) if self.cropper else frame
             if crop is not None:
-                probability = predictor.predict(crop).probability
+                probability = self._probability(predictor, crop)
         except Exception as exc:  # any crop or model failure, expected or not, must lock the door
             self.fault(f"model failure: {exc}")
             return True
@@ -184,6 +197,8 @@ class DoorLoop:
                 self._logged_fault = None  # a good frame: the next fault is news again
         if crop is None:
             self._emit("no_face")
+        elif probability is None:
+            self._emit("no_hand")
         self._log_event(probability, verdict, latency, frame=frame, box=crop_box(frame, crop))
         return True
 
@@ -317,6 +332,19 @@ class DoorLoop:
                 if watcher not in self._broken_watchers:
                     self._broken_watchers.append(watcher)
                     log.exception("door watcher failed (logged once)")
+
+
+def _door_check(open_on: str | None) -> Callable:
+    """The check a model must pass to drive this door: a binary model, or one whose labels hold ``open_on``."""
+    if open_on is None:
+        return _binary_only
+
+    def has_label(predictor) -> None:
+        if open_on not in predictor.labels:
+            raise ToolkitError(f"--open-on {open_on}: {predictor.folder} has no such label; "
+                               f"choose one of {', '.join(predictor.labels)}")
+
+    return has_label
 
 
 def _binary_only(predictor) -> None:

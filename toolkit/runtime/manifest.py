@@ -74,6 +74,11 @@ class Manifest:
     # The face detector the model's photos were cropped with, travelling in the folder: kind, file, sha256,
     # licence, input_size, min_score, nms_iou, margin. {} = none (older manifests have no such key).
     detector: dict = field(default_factory=dict)
+    # How the files chain. "" (older manifests too): ``serve`` takes the image. "hands": the image goes through
+    # the palm and landmark ONNX files named in ``hands`` (with their sha256, licence and source), and ``serve``
+    # is the head on their 63 features; an image without a hand is answered "no_hand".
+    pipeline: str = ""
+    hands: dict = field(default_factory=dict)
     created: str = ""
     schema: str = SCHEMA
 
@@ -164,6 +169,9 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise ToolkitError(f"{path}: field 'output_kind' must be 'sigmoid' or 'softmax', got {manifest.output_kind!r}")
     if manifest.output_kind == "sigmoid" and len(manifest.labels) != 2:
         raise ToolkitError(f"{path}: a sigmoid output needs exactly 2 labels, got {len(manifest.labels)}")
+    if manifest.pipeline not in ("", "hands"):
+        raise ToolkitError(f"{path}: field 'pipeline' must be '' or 'hands', got {manifest.pipeline!r}; "
+                           "a newer toolkit wrote it")
     if len(inp.shape) != 4 or inp.shape[3] != 3:
         raise ToolkitError(f"{path}: field 'input.shape' must be [batch, height, width, 3], got {list(inp.shape)}")
     return manifest

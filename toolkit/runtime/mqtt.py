@@ -291,7 +291,7 @@ class MqttBridge:
         }
         seen = {
             **common,
-            "name": f"{predictor.positive_label} seen",
+            "name": f"{self.door.config.policy.open_on or predictor.positive_label} seen",  # --open-on: that sign
             "unique_id": f"{node}_seen",
             "state_topic": self.topics["seen"],
             "payload_on": "ON",

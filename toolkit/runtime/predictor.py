@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from toolkit.errors import ToolkitError
 from toolkit.images import DEFAULT_MAX_PIXELS, ImageSource, decode_image
+from toolkit.runtime.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, HandPipeline, hand_record
 from toolkit.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
 
 DEFAULT_THRESHOLD = 0.5  # binary tasks whose manifest names no threshold
@@ -29,6 +30,8 @@ class Prediction:
 
     ``probability`` is P(positive label) for a sigmoid model (what the door thresholds), the top class's
     probability for softmax. ``decision`` is ``probability >= threshold`` for sigmoid models, None otherwise.
+    A hand-sign export answers ``label == "no_hand"`` (probability 1, decision False) when it sees no hand;
+    its ``details`` say which hand it saw.
     """
 
     label: str
@@ -37,6 +40,7 @@ class Prediction:
     decision: bool | None
     latency_ms: float
     probabilities: dict[str, float]
+    details: dict | None = None  # pipeline extras, e.g. {"hand": {"score", "handedness"} or None}
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +50,7 @@ class Prediction:
             "decision": self.decision,
             "latency_ms": self.latency_ms,
             "probabilities": self.probabilities,
+            **(self.details or {}),
         }
 
 
@@ -112,7 +117,24 @@ class Predictor:
             self.threshold = None
         self.threads = threads
         self._session = _open_session(self.path, threads)
-        self.input_name, self.output_name = _check_session(self._session, self.manifest, self.dtype, self.path, where)
+        # A hand-sign export chains palm -> landmarks -> this file (the head on 63 features); the answers gain
+        # "no_hand", and the v2 tensor's input is still the image.
+        self.hands = HandPipeline(self.folder, self.manifest.hands, threads) if self.is_hands else None
+        if self.hands is not None:
+            self.output_name = _check_head_session(self._session, self.manifest, self.path, where)
+            self.input_name = self.manifest.input.name
+        else:
+            self.input_name, self.output_name = _check_session(self._session, self.manifest, self.dtype, self.path,
+                                                               where)
+
+    @property
+    def is_hands(self) -> bool:
+        return self.manifest.pipeline == PIPELINE
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """Every label an answer can carry: the model's, plus "no_hand" for a hand-sign export."""
+        return (*self.labels, NO_HAND) if self.is_hands else self.labels
 
     @property
     def name(self) -> str:
@@ -123,8 +145,12 @@ class Predictor:
         return self.manifest.positive_label
 
     def load(self, source: ImageSource, name: str | None = None) -> np.ndarray:
-        """Decode any image (bytes, path, RGB array, PIL image) into one HxWx3 model input."""
-        return decode_image(source, self.size, max_pixels=self.max_pixels, name=name)
+        """Decode any image (bytes, path, RGB array, PIL image) into one HxWx3 model input.
+
+        A hand-sign export keeps the image's own size (the palm detector letterboxes it; small photos are
+        upscaled by the pipeline).
+        """
+        return decode_image(source, None if self.is_hands else self.size, max_pixels=self.max_pixels, name=name)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on an NHWC batch already at the input size; returns (N, K) probabilities.
@@ -135,8 +161,21 @@ class Predictor:
         h, w = self.size
         if batch.ndim != 4 or batch.shape[1:] != (h, w, 3) or batch.shape[0] < 1:
             raise ToolkitError(f"input {self.input_name!r}: expected shape [N, {h}, {w}, 3], got {list(batch.shape)}")
+        if self.hands is not None:
+            return np.stack([self._run_hand(image)[0] for image in np.clip(batch, 0, 255).astype(np.uint8)])
         out = self._session.run([self.output_name], {self.input_name: batch.astype(self.dtype, copy=False)})[0]
         return np.asarray(out, dtype=np.float32).reshape(batch.shape[0], -1)
+
+    def _run_hand(self, image: np.ndarray):
+        """One image through palm -> landmarks -> head: (one probability per label, then P(no hand); the Hand)."""
+        x, hand = self.hands.features(image)
+        row = np.zeros(len(self.labels) + 1, np.float32)
+        if x is None:
+            row[-1] = 1.0
+            return row, None
+        out = np.asarray(self._session.run([self.output_name], {FEATURE_INPUT: x[None]})[0], np.float32).reshape(-1)
+        row[:-1] = [1.0 - out[0], out[0]] if self.manifest.output_kind == "sigmoid" else out
+        return row, hand
 
     def predict(self, source: ImageSource, name: str | None = None) -> Prediction:
         """Classify one image: bytes, a file path, an RGB array (camera frame) or a PIL image.
@@ -154,13 +193,19 @@ class Predictor:
             return []
         start = time.perf_counter()
         names = names or [None] * len(sources)
+        if self.hands is not None:  # images keep their own sizes: one at a time
+            rows = [self._run_hand(self.load(s, n)) for s, n in zip(sources, names, strict=False)]
+            latency = (time.perf_counter() - start) * 1000.0 / len(sources)
+            return [self.interpret(row, latency, hand) for row, hand in rows]
         batch = np.stack([self.load(s, n) for s, n in zip(sources, names, strict=False)])
         probs = self.run(batch)
         latency = (time.perf_counter() - start) * 1000.0 / len(sources)
         return [self.interpret(row, latency) for row in probs]
 
-    def interpret(self, row: np.ndarray, latency_ms: float = 0.0) -> Prediction:
+    def interpret(self, row: np.ndarray, latency_ms: float = 0.0, hand=None) -> Prediction:
         """Turn one output row into a :class:`Prediction` (label, probability, decision)."""
+        if self.hands is not None:
+            return self._interpret_hand(row, latency_ms, hand)
         if self.manifest.output_kind == "sigmoid":
             p = float(row[0])
             decision = bool(p >= self.threshold)
@@ -171,13 +216,26 @@ class Predictor:
         probs = {lab: float(v) for lab, v in zip(self.labels, row, strict=False)}
         return Prediction(self.labels[top], float(row[top]), None, None, latency_ms, probs)
 
+    def _interpret_hand(self, row: np.ndarray, latency_ms: float, hand) -> Prediction:
+        probs = {lab: float(v) for lab, v in zip(self.answers, row, strict=True)}
+        details = {"hand": hand_record(hand)}
+        if row[-1] >= 1.0:  # no hand: an answer of its own, never the least unlikely sign
+            return Prediction(NO_HAND, 1.0, self.threshold, False if self.threshold is not None else None,
+                              latency_ms, probs, details)
+        if self.manifest.output_kind == "sigmoid":
+            p = float(row[1])
+            decision = bool(p >= self.threshold)
+            return Prediction(self.labels[int(decision)], p, self.threshold, decision, latency_ms, probs, details)
+        top = int(np.argmax(row[:-1]))
+        return Prediction(self.labels[top], float(row[top]), None, None, latency_ms, probs, details)
+
     def describe(self) -> dict:
         """The model's identity for logs and the v2 metadata endpoint."""
         return {
             "name": self.name,
             "file": self.file,
             "sha256": self.manifest.files[self.file].sha256,
-            "labels": list(self.labels),
+            "labels": list(self.answers),
             "output_kind": self.manifest.output_kind,
             "threshold": self.threshold,
             "input": {"name": self.input_name, "dtype": self.dtype.name, "shape": [-1, *self.size, 3]},
@@ -186,6 +244,8 @@ class Predictor:
 
     @property
     def output_width(self) -> int:
+        if self.is_hands:  # one column per label, then P(no hand)
+            return len(self.answers)
         return 1 if self.manifest.output_kind == "sigmoid" else len(self.labels)
 
 
@@ -207,6 +267,20 @@ def predict_files(folder: str | Path, images: Sequence[str], file: str | None = 
             rows.append({"image": name, "label": p.label, "probability": p.probabilities[p.label],
                          "probabilities": p.probabilities, "decision": p.decision, "threshold": p.threshold})
     return rows
+
+
+def _check_head_session(session: ort.InferenceSession, manifest: Manifest, path: Path, where: Path) -> str:
+    """A hand-sign head: one float input ``features`` [N, D], one float output [N, 1 or labels]."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != FEATURE_INPUT or inputs[0].type != "tensor(float)":
+        raise ToolkitError(f"{path}: the hand-sign head must take one float tensor {FEATURE_INPUT!r}, got "
+                           f"{[(i.name, i.type) for i in inputs]} ({where})")
+    width = 1 if manifest.output_kind == "sigmoid" else len(manifest.labels)
+    out = outputs[0] if len(outputs) == 1 else None
+    if out is None or out.type != "tensor(float)" or len(out.shape) != 2 or (
+            isinstance(out.shape[1], int) and out.shape[1] != width):
+        raise ToolkitError(f"{path}: the hand-sign head must return float [N, {width}] ({where})")
+    return out.name
 
 
 def _only_onnx(manifest: Manifest, where: Path) -> str:

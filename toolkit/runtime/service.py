@@ -95,7 +95,7 @@ def run_door(
     log.info(
         "door: model %s (%s, threshold %.3f), camera %s, face %s, relay %s, open when %d of %d frames are %s",
         p.name, p.file, loop.policy.threshold, door.camera, getattr(cropper, "name", "none"), actuator.name,
-        policy.k, policy.n, p.positive_label,
+        policy.k, policy.n, policy.open_on or p.positive_label,
     )  # fmt: skip
     entry = p.manifest.files.get(p.file)
     if entry is not None and entry.far is not None and door.policy.threshold is None:

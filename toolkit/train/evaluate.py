@@ -57,6 +57,9 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, labels: tuple, *, tta: b
 def evaluate_run(run: runs.Run, *, split=None, data: str | None = None, tta: bool = False,
                  out: Path | None = None) -> dict:
     """Evaluate a run's best model on its test split (or on ``data``) and write metrics + a confusion PNG."""
+    if run.config.get("hands"):  # its model.keras is the head alone; the chain lives in the export folder
+        raise ToolkitError(f"{run.path}: a hands run; its test figures are in metrics.json. To score other photos, "
+                           f"export it (toolkit export {run.path} --out FOLDER) and evaluate FOLDER --data SPEC")
     from toolkit.train.plots import plot_confusion
 
     if split is None:

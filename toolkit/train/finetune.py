@@ -139,6 +139,10 @@ def finetune(config: FinetuneConfig, *, data=None) -> runs.Run | None:
     """
     from toolkit.models import get_spec
 
+    if config.model == "hands":  # a numpy/onnxruntime base, not a Keras one: landmarks, then the cv head
+        from toolkit.train.hands import finetune_hands
+
+        return finetune_hands(config, data)
     D.quiet_native_log(config.strategy, config.workers)
     spec = get_spec(config.model)
     is_chief = D.is_chief(config.strategy, config.workers, config.worker_index)

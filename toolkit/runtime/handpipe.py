@@ -1,0 +1,136 @@
+"""The hand-sign pipeline, shared by training and the door: image -> (upscale) -> palm -> landmarks -> 63 features.
+
+Training (:mod:`toolkit.train.hands`) and the door's :class:`~toolkit.runtime.predictor.Predictor` both go
+through :func:`hand_features`, so the head sees the same numbers in both places. An image where the palm
+detector finds no hand has no features: the door answers :data:`NO_HAND` (never a guess), and every test
+figure counts it as a wrong answer.
+
+An export folder of this pipeline holds, besides ``manifest.json`` (``pipeline: "hands"``)::
+
+    palm ONNX      image -> palm boxes            } files and sha256 in manifest["hands"]["files"]
+    landmark ONNX  rotated hand crop -> 21 points }
+    head ONNX      63 features -> class probabilities (the manifest's ``serve`` entry)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import ToolkitError
+from toolkit.runtime.manifest import sha256_file
+
+PIPELINE = "hands"  # manifest["pipeline"] of a hand-sign export
+NO_HAND = "no_hand"  # the explicit answer when the palm detector finds no hand
+# Small photos are upscaled so their shorter side is at least this before tracking: the palm detector finds
+# hands in 119 of 120 64x64 photos upscaled to 256, far fewer at 64.
+MIN_SIDE = 256
+FEATURE_INPUT = "features"  # the head ONNX file's input name
+# A hand that fills the photo is too big for the palm detector (sign_digits' close-ups: no hand in 191 of 1,237
+# photos of signs 0-5). When none is found, the photo is tried again inside a black border of this fraction of
+# its size on each side: 181 of those 191 are then found, and none of 100 found ones was lost with the border.
+ZOOM_OUT = 0.5
+
+
+def upscale(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
+    """``image`` (HxWx3 uint8) with its shorter side raised to ``min_side`` (bilinear, aspect kept); larger as is."""
+    h, w = image.shape[:2]
+    if min_side <= 0 or min(h, w) >= min_side:
+        return image
+    from toolkit.images import resize
+
+    scale = min_side / min(h, w)
+    size = (max(min_side, round(h * scale)), max(min_side, round(w * scale)))
+    from PIL import Image
+
+    return np.asarray(resize(Image.fromarray(image), size), dtype=np.uint8)
+
+
+def open_tracker(palm: Path, landmark: Path, threads: int = 1, min_score: float = 0.5):
+    """The numpy/onnxruntime hand tracker over two ONNX files (a function, so tests can put a fake in its place)."""
+    from toolkit.runtime.hands import HandTracker
+
+    return HandTracker(palm, landmark, threads=threads, min_score=min_score)
+
+
+def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out: float = ZOOM_OUT):
+    """(features (63,) float32 or None when no hand is found, the Hand or None) for one HxWx3 RGB image.
+
+    Small images are upscaled to ``min_side``; when no hand is found, the image is tried once more inside a
+    black border of ``zoom_out`` of its size on each side (the Hand's points stay in the image's pixels).
+    """
+    import dataclasses
+
+    from toolkit.runtime.hands import features
+
+    image = upscale(np.asarray(image, dtype=np.uint8), min_side)
+    hand = tracker.track(image)
+    if hand is None and zoom_out > 0:
+        h, w = image.shape[:2]
+        by, bx = round(h * zoom_out), round(w * zoom_out)
+        framed = np.zeros((h + 2 * by, w + 2 * bx, 3), np.uint8)
+        framed[by:by + h, bx:bx + w] = image
+        hand = tracker.track(framed)
+        if hand is not None and hasattr(hand, "points"):
+            hand = dataclasses.replace(hand, points=np.asarray(hand.points, np.float32) - np.array(
+                [bx, by, 0], np.float32))
+    if hand is None:
+        return None, None
+    return np.asarray(features(hand), dtype=np.float32).reshape(-1), hand
+
+
+def hand_record(hand) -> dict | None:
+    """What an answer says about the hand it saw (None: no hand)."""
+    if hand is None:
+        return None
+    return {"score": round(float(hand.score), 4), "handedness": hand.handedness}
+
+
+class HandPipeline:
+    """An export folder's palm and landmark files, checked by sha256 against its manifest, as one tracker.
+
+    Raises:
+        ToolkitError: a file missing, changed after export, or a manifest without a ``hands`` record.
+    """
+
+    def __init__(self, folder: Path, record: dict, threads: int = 1) -> None:
+        where = Path(folder) / "manifest.json"
+        files = record.get("files") if isinstance(record, dict) else None
+        if not isinstance(files, dict) or not {"palm", "landmark"} <= set(files):
+            raise ToolkitError(f"{where}: field 'hands.files' must name the 'palm' and 'landmark' ONNX files; "
+                               "re-run 'toolkit export'")
+        sums = record.get("sha256", {})
+        paths = {}
+        for role in ("palm", "landmark"):
+            path = Path(folder) / files[role]
+            if not path.is_file():
+                raise ToolkitError(f"{path}: the hand {role} model listed in the manifest is missing; "
+                                   "re-run 'toolkit export'")
+            expected = sums.get(files[role]) or sums.get(role)
+            if expected is not None and sha256_file(path) != expected:
+                raise ToolkitError(f"{path}: sha256 does not match hands.sha256 in {where}; the file changed "
+                                   "after export, re-run 'toolkit export'")
+            paths[role] = path
+        self.min_side = int(record.get("min_side", MIN_SIDE))
+        self.zoom_out = float(record.get("zoom_out", 0.0))  # exports from before the second look had none
+        self.feature_version = record.get("feature_version")
+        self.tracker = open_tracker(paths["palm"], paths["landmark"], threads, float(record.get("min_score", 0.5)))
+
+    def features(self, image: np.ndarray):
+        """(features or None, Hand or None) for one RGB image of any size."""
+        return hand_features(self.tracker, image, self.min_side, self.zoom_out)
+
+
+def with_no_hand(probs: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Class probabilities of the found images (F, K) -> (N, K + 1) for all N images, the last column "no hand".
+
+    An image without a hand gets probability 1 on "no hand", a class no image belongs to: every figure computed
+    from these rows counts it as a wrong answer.
+    """
+    found = np.asarray(found, bool)
+    probs = np.asarray(probs, np.float64).reshape(int(found.sum()), -1)
+    out = np.zeros((len(found), probs.shape[1] + 1))
+    out[found, :-1] = probs
+    out[~found, -1] = 1.0
+    return out
