@@ -193,10 +193,7 @@ def layer_ops(model, flatbuffer: bytes) -> list[dict]:
         outputs = [int(o) for o in op["outputs"] if int(o) >= 0]
         matched: list[str] = []
         for o in outputs:
-            for path in names.get(o, "").split(";"):
-                for part in path.split("/"):
-                    if part in layers and part not in matched:
-                        matched.append(part)
+            matched += [n for n in named_layers(names.get(o, ""), layers) if n not in matched]
         if not matched:
             for i in op["inputs"]:
                 for name in producer.get(int(i), []):
@@ -208,6 +205,20 @@ def layer_ops(model, flatbuffer: bytes) -> list[dict]:
         if outputs:
             result.append({"node": names[outputs[0]], "op": op["op_name"], "layers": matched, "layer": primary})
     return result
+
+
+def named_layers(tensor_name: str, layers) -> list[str]:
+    """The names in ``layers`` that a TFLite tensor name mentions as a whole TF path component, in order.
+
+    ``model/relu0/Relu;model/conv0/Conv2D`` mentions relu0 and conv0; ``model/conv2d_10/Conv2D`` mentions
+    conv2d_10, never conv2d_1.
+    """
+    found: list[str] = []
+    for path in tensor_name.split(";"):
+        for part in path.split("/"):
+            if part in layers and part not in found:
+                found.append(part)
+    return found
 
 
 def sensitivity(model, calibration: np.ndarray, images: np.ndarray, threads: int | None = None) -> dict[str, float]:

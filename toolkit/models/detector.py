@@ -60,6 +60,11 @@ BLAZEFACE = WheelFile(
     licence="mediapipe-0.10.21.dist-info/LICENSE",
     licence_name="Apache-2.0",
 )
+# What the shipped detector computes in, for the export manifest. tf2onnx expands the .tflite's float16 weights
+# to float32; the export quantizes only the toolkit's own model: without the detector's training data there is no
+# calibration set to check an int8 detector against, and the door's crop depends on its boxes.
+PRECISION = {"precision": "float32", "precision_source": "float16 weights in the wheel's .tflite, float32 in the "
+             "ONNX; third-party, not quantized by the export"}
 ATOL = 1e-4  # largest |ONNX - tflite| (relative above 1) on the check inputs; tf2onnx 1.17 gives ~3e-5
 PIP_TIMEOUT, PIP_RETRIES = 30, 2
 
@@ -217,4 +222,5 @@ def copy_detector(folder: Path, source: Path | None = None) -> dict:
     return {"kind": "blazeface", "file": ONNX_NAME, "sha256": sha256_file(folder / ONNX_NAME),
             "licence": LICENSE_NAME, "licence_name": BLAZEFACE.licence_name,
             "source": f"{BLAZEFACE.package}=={BLAZEFACE.version}:{BLAZEFACE.member}",
-            "input_size": INPUT_SIZE, "min_score": MIN_SCORE, "nms_iou": NMS_IOU, "margin": MARGIN}  # fmt: skip
+            "input_size": INPUT_SIZE, "min_score": MIN_SCORE, "nms_iou": NMS_IOU, "margin": MARGIN,
+            **PRECISION}  # fmt: skip
