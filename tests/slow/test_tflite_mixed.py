@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from toolkit.errors import ToolkitError
-from toolkit.export import tflite
+from toolkit.export import tflite, tflite_layers
 from toolkit.export.validate import TFLiteRunner, predict
 
 pytestmark = pytest.mark.slow
@@ -43,10 +43,10 @@ def test_float_layers_leave_exactly_their_ops_float(tiny, tmp_path):
     model, calibration, images = tiny
     mixed = tflite.convert(model, "int8", calibration, float_layers=("conv_b",))
     # nothing denied: full integer, every compute op int8 (the same file as the plain int8 conversion)
-    assert tflite.float_ops(tflite.quantize_calibrated(tflite.calibrated(model, calibration), [])) == []
-    floats = tflite.float_ops(mixed)
-    assert floats and all(tflite.named_layers(n, {"conv_b"}) == ["conv_b"] for n in floats), floats
-    ops = {op["layer"]: op for op in tflite.layer_ops(model, mixed)}
+    assert tflite_layers.float_ops(tflite.quantize_calibrated(tflite.calibrated(model, calibration), [])) == []
+    floats = tflite_layers.float_ops(mixed)
+    assert floats and all(tflite_layers.named_layers(n, {"conv_b"}) == ["conv_b"] for n in floats), floats
+    ops = {op["layer"]: op for op in tflite_layers.layer_ops(model, mixed)}
     assert ops["conv_a"]["node"] not in floats and ops["head"]["node"] not in floats
     reference = model.predict(images, verbose=0)
     assert np.abs(_run(mixed, images, tmp_path, "m.tflite") - reference).max() < 0.15
@@ -72,10 +72,13 @@ def test_sensitivity_is_keyed_by_keras_layers_worst_first(tiny):
     values = list(errors.values())
     assert values == sorted(values, reverse=True) and all(v >= 0 for v in values)
     assert max(values) > 0  # quantizing some layer changes the output at all
+    screened = tflite_layers.sensitivity(model, calibration, images, threads=1, exact=2)
+    # a large model: only the layers with the worst local error are measured, with the same figures
+    assert len(screened) == 2 and all(errors[k] == pytest.approx(v) for k, v in screened.items())
 
 
 def test_tensor_names_match_whole_layer_names_only():
     layers = {"conv2d_1", "conv2d_10", "bn", "model"}
-    assert tflite.named_layers("m/conv2d_10/Relu;m/bn/FusedBatchNormV3;m/conv2d_10/Conv2D1", layers) == [
+    assert tflite_layers.named_layers("m/conv2d_10/Relu;m/bn/FusedBatchNormV3;m/conv2d_10/Conv2D1", layers) == [
         "conv2d_10", "bn"]
-    assert tflite.named_layers("StatefulPartitionedCall:0", layers) == []
+    assert tflite_layers.named_layers("StatefulPartitionedCall:0", layers) == []

@@ -8,7 +8,6 @@ QUANTIZE. :func:`sensitivity` ranks layers by what quantizing each one alone cos
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -34,7 +33,7 @@ def convert(model, quantization: str, calibration: np.ndarray | None = None, uin
         calibration: float32 (N, H, W, 3) 0-255 images; int8 needs them, qat uses them for the I/O ranges.
         uint8_io: int8/qat only: uint8 input (raw pixels: scale 1, zero point 0) and uint8 output.
         float_layers: int8 only: Keras layer names whose TFLite ops stay float32 (every op a layer was fused
-            into; see :func:`layer_ops`).
+            into; see :func:`toolkit.export.tflite_layers.layer_ops`).
 
     Returns:
         the flatbuffer bytes.
@@ -138,7 +137,17 @@ def quantize_calibrated(calibrated_model: bytes, float_nodes: list[str], uint8_i
         raise ToolkitError(f"TFLite int8 quantization with float layers failed: {one_line(exc)}") from exc
 
 
+def sensitivity(model, calibration: np.ndarray, images: np.ndarray, threads: int | None = None) -> dict[str, float]:
+    """Keras layer name -> output error against float when only that layer is int8 (see
+    :func:`toolkit.export.tflite_layers.sensitivity`)."""
+    from toolkit.export.tflite_layers import sensitivity as measure
+
+    return measure(model, calibration, images, threads)
+
+
 def _mixed(model, calibration, uint8_io: bool, float_layers: tuple) -> bytes:
+    from toolkit.export.tflite_layers import layer_ops
+
     ops = layer_ops(model, calibrated(model, calibration))
     named = {name for op in ops for name in op["layers"]}
     unknown = [n for n in float_layers if n not in named]
@@ -147,130 +156,3 @@ def _mixed(model, calibration, uint8_io: bool, float_layers: tuple) -> bytes:
                            f"{', '.join(sorted(named)[:12])}{' ...' if len(named) > 12 else ''})")
     nodes = [op["node"] for op in ops if set(op["layers"]) & set(float_layers)]
     return quantize_calibrated(calibrated(model, calibration), nodes, uint8_io)
-
-
-def keras_layers(model) -> dict[str, tuple[int, int]]:
-    """Every leaf layer of ``model`` (nested models walked): name -> (parameter count, position in order)."""
-    from toolkit._keras import keras
-
-    k = keras()
-    found: dict[str, tuple[int, int]] = {}
-
-    def walk(m):
-        for layer in m.layers:
-            if isinstance(layer, k.Model):
-                walk(layer)
-            elif not isinstance(layer, k.layers.InputLayer) and layer.name not in found:
-                found[layer.name] = (int(layer.count_params()), len(found))
-
-    walk(model)
-    return found
-
-
-def layer_ops(model, flatbuffer: bytes) -> list[dict]:
-    """The TFLite ops of ``flatbuffer`` (converted from ``model``) with the Keras layers each came from.
-
-    An op's output tensor is named after the TF ops fused into it, ``;``-joined TF paths such as
-    ``model/relu0/Relu;model/conv0/Conv2D;model/pad0/Pad1``: a path component equal to a layer name marks
-    that layer (whole components, so ``conv2d_1`` never matches ``conv2d_10``). An op named after no layer
-    (the final activation is often ``StatefulPartitionedCall:0``) belongs to the layers of the op that
-    feeds it. BatchNormalization and scaling layers folded into a convolution's constants have no op.
-
-    Returns:
-        one dict per op, in execution order: ``node`` (output tensor name, what the quantizer's deny list
-        matches), ``op`` (builtin name), ``layers`` (Keras layer names), ``layer`` (the one that names it in
-        sensitivity reports: the one with the most parameters, the earliest on a tie; None if no layer).
-    """
-    from ai_edge_litert.interpreter import Interpreter
-
-    layers = keras_layers(model)
-    it = Interpreter(model_content=flatbuffer)
-    names = {d["index"]: d["name"] for d in it.get_tensor_details()}
-    producer: dict[int, list[str]] = {}
-    result = []
-    # _get_ops_details is the interpreter's (underscored) op listing, the one TF's QuantizationDebugger reads.
-    for op in it._get_ops_details():
-        outputs = [int(o) for o in op["outputs"] if int(o) >= 0]
-        matched: list[str] = []
-        for o in outputs:
-            matched += [n for n in named_layers(names.get(o, ""), layers) if n not in matched]
-        if not matched:
-            for i in op["inputs"]:
-                for name in producer.get(int(i), []):
-                    if name not in matched:
-                        matched.append(name)
-        for o in outputs:
-            producer[o] = matched
-        primary = max(matched, key=lambda n: (layers[n][0], -layers[n][1])) if matched else None
-        if outputs:
-            result.append({"node": names[outputs[0]], "op": op["op_name"], "layers": matched, "layer": primary})
-    return result
-
-
-def named_layers(tensor_name: str, layers) -> list[str]:
-    """The names in ``layers`` that a TFLite tensor name mentions as a whole TF path component, in order.
-
-    ``model/relu0/Relu;model/conv0/Conv2D`` mentions relu0 and conv0; ``model/conv2d_10/Conv2D`` mentions
-    conv2d_10, never conv2d_1.
-    """
-    found: list[str] = []
-    for path in tensor_name.split(";"):
-        for part in path.split("/"):
-            if part in layers and part not in found:
-                found.append(part)
-    return found
-
-
-def sensitivity(model, calibration: np.ndarray, images: np.ndarray, threads: int | None = None) -> dict[str, float]:
-    """What quantizing each Keras layer alone costs: mean over ``images`` of the largest |Δp| against float.
-
-    The model is calibrated once; then, per layer, the MLIR quantizer turns only that layer's ops into int8
-    (every other op on its deny list) and ai-edge-litert runs the file. One quantizer pass and one run per
-    layer (about 0.1-1 s each for ResNet50 at 64 px on 64 images) rather than a proxy: an op's local error
-    says nothing of how far it travels to the output, which is what the gate judges.
-
-    Args:
-        model: the float tf_keras model.
-        calibration: the int8 calibration images (float32 0-255, N x H x W x 3).
-        images: held-out images to measure on (float32 0-255); a few dozen are enough to rank.
-        threads: interpreter threads (default: every core).
-
-    Returns:
-        Keras layer name -> error, worst first; layers with no op of their own (folded into another) are absent.
-    """
-    from toolkit.export.validate import TFLiteRunner, predict
-
-    base = calibrated(model, calibration)
-    ops = [op for op in layer_ops(model, base) if op["layer"] is not None]
-    every = [op["node"] for op in layer_ops(model, base)]
-    groups: dict[str, list[str]] = {}
-    for op in ops:
-        groups.setdefault(op["layer"], []).append(op["node"])
-    images = np.asarray(images, dtype=np.float32)
-    errors: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="toolkit-sensitivity-") as tmp:
-        path = Path(tmp) / "one.tflite"
-        path.write_bytes(quantize_calibrated(base, every))
-        reference = predict(TFLiteRunner(path, threads), images)  # the float graph itself, every op denied
-        for layer, nodes in groups.items():
-            keep = set(nodes)
-            path.write_bytes(quantize_calibrated(base, [n for n in every if n not in keep]))
-            probs = predict(TFLiteRunner(path, threads), images)
-            errors[layer] = float(np.abs(probs - reference).max(axis=1).mean())
-    return dict(sorted(errors.items(), key=lambda kv: -kv[1]))
-
-
-def float_ops(flatbuffer: bytes) -> list[str]:
-    """Output tensor names of the ops that compute in float32 (not QUANTIZE/DEQUANTIZE) in a TFLite file."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=flatbuffer)
-    details = {d["index"]: d for d in it.get_tensor_details()}
-    found = []
-    for op in it._get_ops_details():
-        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
-            continue
-        outs = [details[int(o)] for o in op["outputs"] if int(o) >= 0]
-        if outs and all(np.dtype(d["dtype"]) == np.float32 for d in outs):
-            found.append(outs[0]["name"])
-    return found
