@@ -148,6 +148,8 @@ def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple
                 source.setdefault("mixed_selection", {})[fmt] = {
                     "split": record.get("selection_split"), "n": record.get("selection_n"),
                     "sensitivity_images": record.get("sensitivity_images")}
+            elif variant == "mixed":
+                row["float_layers"] = "0 (int8 passed the gate)"
             elif variant in ("int8", "qat"):
                 row["float_layers"] = "0"
     return rows, source
