@@ -50,6 +50,10 @@ def test_float_layers_leave_exactly_their_ops_float(tiny, tmp_path):
     assert ops["conv_a"]["node"] not in floats and ops["head"]["node"] not in floats
     reference = model.predict(images, verbose=0)
     assert np.abs(_run(mixed, images, tmp_path, "m.tflite") - reference).max() < 0.15
+    from ai_edge_litert.interpreter import Interpreter
+
+    raw = Interpreter(model_content=tflite.convert(model, "int8", calibration, uint8_io=True, float_layers=("head",)))
+    assert raw.get_input_details()[0]["dtype"] == np.uint8 and raw.get_output_details()[0]["dtype"] == np.uint8
     everything = tflite.convert(model, "int8", calibration, float_layers=("conv_a", "relu_a", "conv_b", "pool",
                                                                           "head"))
     # all layers float: the file computes what the float model does (only the input is never quantized)
