@@ -7,7 +7,8 @@ export library writes, exactly as ``toolkit export`` would:
 - ``float`` and plain ``int8`` (``--quantize none,int8 --mixed-precision off --max-drop 100``: the gate
   must not hide a bad file from the table);
 - ``mixed``: ``--quantize none,int8`` with the defaults (``--mixed-precision auto``, the default
-  ``--max-drop``): an int8 file that misses the gate keeps its most sensitive layers in float;
+  ``--max-drop``, or this command's ``--max-drop``): an int8 file that misses the gate keeps its most
+  sensitive layers in float;
 - ``qat``: ``--quantize qat --max-drop 100``; a model tfmot cannot rebuild says why.
 
 Every file then runs here on the split the export validated on (the source run's test split): accuracy,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -64,7 +66,7 @@ def _config(run: Path, out: Path, quick: bool, **kw):
     return ExportConfig(source=str(run), out=str(out), formats=FORMATS, overwrite=True, **extra, **kw)
 
 
-def export_variants(run: Path, out: Path, quick: bool, log) -> dict:
+def export_variants(run: Path, out: Path, quick: bool, log, max_drop: float | None = None) -> dict:
     """{variant: export folder, or the one-line reason it has none}."""
     from toolkit.errors import ToolkitError
     from toolkit.export import export
@@ -78,8 +80,9 @@ def export_variants(run: Path, out: Path, quick: bool, log) -> dict:
     if has_mixed_precision():
         log(f"{run.name}: int8 with automatic mixed precision (default --max-drop)")
         try:
+            gate = {} if max_drop is None else {"max_drop": max_drop}
             folders["mixed"] = export(_config(run, out / "mixed", quick, quantize=("none", "int8"),
-                                              mixed_precision="auto"), log=quiet)
+                                              mixed_precision="auto", **gate), log=quiet)
         except ToolkitError as exc:
             folders["mixed"] = f"failed: {exc}"
     else:
@@ -89,7 +92,9 @@ def export_variants(run: Path, out: Path, quick: bool, log) -> dict:
         folders["qat"] = export(_config(run, out / "qat", quick, quantize=("qat",), max_drop=100.0,
                                         **({"qat_epochs": 1} if quick else {})), log=quiet)
     except ToolkitError as exc:
-        folders["qat"] = f"unsupported: {exc}"
+        # tfmot names the class as "<class 'tf_keras.src....BatchNormalization'>": the class name is enough
+        reason = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", str(exc)).replace("--quantize qat: ", "")
+        folders["qat"] = f"unsupported: {reason}"
     return folders
 
 
@@ -167,7 +172,7 @@ def format_table(rows: list[dict], sources: list[dict]) -> str:
     lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         if "note" in r:
-            lines.append(f"| {r['model']} | {r['format']} | {r['variant']} | {r['note'][:160]} |||||||")
+            lines.append(f"| {r['model']} | {r['format']} | {r['variant']} | {r['note'][:240]} |||||||")
             continue
         lo_hi = r.get("drop_95")
         drop = "" if "drop" not in r else f"{r['drop']:+.1f}" + (f" ({lo_hi[0]:+.1f} to {lo_hi[1]:+.1f})"
@@ -208,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="Folder for the exports and int8.json (default: a "
                    "temporary folder, removed).")
     p.add_argument("--quick", action="store_true", help="A tiny synthetic run instead of --runs (self-check).")
+    p.add_argument("--max-drop", type=float, default=None, help="The mixed rows' gate in accuracy points "
+                   "(default: the export's; 0 makes every int8 file that loses an image search for float layers).")
     p.add_argument("--repeats", type=cli.positive(int), default=100, help="Latency calls per file (at least).")
     ns = p.parse_args(argv)
     if not ns.quick and not ns.runs.is_dir():
@@ -223,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         repeats, min_seconds = (5, 0.0) if ns.quick else (ns.repeats, 2.0)
         rows, sources = [], []
         for run in runs:
-            folders = export_variants(run, out / run.name, ns.quick, log=lambda m: print(m, file=sys.stderr))
+            folders = export_variants(run, out / run.name, ns.quick, log=lambda m: print(m, file=sys.stderr),
+                                      max_drop=ns.max_drop)
             r, s = measure(run, folders, repeats, min_seconds)
             rows += r
             sources.append(s)
