@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-MAINS = ["audit", "door_faults", "door_load", "door_page", "fewshot", "fuzz", "hands", "killer", "scaling",
-         "selftest", "train_overhead", "transfer"]
+MAINS = ["audit", "door_faults", "door_load", "door_page", "fewshot", "fuzz", "hands", "int8", "killer",
+         "scaling", "selftest", "train_overhead", "transfer"]
 
 
 @pytest.mark.parametrize("name", MAINS)
@@ -37,6 +37,7 @@ def test_help_and_an_unknown_flag(name, capsys):
     ("door_load", ["--model", "m", "--clients", "8,,x"], "argument --clients: '8,,x'"),
     ("fuzz", ["--only", "pixels"], "--only 'pixels': choose from decode, folders, h5"),
     ("fewshot", ["--data", "/nonexistent"], "--data /nonexistent: not a folder"),
+    ("int8", ["--runs", "/nonexistent"], "--runs /nonexistent: not a folder"),
 ])  # fmt: skip
 def test_bad_values_are_one_line(name, argv, message, capsys):
     with pytest.raises(SystemExit) as done:
@@ -61,3 +62,26 @@ def test_benchmarks_stay_out_of_the_wheel():
     packages = setuptools.find_packages(str(CHECKOUT), include=find["include"])
     assert "toolkit.runtime" in packages  # what the wheel ships...
     assert not [p for p in packages if not p.startswith("toolkit")]  # ...and benchmarks/, tests/ stay in the checkout
+
+
+def test_int8_table_says_where_each_figure_comes_from_and_what_is_missing():
+    from benchmarks.int8 import format_table
+
+    rows = [
+        {"model": "r", "format": "onnx", "variant": "float", "accuracy": 96.8, "agreement": 100.0, "max_dp": 0.0,
+         "kb": 92000, "p50_ms": 9.9},
+        {"model": "r", "format": "onnx", "variant": "int8", "accuracy": 95.7, "agreement": 98.9, "max_dp": 0.16,
+         "kb": 23500, "p50_ms": 2.46, "ratio": 0.248, "drop": 1.1, "drop_95": [-0.4, 2.9], "float_layers": "0"},
+        {"model": "r", "format": "onnx", "variant": "mixed", "accuracy": 96.8, "drop": 0.0, "drop_95": [-1.0, 1.0],
+         "float_layers": "2 of 70", "float_layer_names": ["conv1", "fc"]},
+        {"model": "r", "format": "onnx", "variant": "qat", "note": "n/a (not merged)"},
+    ]
+    sources = [{"run": "/x/r", "spec": "signs/", "split": "test", "n": 186, "fingerprint": "abcdef0123456789",
+                "calibration": {"n": 300, "split": "train", "fingerprint": "0123"},
+                "mixed_selection": {"onnx": {"split": "val", "n": 186, "sensitivity_images": 64}}}]
+    text = format_table(rows, sources)
+    assert "| r | onnx | int8 | 95.7 | 98.9 | 0.160 | 23,500 | 2.46 | 0.25 | +1.1 (-0.4 to +2.9) | 0 |" in text
+    assert "| r | onnx | qat | n/a (not merged) |" in text and "| 2 of 70 |" in text
+    assert "the run's test split (186 images" in text and "int8 calibrated on 300 train images" in text
+    assert "onnx mixed-precision layers chosen on the val split (186 images, 64 for the ranking)" in text
+    assert "r onnx layers kept float: conv1, fc" in text

@@ -121,3 +121,4 @@ def test_export_option_and_copy_into_the_folder(tmp_path, monkeypatch):
     assert (out / record["licence"]).read_text() == "Apache"
     assert record["sha256"] == hashlib.sha256(b"detector bytes").hexdigest()
     assert record["input_size"] == 128 and record["min_score"] == 0.5 and record["licence_name"] == "Apache-2.0"
+    assert record["precision"] == "float32"  # third-party: the manifest says it is not int8

@@ -39,6 +39,11 @@ LICENCE_SPDX = "Apache-2.0"
 # Largest |ONNX - tflite| on the check inputs (regressors as fractions of the 128 px input, logits relative above 1,
 # see toolkit.models.tflite); tf2onnx 1.17 gives ~8e-6
 ATOL = 1e-4
+# What the shipped detector computes in, for the export manifest. tf2onnx expands the .tflite's float16 weights
+# to float32; the export quantizes only the toolkit's own model: without the detector's training data there is no
+# calibration set to check an int8 detector against, and the door's crop depends on its boxes.
+PRECISION = {"precision": "float32", "precision_source": "float16 weights in the wheel's .tflite, float32 in the "
+             "ONNX; third-party, not quantized by the export"}
 
 
 def convert(tflite: Path, onnx_path: Path, opset: int = 17) -> float:
@@ -99,4 +104,5 @@ def copy_detector(folder: Path, source: Path | None = None) -> dict:
     return {"kind": "blazeface", "file": ONNX_NAME, "sha256": sha256_file(folder / ONNX_NAME),
             "licence": LICENSE_NAME, "licence_name": LICENCE_SPDX,
             "source": f"{BLAZEFACE.package}=={BLAZEFACE.version}:{BLAZEFACE.member}",
-            "input_size": INPUT_SIZE, "min_score": MIN_SCORE, "nms_iou": NMS_IOU, "margin": MARGIN}  # fmt: skip
+            "input_size": INPUT_SIZE, "min_score": MIN_SCORE, "nms_iou": NMS_IOU, "margin": MARGIN,
+            **PRECISION}  # fmt: skip
