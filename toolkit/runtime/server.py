@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +39,6 @@ from toolkit.runtime.v2 import INFER_REQUEST_SCHEMA, V2Error, encode_response, p
 from toolkit.runtime.web import add_docs, add_page
 
 log = logging.getLogger("toolkit.runtime")
-DOOR_SWITCH_INTERVAL = 0.001  # seconds: see the lifespan in create_app
 _IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
 _PREDICT_BODY = {
     "required": True,
@@ -89,11 +87,6 @@ def create_app(
     async def lifespan(_: FastAPI):
         # The event loop's thread too runs nicer beside a door: many open pages must not delay its decisions.
         _at_priority(niceness, lambda: None)
-        if door is not None:
-            # Each time the door's thread comes back from C code that let the GIL go (camera, decoding,
-            # onnxruntime: about ten times a frame) it waits for a busy handler thread to hand it back, up
-            # to the switch interval (5 ms by default); 1 ms keeps busy pages from adding tens of ms a frame.
-            sys.setswitchinterval(min(sys.getswitchinterval(), DOOR_SWITCH_INTERVAL))
         yield
 
     app = FastAPI(title="toolkit door", version=__version__, description=__doc__, docs_url=None, redoc_url=None,
