@@ -80,6 +80,7 @@ class SnapshotStore:
         )
         self.total = sum(size for size, _ in self._kept.values())
         self.dropped = 0
+        self.version = 0  # bumped on every change of what is kept: the page's listing is cached per version
 
     def _names(self):
         return (p for p in self.folder.iterdir() if NAME.match(p.name))
@@ -132,6 +133,7 @@ class SnapshotStore:
             size = self._size(jpg)
             self._kept[name] = (size, {k: sidecar.get(k) for k in SUMMARY})
             self.total += size
+            self.version += 1
         return name
 
     def _drop_oldest(self, budget: int) -> None:
@@ -187,6 +189,7 @@ class SnapshotStore:
             sidecar.unlink(missing_ok=True)
             size, _ = self._kept.pop(name)
             self.total -= size
+            self.version += 1
         log.info("snapshot %s labelled %r: %s", name, label, target)
         return target
 
