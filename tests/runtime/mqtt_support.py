@@ -23,12 +23,18 @@ def mosquitto() -> str:
 
 
 class Broker:
-    """mosquitto on 127.0.0.1 with a temporary config; ``users`` makes a password file with mosquitto_passwd."""
+    """mosquitto on 127.0.0.1 with a temporary config; ``users`` makes a password file with mosquitto_passwd;
+    ``tls`` (CA, certificate, key files) adds a TLS listener on ``tls_port`` beside the plain one."""
 
-    def __init__(self, folder: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, folder: Path, users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None,
+                 ) -> None:  # fmt: skip
         self.port = free_port()
         anonymous = "false" if users else "true"
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", f"allow_anonymous {anonymous}"]
+        self.tls_port = free_port() if tls else None
+        if tls:
+            ca, cert, key = tls
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
         if os.geteuid() == 0:  # as root mosquitto would become 'mosquitto', who cannot read pytest's 0700 folders
             lines.append("user root")
         if users:
@@ -44,18 +50,45 @@ class Broker:
         conf.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen([mosquitto(), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                assert self.proc.poll() is None, self.proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "mosquitto did not start listening"
-                time.sleep(0.05)
+        for port in filter(None, (self.port, self.tls_port)):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert self.proc.poll() is None, self.proc.stdout.read().decode()
+                    assert time.monotonic() < deadline, "mosquitto did not start listening"
+                    time.sleep(0.05)
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    """A throwaway CA (certificate, key) made with the openssl command, or a skip."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}"],
+                   check=True, capture_output=True)  # fmt: skip
+    return cert, key
+
+
+def server_certificate(folder: Path, ca: tuple[Path, Path]) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (and localhost) signed by ``ca``: (certificate, key)."""
+    openssl = shutil.which("openssl")
+    cert, key, csr, ext = (folder / f"server.{s}" for s in ("pem", "key", "csr", "ext"))
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    subprocess.run([openssl, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                    "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext)],
+                   check=True, capture_output=True)  # fmt: skip
+    return cert, key
 
 
 class Recorder:

@@ -1,7 +1,8 @@
 """The toolkit's hand pipeline against MediaPipe 0.10.21's own Hands solution (tests/fixtures/hands_parity.json).
 
-Needs the real models (see hands_support.real_hand_models: the weights cache, or the wheel via
-$TOOLKIT_MEDIAPIPE_WHEEL) and ../shared/datasets/sign_digits; skipped without them, never the network.
+Needs the real models (see hands_support.real_hand_models: the weights cache, where .ci/run puts the wheel, or
+the wheel via $TOOLKIT_MEDIAPIPE_WHEEL); skipped without them, never the network. The photos are committed in
+tests/fixtures/hands_parity/ (12 of the Sign Language Digits Dataset, Apache-2.0: see its README.md).
 """
 
 from __future__ import annotations
@@ -23,14 +24,12 @@ sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 from make_hands_parity import prepare  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "hands_parity.json"
-SIGNS = ROOT.parent / "shared" / "datasets" / "sign_digits"
+SIGNS = ROOT / "tests" / "fixtures" / "hands_parity"  # the fixture's photos, as DIGIT/IMG_####.JPG
 # Worst x/y error measured: 0.76 px on a 256 px image (OpenCV's fixed-point bilinear and XNNPACK's float
 # order are not reproduced bit for bit); a wrong anchor, rotation or crop convention costs several pixels.
 TOLERANCE_PX = 1.5
 
 
-@pytest.mark.datasets
-@pytest.mark.skipif(not SIGNS.is_dir(), reason="../shared/datasets/sign_digits is absent")
 def test_landmarks_match_mediapipe_on_sign_digits():
     models = real_hand_models()
     if models is None:

@@ -105,7 +105,17 @@ def test_snapshots_list_and_relabel_into_an_image_folder(door):
     assert http_get(f"{live.url}/door/snapshots/..%2Fmodel.onnx", headers=AUTH).status_code == 404
 
 
-def test_snapshot_cap_drops_the_oldest(tmp_path):
+def test_snapshot_cap_drops_the_oldest(tmp_path, monkeypatch):
+    from toolkit.runtime import snapshots
+
+    peaks, write = [], snapshots._atomic
+
+    def measured(path, data):  # the folder after every file written: room is made first, never over the cap
+        write(path, data)
+        if path.parent == tmp_path / "s":  # not another test's door loop, still running in its fixture
+            peaks.append(sum(p.stat().st_size for p in path.parent.iterdir()))
+
+    monkeypatch.setattr(snapshots, "_atomic", measured)
     now = [1.7e9]
     store = SnapshotStore(tmp_path / "s", cap_bytes=60_000, every=0, wall=lambda: now[0])
     noise = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)  # ~15 kB per JPEG
@@ -114,7 +124,7 @@ def test_snapshot_cap_drops_the_oldest(tmp_path):
         store.observe({"opened": True, "probability": 0.9}, noise, None)
         assert store.observe({"opened": False}, noise, None) is None  # every=0: openings only
     on_disk = sum(p.stat().st_size for p in (tmp_path / "s").iterdir())
-    assert on_disk == store.total <= 60_000 and store.dropped > 0
+    assert on_disk == store.total <= 60_000 and store.dropped > 0 and len(peaks) == 24 and max(peaks) <= 60_000
     assert len(store.list()) == 12 - store.dropped and store.list()[0]["name"] > store.list()[-1]["name"]
     assert SnapshotStore(tmp_path / "s", cap_bytes=60_000).total == store.total  # the total survives a restart
 

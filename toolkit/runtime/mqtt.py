@@ -25,6 +25,7 @@ import json
 import logging
 import queue
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -222,9 +223,13 @@ class MqttBridge:
             log.warning("mqtt: disconnected (%s); the door keeps deciding; reconnecting", reason_code)
 
     def _connect_failed(self, client, userdata) -> None:
-        if not self._outage_logged:
-            self._outage_logged = True
-            log.warning("mqtt: cannot reach %s:%d; the door keeps deciding; retrying", *self.config.address)
+        if self._outage_logged:
+            return
+        self._outage_logged = True
+        # paho calls this from inside its ``except OSError``: the exception says why (it does not pass it on)
+        exc = sys.exc_info()[1]
+        log.warning("mqtt: cannot connect to %s:%d: %s; the door keeps deciding; retrying", *self.config.address,
+                    connect_error(exc))  # fmt: skip
 
     def _command(self, client, userdata, message) -> None:
         """An unlock command. The payload is never logged: it carries the token."""
@@ -298,6 +303,20 @@ class MqttBridge:
             "payload_off": "OFF",
         }
         return {f"{prefix}/lock/{node}/door/config": lock, f"{prefix}/binary_sensor/{node}/seen/config": seen}
+
+
+def connect_error(exc: BaseException | None) -> str:
+    """Why a connection failed, in words a user can act on (a TLS failure names the option to check)."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the broker's TLS certificate was refused ({exc.verify_message}): check that --mqtt-ca is the CA "
+                "that signed it and that the host name given to --mqtt is in it")  # fmt: skip
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc}): is that port a TLS listener, and --mqtt-cert/--mqtt-key right?"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return "unreachable"
 
 
 def _parse_command(payload: bytes) -> tuple[str | None, str | None]:

@@ -9,6 +9,7 @@ reads; relabelled photos are the household's data and never count against the ca
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -79,6 +80,7 @@ class SnapshotStore:
         )
         self.total = sum(size for size, _ in self._kept.values())
         self.dropped = 0
+        self.version = 0  # bumped on every change of what is kept: the page's listing is cached per version
 
     def _names(self):
         return (p for p in self.folder.iterdir() if NAME.match(p.name))
@@ -116,9 +118,14 @@ class SnapshotStore:
             name = f"{stamp}-{n}-{kind}.jpg"
         jpg = self.folder / name
         sidecar = {**event, "box": list(box) if box else None, "width": frame.shape[1], "height": frame.shape[0]}
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="JPEG", quality=JPEG_QUALITY)
+        data, meta = buf.getvalue(), json.dumps(sidecar).encode()
+        with self._lock:  # room first, then the files: the folder never holds more than the cap, even briefly
+            self._drop_oldest(self.cap_bytes - len(data) - len(meta))
         try:
-            _atomic(jpg, lambda f: Image.fromarray(frame).save(f, format="JPEG", quality=JPEG_QUALITY))
-            _atomic(jpg.with_suffix(".json"), lambda f: f.write(json.dumps(sidecar).encode()))
+            _atomic(jpg, data)
+            _atomic(jpg.with_suffix(".json"), meta)
         except OSError as exc:  # a full disk must not stop the door
             log.warning("snapshot not saved: %s", exc)
             return None
@@ -126,13 +133,17 @@ class SnapshotStore:
             size = self._size(jpg)
             self._kept[name] = (size, {k: sidecar.get(k) for k in SUMMARY})
             self.total += size
-            while self.total > self.cap_bytes and len(self._kept) > 1:
-                old, (size, _) = self._kept.popitem(last=False)
-                self.total -= size
-                self.dropped += 1
-                for path in (self.folder / old, (self.folder / old).with_suffix(".json")):
-                    path.unlink(missing_ok=True)
+            self.version += 1
         return name
+
+    def _drop_oldest(self, budget: int) -> None:
+        """Drop the oldest snapshots until they take at most ``budget`` bytes."""
+        while self.total > budget and self._kept:
+            old, (size, _) = self._kept.popitem(last=False)
+            self.total -= size
+            self.dropped += 1
+            for path in (self.folder / old, (self.folder / old).with_suffix(".json")):
+                path.unlink(missing_ok=True)
 
     # --- the page's side --------------------------------------------------------------------------
     def list(self, limit: int = 100) -> list[dict]:
@@ -178,6 +189,7 @@ class SnapshotStore:
             sidecar.unlink(missing_ok=True)
             size, _ = self._kept.pop(name)
             self.total -= size
+            self.version += 1
         log.info("snapshot %s labelled %r: %s", name, label, target)
         return target
 
@@ -190,11 +202,11 @@ def _summary(sidecar: Path) -> dict:
     return {k: meta.get(k) for k in SUMMARY}
 
 
-def _atomic(path: Path, write: Callable) -> None:
+def _atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            f.write(data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -43,6 +43,7 @@ class DoorStatus:
         self._seq = 0  # frames copied for the live view...
         self._jpeg: tuple[int, bytes] | None = None  # ...and the last one drawn: many viewers, one encode per frame
         self.last_latency_ms: float | None = None
+        self.version = 0  # bumped with every event recorded: the page's answers are cached per version
         if door is not None and hasattr(door, "watchers"):  # stand-ins in tests may only answer ready()
             door.watchers.append(self.observe)
 
@@ -52,6 +53,7 @@ class DoorStatus:
         now = self.clock()
         fault = self.door.policy.fault if self.door is not None else None
         with self._lock:
+            self.version += 1
             if frame is not None:
                 self._frame_times.append(now)
                 self.last_latency_ms = event.get("latency_ms")

@@ -76,19 +76,33 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any, in_worker
             raise HTTPException(409, "snapshots are off: run 'toolkit door run --serve --snapshots DIR'")
         return door.snapshots
 
+    index = (STATIC / "index.html").read_bytes()  # 2 kB read once: no worker thread and file read per visit
+
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+    async def page() -> Response:
+        return Response(index, media_type="text/html", headers=PAGE_HEADERS)
 
     @app.get("/door/state", tags=["page"], response_model=schemas.DoorState)
     async def door_state() -> dict:
         """Lock state, readiness, model, threshold and its error rates, uptime, frame rate, latency."""
         return {**status.state(), "snapshots": getattr(door, "snapshots", None) is not None}
 
+    # Serialised once per change, whatever the number of open pages: the door's process (and its GIL) is
+    # shared with the decision loop, and 50 validated decisions per poll were the page's dearest answer.
+    cache: dict[str, tuple[tuple, bytes]] = {}
+
+    def cached(name: str, key: tuple, build) -> Response:
+        hit = cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = cache[name] = (key, build().model_dump_json().encode())
+        return Response(hit[1], media_type="application/json", headers=PRIVATE if name == "snapshots" else None)
+
     @app.get("/door/timeline", tags=["page"], response_model=schemas.Timeline)
-    async def door_timeline(limit: int = 50) -> dict:
+    async def door_timeline(limit: int = 50) -> Response:
         """The last decisions (one per judged frame) and faults, newest first."""
-        return status.timeline(max(1, min(limit, 100)))
+        limit = max(1, min(limit, 100))
+        return cached("timeline", (status.version, limit),
+                      lambda: schemas.Timeline.model_validate(status.timeline(limit)))  # fmt: skip
 
     @app.get(
         "/door/live.jpg",
@@ -114,11 +128,11 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any, in_worker
              responses={**off, **_TOKEN_ERRORS})  # fmt: skip
     async def snapshots(limit: int = 100) -> Response:
         """The kept snapshots, newest first, and the labels they can be given (needs the token)."""
-        s = store()
-        body = schemas.Snapshots(labels=list(holder.predictor.manifest.labels), total_bytes=s.total,
-                                 cap_bytes=s.cap_bytes, dropped=s.dropped,
-                                 snapshots=s.list(max(1, min(limit, 500))))  # fmt: skip
-        return Response(body.model_dump_json(), media_type="application/json", headers=PRIVATE)
+        s, limit = store(), max(1, min(limit, 500))
+        labels = list(holder.predictor.manifest.labels)  # a hot reload may bring other labels
+        return cached("snapshots", (s.version, s.dropped, limit, tuple(labels)),
+                      lambda: schemas.Snapshots(labels=labels, total_bytes=s.total, cap_bytes=s.cap_bytes,
+                                                dropped=s.dropped, snapshots=s.list(limit)))  # fmt: skip
 
     @app.get(
         "/door/snapshots/{name}",
