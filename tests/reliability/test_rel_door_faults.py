@@ -170,7 +170,7 @@ def test_crop_and_model_failures_and_nonsense_probabilities_lock(export):
             threshold, p = 0.5, float("nan")
 
             def predict(self, _):
-                return type("P", (), {"probability": self.p})()
+                return type("P", (), {"probability": self.p, "label": "smile"})()
 
         real = loop.holder._predictor
         for p in (float("nan"), 1.5, -0.1):
