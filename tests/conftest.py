@@ -3,6 +3,8 @@
 - ``announce``: print a figure past pytest's capture (the reliability tests report what they measured).
 - ``seed``: the seed of randomised tests (fuzzing, kill points): ``$TOOLKIT_TEST_SEED``, else 0. Fixed, so a
   run repeats the last one; set the variable to explore other cases. The tests print it with their figures.
+- ``log_lines``: the messages a ``toolkit`` logger emits during the test, through a handler of its own.
+- ``mediapipe_wheel``: a minimal fake ``mediapipe==0.10.21`` wheel holding the given members (no network).
 - ``tiny_run`` / ``tiny_export`` (once per session): a finished HappyModel run (32x32, 64 synthetic faces,
   2 epochs) and its ONNX + TFLite float export, made on first use.
 
@@ -14,8 +16,10 @@ tests/unit; their folders are put on the path here, once. Heavy imports stay ins
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,55 @@ def announce(capsys):
             print(f"\n  [reliability] {text}", flush=True)
 
     return say
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def log_lines():
+    """``log_lines(name, level_of=None)`` -> the list of messages logger ``name`` emits from now on, with logger
+    ``level_of`` (default: ``name``) at INFO; both undone after the test. A handler of its own, not caplog: once
+    the CLI ran in this process the ``toolkit`` logger no longer propagates to the root."""
+    undo = []
+
+    def attach(name: str, level_of: str | None = None) -> list[str]:
+        logger, leveled, handler = logging.getLogger(name), logging.getLogger(level_of or name), _Lines()
+        undo.append((logger, leveled, handler, leveled.level))
+        logger.addHandler(handler)
+        leveled.setLevel(logging.INFO)
+        return handler.lines
+
+    yield attach
+    for logger, leveled, handler, level in reversed(undo):
+        logger.removeHandler(handler)
+        leveled.setLevel(level)
+
+
+@pytest.fixture
+def mediapipe_wheel():
+    """``mediapipe_wheel(folder, members, name=...)`` writes a minimal wheel of mediapipe 0.10.21 into ``folder``
+    holding ``members`` ({path in the wheel: bytes or text}) and its dist-info; returns its path."""
+
+    def make(folder: Path, members: dict, name: str = "mediapipe-0.10.21-py3-none-any.whl") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path, info = folder / name, "mediapipe-0.10.21.dist-info"
+        with zipfile.ZipFile(path, "w") as zf:
+            for member, data in members.items():
+                zf.writestr(member, data)
+            zf.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: mediapipe\nVersion: 0.10.21\n")
+            zf.writestr(f"{info}/WHEEL",
+                        "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            zf.writestr(f"{info}/RECORD", "")
+        return path
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ Evaluation, export validation (both through ``Run.splits`` / ``eval_split``) and
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +18,9 @@ from toolkit.errors import ToolkitError
 MODEL = ("no_smile", "smile")
 
 
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
-def data_log():
-    handler = _Lines()
-    logger = logging.getLogger("toolkit.data")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
+def data_log(log_lines):
+    return log_lines("toolkit.data")
 
 
 def test_equal_names_need_no_mapping():

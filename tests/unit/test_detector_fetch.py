@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import zipfile
 
 import pytest
 
@@ -15,24 +14,15 @@ from toolkit.models import detector as D
 MEMBER = b"fake tflite bytes"
 
 
-def fake_wheel(folder, member: bytes = MEMBER, name: str = "mediapipe-0.10.21-py3-none-any.whl"):
-    """A minimal installable-looking wheel holding the detector member and the licence."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    info = "mediapipe-0.10.21.dist-info"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(D.BLAZEFACE.member, member)
-        zf.writestr(D.BLAZEFACE.licence, "Apache License 2.0 (test copy)\n")
-        zf.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: mediapipe\nVersion: 0.10.21\n")
-        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr(f"{info}/RECORD", "")
-    return path
+def detector_members(member: bytes = MEMBER) -> dict:
+    """What a fake mediapipe wheel holds for the detector: its model file and the licence."""
+    return {D.BLAZEFACE.member: member, D.BLAZEFACE.licence: "Apache License 2.0 (test copy)\n"}
 
 
 @pytest.fixture
-def links(tmp_path):
+def links(tmp_path, mediapipe_wheel):
     """A find-links folder holding the fake wheel."""
-    fake_wheel(tmp_path / "links")
+    mediapipe_wheel(tmp_path / "links", detector_members())
     return tmp_path / "links"
 
 
@@ -72,14 +62,15 @@ def test_fetch_from_find_links_caches_and_reuses(tmp_path, monkeypatch, links, s
     assert D.ensure_detector(find_links=str(links), spec=spec) == path and len(fake_convert) == 1
 
 
-def test_fetch_errors_are_one_line(tmp_path, monkeypatch, spec, fake_convert):
+def test_fetch_errors_are_one_line(tmp_path, monkeypatch, spec, fake_convert, mediapipe_wheel):
     monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ToolkitError, match=r"cannot download .*pass its path as --wheel") as err:
         D.ensure_detector(find_links=str(empty), spec=spec)
     assert "\n" not in str(err.value)
-    bad = fake_wheel(tmp_path / "bad", member=b"tampered", name="mediapipe-0.10.21-cp311-cp311-other.whl")
+    bad = mediapipe_wheel(tmp_path / "bad", detector_members(b"tampered"),
+                          name="mediapipe-0.10.21-cp311-cp311-other.whl")
     with pytest.raises(ToolkitError, match="has sha256 .* expected"):
         D.ensure_detector(bad, spec=spec)
     with pytest.raises(ToolkitError, match="not a mediapipe 0.10.21 wheel"):

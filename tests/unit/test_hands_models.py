@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import zipfile
 
 import pytest
 
@@ -16,25 +15,12 @@ from toolkit.models import hands as MH
 PALM, LANDMARK = b"fake palm tflite", b"fake landmark tflite"
 
 
-def _wheel(folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "mediapipe-0.10.21-py3-none-any.whl"
-    info = "mediapipe-0.10.21.dist-info"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(MH.PALM.member, PALM)
-        zf.writestr(MH.LANDMARK.member, LANDMARK)
-        zf.writestr(MH.PALM.licence, "Apache License 2.0 (test copy)\n")
-        zf.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: mediapipe\nVersion: 0.10.21\n")
-        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr(f"{info}/RECORD", "")
-    return path
-
-
 @pytest.fixture
-def fake(tmp_path, monkeypatch):
+def fake(tmp_path, monkeypatch, mediapipe_wheel):
     """The fake wheel in a find-links folder, the records pointing at it, a counting pip and a fake tf2onnx."""
     monkeypatch.setenv(fetch.CACHE_ENV, str(tmp_path / "cache"))
-    wheel = _wheel(tmp_path / "links")
+    wheel = mediapipe_wheel(tmp_path / "links", {MH.PALM.member: PALM, MH.LANDMARK.member: LANDMARK,
+                                                  MH.PALM.licence: "Apache License 2.0 (test copy)\n"})
     monkeypatch.setenv(fetch.PIP_ARGS_ENV, f"--no-index --find-links {wheel.parent}")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     for name, payload in (("PALM", PALM), ("LANDMARK", LANDMARK)):

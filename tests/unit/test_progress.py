@@ -8,28 +8,10 @@ import pytest
 from toolkit import progress as P
 
 
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture
-def lines():
-    """Progress lines as logged; the ``toolkit`` logger at INFO, restored after (the CLI's --quiet changes it).
-
-    A handler of its own: once the CLI ran in this process the ``toolkit`` logger no longer propagates to caplog.
-    """
-    root, handler = logging.getLogger("toolkit"), _Lines()
-    level = root.level
-    root.setLevel(logging.INFO)
-    P.log.addHandler(handler)
-    yield handler.lines
-    P.log.removeHandler(handler)
-    root.setLevel(level)
+def lines(log_lines):
+    """Progress lines as logged, with the ``toolkit`` logger at INFO (the CLI's --quiet changes it)."""
+    return log_lines(P.log.name, level_of="toolkit")
 
 
 def test_plain_lines_off_a_terminal_say_how_far_and_how_long(lines, monkeypatch):
