@@ -25,8 +25,9 @@ def _setup_env() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence TensorFlow's native start-up lines (oneDNN, CUDA probing) that ignore TF_CPP_MIN_LOG_LEVEL.
+def quiet_native_stderr():
+    """Silence native lines that ignore TF_CPP_MIN_LOG_LEVEL: TensorFlow's start-up (oneDNN, CUDA probing), the
+    TFLite quantizer's per-call settings dump.
 
     Python exceptions are unaffected: they are raised after the descriptor is restored.
     """
@@ -48,7 +49,7 @@ def tf():
         return sys.modules["tensorflow"]
     _setup_env()
     try:
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             import tensorflow
 
             tensorflow.config.list_physical_devices()  # the CUDA probe logs here, once

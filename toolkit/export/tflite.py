@@ -131,13 +131,14 @@ def quantize_calibrated(calibrated_model: bytes, float_nodes: list[str], uint8_i
     """int8 from a calibrated flatbuffer, the ops whose output tensors are ``float_nodes`` left float32."""
     from tensorflow.lite.python import convert as lite_convert
 
-    from toolkit._keras import tf
+    from toolkit._keras import quiet_native_stderr, tf
 
     tf = tf()
     io = tf.uint8 if uint8_io else tf.float32
     try:
-        return lite_convert.mlir_quantize(calibrated_model, input_data_type=io, output_data_type=io,
-                                          denylisted_nodes=list(float_nodes))
+        with quiet_native_stderr():  # it prints "fully_quantize: 0, inference_type: 6, ..." on every call
+            return lite_convert.mlir_quantize(calibrated_model, input_data_type=io, output_data_type=io,
+                                              denylisted_nodes=list(float_nodes))
     except Exception as exc:
         raise ToolkitError(f"TFLite int8 quantization with float layers failed: {one_line(exc)}") from exc
 
