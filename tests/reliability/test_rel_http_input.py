@@ -82,7 +82,9 @@ CASES = {
         request("POST", "/predict", None, [("Content-Length", "3"), ("Transfer-Encoding", "chunked")])
         + b"3\r\nabc\r\n0\r\n\r\n", 400, ""),
     "not HTTP at all (a TLS hello)": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64, 400, ""),
-    "URL of 100 kB": (request("GET", "/v2/models/" + "a" * 100_000), 400, ""),
+    # 431 when TCP delivers the first 64 KiB before the rest (the header-size guard answers before the parser
+    # has the whole request line), 400 when it all arrives at once: either way a 4xx and the server stays up.
+    "URL of 100 kB": (request("GET", "/v2/models/" + "a" * 100_000), (400, 431), ""),
     "unknown method": (request("FOOBAR", "/v2"), 400, ""),
     "TRACE": (request("TRACE", "/predict"), 405, "Method Not Allowed"),
     # wrong content types
@@ -179,7 +181,7 @@ CASES = {
 def test_hostile_input_gets_a_4xx_and_the_server_stays_up(server, case):
     raw, status, message = CASES[case]
     got, body = raw_http(server.port, raw)
-    assert got == status, (got, body[:200])
+    assert got in (status if isinstance(status, tuple) else (status,)), (got, body[:200])
     if message:
         assert message in json.loads(body).get("error", body.decode()) if got != 200 else message in body.decode()
     # Nothing from the file system comes back: no /etc/passwd, not even where the model lives.
