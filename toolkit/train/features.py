@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,17 +124,37 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
     if cached is not None:
         log.info("%s features (%d images): from the cache %s, no base computation", split.name, len(split), key[:12])
         return cached
-    root.mkdir(parents=True, exist_ok=True)
-    remove_unfinished(root)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-{os.getpid()}-"))
-    try:
+    def fill(tmp: Path) -> dict:
         if together:  # every worker computes its share; the chief stores the assembled entry
             seconds = _compute_shared(base, split, tmp, batch_size, dist)
         else:
             seconds = _compute(base, split, tmp, batch_size)
-        meta = {"key": key, "layer": layer, "split": split.name, "n": len(split), "dim": int(base.output_shape[-1]),
+        return {"key": key, "layer": layer, "split": split.name, "n": len(split), "dim": int(base.output_shape[-1]),
                 "image_size": list(split.image_size), "fingerprint": split.fingerprint, "base": weights_hash,
                 "model": base.name, "seconds": seconds, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+    seconds = store_entry(root, key, fill)["seconds"]
+    log.info("%s features (%d images): computed in %.1f s and cached as %s", split.name, len(split), seconds, key[:12])
+    opened = _open_entry(entry, key, len(split))
+    if opened is None:
+        raise ToolkitError(f"{entry}: feature cache entry unreadable right after writing it; check the disk")
+    opened.hit = False
+    return opened
+
+
+def store_entry(root: Path, key: str, fill: Callable[[Path], dict]) -> dict:
+    """Write the cache entry ``key`` under ``root`` whole or not at all; returns its meta fields.
+
+    ``fill(folder)`` writes the entry's arrays into a temporary folder and returns the fields of its
+    ``meta.json``, which is written last (an entry without it is never trusted); the folder is then renamed
+    into place. A failure leaves nothing behind; a full disk is one line naming the cache.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    remove_unfinished(root)
+    entry = root / key
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-{os.getpid()}-"))
+    try:
+        meta = fill(tmp)
         (tmp / META).write_text(json.dumps(meta, indent=2))  # last: an entry without meta is never trusted
         if entry.exists() and not (entry / META).is_file():  # an entry nobody trusts: make room
             shutil.rmtree(entry, ignore_errors=True)
@@ -148,12 +169,7 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
         if full is not None:
             raise full from exc
         raise
-    log.info("%s features (%d images): computed in %.1f s and cached as %s", split.name, len(split), seconds, key[:12])
-    opened = _open_entry(entry, key, len(split))
-    if opened is None:
-        raise ToolkitError(f"{entry}: feature cache entry unreadable right after writing it; check the disk")
-    opened.hit = False
-    return opened
+    return meta
 
 
 def remove_unfinished(root: Path) -> int:

@@ -16,9 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,29 +91,21 @@ def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out:
         found = np.load(entry / "found.npy").astype(bool)
         log.info("%s hand features (%d images): from the cache %s", split.name, len(split), key[:12])
         return HandFeatures(key, np.asarray(cached.x), np.asarray(cached.y), found, names, True)
-    root.mkdir(parents=True, exist_ok=True)
-    F.remove_unfinished(root)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-{os.getpid()}-"))
-    try:
+    tracked = {}
+
+    def fill(tmp: Path) -> dict:
         t0 = time.perf_counter()
-        x, found = track_split(tracker, split, min_side, zoom_out)
+        tracked["x"], tracked["found"] = x, found = track_split(tracker, split, min_side, zoom_out)
         np.save(tmp / "features.npy", x)
         np.save(tmp / "labels.npy", split.y.astype(np.int64))
         np.save(tmp / "found.npy", found)
-        meta = {"key": key, "layer": "hands", "split": split.name, "n": len(split), "dim": int(x.shape[1]),
+        return {"key": key, "layer": "hands", "split": split.name, "n": len(split), "dim": int(x.shape[1]),
                 "image_size": list(split.image_size), "fingerprint": split.fingerprint, "base": key_base,
                 "model": BASE, "no_hand": int((~found).sum()), "seconds": time.perf_counter() - t0,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        (tmp / F.META).write_text(json.dumps(meta, indent=2))  # last: an entry without meta is never trusted
-        if entry.exists():
-            shutil.rmtree(entry, ignore_errors=True)
-        try:
-            os.rename(tmp, entry)
-        except OSError:  # another run stored the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    meta = F.store_entry(root, key, fill)
+    x, found = tracked["x"], tracked["found"]
     log.info("%s hand features (%d images): tracked in %.1f s, no hand in %d", split.name, len(split),
              meta["seconds"], meta["no_hand"])
     return HandFeatures(key, x, split.y.astype(np.int64), found, names, False)
