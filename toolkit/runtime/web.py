@@ -36,6 +36,15 @@ _TOKEN_ERRORS = {
 }
 
 
+def _jpeg_responses(missing: str) -> dict:
+    """OpenAPI responses of a route that answers a JPEG (with the token), or 404 with ``missing``."""
+    return {
+        200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+        404: {"model": schemas.ErrorBody, "description": missing},
+        **_TOKEN_ERRORS,
+    }
+
+
 def add_docs(app: FastAPI) -> None:
     """``/docs`` with Swagger UI served from this process (the app is built with ``docs_url=None``)."""
     import fastapi_offline
@@ -109,11 +118,7 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any, in_worker
         tags=["page"],
         dependencies=guarded,
         response_class=Response,
-        responses={
-            200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-            404: {"model": schemas.ErrorBody, "description": "no frame yet"},
-            **_TOKEN_ERRORS,
-        },
+        responses=_jpeg_responses("no frame yet"),
     )
     async def live() -> Response:
         """The last judged frame with the face box and the probability drawn on it (needs the token)."""
@@ -139,11 +144,7 @@ def add_page(app: FastAPI, holder: Any, door: Any, require_token: Any, in_worker
         tags=["page"],
         dependencies=guarded,
         response_class=FileResponse,
-        responses={
-            200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
-            404: {"model": schemas.ErrorBody, "description": "no such snapshot"},
-            **_TOKEN_ERRORS,
-        },
+        responses=_jpeg_responses("no such snapshot"),
     )
     def snapshot_image(name: str) -> FileResponse:
         """One snapshot's full frame (needs the token)."""
