@@ -8,6 +8,7 @@ tests/conftest.py makes importable.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 from pathlib import Path
 
@@ -36,10 +37,24 @@ class GuardedServer(LiveServer):
         return uvicorn_config(app, self._serve_config, port=self.port)
 
 
-def raw_http(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
-    """Send bytes as they are (no client-side URL normalisation) and return (status, body)."""
+def raw_http(port: int, request: bytes, timeout: float = 10.0, limit: int | None = None) -> tuple[int, bytes]:
+    """Send bytes as they are (no client-side URL normalisation) and return (status, body).
+
+    A body whose Content-Length is over ``limit`` is held back until the server has had ``timeout`` seconds to
+    answer the headers, as a client sending ``Expect: 100-continue`` would: the server refuses such a body (413)
+    unread and closes, and a body still arriving at a closed socket makes the kernel reset the connection, which
+    can destroy the 413 before the client reads it."""
+    head, sep, rest = request.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    declared = [line.split(b":")[1].strip() for line in lines if line.lower().startswith(b"content-length:")]
+    held_back = limit is not None and declared and declared[0].isdigit() and int(declared[0]) > limit
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(request)
+        if held_back:  # the headers alone, then the body only if the server has not answered them
+            s.sendall(head + sep)
+            if not select.select([s], [], [], timeout)[0]:
+                s.sendall(rest)
+        else:  # in one piece, so the server's reads take it all (bytes left unread at close would reset it)
+            s.sendall(request)
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = s.recv(65536)
