@@ -13,7 +13,8 @@ export library writes, exactly as ``toolkit export`` would:
 
 Every file then runs here on the split the export validated on (the source run's test split): accuracy,
 agreement and max |Δp| against the float Keras model, the accuracy drop with Newcombe's paired 95 % interval,
-size, and p50 latency at batch 1 on one thread with its ratio to the same format's float file.
+size, and p50 latency at batch 1 on one thread (the files of one format timed in turns, so a ratio compares one
+moment of the machine) with its ratio to the same format's float file.
 
 ``--quick`` trains a tiny HappyModel on synthetic faces in a temporary folder instead (a self-check of
 the whole path in well under a minute; its numbers mean nothing).
@@ -26,6 +27,7 @@ import json
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +68,18 @@ def _config(run: Path, out: Path, quick: bool, **kw):
     return ExportConfig(source=str(run), out=str(out), formats=FORMATS, overwrite=True, **extra, **kw)
 
 
-def export_variants(run: Path, out: Path, quick: bool, log, max_drop: float | None = None) -> dict:
-    """{variant: export folder, or the one-line reason it has none}."""
+def export_variants(run: Path, out: Path, quick: bool, log, max_drop: float | None = None, reuse: bool = False) -> dict:
+    """{variant: export folder, or the one-line reason it has none}. With ``reuse``, a folder already holding a
+    manifest (from an earlier run with the same ``--out``) is measured as it is, not exported again."""
     from toolkit.errors import ToolkitError
-    from toolkit.export import export
+    from toolkit.export import export as export_now
+
+    def export(config, log):
+        folder = Path(config.out)
+        if reuse and (folder / "manifest.json").is_file():
+            log(f"{run.name}: reusing {folder}")
+            return folder
+        return export_now(config, log=log)
 
     folders: dict = {}
     quiet = (lambda msg: None) if quick else log
@@ -101,7 +111,6 @@ def export_variants(run: Path, out: Path, quick: bool, log, max_drop: float | No
 def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple[list[dict], dict]:
     """The table rows of one run, and where their figures come from."""
     from toolkit._keras import predict_array
-    from toolkit.bench.timing import time_latency
     from toolkit.export.validate import classes, load_runner, predict
     from toolkit.runtime.manifest import load_manifest
     from toolkit.train.runs import load_run
@@ -115,9 +124,9 @@ def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple
     reference = predict_array(loaded.load_model(), x, 32).reshape(len(x), -1)
     source = {"run": str(run), "spec": manifest.data.get("spec"), "split": split.name, "n": int(len(y)),
               "fingerprint": split.fingerprint, "calibration": manifest.data.get("calibration")}
-    rows, float_p50 = [], {}
+    rows = []
     for fmt in FORMATS:
-        float_pred = None
+        float_pred, timed = None, []
         for variant in VARIANTS:
             row = {"model": run.name, "format": fmt, "variant": variant}
             rows.append(row)
@@ -137,11 +146,10 @@ def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple
             pred = classes(probs)
             row.update(accuracy=100 * float(np.mean(pred == y)), agreement=100 * float(np.mean(pred == classes(
                 reference))), max_dp=float(np.abs(probs - reference).max()), kb=path.stat().st_size / 1024)
-            row["p50_ms"] = time_latency(runner, x, repeats, min_seconds)["p50_ms"]
+            timed.append((row, runner))
             if variant == "float":
-                float_pred, float_p50[fmt] = pred, row["p50_ms"]
+                float_pred = pred
             else:
-                row["ratio"] = row["p50_ms"] / float_p50[fmt]
                 drop = paired_interval(float_pred, pred, y)
                 row["drop"] = 100 * (float(np.mean(float_pred == y)) - float(np.mean(pred == y)))
                 row["drop_95"] = drop["drop_95"] if drop else None
@@ -157,7 +165,37 @@ def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple
                 row["float_layers"] = "0 (int8 passed the gate)"
             elif variant in ("int8", "qat"):
                 row["float_layers"] = "0"
+        p50 = interleaved_p50([runner for _, runner in timed], x, repeats, min_seconds)
+        for (row, _), ms in zip(timed, p50):
+            row["p50_ms"] = ms
+            if row["variant"] != "float" and timed[0][0]["variant"] == "float":
+                row["ratio"] = ms / p50[0]
     return rows, source
+
+
+def interleaved_p50(runners: list, x: np.ndarray, repeats: int, min_seconds: float, rounds: int = 10) -> list[float]:
+    """Batch-1 p50 latency (ms) of each runner, timed in turns (``rounds`` rounds of ``repeats / rounds`` calls
+    each, repeated until every runner has had ``min_seconds``) so that a ratio between two of them is not
+    a ratio between two moments of a shared machine."""
+    for runner in runners:  # warm-up
+        for i in range(5):
+            runner(x[i % len(x)][None])
+    per_round = max(1, -(-repeats // rounds))
+    times: list[list[float]] = [[] for _ in runners]
+    spent = [0.0 for _ in runners]
+    i = 0
+    while min(len(t) for t in times) < repeats or min(spent) < min_seconds:
+        for k, runner in enumerate(runners):
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                runner(x[i % len(x)][None])
+                dt = time.perf_counter() - t0
+                times[k].append(dt)
+                spent[k] += dt
+                i += 1
+        if min(len(t) for t in times) >= 20 * repeats:
+            break
+    return [float(np.percentile(np.array(t) * 1000, 50)) for t in times]
 
 
 def _cell(row: dict, key: str, spec: str) -> str:
@@ -216,9 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-drop", type=float, default=None, help="The mixed rows' gate in accuracy points "
                    "(default: the export's; 0 makes every int8 file that loses an image search for float layers).")
     p.add_argument("--repeats", type=cli.positive(int), default=100, help="Latency calls per file (at least).")
+    p.add_argument("--reuse", action="store_true", help="Measure the exports an earlier run left in --out "
+                   "instead of exporting again (accuracy and latency only; the exports must be of these runs).")
     ns = p.parse_args(argv)
     if not ns.quick and not ns.runs.is_dir():
         p.error(f"--runs {ns.runs}: not a folder")
+    if ns.reuse and ns.out is None:
+        p.error("--reuse needs --out: the folder an earlier run exported into")
     with tempfile.TemporaryDirectory(prefix="int8-bench-") as tmp:
         out = ns.out or Path(tmp)
         if ns.quick:
@@ -231,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, sources = [], []
         for run in runs:
             folders = export_variants(run, out / run.name, ns.quick, log=lambda m: print(m, file=sys.stderr),
-                                      max_drop=ns.max_drop)
+                                      max_drop=ns.max_drop, reuse=ns.reuse)
             r, s = measure(run, folders, repeats, min_seconds)
             rows += r
             sources.append(s)
