@@ -38,6 +38,7 @@ def test_help_and_an_unknown_flag(name, capsys):
     ("fuzz", ["--only", "pixels"], "--only 'pixels': choose from decode, folders, h5"),
     ("fewshot", ["--data", "/nonexistent"], "--data /nonexistent: not a folder"),
     ("int8", ["--runs", "/nonexistent"], "--runs /nonexistent: not a folder"),
+    ("int8", ["--quick", "--reuse"], "--reuse needs --out"),
 ])  # fmt: skip
 def test_bad_values_are_one_line(name, argv, message, capsys):
     with pytest.raises(SystemExit) as done:
