@@ -365,13 +365,13 @@ def _trusted_entries(cache: Path, reference: dict) -> tuple[int, int]:
     """(entries the cache would use, how many of them differ from the undisturbed run's features)."""
     import numpy as np
 
-    from toolkit.train.features import _open_entry, list_cache
+    from toolkit.train.features import list_cache, open_entry
 
     trusted = wrong = 0
     for row in list_cache(cache):
         if not row["complete"]:
             continue
-        entry = _open_entry(cache / row["key"], row["key"], row.get("n", -1))
+        entry = open_entry(cache / row["key"], row["key"], row.get("n", -1))
         if entry is None:
             continue
         trusted += 1

@@ -106,7 +106,7 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     assert all((exp / f).is_file() for f in manifest["hands"]["files"].values())
     v = manifest["files"]["head.onnx"]["validation"]
     assert v["agreement"] == 100.0 and v["max_abs_dprob"] < 1e-5 and v["no_hand"] == no_hand
-    assert v["accuracy"] == pytest.approx(100 * metrics["accuracy"])
+    assert v["accuracy"] == pytest.approx(100 * metrics["accuracy"], abs=5e-4)  # compare() keeps 3 decimals
 
     assert main(["evaluate", str(exp), "--data", str(data), "--out", str(tmp_path / "ev")]) == 0  # TF-free path
     ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())

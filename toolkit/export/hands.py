@@ -153,21 +153,21 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
 
 
 def validate_end_to_end(folder: Path, f, held, reference: np.ndarray, float_found, labels: tuple) -> dict:
-    """The door's Predictor on ``folder`` over the held-out images against the float pipeline's rows."""
+    """The door's Predictor on ``folder`` over the held-out images against the float pipeline's rows, and the
+    head file alone against the Keras head on the images with a hand."""
+    from toolkit.export.validate import compare, load_runner
     from toolkit.runtime.predictor import Predictor
 
-    predictor = Predictor(folder)
     x_val, y = held.numpy()
-    rows = predictor.run(np.asarray(x_val, np.float32))  # (N, K + 1): the last column is "no hand"
-    pred, want = rows.argmax(1), reference.argmax(1)
+    rows = Predictor(folder).run(np.asarray(x_val, np.float32))  # (N, K + 1): the last column is "no hand"
+    out = compare(rows, reference, y)
     head_dp = 0.0
     if float_found is not None:
-        session_out = predictor._session.run([predictor.output_name], {FEATURE_INPUT: f.x[f.found]})[0]
-        got = np.asarray(session_out, np.float64).reshape(len(float_found), -1)
+        got = np.asarray(load_runner(folder / HEAD_FILE, threads=1)(f.x[f.found]), np.float64)
+        got = got.reshape(len(float_found), -1)
         got = np.concatenate([1 - got, got], axis=1) if got.shape[1] == 1 else got
         head_dp = float(np.abs(got - float_found).max())
-    return {"n": int(len(y)), "accuracy": 100.0 * float(np.mean(pred == y)),
-            "float_accuracy": 100.0 * float(np.mean(want == y)), "agreement": 100.0 * float(np.mean(pred == want)),
-            "max_abs_dprob": float(np.abs(rows - reference).max()), "max_abs_dprob_source": head_dp,
-            "head_max_abs_dprob": head_dp, "no_hand": int(np.sum(pred == len(labels))),
-            "float_no_hand": int(np.sum(want == len(labels))), "answers": [*labels, NO_HAND], "atol": HEAD_ATOL}
+    pred, want = rows.argmax(1), reference.argmax(1)
+    return {**out, "max_abs_dprob_source": head_dp, "head_max_abs_dprob": head_dp,
+            "no_hand": int(np.sum(pred == len(labels))), "float_no_hand": int(np.sum(want == len(labels))),
+            "answers": [*labels, NO_HAND], "atol": HEAD_ATOL}

@@ -111,7 +111,7 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
     root = Path(root) if root is not None else cache_root()
     key = feature_key(weights_hash, layer, split.image_size, split.fingerprint)
     entry = root / key
-    cached = _open_entry(entry, key, len(split))
+    cached = open_entry(entry, key, len(split))
     together = dist is not None and dist.multiworker
     if together and not dist.all_agree(cached is not None):
         cached = None
@@ -135,7 +135,7 @@ def cache_features(base, split, *, weights_hash: str, layer: str, batch_size: in
 
     seconds = store_entry(root, key, fill)["seconds"]
     log.info("%s features (%d images): computed in %.1f s and cached as %s", split.name, len(split), seconds, key[:12])
-    opened = _open_entry(entry, key, len(split))
+    opened = open_entry(entry, key, len(split))
     if opened is None:
         raise ToolkitError(f"{entry}: feature cache entry unreadable right after writing it; check the disk")
     opened.hit = False
@@ -270,7 +270,9 @@ def _compute_shared(base, split, folder: Path, batch_size: int, dist, chunk_byte
     return time.perf_counter() - t0
 
 
-def _open_entry(entry: Path, key: str, n: int) -> CachedFeatures | None:
+def open_entry(entry: Path, key: str, n: int) -> CachedFeatures | None:
+    """The finished cache entry ``entry`` of ``n`` items, memory-mapped; None when absent, or when damaged or of
+    another size (then it is deleted, so the caller computes it again)."""
     if not (entry / META).is_file():
         return None
     try:

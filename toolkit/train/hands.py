@@ -86,7 +86,7 @@ def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out:
                         split.fingerprint)
     entry = root / key
     names = split_names(split)
-    cached = F._open_entry(entry, key, len(split))
+    cached = F.open_entry(entry, key, len(split))
     if cached is not None and (entry / "found.npy").is_file():
         found = np.load(entry / "found.npy").astype(bool)
         log.info("%s hand features (%d images): from the cache %s", split.name, len(split), key[:12])
