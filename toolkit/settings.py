@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import types
 import typing
 from dataclasses import MISSING
+from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
@@ -102,6 +104,13 @@ def kind_of(cls, name: str) -> tuple[str, bool]:
     return kinds.get(origin, STR), optional
 
 
+@functools.cache
+def is_path(cls, name: str) -> bool:
+    """A ``Path`` field: a string kind to the CLI and TOML, a ``Path`` in the config."""
+    hint = _hints(cls)[name]
+    return hint is Path or Path in typing.get_args(hint)
+
+
 def default_of(f: dataclasses.Field) -> Any:
     if f.default is not MISSING:
         return f.default
@@ -153,6 +162,8 @@ def normalize(cls, name: str, value: Any) -> Any:
         raise SettingError(name, f"must be {_article(kind)}, got nothing")
     if kind == FLOAT and _is(INT, value):
         value = float(value)
+    if is_path(cls, name) and isinstance(value, (str, os.PathLike)):
+        return Path(value)  # a command line gives a string, Python callers a Path
     if not _is(kind, value):
         raise SettingError(name, f"must be {_article(kind)}, got {type(value).__name__} {value!r}")
     if kind == LIST:

@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
@@ -35,7 +36,7 @@ def _params(cls, skip: tuple) -> list[tuple[inspect.Parameter, type]]:
         kind, optional = S.kind_of(cls, f.name)
         default = S.default_of(f)
         required = default is dataclasses.MISSING
-        annotation = {S.INT: int, S.FLOAT: float, S.BOOL: bool}.get(kind, str)
+        annotation = {S.INT: int, S.FLOAT: float, S.BOOL: bool}.get(kind, Path if S.is_path(cls, f.name) else str)
         shown = S.as_text(default) if not required else ...
         help_text = m["help"]
         if kind == S.LIST and m["choices"]:

@@ -1,5 +1,8 @@
 """Configs for the door runtime: frozen dataclasses, one field per ``toolkit door`` flag (TF-free).
 
+Each user setting is declared once with :func:`toolkit.settings.setting`; ``toolkit door serve``/``run``/
+``collect`` derive their options from these fields (``toolkit.cli.door``).
+
 Defaults are the safe choice: bind loopback, lock the door, require several agreeing frames.
 """
 
@@ -13,53 +16,80 @@ from toolkit.settings import SettingError, check, setting
 
 # The env var that holds the manual-unlock bearer token; no token configured means no manual unlock.
 DEFAULT_TOKEN_ENV = "TOOLKIT_DOOR_TOKEN"
+RELAYS = ("log", "gpio")
+DETECTORS = ("none", "haar", "blazeface")  # 'none' crops nothing (the whole frame goes to the model)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    folder: Path  # an export folder with manifest.json (``toolkit export`` writes one)
-    file: str | None = None  # ONNX file inside it; None = the manifest's ``serve`` entry
-    threads: int = 1  # onnxruntime intra-op threads: 1 keeps latency steady on a 4-core Pi sharing a camera
+    folder: Path = setting(help="Export folder with manifest.json (written by 'toolkit export').", flag="--model")
+    file: str | None = setting(None, "ONNX file in the folder (default: the manifest's 'serve' file).")
+    # 1 keeps latency steady on a 4-core Pi sharing a camera
+    threads: int = setting(1, "onnxruntime intra-op threads.", low=1)
     # Refuse larger photos before decoding (decompression bombs); 25 MP = ~75 MB of RGB per request.
-    max_pixels: int = min(DEFAULT_MAX_PIXELS, 25_000_000)
-    watch_seconds: float = 0.0  # >0: poll the folder and hot-reload on change (SIGHUP always reloads)
+    max_pixels: int = setting(min(DEFAULT_MAX_PIXELS, 25_000_000), "Largest decoded image accepted.", low=1)
+    # >0: poll the folder and hot-reload on change (SIGHUP always reloads)
+    watch_seconds: float = setting(0.0, "Poll the model folder every S seconds and hot-reload it.", low=0,
+                                   flag="--watch")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    host: str = "127.0.0.1"  # loopback unless told otherwise: the API can unlock a door
-    port: int = 8000
-    max_body_bytes: int = 8 << 20  # a 12 MP JPEG is ~5 MB; anything bigger is refused unread (413)
-    max_batch: int = 64  # v2 infer batch ceiling: bounds memory per request
-    token_env: str = DEFAULT_TOKEN_ENV  # where the manual-unlock token comes from...
-    token_file: Path | None = None  # ...or a file (wins over the env var; keep it mode 600)
-    log_level: str = "info"  # uvicorn's; 'warning' keeps a Pi's SD card quiet
+    # loopback unless told otherwise: the API can unlock a door
+    host: str = setting("127.0.0.1", "Address to bind; 0.0.0.0 exposes the API to the network.")
+    port: int = setting(8000, "TCP port of the API.", low=1, high=65535)
+    # a 12 MP JPEG is ~5 MB; anything bigger is refused unread (413)
+    max_body_bytes: int = setting(8 << 20, "Largest request body accepted (413 above).", low=1)
+    # v2 infer batch ceiling: bounds memory per request
+    max_batch: int = setting(64, "Largest batch a v2 infer request may send.", low=1)
+    # where the manual-unlock token comes from... or a file (wins over the env var; keep it mode 600)
+    token_env: str = setting(DEFAULT_TOKEN_ENV, "Env var holding the token (if no file).")
+    token_file: Path | None = setting(None, "File holding the manual-unlock bearer token.")
+    log_level: str = "info"  # uvicorn's; 'warning' keeps a Pi's SD card quiet (``door --quiet`` sets it)
     # Request headers, then the body, must each arrive within this: a slow client (slowloris) is cut
     # off instead of holding a connection forever. 30 s moves an 8 MB body at ~2 Mbit/s.
-    request_timeout_seconds: float = 30.0
-    unlock_max_failures: int = 5  # wrong tokens per client for /door/open...
-    unlock_window_seconds: float = 60.0  # ...within this window; then 429 until the window has passed
-    inference_threads: int = 0  # requests inferring at once; the rest queue. 0 = one per core (cores - 1 with a door)
-    inference_nice: int = 10  # beside a door, API inference threads run this much nicer (Linux): the door goes first
+    request_timeout_seconds: float = setting(30.0, "Seconds for a request's headers, then its body (slow clients "
+                                             "cut off).", low=0.1, flag="--request-timeout")
+    # wrong tokens per client for /door/open within the window; then 429 until the window has passed
+    unlock_max_failures: int = setting(5, "Wrong /door/open tokens per client per window before 429.", low=1)
+    unlock_window_seconds: float = setting(60.0, "Window (s) for --unlock-max-failures.", low=0.1,
+                                           flag="--unlock-window")
+    # requests inferring at once; the rest queue
+    inference_threads: int = setting(0, "Requests running the model at once; others queue (0 = cores, cores - 1 "
+                                     "beside a door).", low=0)
+    # the door goes first
+    inference_nice: int = setting(10, "Beside a door, API inference threads run this much nicer (Linux).", low=0,
+                                  high=19)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    k: int = 3  # happy frames needed...
-    n: int = 5  # ...among the last n frames: one lucky frame never opens the door
-    threshold: float | None = None  # None = the manifest's per-file threshold (chosen at export)
-    open_seconds: float = 3.0  # how long the relay stays energised
-    cooldown_seconds: float = 5.0  # locked time after an opening, so one smile opens the door once
-    stale_seconds: float = 2.0  # no frame for this long = in doubt = locked and not ready
+    # k of the last n frames: one lucky frame never opens the door
+    k: int = setting(3, "Frames at or above the threshold needed to open...", low=1, flag="--votes",
+                     aliases=("--k",))
+    n: int = setting(5, "...among the last WINDOW frames.", low=1, flag="--window", aliases=("--n",))
+    # None = the manifest's per-file threshold (chosen at export)
+    threshold: float | None = setting(None, "Override the manifest's threshold.", low=0, high=1)
+    open_seconds: float = setting(3.0, "How long the door stays unlocked.", low=0.1)
+    # so one smile opens the door once
+    cooldown_seconds: float = setting(5.0, "Locked time after each opening.", low=0, flag="--cooldown")
+    # no frame for this long = in doubt = locked and not ready
+    stale_seconds: float = setting(2.0, "No frame for this long locks the door.", low=0.1, flag="--stale")
     # A label to open on (e.g. the hand sign "5"): a frame votes when P(label) >= threshold (default 0.5);
     # lets a multi-class export drive the door. No hand / no face = no vote. None = the binary model's yes.
-    open_on: str | None = None
+    open_on: str | None = setting(None, "Open on this label of a multi-class export (e.g. the hand sign 5): a frame "
+                                  "votes when P(label) >= --threshold (default 0.5); no hand, no vote.")
 
     def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.n:
-            raise ValueError(f"k-of-n needs 1 <= k <= n, got k={self.k} n={self.n}")
-        if self.open_seconds <= 0 or self.cooldown_seconds < 0 or self.stale_seconds <= 0:
-            raise ValueError("open/stale seconds must be > 0 and cooldown >= 0")
+        check(self)
+        if self.k > self.n:
+            raise SettingError("k", f"must be at most --window: k-of-n needs 1 <= k <= n, got k={self.k} n={self.n}")
 
 
 @dataclass(frozen=True)
@@ -124,36 +154,54 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class DoorConfig:
-    camera: str  # device index, RTSP/HTTP URL, video file, 'picamera2', or a folder of images
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    relay: str = "log"  # 'log' (dry run) or 'gpio'
-    relay_pin: int = 17  # BCM pin number of the relay driver
-    active_high: bool = True  # False for relay boards that energise on a low pin
-    # 'haar' or 'blazeface' crop the largest face first (no face, no vote); None = the export's detector, if any
-    face: str | None = None
-    fps: float = 0.0  # >0 caps the frame rate (saves CPU); 0 = as fast as frames come
-    event_log: Path | None = None  # JSON lines: time, probability, decision, latency
-    event_log_rotation: LogRotation = field(default_factory=LogRotation)
-    # The frames that opened the door and a sample of the others, for review on the page; None = off
-    # (``toolkit door run`` defaults it to $STATE_DIRECTORY/snapshots under systemd).
-    snapshots: Path | None = None
-    snapshot_cap_mb: float = 200.0  # oldest dropped above this: ~3,000 VGA frames, a small share of an SD card
-    snapshot_every: float = 10.0  # seconds between two kept frames that did not open the door (0 = openings only)
-    labelled: Path | None = None  # the page's relabelled snapshots, a folder per label; None = SNAPSHOTS/labelled
-    reconnect_min_seconds: float = 0.5  # camera loss: first retry delay...
-    reconnect_max_seconds: float = 30.0  # ...doubling up to this
-    max_frames: int = 0  # >0 stops after this many frames (tests, dry runs)
-    loop: bool = False  # a folder camera starts again at the end (long dry runs)
+    camera: str = setting(help="Device index, RTSP/HTTP URL, video, 'picamera2' or a folder.")
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # its own options (``door run`` builds it)
+    relay: str = setting("log", "'log' (dry run) or 'gpio'.", choices=RELAYS)
+    relay_pin: int = setting(17, "BCM pin of the relay driver.")
+    active_high: bool = True  # False for relay boards that energise on a low pin (``door run --active-low``)
+    # None = the export's detector, if any
+    face: str | None = setting(None, "Crop the largest face first (no face, no vote). Default: the export's "
+                               "detector, if any.", choices=DETECTORS, flag="--detector", aliases=("--face",))
+    # >0 caps the frame rate (saves CPU)
+    fps: float = setting(0.0, "Cap the frame rate (0 = as fast as frames come).", low=0)
+    # JSON lines: time, probability, decision, latency
+    event_log: Path | None = setting(None, "Append one JSON line per frame here.")
+    event_log_rotation: LogRotation = field(default_factory=LogRotation)  # its own options
+    # None = off (``toolkit door run`` defaults it to $STATE_DIRECTORY/snapshots under systemd).
+    snapshots: Path | None = setting(None, "Keep the frames that opened the door, and a sample of the others, here "
+                                     "for review on the page. Default: $STATE_DIRECTORY/snapshots when systemd "
+                                     "sets it, else off.")
+    # ~3,000 VGA frames, a small share of an SD card
+    snapshot_cap_mb: float = setting(200.0, "Drop the oldest snapshots above this many MB.", low=1)
+    snapshot_every: float = setting(10.0, "Seconds between kept frames that did not open the door (0: openings "
+                                    "only).", low=0)
+    labelled: Path | None = setting(None, "Image folder (a subfolder per label) that snapshots relabelled on the "
+                                    "page go to, for 'toolkit finetune --data'. Default: SNAPSHOTS/labelled.")
+    # camera loss: first retry delay, doubling up to the max
+    reconnect_min_seconds: float = setting(0.5, "First camera reconnect delay (s).", low=0, flag="--reconnect-min")
+    reconnect_max_seconds: float = setting(30.0, "Longest reconnect delay (s).", low=0, flag="--reconnect-max")
+    max_frames: int = setting(0, "Stop after this many frames (0 = never).", low=0)  # tests, dry runs
+    loop: bool = setting(False, "With a folder camera, start again at the end.")  # long dry runs
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
 class CollectConfig:
-    camera: str  # same sources as ``door run``
-    label: str  # the class folder the photos go to, e.g. 'smile'
-    out: Path  # dataset root: photos land in out/label/
-    every: float = 1.0  # seconds between saved photos, so consecutive shots differ
-    count: int = 0  # >0 stops after this many photos; 0 = until the source ends or Ctrl-C
-    face: str = "none"  # 'haar' or 'blazeface' save face crops, like the door sees them
+    camera: str = setting(help="Same sources as 'door run'.")
+    label: str = setting(help="Class of the photos, e.g. smile or no_smile.")  # the class folder they go to
+    out: Path = setting(help="Dataset folder; photos go to OUT/LABEL/.")
+    # so consecutive shots differ
+    every: float = setting(1.0, "Seconds between photos.", low=0)
+    # 0 = until the source ends or Ctrl-C
+    count: int = setting(0, "Stop after this many photos (0 = until Ctrl-C).", low=0)
+    # face crops, like the door sees them
+    face: str = setting("none", "Crop the largest face first (no face, no vote).", choices=DETECTORS,
+                        flag="--detector", aliases=("--face",))
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
