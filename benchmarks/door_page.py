@@ -7,7 +7,8 @@
 Load: a real ``toolkit door run --serve`` process on a looping folder camera; per client count N, the door
 alone for a phase, then N concurrent clients doing what open pages do, back to back: ``GET /``,
 ``/door/state``, ``/door/timeline``, ``/door/live.jpg`` and ``/door/snapshots`` (the last two with the
-token). Where the machine has two cores or more, the door runs on the first half of them and this process,
+token); with ``--pace page``, at the page's own pace instead (its timers, ~2.6 requests/s a page).
+Where the machine has two cores or more, the door runs on the first half of them and this process,
 the load generator, on the others (a real page's clients are phones, not processes on the door). Printed:
 requests, status counts (5xx must be 0), latency, and the door's frame->decision p50/p99 with the pages
 beside its figure alone just before (the issue's bound for p99: within 10 %), then a table of both.
@@ -40,10 +41,22 @@ PAGE_REQUESTS = [("/", False), ("/door/state", False), ("/door/timeline", False)
 P99_BOUND = 1.10  # the door's decision p99 with pages open, at most this times its figure alone
 
 
-def page_load(url: str, clients: int, seconds: float, out: Callable[[str], None] | None = print) -> dict:
-    """``clients`` concurrent pages polling every endpoint back to back for ``seconds``."""
+# What the door's page itself asks, and how often (its timers in toolkit/runtime/static): (path, token, every s)
+PAGE_SCHEDULE = [("/door/state", False, 1), ("/door/live.jpg", True, 1), ("/door/timeline", False, 2),
+                 ("/door/snapshots", True, 15)]  # fmt: skip
+PACES = ("back-to-back", "page")
+
+
+def page_load(url: str, clients: int, seconds: float, out: Callable[[str], None] | None = print,
+              pace: str = "back-to-back") -> dict:  # fmt: skip
+    """``clients`` concurrent pages for ``seconds``: polling every endpoint back to back (the load test), or
+    at the page's own pace (``/`` once, then its timers: state and live view every second, the timeline every
+    2 s, the snapshot list every 15 s), each page starting at a random moment of the first second."""
+    import random
+
     import httpx
 
+    rng = random.Random(0)
     statuses: Counter = Counter()
     errors: Counter = Counter()
     latencies: list[float] = []
@@ -52,16 +65,29 @@ def page_load(url: str, clients: int, seconds: float, out: Callable[[str], None]
     async def client_loop(client: httpx.AsyncClient, deadline: float) -> None:
         i = 0
         while time.monotonic() < deadline:
-            path, needs_token = PAGE_REQUESTS[i % len(PAGE_REQUESTS)]
+            await get(client, *PAGE_REQUESTS[i % len(PAGE_REQUESTS)])
             i += 1
-            start = time.perf_counter()
-            try:
-                r = await client.get(path, headers=auth if needs_token else None)
-            except httpx.HTTPError as exc:
-                errors[type(exc).__name__] += 1
-                continue
-            statuses[r.status_code] += 1
-            latencies.append((time.perf_counter() - start) * 1000.0)
+
+    async def get(client: httpx.AsyncClient, path: str, needs_token: bool) -> None:
+        start = time.perf_counter()
+        try:
+            r = await client.get(path, headers=auth if needs_token else None)
+        except httpx.HTTPError as exc:
+            errors[type(exc).__name__] += 1
+            return
+        statuses[r.status_code] += 1
+        latencies.append((time.perf_counter() - start) * 1000.0)
+
+    async def paced_loop(client: httpx.AsyncClient, deadline: float, offset: float) -> None:
+        await asyncio.sleep(offset)
+        await get(client, "/", False)
+        began, tick = time.monotonic(), 0
+        while time.monotonic() < deadline:
+            for path, needs_token, every in PAGE_SCHEDULE:
+                if tick % every == 0:
+                    await get(client, path, needs_token)
+            tick += 1
+            await asyncio.sleep(max(0.0, began + tick - time.monotonic()))
 
     async def page(deadline: float) -> None:
         # A client (and connection) per page, as each phone has its own: one shared pool of 64 connections
@@ -69,7 +95,10 @@ def page_load(url: str, clients: int, seconds: float, out: Callable[[str], None]
         # core saturated at ~130 requests/s while the door used 0.17 of its core).
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-            await client_loop(client, deadline)
+            if pace == "page":
+                await paced_loop(client, deadline, rng.random())
+            else:
+                await client_loop(client, deadline)
 
     async def run() -> None:
         deadline = time.monotonic() + seconds
@@ -166,11 +195,11 @@ def pinned_door(server: ServerProcess, cores: tuple[set[int], set[int]] | None, 
 
 def run_page_load(model: Path, threads: int, clients: tuple[int, ...], seconds: float, fps: float,
                   camera: Path | None, extra: list[str], out: Callable[[str], None] = print,
-                  rounds: int = 3) -> dict:  # fmt: skip
+                  rounds: int = 3, pace: str = "back-to-back") -> dict:  # fmt: skip
     """Per client count, the door alone and with that many pages open, in ``rounds`` alternating blocks of
     ``seconds / rounds`` each, in one door process: its decision p50/p99 side by side, pooled per side, so
     both halves of a row see the same machine (other jobs on a shared machine come and go)."""
-    out(f"machine: {machine_load()}")
+    out(f"machine: {machine_load()}; pages polling {pace}")
     results: dict = {"pages": []}
     with tempfile.TemporaryDirectory(prefix="toolkit-bench-page-") as name:
         # never rotated here: the decision latencies are read back from the one file
@@ -185,7 +214,7 @@ def run_page_load(model: Path, threads: int, clients: tuple[int, ...], seconds: 
                     time.sleep(seconds / rounds)
                     quiet.append((start, time.time()))
                     start = time.time()
-                    blocks.append(page_load(server.url, n, seconds / rounds, None))
+                    blocks.append(page_load(server.url, n, seconds / rounds, None, pace))
                     loaded.append((start, time.time()))
                 load = _pooled(n, blocks)
                 alone, load["door"] = door_windows(events, quiet), door_windows(events, loaded)
@@ -294,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-seconds", type=cli.positive(float), default=2.0,
                         help="soak: seconds between two measurements of the folders (default 2)")
     parser.add_argument("--door-arg", action="append", default=[], help="extra 'toolkit door run' argument")
+    parser.add_argument("--pace", choices=PACES, default="back-to-back", help="pages polling back to back (the "
+                        "load test, default) or at the page's own pace (its timers: ~2.6 requests/s a page)")
     ns = parser.parse_args(argv)
     load_manifest(split_model(ns.model)[0])  # a clear error for a wrong --model before a server starts
     out = lambda line: print(line, flush=True)  # noqa: E731
@@ -302,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                       ns.event_log_backups, ns.sample_seconds, ns.camera, ns.door_arg, out)["ok"]
         return 0 if ok else 1
     else:
-        run_page_load(ns.model, ns.threads, ns.clients, ns.seconds, ns.door_fps, ns.camera, ns.door_arg, out)
+        run_page_load(ns.model, ns.threads, ns.clients, ns.seconds, ns.door_fps, ns.camera, ns.door_arg, out,
+                      pace=ns.pace)
     return 0
 
 

@@ -39,6 +39,7 @@ def test_help_and_an_unknown_flag(name, capsys):
     ("fewshot", ["--data", "/nonexistent"], "--data /nonexistent: not a folder"),
     ("int8", ["--runs", "/nonexistent"], "--runs /nonexistent: not a folder"),
     ("int8", ["--quick", "--reuse"], "--reuse needs --out"),
+    ("door_page", ["--model", "m", "--pace", "fast"], "argument --pace: invalid choice: 'fast'"),
 ])  # fmt: skip
 def test_bad_values_are_one_line(name, argv, message, capsys):
     with pytest.raises(SystemExit) as done:
