@@ -27,7 +27,6 @@ import json
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +110,7 @@ def export_variants(run: Path, out: Path, quick: bool, log, max_drop: float | No
 def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple[list[dict], dict]:
     """The table rows of one run, and where their figures come from."""
     from toolkit._keras import predict_array
+    from toolkit.bench.timing import time_in_turns
     from toolkit.export.validate import classes, load_runner, predict
     from toolkit.runtime.manifest import load_manifest
     from toolkit.train.runs import load_run
@@ -165,37 +165,12 @@ def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple
                 row["float_layers"] = "0 (int8 passed the gate)"
             elif variant in ("int8", "qat"):
                 row["float_layers"] = "0"
-        p50 = interleaved_p50([runner for _, runner in timed], x, repeats, min_seconds)
+        p50 = [t["p50_ms"] for t in time_in_turns([runner for _, runner in timed], x, repeats, min_seconds)]
         for (row, _), ms in zip(timed, p50):
             row["p50_ms"] = ms
             if row["variant"] != "float" and timed[0][0]["variant"] == "float":
                 row["ratio"] = ms / p50[0]
     return rows, source
-
-
-def interleaved_p50(runners: list, x: np.ndarray, repeats: int, min_seconds: float, rounds: int = 10) -> list[float]:
-    """Batch-1 p50 latency (ms) of each runner, timed in turns (``rounds`` rounds of ``repeats / rounds`` calls
-    each, repeated until every runner has had ``min_seconds``) so that a ratio between two of them is not
-    a ratio between two moments of a shared machine."""
-    for runner in runners:  # warm-up
-        for i in range(5):
-            runner(x[i % len(x)][None])
-    per_round = max(1, -(-repeats // rounds))
-    times: list[list[float]] = [[] for _ in runners]
-    spent = [0.0 for _ in runners]
-    i = 0
-    while min(len(t) for t in times) < repeats or min(spent) < min_seconds:
-        for k, runner in enumerate(runners):
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                runner(x[i % len(x)][None])
-                dt = time.perf_counter() - t0
-                times[k].append(dt)
-                spent[k] += dt
-                i += 1
-        if min(len(t) for t in times) >= 20 * repeats:
-            break
-    return [float(np.percentile(np.array(t) * 1000, 50)) for t in times]
 
 
 def _cell(row: dict, key: str, spec: str) -> str:
