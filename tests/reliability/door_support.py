@@ -45,9 +45,8 @@ def raw_http(port: int, request: bytes, timeout: float = 10.0, limit: int | None
     unread and closes, and a body still arriving at a closed socket makes the kernel reset the connection, which
     can destroy the 413 before the client reads it."""
     head, sep, rest = request.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    declared = [line.split(b":")[1].strip() for line in lines if line.lower().startswith(b"content-length:")]
-    held_back = limit is not None and declared and declared[0].isdigit() and int(declared[0]) > limit
+    declared = _content_length(head)
+    held_back = limit is not None and declared.isdigit() and int(declared) > limit
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         if held_back:  # the headers alone, then the body only if the server has not answered them
             s.sendall(head + sep)
@@ -62,14 +61,21 @@ def raw_http(port: int, request: bytes, timeout: float = 10.0, limit: int | None
                 break
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
-        lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
-        length = int(lengths[0]) if lengths else 0
+        length = int(_content_length(head) or 0)
         while len(body) < length:
             chunk = s.recv(65536)
             if not chunk:
                 break
             body += chunk
     return int(head.split(b" ")[1]), body
+
+
+def _content_length(head: bytes) -> bytes:
+    """The first Content-Length value in a header block, as sent (b"" when there is none)."""
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return line.split(b":", 1)[1].strip()
+    return b""
 
 
 @contextlib.contextmanager
