@@ -110,9 +110,9 @@ def export_variants(run: Path, out: Path, quick: bool, log, max_drop: float | No
 def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple[list[dict], dict]:
     """The table rows of one run, and where their figures come from."""
     from toolkit._keras import predict_array
-    from toolkit.bench.timing import time_in_turns
     from toolkit.export.validate import classes, load_runner, predict
     from toolkit.runtime.manifest import load_manifest
+    from toolkit.timing import time_in_turns
     from toolkit.train.runs import load_run
 
     loaded = load_run(run)

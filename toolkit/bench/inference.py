@@ -28,10 +28,10 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
         ToolkitError: no manifest, a file whose sha256 differs from the manifest, or no data to score on.
     """
     from toolkit.bench.report import write_reports
-    from toolkit.bench.timing import time_batches, time_latency
     from toolkit.cpu import cpu_count, cpu_features, describe
     from toolkit.export.validate import load_runner, predict
     from toolkit.runtime.manifest import load_manifest, sha256_file
+    from toolkit.timing import time_batches, time_latency
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     folder = Path(config.folder)

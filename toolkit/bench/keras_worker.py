@@ -25,7 +25,7 @@ def run(model_path: str, x: np.ndarray, threads: int, batches: tuple, repeats: i
     def call(xb):
         model.predict(xb, batch_size=len(xb), verbose=0)
 
-    from toolkit.bench.timing import time_batches, time_latency
+    from toolkit.timing import time_batches, time_latency
 
     return {
         "probs": probs,

@@ -29,17 +29,6 @@ def hold_back(train, seed: int):
     return train.subset(rest), train.subset(chosen, name="train-held-back")
 
 
-def p50_ms(runner, image: np.ndarray, repeats: int = 20) -> float:
-    """Median latency of one image at the runner's thread count (a quick figure, not a benchmark)."""
-    runner(image)  # warm-up: the first run allocates
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        runner(image)
-        times.append(1000 * (time.perf_counter() - t0))
-    return round(float(np.median(times)), 3)
-
-
 @dataclass(frozen=True)
 class Plug:
     """What a format provides for mixed precision (see the module docstring)."""
@@ -150,11 +139,9 @@ def choose(ctx, fmt, plugged: Plug, path, selection: Selection, *, needed: bool,
     record.update(float_layers=[s.layer for s in ranking[: found.k]],
                   float_mac_share=round(sum(s.mac_share for s in ranking[: found.k]), 4),
                   bytes={"int8": plain.stat().st_size, "mixed": path.stat().st_size},
-                  p50_ms_1thread={"int8": p50_ms(load_runner(plain, threads=1), image),
-                                  "mixed": p50_ms(load_runner(path, threads=1), image)})
-    float_file = path.with_name("model" + fmt.suffix)
-    if float_file.exists():  # exported just before (float files come first): the ratio the issue targets
-        record["p50_ms_1thread"]["float"] = p50_ms(load_runner(float_file, threads=1), image)
+                  p50_ms_1thread=p50_ms_in_turns({"int8": plain, "mixed": path,
+                                                  # exported just before (float files come first): the ratio
+                                                  "float": path.with_name("model" + fmt.suffix)}, image))
     return record, load_runner(path)
 
 
@@ -215,3 +202,14 @@ class LazySelection:
             reference = predict_array(self.model, x, 32).reshape(len(x), -1)
             self._value = Selection(self.name, x, np.asarray(y).reshape(-1), reference)
         return self._value
+
+
+def p50_ms_in_turns(files: dict, image: np.ndarray, repeats: int = 20) -> dict:
+    """{name: median latency (ms) of one image at 1 thread} for the files that exist, timed in turns (a quick
+    figure, not a benchmark, but int8/fp32 compares one moment of the machine)."""
+    from toolkit.export.validate import load_runner
+    from toolkit.timing import time_in_turns
+
+    runners = {name: load_runner(f, threads=1) for name, f in files.items() if f.exists()}
+    timed = time_in_turns(list(runners.values()), image, repeats, 0.0, warmup=1)
+    return {name: round(t["p50_ms"], 3) for name, t in zip(runners, timed)}
