@@ -71,7 +71,7 @@ def train_args(out: Path, *, epochs: int, seed: int = 0, resume: bool = False, d
 def export_problems(folder: Path) -> list[str]:
     """What is wrong with an export folder: manifest unreadable, a listed file missing or not matching its hash."""
     from toolkit.errors import ToolkitError
-    from toolkit.runtime.manifest import load_manifest, sha256_file
+    from toolkit.inference.manifest import load_manifest, sha256_file
 
     try:
         manifest = load_manifest(folder)

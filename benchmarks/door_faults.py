@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchmarks import cli
 from benchmarks.door_rig import DrillTimings, Rig, pin_class
-from toolkit.runtime.manifest import MANIFEST_NAME, load_manifest
+from toolkit.inference.manifest import MANIFEST_NAME, load_manifest
 
 
 @dataclass

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import cli
+from toolkit.inference.manifest import load_manifest
 from toolkit.runtime.bench import ServerProcess, camera_like_frame, percentiles, sample_jpeg, split_model
-from toolkit.runtime.manifest import load_manifest
 
 RSS_GROWTH_BOUND_MB = 32.0  # more than this over all runs of a bench is reported as growth
 

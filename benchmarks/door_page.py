@@ -32,8 +32,8 @@ from pathlib import Path
 
 from benchmarks import cli
 from benchmarks.door_load import _door_line, machine_load
+from toolkit.inference.manifest import load_manifest
 from toolkit.runtime.bench import ServerProcess, camera_like_frame, percentiles, split_model
-from toolkit.runtime.manifest import load_manifest
 
 TOKEN = "benchmark-token"
 P99_BOUND = 1.10  # the door's decision p99 with pages open, at most this times its figure alone

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.runtime.camera import CameraError, FrameSource
-from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig
-from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig
+from toolkit.runtime.core.holder import ModelHolder
 
 RELAY_PIN = 17
 

@@ -68,9 +68,9 @@ def landmark_scores(run, test, degraded: dict) -> dict:
     """The landmark head on the clean and degraded test images; no hand = wrong; no-hand counts per class."""
     from toolkit._keras import predict_array
     from toolkit.data.split import Split
+    from toolkit.inference.handpipe import open_tracker
     from toolkit.metrics import as_class_probs
     from toolkit.models.hands import ensure_hand_models
-    from toolkit.runtime.handpipe import open_tracker
     from toolkit.train.hands import landmark_features, models_key
 
     models = ensure_hand_models()
@@ -145,9 +145,9 @@ def export_and_door(run_dir: Path, out: Path, frames: int = 60) -> dict:
     from toolkit.export.api import export
     from toolkit.export.config import ExportConfig
     from toolkit.runtime.actuator import LogActuator
-    from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig
+    from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig
+    from toolkit.runtime.core.holder import ModelHolder
     from toolkit.runtime.door import DoorLoop
-    from toolkit.runtime.holder import ModelHolder
     from toolkit.train import runs
 
     folder = out / "exported-signs"

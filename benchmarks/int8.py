@@ -111,7 +111,7 @@ def measure(run: Path, folders: dict, repeats: int, min_seconds: float) -> tuple
     """The table rows of one run, and where their figures come from."""
     from toolkit._keras import predict_array
     from toolkit.export.validate import classes, load_runner, predict
-    from toolkit.runtime.manifest import load_manifest
+    from toolkit.inference.manifest import load_manifest
     from toolkit.timing import time_in_turns
     from toolkit.train.runs import load_run
 

@@ -209,7 +209,7 @@ def export_kills(work: Path, run_dir: Path, *, points: int, rng: random.Random, 
     work.mkdir(parents=True, exist_ok=True)
     out = work / "exported" / "happy"
     args = ["export", str(run_dir), "--format", "onnx", "--quantize", "none", "--overwrite", "--out", str(out)]
-    modules = "toolkit.export,toolkit.runtime.manifest"
+    modules = "toolkit.export,toolkit.inference.manifest"
     total = _count_events(args, modules, work, prepare=lambda: shutil.rmtree(out.parent, ignore_errors=True))
     rows = []
     for i in range(points):
@@ -335,7 +335,8 @@ def cache_kills(work: Path, run_dir: Path, *, points: int, rng: random.Random, l
     if counted.returncode != 0:
         raise RuntimeError(f"reference caching run failed: {counted.stderr[-2000:]}")
     total = int(count_file.read_text())
-    reference = {p.name: np.load(p / "features.npy") for p in reference_cache.iterdir() if (p / "meta.json").exists()}
+    reference = {p.name: np.load(p / "features.npy") for p in (reference_cache / "features").iterdir()
+                 if (p / "meta.json").exists()}
     rows = []
     for i in range(points):
         cache = work / f"cache-{i}"
@@ -343,17 +344,18 @@ def cache_kills(work: Path, run_dir: Path, *, points: int, rng: random.Random, l
         for p in (cache, out):
             shutil.rmtree(p, ignore_errors=True)
         env = child_env(TOOLKIT_CACHE=str(cache))
+        entries = cache / "features"  # where the toolkit keeps features under $TOOLKIT_CACHE
         at = rng.randint(1, total)
         killed = run(killer_cmd(at, modules, *args(out)), env=env)
-        trusted, wrong = _trusted_entries(cache, reference)
-        untrusted = sorted(p.name for p in cache.glob(".tmp-*")) if cache.is_dir() else []
+        trusted, wrong = _trusted_entries(entries, reference)
+        untrusted = sorted(p.name for p in entries.glob(".tmp-*")) if entries.is_dir() else []
         rerun = run(toolkit_cmd(*args(out), "--resume") if (out / "config.json").exists()
                     else toolkit_cmd(*args(out)), env=env)
-        trusted_after, wrong_after = _trusted_entries(cache, reference)
+        trusted_after, wrong_after = _trusted_entries(entries, reference)
         row = {"at": at, "of": total, "killed": killed.killed, "trusted": trusted, "trusted_but_wrong": wrong,
                "untrusted_tmp": len(untrusted), "rerun_rc": rerun.returncode,
                "rerun_error": (rerun.error_lines or [""])[0], "wrong_after_rerun": wrong_after,
-               "entries_after_rerun": trusted_after, "tmp_after_rerun": len(list(cache.glob(".tmp-*")))}
+               "entries_after_rerun": trusted_after, "tmp_after_rerun": len(list(entries.glob(".tmp-*")))}
         log(f"cache kill {i + 1}: line event {at}/{total}; trusted entries {trusted} (wrong: {wrong}), "
             f"unfinished {len(untrusted)}; re-run rc {rerun.returncode}, entries {trusted_after}, "
             f"wrong {wrong_after}")

@@ -37,7 +37,7 @@ TRAIN_SIDE = (
 )
 # Door-runtime distributions and the module each one must import as.
 DOOR_MODULES = {
-    "toolkit": "toolkit.runtime.predictor",
+    "toolkit": "toolkit.inference.predictor",
     "numpy": "numpy",
     "onnxruntime": "onnxruntime",
     "pillow": "PIL.Image",
@@ -62,7 +62,7 @@ def predict(model: Path, images: list[Path]) -> dict[str, list[float]]:
     """P(positive) (sigmoid) or the class probabilities (softmax) of every ONNX file, one row per image."""
     import numpy as np
 
-    from toolkit.runtime.predictor import Predictor
+    from toolkit.inference.predictor import Predictor
 
     out = {}
     for name in onnx_files(model):

@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 from runtime_support import LiveServer, frame, free_port, jpeg, make_export
 
-from toolkit.runtime.config import ServeConfig
+from toolkit.runtime.core.config import ServeConfig
 
 __all__ = ["frame", "free_port", "jpeg", "make_export", "GuardedServer", "mock_pins", "raw_http", "folder_camera"]
 HAPPY, SAD = 220, 40

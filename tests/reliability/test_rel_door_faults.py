@@ -20,10 +20,10 @@ from benchmarks.door_faults import main as drill
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import GpioActuator, LogActuator, RelayError
 from toolkit.runtime.camera import CameraError, FrameSource
-from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig
+from toolkit.runtime.core.holder import ModelHolder
+from toolkit.runtime.core.policy import DoorPolicy
 from toolkit.runtime.door import DoorLoop, frame_problem
-from toolkit.runtime.holder import ModelHolder
-from toolkit.runtime.policy import DoorPolicy
 
 
 class FakeClock:

@@ -11,8 +11,8 @@ import pytest
 from door_support import make_export
 
 from benchmarks.door_load import main
-from toolkit.runtime.config import ModelConfig, ServeConfig
-from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.core.config import ModelConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.server import create_app, inference_threads
 
 

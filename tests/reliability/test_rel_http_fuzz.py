@@ -17,9 +17,9 @@ from schemathesis.generation import GenerationMode
 
 from toolkit.runtime.actuator import GpioActuator
 from toolkit.runtime.camera import FolderSource
-from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.door import DoorLoop
-from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.server import create_app
 
 EXAMPLES = 12  # per operation and pass

@@ -15,8 +15,8 @@ import pytest
 from door_support import GuardedServer, jpeg, make_export, raw_http
 from PIL import Image
 
-from toolkit.runtime.config import ModelConfig, ServeConfig
-from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.core.config import ModelConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.server import create_app
 
 PIXELS = 64 * 64 * 3

@@ -32,9 +32,9 @@ from door_support import (
 from toolkit.runtime import security
 from toolkit.runtime.actuator import GpioActuator, LogActuator
 from toolkit.runtime.camera import FolderSource
-from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.door import DoorLoop
-from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.security import UnlockLimiter, exposure_warning, tokens_match
 from toolkit.runtime.server import create_app
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from door_support import GuardedServer, jpeg, make_export
 
-from toolkit.runtime.config import ModelConfig, ServeConfig
-from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.core.config import ModelConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.server import create_app
 
 TIMEOUT = 1.5  # request_timeout_seconds for these tests (30 s in production)

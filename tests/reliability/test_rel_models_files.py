@@ -1,6 +1,6 @@
 """Damaged and mismatched model files are refused with one clear line; loading never runs code from a file.
 
-The runtime's loader (toolkit.runtime.manifest + predictor) is exercised as it is; the export loaders
+The runtime's loader (toolkit.inference.manifest + predictor) is exercised as it is; the export loaders
 and Keras loading are the training side's.
 """
 
@@ -19,8 +19,8 @@ from benchmarks.common import DATA
 from benchmarks.modelfiles import sweep
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
-from toolkit.runtime.manifest import sha256_file
-from toolkit.runtime.predictor import Predictor
+from toolkit.inference.manifest import sha256_file
+from toolkit.inference.predictor import Predictor
 
 pytestmark = pytest.mark.slow
 TOOLKIT = Path(__file__).resolve().parents[2] / "toolkit"
@@ -173,7 +173,7 @@ def test_a_lambda_layer_is_refused_and_its_code_never_runs(tmp_path):
 
 def test_loading_never_unpickles(tmp_path, monkeypatch, tiny_run, tiny_export):
     from toolkit.export.validate import load_runner
-    from toolkit.runtime.manifest import load_manifest
+    from toolkit.inference.manifest import load_manifest
     from toolkit.train.runs import load_keras_model
 
     model = load_keras_model(tiny_run / "model.keras")

@@ -74,7 +74,7 @@ def real_hand_models() -> tuple[Path, Path] | None:
     """(palm, landmark): MediaPipe's real hand models as ONNX, or None. From the weights cache (a TF-free venv
     can use them), else converted once from the wheel named by $TOOLKIT_MEDIAPIPE_WHEEL or lying in the weights
     cache (needs tf2onnx). Never the network."""
-    from toolkit.runtime.detect import weights_root
+    from toolkit.inference.cache import weights_root
 
     folder = weights_root() / "mediapipe-0.10.21"
     palm, landmark = folder / "palm_detection_full.onnx", folder / "hand_landmark_full.onnx"

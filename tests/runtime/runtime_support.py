@@ -25,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper
 from PIL import Image
 
-from toolkit.runtime.manifest import FileEntry, InputSpec, Manifest, sha256_file
+from toolkit.inference.manifest import FileEntry, InputSpec, Manifest, sha256_file
 
 SIZE = 64
 
@@ -251,12 +251,12 @@ def running_door(tmp_path: Path, export_dir: Path, token: str, fps: float = 20.0
 
     Yields (LiveServer, DoorLoop); the loop and the server stop on exit.
     """
+    from toolkit.inference.detect import FaceDetector
     from toolkit.runtime.actuator import LogActuator
     from toolkit.runtime.camera import open_source
-    from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
-    from toolkit.runtime.detect import FaceDetector
+    from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
+    from toolkit.runtime.core.holder import ModelHolder
     from toolkit.runtime.door import DoorLoop
-    from toolkit.runtime.holder import ModelHolder
     from toolkit.runtime.server import create_app
 
     cam = door_frames(tmp_path / "camera")

@@ -10,8 +10,7 @@ import pytest
 from runtime_support import FACE_ANCHOR, build_fake_detector, make_export
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.camera import make_cropper
-from toolkit.runtime.detect import (
+from toolkit.inference.detect import (
     FaceDetector,
     decode,
     iou,
@@ -22,7 +21,8 @@ from toolkit.runtime.detect import (
     ssd_anchors,
     weighted_nms,
 )
-from toolkit.runtime.manifest import load_manifest, sha256_file
+from toolkit.inference.manifest import load_manifest, sha256_file
+from toolkit.runtime.camera import make_cropper
 
 
 def test_anchors_match_the_short_range_layout():

@@ -14,10 +14,10 @@ from runtime_support import frame
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import GpioActuator, LogActuator, make_actuator
 from toolkit.runtime.camera import CameraError, FolderSource, FrameSource, make_cropper, open_source
-from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig
+from toolkit.runtime.core.holder import ModelHolder
+from toolkit.runtime.core.policy import DoorPolicy
 from toolkit.runtime.door import DoorLoop
-from toolkit.runtime.holder import ModelHolder
-from toolkit.runtime.policy import DoorPolicy
 
 HAPPY, SAD = 220, 40
 
@@ -367,7 +367,7 @@ def test_unwritable_event_log_is_a_user_error(export_dir, tmp_path):
 
 
 def test_per_visit_false_accepts_under_k_of_n_bracket_the_truth():
-    from toolkit.runtime.policy import visit_far
+    from toolkit.runtime.core.policy import visit_far
 
     v = visit_far(0.1, 3, 5)  # P(X >= 3), X ~ Bin(5, 0.1) = 10 * 0.001 * 0.81 + 5 * 0.0001 * 0.9 + 0.00001
     assert v["independent_frames"] == pytest.approx(0.00856) and v["identical_frames"] == 0.1

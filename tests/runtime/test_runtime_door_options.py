@@ -11,7 +11,7 @@ import typer
 
 from toolkit import settings as S
 from toolkit.cli import app, main
-from toolkit.runtime.config import (
+from toolkit.runtime.core.config import (
     CollectConfig,
     DoorConfig,
     LogRotation,

@@ -15,7 +15,7 @@ from PIL import Image
 from runtime_support import frame
 
 from toolkit.cli import main
-from toolkit.runtime.manifest import load_manifest, sha256_file
+from toolkit.inference.manifest import load_manifest, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPPY = ROOT / "exported" / "happy"

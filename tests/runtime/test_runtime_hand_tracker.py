@@ -9,8 +9,8 @@ import pytest
 from hands_support import LANDMARKS, LEFT, PALM_PX, build_fake_hand_models
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime import hands as H
-from toolkit.runtime.detect import decode, weighted_nms
+from toolkit.inference import hands as H
+from toolkit.inference.detect import decode, weighted_nms
 
 
 def test_anchors_are_mediapipe_palm_layout():

@@ -17,12 +17,12 @@ from onnx import TensorProto, helper
 from runtime_support import LiveServer, http_get, http_post, jpeg
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime import handpipe
-from toolkit.runtime.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
+from toolkit.inference import handpipe
+from toolkit.inference.manifest import FileEntry, InputSpec, Manifest, load_manifest, sha256_file
+from toolkit.inference.predictor import Predictor
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.door import DoorLoop
-from toolkit.runtime.holder import ModelHolder
-from toolkit.runtime.manifest import FileEntry, InputSpec, Manifest, load_manifest, sha256_file
-from toolkit.runtime.predictor import Predictor
 
 LABELS = ("0", "5", "9")
 RED, GREEN, DARK = (200, 30, 30), (30, 200, 30), (10, 10, 10)
@@ -172,7 +172,7 @@ def test_door_opens_on_the_chosen_sign_only(tmp_path):
 
 def test_a_hand_filling_the_photo_gets_a_second_look_zoomed_out(monkeypatch):
     """The real pipeline function with a tracker that only sees hands with room around them."""
-    from toolkit.runtime.hands import Hand
+    from toolkit.inference.hands import Hand
 
     monkeypatch.undo()  # the real hand_features, not the fake
     looks = []

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hands_support import real_hand_models
 
-from toolkit.runtime.hands import HandTracker
+from toolkit.inference.hands import HandTracker
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))

@@ -21,9 +21,9 @@ from toolkit.cli import main
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import make_actuator
 from toolkit.runtime.camera import open_source
-from toolkit.runtime.config import DoorConfig, ModelConfig, MqttConfig, PolicyConfig
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, MqttConfig, PolicyConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.door import DoorLoop
-from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.mqtt import MqttBridge, _parse_command
 from toolkit.runtime.security import UnlockLimiter
 

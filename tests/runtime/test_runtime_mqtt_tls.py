@@ -16,9 +16,9 @@ from runtime_support import frame
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import make_actuator
 from toolkit.runtime.camera import open_source
-from toolkit.runtime.config import DoorConfig, ModelConfig, MqttConfig, PolicyConfig
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, MqttConfig, PolicyConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.door import DoorLoop
-from toolkit.runtime.holder import ModelHolder
 from toolkit.runtime.mqtt import MqttBridge
 from toolkit.runtime.security import UnlockLimiter
 

@@ -22,11 +22,11 @@ from runtime_support import frame, free_port
 from toolkit.cli import main
 from toolkit.runtime.actuator import make_actuator
 from toolkit.runtime.camera import FrameSource
-from toolkit.runtime.config import DoorConfig, LogRotation, ModelConfig, PolicyConfig
+from toolkit.runtime.core.config import DoorConfig, LogRotation, ModelConfig, PolicyConfig
+from toolkit.runtime.core.eventlog import EventLog
+from toolkit.runtime.core.holder import ModelHolder
+from toolkit.runtime.core.sdnotify import Notifier
 from toolkit.runtime.door import DoorLoop
-from toolkit.runtime.eventlog import EventLog
-from toolkit.runtime.holder import ModelHolder
-from toolkit.runtime.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from PIL import Image
 from runtime_support import build_softmax_onnx, frame, jpeg, make_export
 
 from toolkit.errors import ImageError, ToolkitError
-from toolkit.runtime.manifest import sha256_file
-from toolkit.runtime.predictor import Predictor
+from toolkit.inference.manifest import sha256_file
+from toolkit.inference.predictor import Predictor
 
 
 def test_predicts_from_bytes_file_array_and_pil(export_dir, tmp_path):

@@ -11,8 +11,8 @@ import time
 import pytest
 from runtime_support import LiveServer, frame, http_get, http_post, jpeg, make_export
 
-from toolkit.runtime.config import ModelConfig, ServeConfig
-from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.core.config import ModelConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.server import create_app
 
 

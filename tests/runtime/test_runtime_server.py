@@ -11,8 +11,8 @@ import tritonclient.http as triton
 from runtime_support import LiveServer, frame, jpeg
 from tritonclient.utils import InferenceServerException
 
-from toolkit.runtime.config import ModelConfig, ServeConfig
-from toolkit.runtime.holder import ModelHolder
+from toolkit.runtime.core.config import ModelConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.security import load_token
 from toolkit.runtime.server import create_app
 

@@ -13,8 +13,8 @@ from toolkit.export import api as export_api
 from toolkit.export.config import FORMATS, QUANTIZATIONS
 from toolkit.export.formats import get_format
 from toolkit.export.validate import load_runner, predict
+from toolkit.inference.manifest import load_manifest, sha256_file
 from toolkit.models import get_spec, list_models
-from toolkit.runtime.manifest import load_manifest, sha256_file
 from toolkit.train.fit import train
 
 pytestmark = pytest.mark.slow

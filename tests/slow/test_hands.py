@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from toolkit.cli import main
-from toolkit.runtime import handpipe
-from toolkit.runtime.manifest import sha256_file
+from toolkit.inference import handpipe
+from toolkit.inference.manifest import sha256_file
 from toolkit.train import features as F
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def fake_models(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "toolkit.models.hands", types.SimpleNamespace(
         ensure_hand_models=lambda weights=None: models, copy_hand_models=copy))
-    monkeypatch.setitem(sys.modules, "toolkit.runtime.hands", types.SimpleNamespace(FEATURE_VERSION=1))
+    monkeypatch.setitem(sys.modules, "toolkit.inference.hands", types.SimpleNamespace(FEATURE_VERSION=1))
     import toolkit.train.hands as TH  # first: it binds handpipe's hand_features when imported
 
     monkeypatch.setattr(handpipe, "open_tracker", lambda *a, **k: object())
@@ -113,7 +113,7 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     assert ev["n"] == 42 and ev["no_hand"] == 9 and ev["accuracy"] <= 33 / 42
     assert main(["evaluate", str(run)]) == 2 and "a hands run" in capsys.readouterr().err
 
-    from toolkit.runtime.predictor import Predictor
+    from toolkit.inference.predictor import Predictor
 
     p = Predictor(exp)
     assert p.predict(np.full((64, 64, 3), 5, np.uint8)).label == "no_hand"
@@ -121,7 +121,7 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
 
 
 def _real_wheel() -> Path | None:
-    from toolkit.runtime.detect import weights_root
+    from toolkit.inference.cache import weights_root
 
     for path in (WHEEL, weights_root() / WHEEL.name):
         if path.is_file():
@@ -150,7 +150,7 @@ def test_real_models_train_export_and_serve(tmp_path, monkeypatch, hand_cache):
     v = json.loads((exp / "manifest.json").read_text())["files"]["head.onnx"]["validation"]
     assert v["agreement"] == 100.0 and v["max_abs_dprob"] < 1e-4 and v["accuracy"] >= 75.0
 
-    from toolkit.runtime.predictor import Predictor
+    from toolkit.inference.predictor import Predictor
 
     p = Predictor(exp)
     assert p.predict(np.zeros((240, 320, 3), np.uint8) + 128).label == "no_hand"  # a grey wall: an explicit answer

@@ -11,7 +11,7 @@ from toolkit.errors import ToolkitError
 from toolkit.export import ExportConfig, export
 from toolkit.export import api as export_api
 from toolkit.export.mixed import macs
-from toolkit.runtime.manifest import load_manifest
+from toolkit.inference.manifest import load_manifest
 
 pytestmark = pytest.mark.slow
 DATA = "synthetic:signs?n=60&seed=1"  # 6 classes; the bare-file split leaves 9 val and 9 test images

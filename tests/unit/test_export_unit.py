@@ -13,7 +13,7 @@ from toolkit.export.formats import get_format
 from toolkit.export.manifest import choose_serve
 from toolkit.export.quantize import check_images
 from toolkit.export.validate import choose_threshold, classes, compare
-from toolkit.runtime.manifest import FileEntry
+from toolkit.inference.manifest import FileEntry
 from toolkit.settings import SettingError, parse_text
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from toolkit.export.mixed import LayerScore, explain_lines, paired_drop, rank, report, search
-from toolkit.runtime.manifest import load_manifest
+from toolkit.inference.manifest import load_manifest
 
 COMMITTED = Path(__file__).resolve().parents[2] / "exported" / "happy"
 

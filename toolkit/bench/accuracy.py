@@ -1,7 +1,7 @@
 """``toolkit evaluate`` on an export folder: the report of a run, measured on an exported ONNX file.
 
 TensorFlow-free: data comes from :mod:`toolkit.data` (numpy and Pillow; a course ``.h5`` file needs h5py,
-which says so in one line), the model runs in the door's own :class:`~toolkit.runtime.predictor.Predictor`,
+which says so in one line), the model runs in the door's own :class:`~toolkit.inference.predictor.Predictor`,
 so the numbers are those of the file the door serves.
 """
 
@@ -69,7 +69,7 @@ def evaluate_export(
     Raises:
         ToolkitError: no ``data``, ``tta``, a bad export folder or file, unreadable data, labels that do not match.
     """
-    from toolkit.runtime.predictor import Predictor
+    from toolkit.inference.predictor import Predictor
 
     if tta:
         raise ToolkitError(f"{folder}: --tta needs the Keras model; evaluate the run folder or .keras file instead")

@@ -30,7 +30,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     from toolkit.bench.report import write_reports
     from toolkit.cpu import cpu_count, cpu_features, describe
     from toolkit.export.validate import load_runner, predict
-    from toolkit.runtime.manifest import load_manifest, sha256_file
+    from toolkit.inference.manifest import load_manifest, sha256_file
     from toolkit.timing import time_batches, time_latency
 
     log = log or (lambda msg: print(msg, file=sys.stderr))

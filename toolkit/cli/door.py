@@ -15,7 +15,7 @@ import typer
 
 from toolkit.cli import app
 from toolkit.cli.options import config_command
-from toolkit.runtime.config import (
+from toolkit.runtime.core.config import (
     CollectConfig,
     DoorConfig,
     LogRotation,
@@ -106,7 +106,7 @@ def bench(
     """Print frame->decision latency p50/p99 and the /predict overhead on this machine."""
     from toolkit.cli.options import deprecated
     from toolkit.runtime.bench import run_bench
-    from toolkit.runtime.config import BenchConfig
+    from toolkit.runtime.core.config import BenchConfig
 
     frames = deprecated("--n", "--frames", n, frames)
     run_bench(BenchConfig(tuple(model), threads, frames=frames, http=http), out=typer.echo)

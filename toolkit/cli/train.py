@@ -53,7 +53,7 @@ def evaluate(
                              "'serve' file)."),
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1, confusion matrix; FAR/FRR table for 2 classes."""
-    from toolkit.runtime.manifest import is_export_folder  # decided before anything imports TensorFlow
+    from toolkit.inference.manifest import is_export_folder  # decided before anything imports TensorFlow
 
     if is_export_folder(source, file):
         from toolkit.bench.accuracy import evaluate_export
@@ -90,10 +90,10 @@ def predict(
                              "'serve' file)."),
 ) -> None:
     """Print the label and probability of each image."""
-    from toolkit.runtime.manifest import is_export_folder  # decided before anything imports TensorFlow
+    from toolkit.inference.manifest import is_export_folder  # decided before anything imports TensorFlow
 
     if is_export_folder(source, file):
-        from toolkit.runtime.predictor import predict_files
+        from toolkit.inference.predictor import predict_files
 
         rows = predict_files(source, [str(p) for p in images], file=file)
     else:

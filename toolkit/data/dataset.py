@@ -216,7 +216,7 @@ def load_data(
 
 def _face_crop(spec: Spec):
     """The door's face detector (BlazeFace, from the weights cache), so training sees the door's crop."""
-    from toolkit.runtime.detect import cached_detector_path, load_detector
+    from toolkit.inference.detect import cached_detector_path, load_detector
 
     if not cached_detector_path().is_file():
         raise ToolkitError(f"data spec {spec.text!r}: crop=face needs the face detector, not yet in "

@@ -25,7 +25,7 @@ from toolkit.export.manifest import build_manifest, file_entry, relative
 from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown  # noqa: F401 - api names
 from toolkit.export.quantize import calibration_images, check_images
 from toolkit.export.validate import choose_threshold, classes, compare, gate, load_runner, predict, threshold_at
-from toolkit.runtime.manifest import data_kind, sha256_file
+from toolkit.inference.manifest import data_kind, sha256_file
 
 BARE_SPLIT = {"val": 0.15, "test": 0.15}  # how a bare model file's --data is split (the run defaults)
 

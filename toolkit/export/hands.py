@@ -2,7 +2,7 @@
 
 The head (standardiser + logistic regression, a few hundred numbers) is written straight as an ONNX graph
 (``features`` [N, 63] -> Sub -> Mul -> MatMul -> Add -> softmax/sigmoid) and checked against the Keras head.
-Then the whole folder is validated end to end: the door's own :class:`~toolkit.runtime.predictor.Predictor`
+Then the whole folder is validated end to end: the door's own :class:`~toolkit.inference.predictor.Predictor`
 runs on the held-out images (image -> palm -> landmarks -> head) and is compared with the float pipeline
 (the cached features -> the Keras head). An image without a hand is a wrong answer in both accuracies and
 an agreement only when both pipelines found none. The head stays float: quantizing 63 x K weights saves
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, with_no_hand
+from toolkit.inference.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, with_no_hand
 
 HEAD_FILE = "head.onnx"
 HEAD_ATOL = 1e-5  # the ONNX head against the Keras head on the same features: float32 rounding only
@@ -66,9 +66,9 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     from toolkit._keras import predict_array
     from toolkit.export.manifest import build_manifest, relative
     from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
+    from toolkit.inference.handpipe import open_tracker
+    from toolkit.inference.manifest import FileEntry, data_kind, sha256_file
     from toolkit.models.hands import copy_hand_models, ensure_hand_models
-    from toolkit.runtime.handpipe import open_tracker
-    from toolkit.runtime.manifest import FileEntry, data_kind, sha256_file
     from toolkit.train.hands import landmark_features, model_sha256, models_key
     from toolkit.train.runs import versions
 
@@ -156,7 +156,7 @@ def validate_end_to_end(folder: Path, f, held, reference: np.ndarray, float_foun
     """The door's Predictor on ``folder`` over the held-out images against the float pipeline's rows, and the
     head file alone against the Keras head on the images with a hand."""
     from toolkit.export.validate import compare, load_runner
-    from toolkit.runtime.predictor import Predictor
+    from toolkit.inference.predictor import Predictor
 
     x_val, y = held.numpy()
     rows = Predictor(folder).run(np.asarray(x_val, np.float32))  # (N, K + 1): the last column is "no hand"

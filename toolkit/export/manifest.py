@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from toolkit.runtime.manifest import FileEntry, InputSpec, Manifest, sha256_file
+from toolkit.inference.manifest import FileEntry, InputSpec, Manifest, sha256_file
 
 # The file the door serves by default, best first. Post-training int8 ONNX is fused by ORT into integer
 # kernels; the QAT ONNX (converted from the QAT int8 TFLite) runs DQ -> float conv and is measured ~5x

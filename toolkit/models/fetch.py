@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.detect import CACHE_ENV, weights_root  # noqa: F401 - one cache root for every fetched file
-from toolkit.runtime.manifest import sha256_file
+from toolkit.inference.cache import CACHE_ENV, weights_root  # noqa: F401 - CACHE_ENV: tests redirect the cache through it
+from toolkit.inference.manifest import sha256_file
 
 log = logging.getLogger("toolkit.fetch")
 PIP_ARGS_ENV = "TOOLKIT_PIP_ARGS"  # extra pip options, e.g. "--no-index --find-links /srv/wheels"

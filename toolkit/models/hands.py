@@ -10,7 +10,7 @@ checks the wheel and both files by sha256 and unpacks them with the wheel's lice
       palm_detection_full.onnx    hand_landmark_full.onnx    hands.json (the ONNX sha256s and their check)
 
 Each file is converted once with tf2onnx (opset 17) and the ONNX is checked against the ``.tflite`` run by
-ai-edge-litert on random and smooth inputs; :mod:`toolkit.runtime.hands` then needs only onnxruntime.
+ai-edge-litert on random and smooth inputs; :mod:`toolkit.inference.hands` then needs only onnxruntime.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.inference.manifest import sha256_file
 from toolkit.models.fetch import WheelFile, fetch_files
-from toolkit.runtime.manifest import sha256_file
 
 log = logging.getLogger("toolkit.models")
 

@@ -50,7 +50,7 @@ def _far_frr_plot(p_pos: np.ndarray, y: np.ndarray, threshold: float, path: Path
 def _blocks(p: Pipeline, outputs: dict, folder: Path) -> list[tuple]:
     from toolkit.data import load_data
     from toolkit.data.export import grid_image
-    from toolkit.runtime.manifest import load_manifest
+    from toolkit.inference.manifest import load_manifest
     from toolkit.train.runs import load_run
 
     run = load_run(outputs["train"])

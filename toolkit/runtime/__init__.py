@@ -1,24 +1,21 @@
-"""The TensorFlow-free door runtime: numpy, onnxruntime and Pillow only (opencv, gpiozero and
-fastapi/uvicorn come with the ``door`` extra and are imported only where used).
+"""The door: camera loop, policy, relay, snapshots, HTTP API, page, MQTT and systemd (TensorFlow-free).
 
-``from toolkit.runtime import Predictor`` works; the names are resolved lazily so that the exporter,
-which imports ``toolkit.runtime.manifest``, does not load onnxruntime as a side effect.
+The exported-model format the door runs lives in ``toolkit.inference``; import ``Predictor`` and
+``load_manifest`` from there. The old names here still resolve for one release, with a DeprecationWarning.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 
-_LAZY = {
-    "Predictor": "toolkit.runtime.predictor",
-    "Prediction": "toolkit.runtime.predictor",
-    "Manifest": "toolkit.runtime.manifest",
-    "load_manifest": "toolkit.runtime.manifest",
-}
-__all__ = sorted(_LAZY)
+_MOVED = {"Predictor": "predictor", "Prediction": "predictor", "Manifest": "manifest", "load_manifest": "manifest"}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _MOVED:
+        new = f"toolkit.inference.{_MOVED[name]}"
+        warnings.warn(f"toolkit.runtime.{name} moved to toolkit.inference.{name}; the old name goes in the next "
+                      f"release", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(new), name)
     raise AttributeError(f"module 'toolkit.runtime' has no attribute {name!r}")

@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image
 
 from toolkit.errors import ToolkitError
+from toolkit.inference.predictor import Predictor
 from toolkit.runtime.camera import make_cropper
-from toolkit.runtime.config import BenchConfig, PolicyConfig
-from toolkit.runtime.policy import DoorPolicy
-from toolkit.runtime.predictor import Predictor
+from toolkit.runtime.core.config import BenchConfig, PolicyConfig
+from toolkit.runtime.core.policy import DoorPolicy
 
 
 def split_model(path: Path) -> tuple[Path, str | None]:

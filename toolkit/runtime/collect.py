@@ -17,7 +17,7 @@ from PIL import Image
 
 from toolkit.errors import ToolkitError
 from toolkit.runtime.camera import CameraError, FrameSource, make_cropper, open_source
-from toolkit.runtime.config import CollectConfig
+from toolkit.runtime.core.config import CollectConfig
 
 log = logging.getLogger("toolkit.runtime")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

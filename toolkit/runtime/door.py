@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
+from toolkit.inference.handpipe import NO_HAND
+from toolkit.inference.predictor import DEFAULT_THRESHOLD
 from toolkit.runtime.actuator import Actuator, RelayError
 from toolkit.runtime.camera import CameraError, FrameSource
-from toolkit.runtime.config import DoorConfig
-from toolkit.runtime.eventlog import EventLog
-from toolkit.runtime.handpipe import NO_HAND
-from toolkit.runtime.holder import ModelHolder
-from toolkit.runtime.policy import DoorPolicy, Verdict
-from toolkit.runtime.predictor import DEFAULT_THRESHOLD
+from toolkit.runtime.core.config import DoorConfig
+from toolkit.runtime.core.eventlog import EventLog
+from toolkit.runtime.core.holder import ModelHolder
+from toolkit.runtime.core.policy import DoorPolicy, Verdict
 from toolkit.runtime.snapshots import SnapshotStore, crop_box
 
 log = logging.getLogger("toolkit.runtime")

@@ -33,7 +33,7 @@ from pathlib import Path
 from toolkit import __version__
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import RelayError
-from toolkit.runtime.config import MqttConfig
+from toolkit.runtime.core.config import MqttConfig
 from toolkit.runtime.security import UnlockLimiter, retry_seconds, tokens_match
 
 log = logging.getLogger("toolkit.runtime")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.config import ServeConfig
+from toolkit.runtime.core.config import ServeConfig
 
 log = logging.getLogger("toolkit.runtime")
 

@@ -15,12 +15,12 @@ import threading
 
 from toolkit.runtime.actuator import make_actuator
 from toolkit.runtime.camera import make_cropper, open_source
-from toolkit.runtime.config import DoorConfig, ModelConfig, MqttConfig, ServeConfig
+from toolkit.runtime.core.config import DoorConfig, ModelConfig, MqttConfig, ServeConfig
+from toolkit.runtime.core.holder import ModelHolder
+from toolkit.runtime.core.policy import visit_far
+from toolkit.runtime.core.sdnotify import Notifier
 from toolkit.runtime.door import DoorLoop
 from toolkit.runtime.extras import door_extra
-from toolkit.runtime.holder import ModelHolder
-from toolkit.runtime.policy import visit_far
-from toolkit.runtime.sdnotify import Notifier
 from toolkit.runtime.security import UnlockLimiter, load_token
 
 log = logging.getLogger("toolkit.runtime")

@@ -33,19 +33,14 @@ import numpy as np
 from toolkit import metrics
 from toolkit._keras import predict_array
 from toolkit.errors import ToolkitError, disk_full_error
+from toolkit.inference.cache import CACHE_ENV
+from toolkit.inference.cache import features_root as cache_root
 from toolkit.progress import progress
 
 log = logging.getLogger("toolkit.features")
-CACHE_ENV = "TOOLKIT_CACHE"
 FORMAT = 1  # bump when the entry layout or the feature computation changes: old entries stop matching
 META = "meta.json"
 _KEY = re.compile(r"[0-9a-f]{32}")  # an entry's folder name (see feature_key)
-
-
-def cache_root() -> Path:
-    """``$TOOLKIT_CACHE``, else ~/.cache/toolkit/features (read at call time, so tests can redirect it)."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "toolkit" / "features"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.handpipe import NO_HAND, ZOOM_OUT, hand_features, with_no_hand
+from toolkit.inference.handpipe import NO_HAND, ZOOM_OUT, hand_features, with_no_hand
 
 log = logging.getLogger("toolkit.finetune")
 BASE = "hands"  # the --model name of this base
@@ -50,7 +50,7 @@ class HandFeatures:
 
 def models_key(models) -> str:
     """What the features depend on besides the data: both models' sha256 and the feature computation's version."""
-    from toolkit.runtime.hands import FEATURE_VERSION
+    from toolkit.inference.hands import FEATURE_VERSION
 
     fields = {role: model_sha256(models, role) for role in ("palm", "landmark")}
     fields["features"] = FEATURE_VERSION
@@ -64,7 +64,7 @@ def model_sha256(models, role: str) -> str:
     known = sums.get(role) or sums.get(Path(path).name)
     if known:
         return known
-    from toolkit.runtime.manifest import sha256_file
+    from toolkit.inference.manifest import sha256_file
 
     return sha256_file(path)
 
@@ -168,8 +168,8 @@ def finetune_hands(config, data=None):
         ToolkitError: a setting this base cannot use, a run folder in the way, or too few hands per class.
     """
     from toolkit._keras import predict_array
+    from toolkit.inference.handpipe import open_tracker
     from toolkit.models.hands import ensure_hand_models
-    from toolkit.runtime.handpipe import open_tracker
     from toolkit.train import fit, runs
     from toolkit.train.cvhead import (
         CV_FILE,
@@ -254,6 +254,6 @@ def finetune_hands(config, data=None):
 
 
 def _feature_version():
-    from toolkit.runtime.hands import FEATURE_VERSION
+    from toolkit.inference.hands import FEATURE_VERSION
 
     return FEATURE_VERSION

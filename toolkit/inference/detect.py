@@ -10,7 +10,6 @@ the anchor) and 896 raw scores. The anchor layout and decoding follow the option
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from toolkit.errors import ToolkitError
+from toolkit.inference.cache import weights_root
 
 INPUT_SIZE = 128
 NUM_ANCHORS = 896
@@ -39,15 +39,8 @@ MARGIN = 0.0
 # A face that fills the frame is too big for the short-range model (on 64x64 face crops upscaled to 256 it
 # finds 94 of 150); shrunk into a black border of half the frame on each side, it finds all 150.
 ZOOM_OUT = 0.5
-CACHE_ENV = "TOOLKIT_CACHE"
 ONNX_NAME = "face_detection_short_range.onnx"
 LICENSE_NAME = "LICENSE.mediapipe"
-
-
-def weights_root() -> Path:
-    """``$TOOLKIT_CACHE/weights``, else ~/.cache/toolkit/weights (read at call time, so tests can redirect it)."""
-    env = os.environ.get(CACHE_ENV)
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "toolkit") / "weights"
 
 
 def cached_detector_path() -> Path:
@@ -274,7 +267,7 @@ class FaceDetector:
 
 def manifest_detector(folder: str | Path) -> dict:
     """The ``detector`` record of an export folder's manifest ({} when it has none)."""
-    from toolkit.runtime.manifest import MANIFEST_NAME, load_manifest
+    from toolkit.inference.manifest import MANIFEST_NAME, load_manifest
 
     if not (Path(folder) / MANIFEST_NAME).is_file():
         return {}
@@ -287,7 +280,7 @@ def load_detector(folder: str | Path | None = None, threads: int = 1) -> FaceDet
     Raises:
         ToolkitError: neither exists, or the export's file does not match its manifest.
     """
-    from toolkit.runtime.manifest import sha256_file
+    from toolkit.inference.manifest import sha256_file
 
     record = manifest_detector(folder) if folder is not None else {}
     if record:

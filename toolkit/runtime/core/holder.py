@@ -1,6 +1,6 @@
 """The model currently serving, and hot reload: validate a new export fully before swapping it in.
 
-A reload builds a whole new :class:`~toolkit.runtime.predictor.Predictor` (manifest, sha256, session
+A reload builds a whole new :class:`~toolkit.inference.predictor.Predictor` (manifest, sha256, session
 checks) off to the side; only a model that passes replaces the old one, so a half-copied or tampered
 export is refused and the old model keeps answering.
 """
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.config import ModelConfig
-from toolkit.runtime.predictor import Predictor
+from toolkit.inference.predictor import Predictor
+from toolkit.runtime.core.config import ModelConfig
 
 log = logging.getLogger("toolkit.runtime")
 

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from toolkit.runtime.config import PolicyConfig
+from toolkit.runtime.core.config import PolicyConfig
 
 Clock = Callable[[], float]
 # A monotonic clock never goes back; an injected or broken one might. Below this it is rounding noise.

@@ -17,8 +17,8 @@ import onnxruntime as ort
 
 from toolkit.errors import ToolkitError
 from toolkit.images import DEFAULT_MAX_PIXELS, ImageSource, decode_image
-from toolkit.runtime.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, HandPipeline, hand_record
-from toolkit.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
+from toolkit.inference.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, HandPipeline, hand_record
+from toolkit.inference.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
 
 DEFAULT_THRESHOLD = 0.5  # binary tasks whose manifest names no threshold
 _ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.detect import Detection, decode, ssd_anchors, weighted_nms
+from toolkit.inference.detect import Detection, decode, ssd_anchors, weighted_nms
 
 PALM_SIZE = 192
 LANDMARK_SIZE = 224

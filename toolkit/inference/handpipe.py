@@ -1,6 +1,6 @@
 """The hand-sign pipeline, shared by training and the door: image -> (upscale) -> palm -> landmarks -> 63 features.
 
-Training (:mod:`toolkit.train.hands`) and the door's :class:`~toolkit.runtime.predictor.Predictor` both go
+Training (:mod:`toolkit.train.hands`) and the door's :class:`~toolkit.inference.predictor.Predictor` both go
 through :func:`hand_features`, so the head sees the same numbers in both places. An image where the palm
 detector finds no hand has no features: the door answers :data:`NO_HAND` (never a guess), and every test
 figure counts it as a wrong answer.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.runtime.manifest import sha256_file
+from toolkit.inference.manifest import sha256_file
 
 PIPELINE = "hands"  # manifest["pipeline"] of a hand-sign export
 NO_HAND = "no_hand"  # the explicit answer when the palm detector finds no hand
@@ -49,7 +49,7 @@ def upscale(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
 
 def open_tracker(palm: Path, landmark: Path, threads: int = 1, min_score: float = 0.5):
     """The numpy/onnxruntime hand tracker over two ONNX files (a function, so tests can put a fake in its place)."""
-    from toolkit.runtime.hands import HandTracker
+    from toolkit.inference.hands import HandTracker
 
     return HandTracker(palm, landmark, threads=threads, min_score=min_score)
 
@@ -62,7 +62,7 @@ def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out
     """
     import dataclasses
 
-    from toolkit.runtime.hands import features
+    from toolkit.inference.hands import features
 
     image = upscale(np.asarray(image, dtype=np.uint8), min_side)
     hand = tracker.track(image)
