@@ -33,14 +33,14 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv(F.CACHE_ENV, str(tmp_path / "cache"))
 
 
-def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT):
-    """No hand in a dark image; else 63 numbers: the colour channel means plus noise from the pixels."""
+def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None):
+    """No hand in a dark image; else spec.dim numbers: the colour channel means plus noise from the pixels."""
     image = np.asarray(image, np.float32)
     if image.mean() < 30:
         return None, None
-    x = np.zeros(63, np.float32)
+    x = np.zeros(spec.dim if spec is not None else 63, np.float32)
     x[:3] = image.reshape(-1, 3).mean(0) / 25
-    x[3:] = image.reshape(-1)[:60] / 255
+    x[3:] = image.reshape(-1)[:len(x) - 3] / 255
     return x, type("Hand", (), {"score": 0.9, "handedness": "left"})()
 
 
