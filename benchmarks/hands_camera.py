@@ -106,7 +106,7 @@ def camera_table(splits, *, min_side: int, zoom_out: float, seed: int = 0, max_d
                             "cv_accuracy": float(np.mean(result.accuracies)), **acc})
     for label, orientation, set_ in FEW_SHOT_ROWS:
         f = feats[orientation]["tests"]["turned+mirrored"]
-        for n in few_shot:
+        for n in (n for n in few_shot if n <= len(f.y) // 2):  # at least as many held out as fitted on
             accs = [_few_shot(f.x[:, :DIMS[set_]], f.y, f.found, n, seed + r) for r in range(repeats)]
             out["few_shot"].append({"features": label, "n": n, "held_out": len(f.y) - n, "repeats": repeats,
                                     "accuracy": float(np.mean(accs)), "min": float(np.min(accs))})
