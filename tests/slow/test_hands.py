@@ -19,6 +19,7 @@ from PIL import Image
 
 from toolkit.cli import main
 from toolkit.inference import handpipe
+from toolkit.inference.handfeatures import FEATURE_VERSION
 from toolkit.inference.manifest import sha256_file
 from toolkit.train import features as F
 
@@ -59,7 +60,6 @@ def fake_models(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "toolkit.models.hands", types.SimpleNamespace(
         ensure_hand_models=lambda weights=None: models, copy_hand_models=copy))
-    monkeypatch.setitem(sys.modules, "toolkit.inference.hands", types.SimpleNamespace(FEATURE_VERSION=1))
     import toolkit.train.hands as TH  # first: it binds handpipe's hand_features when imported
 
     monkeypatch.setattr(handpipe, "open_tracker", lambda *a, **k: object())
@@ -102,6 +102,10 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     assert main(["export", str(run), "--out", str(exp)]) == 0
     manifest = json.loads((exp / "manifest.json").read_text())
     assert manifest["pipeline"] == "hands" and manifest["serve"] == "head.onnx"
+    features = manifest["hands"]["features"]  # what the head reads, as the run recorded it
+    assert features == config["hands"]["features"] and features["version"] == FEATURE_VERSION
+    assert features["orientation"] == "upright" and features["set"] == config["head"]["layer"]
+    assert {r["layer"] for r in json.loads((run / "cv.json").read_text())["grid"]} == {"points", "points+angles"}
     assert set(manifest["hands"]["files"].values()) == {"palm_detection_full.onnx", "hand_landmark_full.onnx"}
     assert all((exp / f).is_file() for f in manifest["hands"]["files"].values())
     v = manifest["files"]["head.onnx"]["validation"]
@@ -118,6 +122,12 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     p = Predictor(exp)
     assert p.predict(np.full((64, 64, 3), 5, np.uint8)).label == "no_hand"
     assert p.predict(np.full((64, 64, 3), COLOURS["5"], np.uint8)).label == "5"
+
+    config["hands"]["features"]["version"] = "hands-2"  # a run fitted on the features of before
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["export", str(run), "--out", str(tmp_path / "exported" / "old")]) == 2
+    assert "the head reads hand features hands-2, this toolkit computes" in capsys.readouterr().err
+    assert not (tmp_path / "exported" / "old").exists()
 
 
 def _real_wheel() -> Path | None:

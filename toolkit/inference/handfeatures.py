@@ -14,7 +14,7 @@ with left hands mirrored (x -> -x) so either hand makes the same sign:
 A head reads ``points`` or ``points+angles`` (the cross-validated head chooses; both are offered). Training
 computes the full vector once; the ``points`` set is its first 63 columns, so a head fitted on either set reads
 exactly what :func:`hand_vector` gives the door for that set. A manifest records the set, the orientation and
-:data:`~toolkit.inference.hands.FEATURE_VERSION` (:meth:`FeatureSpec.record`); the door and the export refuse
+:data:`FEATURE_VERSION` (:meth:`FeatureSpec.record`); the door and the export refuse
 a head recorded with another version (:meth:`FeatureSpec.from_record`).
 """
 
@@ -26,6 +26,10 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 
+# Bump when HandTracker.track() (toolkit.inference.hands) or these features change their numbers: the feature
+# cache key includes it, and a run or manifest whose head was fitted on another version is refused.
+# 2: the crop's bilinear weights summed in float32. 3: turned upright by default, the angles/distances block.
+FEATURE_VERSION = "hands-3"
 NUM_POINTS = 21
 WRIST, MIDDLE_MCP = 0, 9
 # MediaPipe's landmark order: the wrist, then 4 points per finger from the base to the tip.
@@ -58,8 +62,6 @@ class FeatureSpec:
 
     def record(self) -> dict:
         """What a run's config and an export's manifest say about the head's input (``hands.features``)."""
-        from toolkit.inference.hands import FEATURE_VERSION
-
         return {"version": FEATURE_VERSION, "set": self.set, "orientation": self.orientation, "dim": self.dim}
 
     @classmethod
@@ -69,8 +71,6 @@ class FeatureSpec:
         Raises:
             ToolkitError: another (or no) feature version: one line naming ``where`` and the fix.
         """
-        from toolkit.inference.hands import FEATURE_VERSION
-
         rec = hands.get("features") if isinstance(hands, dict) else None
         got = rec.get("version") if isinstance(rec, dict) else (hands or {}).get("feature_version")
         if not isinstance(rec, dict) or got != FEATURE_VERSION:

@@ -29,6 +29,11 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.inference.detect import Detection, decode, ssd_anchors, weighted_nms
+from toolkit.inference.handfeatures import (
+    FEATURE_VERSION,  # noqa: F401 (bump it there when track() changes)
+    FeatureSpec,
+    hand_vector,
+)
 
 PALM_SIZE = 192
 LANDMARK_SIZE = 224
@@ -44,10 +49,6 @@ WRIST_KEYPOINT, MIDDLE_KEYPOINT = 0, 2  # the palm detector's keypoints that giv
 NORMALIZE_Z = 0.4
 NUM_POINTS = 21
 MIDDLE_MCP = 9  # the landmark that sets the scale (and the upright direction) of features()
-# Bump when track() or features() change their numbers: the feature cache key includes it, and a manifest whose
-# head was fitted on another version is refused (toolkit.inference.handfeatures).
-# 2: the crop's bilinear weights summed in float32. 3: turned upright by default, the angles/distances block.
-FEATURE_VERSION = "hands-3"
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,4 @@ def features(hand: Hand, spec=None) -> np.ndarray:
     """(spec.dim,) float32: the hand's features as :mod:`toolkit.inference.handfeatures` computes them (default:
     the 63 points relative to the wrist, scaled, left hands mirrored, turned so the hand points up): the same
     numbers for the same sign wherever it is in the image, whatever its size and angle, whichever hand makes it."""
-    from toolkit.inference.handfeatures import FeatureSpec, hand_vector
-
     return hand_vector(hand.points, hand.handedness == "left", spec or FeatureSpec())

@@ -54,7 +54,7 @@ class HandFeatures:
 
 def models_key(models) -> str:
     """What the features depend on besides the data: both models' sha256 and the feature computation's version."""
-    from toolkit.inference.hands import FEATURE_VERSION
+    from toolkit.inference.handfeatures import FEATURE_VERSION
 
     fields = {role: model_sha256(models, role) for role in ("palm", "landmark")}
     fields["features"] = FEATURE_VERSION
@@ -280,6 +280,6 @@ def finetune_hands(config, data=None):
 
 
 def _feature_version():
-    from toolkit.inference.hands import FEATURE_VERSION
+    from toolkit.inference.handfeatures import FEATURE_VERSION
 
     return FEATURE_VERSION
