@@ -83,7 +83,7 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     data = colour_folder(tmp_path / "signs")
     run = tmp_path / "run"
     assert main(["finetune", "hands", "--data", str(data), "--head", "cv", "--cv-folds", "3", "--image-size", "32",
-                 "--test", "0.3", "--out", str(run)]) == 0
+                 "--test", "0.3", "--keep-orientation", "--out", str(run)]) == 0  # the real test: upright
     out = capsys.readouterr().out
     metrics = json.loads((run / "metrics.json").read_text())
     config = json.loads((run / "config.json").read_text())
@@ -104,7 +104,7 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     assert manifest["pipeline"] == "hands" and manifest["serve"] == "head.onnx"
     features = manifest["hands"]["features"]  # what the head reads, as the run recorded it
     assert features == config["hands"]["features"] and features["version"] == FEATURE_VERSION
-    assert features["orientation"] == "upright" and features["set"] == config["head"]["layer"]
+    assert features["orientation"] == "kept" and features["set"] == config["head"]["layer"]
     assert {r["layer"] for r in json.loads((run / "cv.json").read_text())["grid"]} == {"points", "points+angles"}
     assert set(manifest["hands"]["files"].values()) == {"palm_detection_full.onnx", "hand_landmark_full.onnx"}
     assert all((exp / f).is_file() for f in manifest["hands"]["files"].values())
@@ -157,8 +157,10 @@ def test_real_models_train_export_and_serve(tmp_path, monkeypatch, hand_cache):
     assert main(["finetune", "hands", "--weights", str(_real_wheel()), "--data", str(data), "--head", "cv",
                  "--cv-folds", "3", "--test", "0.25", "--out", str(run)]) == 0
     assert main(["export", str(run), "--out", str(exp)]) == 0
-    v = json.loads((exp / "manifest.json").read_text())["files"]["head.onnx"]["validation"]
+    manifest = json.loads((exp / "manifest.json").read_text())
+    v = manifest["files"]["head.onnx"]["validation"]
     assert v["agreement"] == 100.0 and v["max_abs_dprob"] < 1e-4 and v["accuracy"] >= 75.0
+    assert manifest["hands"]["features"]["orientation"] == "upright"  # the default: the hand's angle ignored
 
     from toolkit.inference.predictor import Predictor
 
