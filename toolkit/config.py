@@ -116,6 +116,10 @@ class FinetuneConfig(TrainConfig):
     cv_folds: int = setting(5, "Folds of the cv head (fewer when a class has fewer images).", low=2)
     # beyond this, a validation split is big enough and the Keras head scales to any size
     cv_max_images: int = setting(500, "--head auto: the cv head up to this many train+val images.", low=0)
+    # hands: the same sign at another angle gives the same features, unless the angle is the sign
+    keep_orientation: bool = setting(False, "hands only: keep the hand's angle in the image in its features "
+                                     "instead of turning every hand upright; for signs told apart by their angle "
+                                     "(thumbs up vs thumbs down).")
     # BatchNorm stays frozen in stage 2, as Keras' transfer-learning guide advises
     unfreeze_at: int | None = setting(None, "Stage 2: train layers K.. (BatchNorm stays frozen).", low=0)
     fine_tune_epochs: int = setting(0, "Epochs of stage 2 (0: one stage only).", low=0)
@@ -136,6 +140,8 @@ class FinetuneConfig(TrainConfig):
                                "and no --unfreeze-at or --augment")
         if self.head == "cv" and not self.cache_features and self.model != "hands":  # hands: always cached
             raise SettingError("head", "cv fits the head on cached features: add --cache-features")
+        if self.keep_orientation and self.model != "hands":
+            raise SettingError("keep_orientation", "applies to the hands base only (its landmark features)")
         if len(self.feature_layers) > 1 and (self.head == "keras" or not self.cache_features):
             raise SettingError("feature_layer", "several candidate layers are chosen by cross-validation: they need "
                                "--cache-features and --head cv or auto")

@@ -18,6 +18,7 @@ from runtime_support import LiveServer, http_get, http_post, jpeg
 
 from toolkit.errors import ToolkitError
 from toolkit.inference import handpipe
+from toolkit.inference.handfeatures import FeatureSpec
 from toolkit.inference.manifest import FileEntry, InputSpec, Manifest, load_manifest, sha256_file
 from toolkit.inference.predictor import Predictor
 from toolkit.runtime.core.config import DoorConfig, ModelConfig, PolicyConfig, ServeConfig
@@ -29,7 +30,7 @@ RED, GREEN, DARK = (200, 30, 30), (30, 200, 30), (10, 10, 10)
 seen_sizes: list[tuple] = []
 
 
-def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT):
+def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None):
     image = handpipe.upscale(np.asarray(image, np.uint8), min_side)
     seen_sizes.append(image.shape[:2])
     if image.mean() < 30:
@@ -66,7 +67,7 @@ def make_hands_export(folder: Path, labels=LABELS) -> Path:
     hands = {"files": {"palm": "palm_detection_full.onnx", "landmark": "hand_landmark_full.onnx"},
              "sha256": {r: sha256_file(folder / f) for r, f in (("palm", "palm_detection_full.onnx"),
                                                                  ("landmark", "hand_landmark_full.onnx"))},
-             "min_side": 256}
+             "min_side": 256, "features": FeatureSpec().record()}
     Manifest(name="signs", model="hands", labels=labels, input=InputSpec(shape=(None, 256, 256, 3)),
              output_kind="softmax" if k > 2 else "sigmoid", files={"head.onnx": entry}, serve="head.onnx",
              pipeline="hands", hands=hands).write(folder)
@@ -114,6 +115,20 @@ def test_tampered_tracker_file_and_old_manifests(tmp_path, export_dir):
     (tmp_path / "old" / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ToolkitError, match="field 'pipeline'"):
         load_manifest(tmp_path / "old")
+
+
+def test_predictor_refuses_a_head_on_other_hand_features(tmp_path):
+    folder = make_hands_export(tmp_path / "signs")
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw["hands"]["features"]["version"] = "hands-2"  # a head fitted on the features before they were turned upright
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ToolkitError, match=r"signs/manifest.json: the head reads hand features hands-2, this toolkit "
+                                           r"computes hands-3; run 'toolkit finetune hands'"):
+        Predictor(folder)
+    raw["hands"]["features"] = FeatureSpec("points+angles").record()  # 93 numbers for a head that reads 63
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ToolkitError, match="the head reads 63 features, hands.features in .* says 93"):
+        Predictor(folder)
 
 
 def test_server_predict_and_v2_metadata_say_no_hand(tmp_path):

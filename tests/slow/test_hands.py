@@ -19,6 +19,7 @@ from PIL import Image
 
 from toolkit.cli import main
 from toolkit.inference import handpipe
+from toolkit.inference.handfeatures import FEATURE_VERSION
 from toolkit.inference.manifest import sha256_file
 from toolkit.train import features as F
 
@@ -33,14 +34,14 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv(F.CACHE_ENV, str(tmp_path / "cache"))
 
 
-def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT):
-    """No hand in a dark image; else 63 numbers: the colour channel means plus noise from the pixels."""
+def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None):
+    """No hand in a dark image; else spec.dim numbers: the colour channel means plus noise from the pixels."""
     image = np.asarray(image, np.float32)
     if image.mean() < 30:
         return None, None
-    x = np.zeros(63, np.float32)
+    x = np.zeros(spec.dim if spec is not None else 63, np.float32)
     x[:3] = image.reshape(-1, 3).mean(0) / 25
-    x[3:] = image.reshape(-1)[:60] / 255
+    x[3:] = image.reshape(-1)[:len(x) - 3] / 255
     return x, type("Hand", (), {"score": 0.9, "handedness": "left"})()
 
 
@@ -59,7 +60,6 @@ def fake_models(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "toolkit.models.hands", types.SimpleNamespace(
         ensure_hand_models=lambda weights=None: models, copy_hand_models=copy))
-    monkeypatch.setitem(sys.modules, "toolkit.inference.hands", types.SimpleNamespace(FEATURE_VERSION=1))
     import toolkit.train.hands as TH  # first: it binds handpipe's hand_features when imported
 
     monkeypatch.setattr(handpipe, "open_tracker", lambda *a, **k: object())
@@ -83,7 +83,7 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     data = colour_folder(tmp_path / "signs")
     run = tmp_path / "run"
     assert main(["finetune", "hands", "--data", str(data), "--head", "cv", "--cv-folds", "3", "--image-size", "32",
-                 "--test", "0.3", "--out", str(run)]) == 0
+                 "--test", "0.3", "--keep-orientation", "--out", str(run)]) == 0  # the real test: upright
     out = capsys.readouterr().out
     metrics = json.loads((run / "metrics.json").read_text())
     config = json.loads((run / "config.json").read_text())
@@ -102,6 +102,10 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     assert main(["export", str(run), "--out", str(exp)]) == 0
     manifest = json.loads((exp / "manifest.json").read_text())
     assert manifest["pipeline"] == "hands" and manifest["serve"] == "head.onnx"
+    features = manifest["hands"]["features"]  # what the head reads, as the run recorded it
+    assert features == config["hands"]["features"] and features["version"] == FEATURE_VERSION
+    assert features["orientation"] == "kept" and features["set"] == config["head"]["layer"]
+    assert {r["layer"] for r in json.loads((run / "cv.json").read_text())["grid"]} == {"points", "points+angles"}
     assert set(manifest["hands"]["files"].values()) == {"palm_detection_full.onnx", "hand_landmark_full.onnx"}
     assert all((exp / f).is_file() for f in manifest["hands"]["files"].values())
     v = manifest["files"]["head.onnx"]["validation"]
@@ -118,6 +122,12 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     p = Predictor(exp)
     assert p.predict(np.full((64, 64, 3), 5, np.uint8)).label == "no_hand"
     assert p.predict(np.full((64, 64, 3), COLOURS["5"], np.uint8)).label == "5"
+
+    config["hands"]["features"]["version"] = "hands-2"  # a run fitted on the features of before
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["export", str(run), "--out", str(tmp_path / "exported" / "old")]) == 2
+    assert "the head reads hand features hands-2, this toolkit computes" in capsys.readouterr().err
+    assert not (tmp_path / "exported" / "old").exists()
 
 
 def _real_wheel() -> Path | None:
@@ -147,8 +157,10 @@ def test_real_models_train_export_and_serve(tmp_path, monkeypatch, hand_cache):
     assert main(["finetune", "hands", "--weights", str(_real_wheel()), "--data", str(data), "--head", "cv",
                  "--cv-folds", "3", "--test", "0.25", "--out", str(run)]) == 0
     assert main(["export", str(run), "--out", str(exp)]) == 0
-    v = json.loads((exp / "manifest.json").read_text())["files"]["head.onnx"]["validation"]
+    manifest = json.loads((exp / "manifest.json").read_text())
+    v = manifest["files"]["head.onnx"]["validation"]
     assert v["agreement"] == 100.0 and v["max_abs_dprob"] < 1e-4 and v["accuracy"] >= 75.0
+    assert manifest["hands"]["features"]["orientation"] == "upright"  # the default: the hand's angle ignored
 
     from toolkit.inference.predictor import Predictor
 

@@ -1,12 +1,15 @@
 """Export a hand-sign run (``toolkit finetune hands``): palm ONNX + landmark ONNX + the head, chained.
 
 The head (standardiser + logistic regression, a few hundred numbers) is written straight as an ONNX graph
-(``features`` [N, 63] -> Sub -> Mul -> MatMul -> Add -> softmax/sigmoid) and checked against the Keras head.
+(``features`` [N, 63 or 93] -> MatMul -> Add -> softmax/sigmoid) and checked against the Keras head. A run
+whose head was fitted on hand features of another feature version is refused (fine-tune again): the door would
+feed it other numbers.
 Then the whole folder is validated end to end: the door's own :class:`~toolkit.inference.predictor.Predictor`
 runs on the held-out images (image -> palm -> landmarks -> head) and is compared with the float pipeline
 (the cached features -> the Keras head). An image without a hand is a wrong answer in both accuracies and
-an agreement only when both pipelines found none. The head stays float: quantizing 63 x K weights saves
-nothing, and the two tracker files are the wheel's float models as converted.
+an agreement only when both pipelines found none. The head stays float: quantizing 63 or 93 x K weights saves
+nothing, and the two tracker files are the wheel's float models as converted. The manifest's
+``hands.features`` (version, set, orientation, dim) tells the door which features to compute.
 """
 
 from __future__ import annotations
@@ -66,18 +69,23 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     from toolkit._keras import predict_array
     from toolkit.export.manifest import build_manifest, relative
     from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
+    from toolkit.inference.handfeatures import FeatureSpec
     from toolkit.inference.handpipe import open_tracker
     from toolkit.inference.manifest import FileEntry, data_kind, sha256_file
     from toolkit.models.hands import copy_hand_models, ensure_hand_models
-    from toolkit.train.hands import landmark_features, model_sha256, models_key
+    from toolkit.train.hands import head_columns, landmark_features, model_sha256, models_key
     from toolkit.train.runs import versions
 
     out = Path(config.out)
     _check_out(out, config.overwrite)
     if set(config.formats) != {"onnx"} or tuple(config.quantize) != ("none",):
-        log("note: a hand-sign export is float ONNX only (the head is 63 x K weights; the tracker files are the "
+        log("note: a hand-sign export is float ONNX only (the head is 63 or 93 x K weights; the tracker files are the "
             "wheel's float models); --format/--quantize are not used")
     record = run.config["hands"]
+    spec = FeatureSpec.from_record(record, str(Path(run.path) / "config.json"))  # before any work: one clear line
+    if int(head.input_shape[-1]) != spec.dim:
+        raise ToolkitError(f"{run.path}: the head reads {head.input_shape[-1]} features, config.json's hands.features "
+                           f"says {spec.dim} ({spec.set}); fine-tune again")
     models = ensure_hand_models()
     for role in ("palm", "landmark"):
         if model_sha256(models, role) != record.get(f"{role}_sha256"):
@@ -91,7 +99,9 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     min_side = int(record.get("min_side", min(run.image_size)))
     tracker = open_tracker(models.palm, models.landmark, threads=1)
     zoom_out = float(record.get("zoom_out", 0.0))
-    f = landmark_features(tracker, held, key_base=models_key(models), min_side=min_side, zoom_out=zoom_out)
+    f = landmark_features(tracker, held, key_base=models_key(models), min_side=min_side, zoom_out=zoom_out,
+                          orientation=spec.orientation)
+    f = dataclasses.replace(f, x=head_columns(f.x, spec))  # what the head reads of the cached full vector
     from toolkit import metrics
 
     float_found = metrics.as_class_probs(predict_array(head, f.x[f.found], 256)) if f.found.any() else None
@@ -104,8 +114,9 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     try:
         copied = copy_hand_models(staging, models)
         hands = {**copied, "min_side": min_side, "zoom_out": zoom_out, "min_score": 0.5,
-                 "feature_version": record.get("feature_version"),
-                 "chain": "image -> palm -> rotated hand crop -> landmark -> 63 features -> head"}
+                 "feature_version": spec.record()["version"], "features": spec.record(),
+                 "chain": f"image -> palm -> rotated hand crop -> landmark -> {spec.dim} features ({spec.set}, "
+                          f"{spec.orientation}) -> head"}
         log(f"export {HEAD_FILE} ...")
         path = head_onnx(head, staging / HEAD_FILE, config.opset)
         data = {"spec": config.data or run.config["train"]["data"],

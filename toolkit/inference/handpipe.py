@@ -1,7 +1,9 @@
-"""The hand-sign pipeline, shared by training and the door: image -> (upscale) -> palm -> landmarks -> 63 features.
+"""The hand-sign pipeline, shared by training and the door: image -> (upscale) -> palm -> landmarks -> features.
 
 Training (:mod:`toolkit.train.hands`) and the door's :class:`~toolkit.inference.predictor.Predictor` both go
-through :func:`hand_features`, so the head sees the same numbers in both places. An image where the palm
+through :func:`hand_features` with the head's :class:`~toolkit.inference.handfeatures.FeatureSpec` (recorded
+in the run and the manifest, refused when computed by another feature version), so the head sees the same
+numbers in both places. An image where the palm
 detector finds no hand has no features: the door answers :data:`NO_HAND` (never a guess), and every test
 figure counts it as a wrong answer.
 
@@ -9,7 +11,8 @@ An export folder of this pipeline holds, besides ``manifest.json`` (``pipeline: 
 
     palm ONNX      image -> palm boxes            } files and sha256 in manifest["hands"]["files"]
     landmark ONNX  rotated hand crop -> 21 points }
-    head ONNX      63 features -> class probabilities (the manifest's ``serve`` entry)
+    head ONNX      63 or 93 features -> class probabilities (the manifest's ``serve`` entry; hands["features"]
+                   says which)
 """
 
 from __future__ import annotations
@@ -54,11 +57,12 @@ def open_tracker(palm: Path, landmark: Path, threads: int = 1, min_score: float 
     return HandTracker(palm, landmark, threads=threads, min_score=min_score)
 
 
-def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out: float = ZOOM_OUT):
-    """(features (63,) float32 or None when no hand is found, the Hand or None) for one HxWx3 RGB image.
+def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out: float = ZOOM_OUT, spec=None):
+    """(features (spec.dim,) float32 or None when no hand is found, the Hand or None) for one HxWx3 RGB image.
 
     Small images are upscaled to ``min_side``; when no hand is found, the image is tried once more inside a
     black border of ``zoom_out`` of its size on each side (the Hand's points stay in the image's pixels).
+    ``spec``: a :class:`~toolkit.inference.handfeatures.FeatureSpec` (default: upright points).
     """
     import dataclasses
 
@@ -77,7 +81,7 @@ def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out
                 [bx, by, 0], np.float32))
     if hand is None:
         return None, None
-    return np.asarray(features(hand), dtype=np.float32).reshape(-1), hand
+    return np.asarray(features(hand, spec), dtype=np.float32).reshape(-1), hand
 
 
 def hand_record(hand) -> dict | None:
@@ -91,15 +95,20 @@ class HandPipeline:
     """An export folder's palm and landmark files, checked by sha256 against its manifest, as one tracker.
 
     Raises:
-        ToolkitError: a file missing, changed after export, or a manifest without a ``hands`` record.
+        ToolkitError: a file missing, changed after export, a manifest without a ``hands`` record, or a head
+            fitted on features of another feature version.
     """
 
     def __init__(self, folder: Path, record: dict, threads: int = 1) -> None:
+        from toolkit.inference.handfeatures import FeatureSpec
+
         where = Path(folder) / "manifest.json"
         files = record.get("files") if isinstance(record, dict) else None
         if not isinstance(files, dict) or not {"palm", "landmark"} <= set(files):
             raise ToolkitError(f"{where}: field 'hands.files' must name the 'palm' and 'landmark' ONNX files; "
                                "re-run 'toolkit export'")
+        self.spec = FeatureSpec.from_record(record, str(where))  # a head is only as good as the numbers it reads
+        self.feature_version = record["features"]["version"]
         sums = record.get("sha256", {})
         paths = {}
         for role in ("palm", "landmark"):
@@ -114,12 +123,11 @@ class HandPipeline:
             paths[role] = path
         self.min_side = int(record.get("min_side", MIN_SIDE))
         self.zoom_out = float(record.get("zoom_out", 0.0))  # exports from before the second look had none
-        self.feature_version = record.get("feature_version")
         self.tracker = open_tracker(paths["palm"], paths["landmark"], threads, float(record.get("min_score", 0.5)))
 
     def features(self, image: np.ndarray):
         """(features or None, Hand or None) for one RGB image of any size."""
-        return hand_features(self.tracker, image, self.min_side, self.zoom_out)
+        return hand_features(self.tracker, image, self.min_side, self.zoom_out, self.spec)
 
 
 def with_no_hand(probs: np.ndarray, found: np.ndarray) -> np.ndarray:

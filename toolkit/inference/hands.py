@@ -29,6 +29,11 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.inference.detect import Detection, decode, ssd_anchors, weighted_nms
+from toolkit.inference.handfeatures import (
+    FEATURE_VERSION,  # noqa: F401 (bump it there when track() changes)
+    FeatureSpec,
+    hand_vector,
+)
 
 PALM_SIZE = 192
 LANDMARK_SIZE = 224
@@ -43,9 +48,7 @@ ROI_SHIFT_Y = -0.5
 WRIST_KEYPOINT, MIDDLE_KEYPOINT = 0, 2  # the palm detector's keypoints that give the hand's rotation
 NORMALIZE_Z = 0.4
 NUM_POINTS = 21
-MIDDLE_MCP = 9  # the landmark that sets the scale of features()
-# Bump when track() or features() change their numbers: the feature cache key includes it.
-FEATURE_VERSION = "hands-2"  # 2: the crop's bilinear weights summed in float32
+MIDDLE_MCP = 9  # the landmark that sets the scale (and the upright direction) of features()
 
 
 @dataclass(frozen=True)
@@ -244,13 +247,8 @@ class HandTracker:
         return Hand(points, presence, label, best.score, label_score, rect)
 
 
-def features(hand: Hand) -> np.ndarray:
-    """(63,) float32: the 21 points relative to the wrist, divided by the wrist-to-middle-knuckle distance
-    (in the image plane), x mirrored for left hands: the same numbers for the same sign wherever it is in the
-    image, whatever its size, and whichever hand makes it."""
-    pts = np.asarray(hand.points, dtype=np.float64)[:, :3] - np.asarray(hand.points, dtype=np.float64)[0, :3]
-    scale = float(np.hypot(*pts[MIDDLE_MCP, :2]))
-    pts = pts / (scale if scale > 1e-6 else 1.0)
-    if hand.handedness == "left":
-        pts[:, 0] = -pts[:, 0]
-    return pts.reshape(-1).astype(np.float32)
+def features(hand: Hand, spec=None) -> np.ndarray:
+    """(spec.dim,) float32: the hand's features as :mod:`toolkit.inference.handfeatures` computes them (default:
+    the 63 points relative to the wrist, scaled, left hands mirrored, turned so the hand points up): the same
+    numbers for the same sign wherever it is in the image, whatever its size and angle, whichever hand makes it."""
+    return hand_vector(hand.points, hand.handedness == "left", spec or FeatureSpec())

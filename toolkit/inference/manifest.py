@@ -76,7 +76,8 @@ class Manifest:
     detector: dict = field(default_factory=dict)
     # How the files chain. "" (older manifests too): ``serve`` takes the image. "hands": the image goes through
     # the palm and landmark ONNX files named in ``hands`` (with their sha256, licence and source), and ``serve``
-    # is the head on their 63 features; an image without a hand is answered "no_hand".
+    # is the head on the hand features ``hands["features"]`` names (version, set, orientation, dim); an image
+    # without a hand is answered "no_hand".
     pipeline: str = ""
     hands: dict = field(default_factory=dict)
     created: str = ""

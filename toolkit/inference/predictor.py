@@ -117,11 +117,11 @@ class Predictor:
             self.threshold = None
         self.threads = threads
         self._session = _open_session(self.path, threads)
-        # A hand-sign export chains palm -> landmarks -> this file (the head on 63 features); the answers gain
-        # "no_hand", and the v2 tensor's input is still the image.
+        # A hand-sign export chains palm -> landmarks -> this file (the head on the features hands["features"]
+        # names); the answers gain "no_hand", and the v2 tensor's input is still the image.
         self.hands = HandPipeline(self.folder, self.manifest.hands, threads) if self.is_hands else None
         if self.hands is not None:
-            self.output_name = _check_head_session(self._session, self.manifest, self.path, where)
+            self.output_name = _check_head_session(self._session, self.manifest, self.path, where, self.hands.spec.dim)
             self.input_name = self.manifest.input.name
         else:
             self.input_name, self.output_name = _check_session(self._session, self.manifest, self.dtype, self.path,
@@ -269,12 +269,16 @@ def predict_files(folder: str | Path, images: Sequence[str], file: str | None = 
     return rows
 
 
-def _check_head_session(session: ort.InferenceSession, manifest: Manifest, path: Path, where: Path) -> str:
-    """A hand-sign head: one float input ``features`` [N, D], one float output [N, 1 or labels]."""
+def _check_head_session(session: ort.InferenceSession, manifest: Manifest, path: Path, where: Path, dim: int) -> str:
+    """A hand-sign head: one float input ``features`` [N, dim], one float output [N, 1 or labels]."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != FEATURE_INPUT or inputs[0].type != "tensor(float)":
         raise ToolkitError(f"{path}: the hand-sign head must take one float tensor {FEATURE_INPUT!r}, got "
                            f"{[(i.name, i.type) for i in inputs]} ({where})")
+    width_in = inputs[0].shape[-1] if inputs[0].shape else None
+    if isinstance(width_in, int) and width_in != dim:
+        raise ToolkitError(f"{path}: the head reads {width_in} features, hands.features in {where} says {dim}; "
+                           "re-run 'toolkit export'")
     width = 1 if manifest.output_kind == "sigmoid" else len(manifest.labels)
     out = outputs[0] if len(outputs) == 1 else None
     if out is None or out.type != "tensor(float)" or len(out.shape) != 2 or (

@@ -54,7 +54,7 @@ SECTIONS: dict[str, dict[str, tuple[type, str]]] = {
     "train": {**_keys(StepOptions, "mode"),
               **_keys(FinetuneConfig, "model", "epochs", "batch_size", "lr", "optimizer", "augment", "patience",
                       "weights", "freeze", "unfreeze_at", "fine_tune_epochs", "fine_tune_lr", "feature_layer",
-                      "head", "cv_folds", "cv_max_images", "strategy", "scale_batch"),
+                      "head", "cv_folds", "cv_max_images", "keep_orientation", "strategy", "scale_batch"),
               **_keys(ModelOptions, "stem")},
     "export": _keys(ExportConfig, "formats", "quantize", "calibration", "calibration_method", "calibration_degrade",
                     "max_drop", "mixed_precision", "explain", "target_far", "qat_epochs", "qat_lr", "uint8_io", "opset",

@@ -1,14 +1,18 @@
-"""``toolkit finetune hands``: hand landmarks as the base, a cross-validated head on their 63 numbers.
+"""``toolkit finetune hands``: hand landmarks as the base, a cross-validated head on their features.
 
 The palm detector and the landmark model (the mediapipe wheel's files, as ONNX; :mod:`toolkit.models.hands`)
 run once over each split through the feature cache (:mod:`toolkit.train.features`); the entry is keyed by both
 models' sha256, the feature version, the upscaling and the split's data fingerprint, and holds beside the
-features a ``found`` mask: which images had a hand. The head (standardiser + logistic regression, chosen by
-:mod:`toolkit.train.cvhead`) is fitted on the found images only; every figure counts an image without a hand
+features a ``found`` mask: which images had a hand. The entry holds the full vector (points + angles,
+:mod:`toolkit.inference.handfeatures`) in the run's orientation (upright, or kept with ``--keep-orientation``);
+the cross-validation chooses whether the head reads the points alone (the first 63 columns) or both, with its
+L2 strength. The head (standardiser + logistic regression, :mod:`toolkit.train.cvhead`) is fitted on the
+found images only; every figure counts an image without a hand
 as a wrong answer, and the run's metrics list those images by name.
 
-The run folder is like any cached-feature run's, but ``model.keras`` is the head alone (63 features in);
-``config.json["hands"]`` names the models, and ``toolkit export`` chains them (:mod:`toolkit.export.hands`).
+The run folder is like any cached-feature run's, but ``model.keras`` is the head alone (63 or 93 features in);
+``config.json["hands"]`` names the models and the features the head reads (``features``: version, set,
+orientation), and ``toolkit export`` chains them (:mod:`toolkit.export.hands`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ CHUNK = 32  # images decoded at once while tracking: memory stays bounded on lar
 
 @dataclass
 class HandFeatures:
-    """One split through the tracker: features (N, 63) (zeros where no hand), labels, the found mask, names."""
+    """One split through the tracker: features (N, 93) (zeros where no hand), labels, the found mask, names."""
 
     key: str
     x: np.ndarray
@@ -50,7 +54,7 @@ class HandFeatures:
 
 def models_key(models) -> str:
     """What the features depend on besides the data: both models' sha256 and the feature computation's version."""
-    from toolkit.inference.hands import FEATURE_VERSION
+    from toolkit.inference.handfeatures import FEATURE_VERSION
 
     fields = {role: model_sha256(models, role) for role in ("palm", "landmark")}
     fields["features"] = FEATURE_VERSION
@@ -77,13 +81,16 @@ def split_names(split) -> list[str]:
 
 
 def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out: float = ZOOM_OUT,
-                      root: Path | None = None) -> HandFeatures:
-    """``split``'s hand features from the cache, tracking every image first if the entry is absent."""
+                      orientation: str = "upright", root: Path | None = None) -> HandFeatures:
+    """``split``'s full hand features (points + angles, ``orientation``) from the cache, tracking every image
+    first if the entry is absent. A head reads its set's first columns (:func:`head_columns`)."""
+    from toolkit.inference.handfeatures import FULL, FeatureSpec
     from toolkit.train import features as F
 
+    spec = FeatureSpec(FULL, orientation)
     root = Path(root) if root is not None else F.cache_root()
-    key = F.feature_key(key_base, f"hands/min_side={min_side}/zoom_out={zoom_out:g}", split.image_size,
-                        split.fingerprint)
+    key = F.feature_key(key_base, f"hands/min_side={min_side}/zoom_out={zoom_out:g}/{spec.set}/{orientation}",
+                        split.image_size, split.fingerprint)
     entry = root / key
     names = split_names(split)
     cached = F.open_entry(entry, key, len(split))
@@ -95,13 +102,14 @@ def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out:
 
     def fill(tmp: Path) -> dict:
         t0 = time.perf_counter()
-        tracked["x"], tracked["found"] = x, found = track_split(tracker, split, min_side, zoom_out)
+        tracked["x"], tracked["found"] = x, found = track_split(tracker, split, min_side, zoom_out, spec)
         np.save(tmp / "features.npy", x)
         np.save(tmp / "labels.npy", split.y.astype(np.int64))
         np.save(tmp / "found.npy", found)
         return {"key": key, "layer": "hands", "split": split.name, "n": len(split), "dim": int(x.shape[1]),
                 "image_size": list(split.image_size), "fingerprint": split.fingerprint, "base": key_base,
-                "model": BASE, "no_hand": int((~found).sum()), "seconds": time.perf_counter() - t0,
+                "model": BASE, "features": spec.record(), "no_hand": int((~found).sum()),
+                "seconds": time.perf_counter() - t0,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     meta = F.store_entry(root, key, fill)
@@ -111,21 +119,35 @@ def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out:
     return HandFeatures(key, x, split.y.astype(np.int64), found, names, False)
 
 
-def track_split(tracker, split, min_side: int, zoom_out: float = ZOOM_OUT) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, D) float32 with zero rows where no hand was found, found (N,) bool), CHUNK images at a time."""
+def track_split(tracker, split, min_side: int, zoom_out: float = ZOOM_OUT, spec=None) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, spec.dim) float32, zero rows where no hand was found; found (N,) bool), CHUNK images at a time."""
     rows, found = [], np.zeros(len(split), bool)
     for start in range(0, len(split), CHUNK):
         images = split.subset(np.arange(start, min(start + CHUNK, len(split)))).numpy()[0]
         for i, image in enumerate(images):
-            x, _ = hand_features(tracker, image, min_side, zoom_out)
+            x, _ = hand_features(tracker, image, min_side, zoom_out, spec)
             found[start + i] = x is not None
             rows.append(x)
-    dim = next((len(r) for r in rows if r is not None), 63)
+    dim = next((len(r) for r in rows if r is not None), spec.dim if spec is not None else 63)
     out = np.zeros((len(split), dim), np.float32)
     for i, r in enumerate(rows):
         if r is not None:
             out[i] = r
     return out, found
+
+
+def feature_candidates(x: np.ndarray) -> dict[str, np.ndarray]:
+    """The feature sets a head may read, as column prefixes of the full cached vector: the cv head's candidates."""
+    from toolkit.inference.handfeatures import SETS
+
+    return {name: x[:, :dim] for name, dim in SETS.items() if dim <= x.shape[1]}
+
+
+def head_columns(x: np.ndarray, spec) -> np.ndarray:
+    """The columns of the full cached features that a head on ``spec`` (a FeatureSpec) reads."""
+    if x.shape[1] < spec.dim:
+        raise ToolkitError(f"hand features: {x.shape[1]} columns cached, the head reads {spec.dim}; a bug")
+    return x[:, :spec.dim]
 
 
 def no_hand_record(parts: dict[str, HandFeatures], labels: tuple) -> dict:
@@ -168,6 +190,7 @@ def finetune_hands(config, data=None):
         ToolkitError: a setting this base cannot use, a run folder in the way, or too few hands per class.
     """
     from toolkit._keras import predict_array
+    from toolkit.inference.handfeatures import FeatureSpec
     from toolkit.inference.handpipe import open_tracker
     from toolkit.models.hands import ensure_hand_models
     from toolkit.train import fit, runs
@@ -198,7 +221,8 @@ def finetune_hands(config, data=None):
     min_side = min(splits.train.image_size)
     tracker = open_tracker(models.palm, models.landmark, threads=1)
     key_base = models_key(models)
-    parts = {s.name: landmark_features(tracker, s, key_base=key_base, min_side=min_side)
+    orientation = "kept" if config.keep_orientation else "upright"
+    parts = {s.name: landmark_features(tracker, s, key_base=key_base, min_side=min_side, orientation=orientation)
              for s in (splits.train, splits.val, splits.test) if len(s)}
     fitting = [parts[s.name] for s in (splits.train, splits.val) if len(s)]
     groups_all = np.concatenate([s.groups for s in (splits.train, splits.val) if len(s)])
@@ -211,14 +235,16 @@ def finetune_hands(config, data=None):
                  f" ({', '.join(rec['files'][:5])}{', ...' if rec['no_hand'] > 5 else ''})" if rec["no_hand"] else "")
     if not len(y):
         raise ToolkitError(f"{config.data}: no hand found in any training image; are these photos of hands?")
-    result = cross_validate({"landmarks": x}, y, groups_all[found], folds=config.cv_folds, seed=config.seed,
+    result = cross_validate(feature_candidates(x), y, groups_all[found], folds=config.cv_folds, seed=config.seed,
                             eps=HEAD_EPS)
+    spec = FeatureSpec(result.layer, orientation)
+    x = head_columns(x, spec)
     summary = result.summary(len(y))
     correct = float(np.sum(result.oof.argmax(1) == y))
     summary.update(n_with_no_hand=int(len(found)), accuracy_with_no_hand=correct / len(found))
     log.info("cross-validated accuracy %.3f ± %.3f over %d images with a hand (%.3f counting the %d without as "
-             "wrong); C %g", summary["accuracy_mean"], summary["accuracy_std"], len(y),
-             summary["accuracy_with_no_hand"], int((~found).sum()), result.c)
+             "wrong); features %s (%s), C %g", summary["accuracy_mean"], summary["accuracy_std"], len(y),
+             summary["accuracy_with_no_hand"], int((~found).sum()), spec.set, orientation, result.c)
     with one_blas_thread():
         final = fit_head(x, y, result.c, HEAD_EPS, config.seed)
     head = head_model(x.shape[1], len(labels))
@@ -232,7 +258,7 @@ def finetune_hands(config, data=None):
     out.mkdir(parents=True, exist_ok=True)
     hands = {"palm_sha256": model_sha256(models, "palm"), "landmark_sha256": model_sha256(models, "landmark"),
              "source": getattr(models, "source", ""), "min_side": min_side, "zoom_out": ZOOM_OUT,
-             "feature_key": key_base,
+             "feature_key": key_base, "features": spec.record(),
              "feature_version": _feature_version(), "no_hand": missing}
     record = fit.run_record(config.train_settings({}), ds, splits, head, finetune=config.to_dict(),
                             weights={"source": hands["source"], "layers_loaded": 0}, frozen_layers=0,
@@ -243,7 +269,7 @@ def finetune_hands(config, data=None):
     runs.write_json_atomic(out / CV_FILE, {**summary, "max_abs_dprob_keras": dp, "grid": result.grid})
     if "test" in parts:
         f = parts["test"]
-        probs = predict_array(head, f.x[f.found], 256) if f.found.any() else np.zeros((0, 1))
+        probs = predict_array(head, head_columns(f.x, spec)[f.found], 256) if f.found.any() else np.zeros((0, 1))
         metrics_record = report(probs, f, labels)
         metrics_record.update(data=config.data, split="test", fingerprint=splits.test.fingerprint, cv=summary,
                               no_hand_files=f.missing)
@@ -254,6 +280,6 @@ def finetune_hands(config, data=None):
 
 
 def _feature_version():
-    from toolkit.inference.hands import FEATURE_VERSION
+    from toolkit.inference.handfeatures import FEATURE_VERSION
 
     return FEATURE_VERSION
