@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.inference.detect import Detection, decode, ssd_anchors, weighted_nms
+from toolkit.inference.detect import Detection, decode, opencv, ssd_anchors, weighted_nms
 
 PALM_SIZE = 192
 LANDMARK_SIZE = 224
@@ -110,6 +110,14 @@ def warp(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, 
     return np.round(out) if image.dtype == np.uint8 else out
 
 
+def _cv2_warp(cv2, image: np.ndarray, origin, ex, ey, size: int, border: int) -> np.ndarray:
+    # OpenCV's bilinear warp, as MediaPipe's ImageToTensorCalculator runs it: output (u, v) reads the image at
+    # origin + u*ex + v*ey (pixel centres on integers), rounded fixed-point arithmetic.
+    m = np.array([[ex[0], ey[0], origin[0]], [ex[1], ey[1], origin[1]]], np.float64)
+    return cv2.warpAffine(np.ascontiguousarray(image[:, :, :3], dtype=np.uint8), m, (size, size),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border, borderValue=0)
+
+
 def crop(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, size: int,
          replicate: bool) -> np.ndarray:  # fmt: skip
     """:func:`warp` of a uint8 image by Pillow's affine transform: the same samples, a few times faster.
@@ -119,6 +127,9 @@ def crop(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, 
     the landmark parity tolerance (docs/hand-landmarks.md). For a replicated border, the part of the image the
     crop reads is cut out and padded with its edge pixels first, so every sample falls inside it.
     """
+    cv2 = opencv()
+    if cv2 is not None:
+        return _cv2_warp(cv2, image, origin, ex, ey, size, cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT)
     from PIL import Image
 
     h, w = image.shape[:2]
@@ -153,6 +164,11 @@ def letterbox_sample(image: np.ndarray, size: int = PALM_SIZE) -> tuple[np.ndarr
     """
     h, w = image.shape[:2]
     corner, side = letterbox_axes(h, w)
+    cv2 = opencv()
+    if cv2 is not None and image.dtype == np.uint8:
+        step = side / size
+        pixels = _cv2_warp(cv2, image, corner, (step, 0.0), (0.0, step), size, cv2.BORDER_CONSTANT)
+        return (pixels.astype(np.float32) * np.float32(1 / 255))[None], corner, side
     step = np.float32(side / size)
     u = np.arange(size, dtype=np.float32)
 
