@@ -45,7 +45,7 @@ NORMALIZE_Z = 0.4
 NUM_POINTS = 21
 MIDDLE_MCP = 9  # the landmark that sets the scale of features()
 # Bump when track() or features() change their numbers: the feature cache key includes it.
-FEATURE_VERSION = "hands-3"  # 2: the crop's bilinear weights summed in float32; 3: Pillow landmark crop
+FEATURE_VERSION = "hands-3"  # 2: the crop's bilinear weights summed in float32; 3: OpenCV (or Pillow) crops
 
 
 @dataclass(frozen=True)
