@@ -16,8 +16,10 @@ frame over a textured wall; the same wall without a hand (sensor noise per frame
 moving likewise. ``--toolkit-src`` runs the toolkit side from another checkout (e.g. the commit before a
 change, ``git archive COMMIT | tar -x -C DIR``): the "before" table.
 
-Prints the table per mode (medians, p90, hands found), the toolkit's per-stage times, the load average before
-and after, and ends with one line per row and mode, ``ratio <row>[ pinned]: <toolkit / mediapipe>``.
+Needs the hand models and BlazeFace in the weights cache (``toolkit export`` of a hand export and ``toolkit
+detector`` put them there) and the smiles photos. Prints the table per mode (medians, p90, hands found), the
+toolkit's per-stage times, the load average before and after, and ends with one line per row and mode,
+``ratio <row>[ pinned]: <toolkit / mediapipe>``. A face-mesh row can join once that chain exists (see the worker).
 """
 
 from __future__ import annotations
