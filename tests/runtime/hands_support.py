@@ -78,6 +78,9 @@ def real_hand_models() -> tuple[Path, Path] | None:
 
     folder = weights_root() / "mediapipe-0.10.21"
     palm, landmark = folder / "palm_detection_full.onnx", folder / "hand_landmark_full.onnx"
+    fast = folder / "palm_detection_full.relu.onnx"  # what conversion now gives the door (toolkit.models.rewrite)
+    if fast.is_file() and landmark.is_file():
+        return fast, landmark
     if palm.is_file() and landmark.is_file():
         return palm, landmark
     wheel = Path(os.environ.get(WHEEL_ENV) or weights_root() / WHEEL_NAME)

@@ -117,7 +117,7 @@ def test_records_and_refusal_of_another_feature_version():
     assert FeatureSpec.from_record({"features": rec}, "x/manifest.json") == FeatureSpec("points+angles", "kept")
     old = {"feature_version": "hands-2"}  # a manifest or run from before the features were turned upright
     with pytest.raises(ToolkitError, match=r"^x/manifest.json: the head reads hand features hands-2, this toolkit "
-                                           r"computes hands-3; run 'toolkit finetune hands' and 'toolkit export'"):
+                                           r"computes hands-4; run 'toolkit finetune hands' and 'toolkit export'"):
         FeatureSpec.from_record(old, "x/manifest.json")
     with pytest.raises(ToolkitError, match="of an older toolkit"):
         FeatureSpec.from_record({}, "x/manifest.json")

@@ -125,3 +125,37 @@ def test_tracker_on_fake_models_finds_projects_and_refuses(tmp_path):
         H.HandTracker(landmark, landmark)
     with pytest.raises(ToolkitError, match="file not found"):
         H.HandTracker(tmp_path / "nothing.onnx", landmark)
+
+
+@pytest.mark.parametrize("opencv", [True, False], ids=["opencv", "pillow+numpy"])
+def test_the_fast_crops_sample_what_warp_samples_at_the_frame_edges_too(opencv, monkeypatch):
+    from toolkit.inference import detect
+
+    if opencv and detect.opencv() is None:
+        pytest.skip("OpenCV is not installed (the base install): the Pillow and numpy crops serve")
+    monkeypatch.setattr(detect, "_OPENCV", detect.opencv() if opencv else False)
+    rng = np.random.default_rng(3)
+    from PIL import Image, ImageFilter
+
+    noise = Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(2))
+    image = np.asarray(noise)
+    # The letterbox: the same samples as warp (zero outside the image), for wide, tall and square images; the
+    # sums in another order round a value on the .5 the other way now and then.
+    for shape in ((120, 160), (160, 120), (100, 100), (37, 90)):
+        img = np.ascontiguousarray(image[: shape[0], : shape[1]]) if shape[0] <= 120 else np.ascontiguousarray(
+            np.concatenate([image, image])[: shape[0], : shape[1]])  # fmt: skip
+        corner, side = H.letterbox_axes(*shape)
+        step = side / H.PALM_SIZE
+        want = H.warp(img, corner, np.array([step, 0.0]), np.array([0.0, step]), H.PALM_SIZE, replicate=False)
+        got, got_corner, got_side = H.letterbox_sample(img)
+        assert got_side == side and np.array_equal(got_corner, corner)
+        diff = np.abs(got[0] * 255 - want)
+        # OpenCV places samples on a 1/32 px grid with fixed-point weights, as inside MediaPipe
+        assert diff.max() <= (4 if opencv else 1) + 1e-3 and (diff > 1e-3).mean() < (0.15 if opencv else 0.01), shape
+    # The landmark crop: within a grey level or two of warp, inside, across and beyond the border (replicated), at
+    # any rotation (OpenCV's fixed-point weights; Pillow truncates where warp rounds, so it is never higher).
+    for rect in (H.Rect(80, 60, 70, 0.3), H.Rect(5, 110, 90, -2.1), H.Rect(150, 5, 60, 1.2), H.Rect(80, 60, 400, 0.7)):
+        want = H.warp(image, *rect.axes(H.LANDMARK_SIZE), H.LANDMARK_SIZE, replicate=True)
+        got = H.crop(image, *rect.axes(H.LANDMARK_SIZE), H.LANDMARK_SIZE, replicate=True).astype(np.float32)
+        diff = want - got
+        assert diff.max() <= (4 if opencv else 1) and diff.min() >= (-4 if opencv else -1e-3), rect

@@ -45,6 +45,9 @@ def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.
 def fake_tracker(monkeypatch):
     monkeypatch.setattr(handpipe, "open_tracker", lambda palm, landmark, threads=1, min_score=0.5: object())
     monkeypatch.setattr(handpipe, "hand_features", fake_features)
+    # The door follows the hand of a camera stream: the same fake judges each of its frames.
+    monkeypatch.setattr(handpipe, "stream_features", lambda stream, image, min_side=handpipe.MIN_SIDE:
+                        fake_features(None, image, min_side))  # fmt: skip
 
 
 def make_hands_export(folder: Path, labels=LABELS) -> Path:
@@ -123,7 +126,7 @@ def test_predictor_refuses_a_head_on_other_hand_features(tmp_path):
     raw["hands"]["features"]["version"] = "hands-2"  # a head fitted on the features before they were turned upright
     (folder / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ToolkitError, match=r"signs/manifest.json: the head reads hand features hands-2, this toolkit "
-                                           r"computes hands-3; run 'toolkit finetune hands'"):
+                                           r"computes hands-4; run 'toolkit finetune hands'"):
         Predictor(folder)
     raw["hands"]["features"] = FeatureSpec("points+angles").record()  # 93 numbers for a head that reads 63
     (folder / "manifest.json").write_text(json.dumps(raw))
@@ -225,3 +228,29 @@ def test_door_run_open_on_from_the_command_line(tmp_path, capsys):
     assert main(["door", "run", "--model", str(folder), "--camera", str(cam), "--open-on", "six"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --open-on six:") and "choose one of 0, 5, 9" in err
+
+
+def test_the_door_follows_the_hand_of_its_camera_unless_told_not_to(tmp_path, monkeypatch):
+    from toolkit.runtime.actuator import LogActuator
+
+    folder = make_hands_export(tmp_path / "signs")
+    streams = []
+    monkeypatch.setattr(handpipe, "stream_features", lambda stream, image, min_side=256: (
+        streams.append(stream), fake_features(None, image, min_side))[1])  # fmt: skip
+
+    def run(track: bool, frames):
+        cfg = DoorConfig(camera="x", policy=PolicyConfig(k=2, n=3, open_on="5", stale_seconds=100), track=track)
+        loop = DoorLoop(ModelHolder(ModelConfig(folder)), Frames(frames), cfg, LogActuator(), clock=lambda: 0.0)
+        while loop.step():
+            pass
+        return loop
+
+    loop = run(True, [image(GREEN, (120, 160))] * 3)
+    assert len(streams) == 3 and streams[0] is streams[1] is streams[2]  # one stream state for the camera
+    loop.fault("camera: unplugged")  # a gap in the stream: the next frame starts from the palm detector
+    loop.source.frames = [image(GREEN, (120, 160))]
+    loop.step()
+    assert streams[3] is not streams[2]
+    streams.clear()
+    run(False, [image(GREEN, (120, 160))] * 2)
+    assert streams == []  # --no-track: each frame judged alone, like a photo

@@ -39,8 +39,15 @@ def fake(tmp_path, monkeypatch, mediapipe_wheel):
         onnx_path.write_bytes(b"onnx of " + tflite.read_bytes())
         return 1e-5
 
+    def rewrite(source, atol):
+        calls["rewrite"] = calls.get("rewrite", 0) + 1
+        target = MH.rewritten_path(source)
+        target.write_bytes(b"fast " + source.read_bytes())
+        return target, 0.0
+
     monkeypatch.setattr(fetch, "_pip_download", pip)
     monkeypatch.setattr(MH, "convert", convert)
+    monkeypatch.setattr(MH, "write_rewritten", rewrite)
     return wheel, calls
 
 
@@ -48,8 +55,11 @@ def test_one_download_for_both_files_then_the_cache(fake):
     wheel, calls = fake
     models = MH.ensure_hand_models()
     folder = fetch.weights_root() / "mediapipe-0.10.21"
-    assert (models.palm, models.landmark) == (folder / "palm_detection_full.onnx", folder / "hand_landmark_full.onnx")
-    assert models.palm.read_bytes() == b"onnx of " + PALM and models.landmark.read_bytes() == b"onnx of " + LANDMARK
+    # the palm detector as rewritten for speed at conversion (toolkit.models.rewrite), cached under its own key
+    assert (models.palm, models.landmark) == (folder / "palm_detection_full.relu.onnx",
+                                              folder / "hand_landmark_full.onnx")  # fmt: skip
+    assert models.palm.read_bytes() == b"fast onnx of " + PALM
+    assert models.landmark.read_bytes() == b"onnx of " + LANDMARK
     assert models.licence.read_text().startswith("Apache") and "mediapipe==0.10.21" in models.source
     assert models.sha256["palm_detection_full.onnx"] == hashlib.sha256(b"onnx of " + PALM).hexdigest()
     assert calls["pip"] == 1 and len(calls["convert"]) == 2
@@ -58,6 +68,10 @@ def test_one_download_for_both_files_then_the_cache(fake):
         "palm_detection_full.onnx", "hand_landmark_full.onnx"}  # fmt: skip
     wheel.unlink()  # the second call needs neither the wheel nor tf2onnx
     assert MH.ensure_hand_models() == models and calls["pip"] == 1 and len(calls["convert"]) == 2
+    assert record["rewrite"]["key"] == MH.REWRITE and calls["rewrite"] == 1
+    record["rewrite"]["key"] = "an older rewrite"  # a new rewrite: only the rewrite is redone
+    (folder / MH.RECORD).write_text(json.dumps(record))
+    assert MH.ensure_hand_models() == models and calls["rewrite"] == 2 and len(calls["convert"]) == 2
     models.landmark.write_bytes(b"damaged")  # an ONNX that is not the one recorded is converted again
     assert MH.ensure_hand_models().landmark.read_bytes() == b"onnx of " + LANDMARK and len(calls["convert"]) == 4
 
@@ -93,7 +107,7 @@ def test_copy_into_an_export_folder(fake, tmp_path):
     out = tmp_path / "export"
     out.mkdir()
     record = MH.copy_hand_models(out, models)
-    assert record["files"] == {"palm": "palm_detection_full.onnx", "landmark": "hand_landmark_full.onnx"}
+    assert record["files"] == {"palm": "palm_detection_full.relu.onnx", "landmark": "hand_landmark_full.onnx"}
     assert record["sha256"] == {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in record["files"].values()}
     assert record["precision"] == "float32" and record["source"] == models.source
     assert (out / record["licence"]).read_text().startswith("Apache") and record["licence_name"] == "Apache-2.0"

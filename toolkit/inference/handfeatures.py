@@ -29,7 +29,8 @@ from toolkit.errors import ToolkitError
 # Bump when HandTracker.track() (toolkit.inference.hands) or these features change their numbers: the feature
 # cache key includes it, and a run or manifest whose head was fitted on another version is refused.
 # 2: the crop's bilinear weights summed in float32. 3: turned upright by default, the angles/distances block.
-FEATURE_VERSION = "hands-3"
+# 4: the crops by OpenCV (or Pillow), as MediaPipe makes them (the frame budget).
+FEATURE_VERSION = "hands-4"
 NUM_POINTS = 21
 WRIST, MIDDLE_MCP = 0, 9
 # MediaPipe's landmark order: the wrist, then 4 points per finger from the base to the tip.

@@ -84,6 +84,20 @@ def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out
     return np.asarray(features(hand, spec), dtype=np.float32).reshape(-1), hand
 
 
+def stream_features(stream, image: np.ndarray, min_side: int = MIN_SIDE, spec=None):
+    """:func:`hand_features` for one frame of a camera stream: the hand followed from the last frame.
+
+    ``stream`` is a :class:`~toolkit.inference.handtrack.HandStream` (its rule for losing and re-finding a hand
+    is in that module); the features are computed as for a photo.
+    """
+    from toolkit.inference.hands import features
+
+    hand = stream.track(upscale(np.asarray(image, dtype=np.uint8), min_side))
+    if hand is None:
+        return None, None
+    return np.asarray(features(hand, spec), dtype=np.float32).reshape(-1), hand
+
+
 def hand_record(hand) -> dict | None:
     """What an answer says about the hand it saw (None: no hand)."""
     if hand is None:
@@ -125,9 +139,17 @@ class HandPipeline:
         self.zoom_out = float(record.get("zoom_out", 0.0))  # exports from before the second look had none
         self.tracker = open_tracker(paths["palm"], paths["landmark"], threads, float(record.get("min_score", 0.5)))
 
-    def features(self, image: np.ndarray):
-        """(features or None, Hand or None) for one RGB image of any size."""
+    def features(self, image: np.ndarray, stream=None):
+        """(features or None, Hand or None) for one RGB image of any size; a frame of ``stream`` if given."""
+        if stream is not None:
+            return stream_features(stream, image, self.min_side, self.spec)
         return hand_features(self.tracker, image, self.min_side, self.zoom_out, self.spec)
+
+    def stream(self):
+        """A new camera stream's state (:class:`~toolkit.inference.handtrack.HandStream`) over this tracker."""
+        from toolkit.inference.handtrack import HandStream
+
+        return HandStream(self.tracker, self.zoom_out)
 
 
 def with_no_hand(probs: np.ndarray, found: np.ndarray) -> np.ndarray:

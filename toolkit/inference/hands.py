@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.inference.detect import Detection, decode, ssd_anchors, weighted_nms
+from toolkit.inference.detect import Detection, decode, opencv, ssd_anchors, weighted_nms
 from toolkit.inference.handfeatures import (
-    FEATURE_VERSION,  # noqa: F401 (bump it there when track() changes)
+    FEATURE_VERSION,  # noqa: F401 (bump it there when track() or features() change their numbers)
     FeatureSpec,
     hand_vector,
 )
@@ -111,6 +111,100 @@ def warp(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, 
             index = np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1)
             out += flat[index].astype(np.float32) * weight[..., None]
     return np.round(out) if image.dtype == np.uint8 else out
+
+
+def _cv2_warp(cv2, image: np.ndarray, origin, ex, ey, size: int, border: int) -> np.ndarray:
+    # OpenCV's bilinear warp, as MediaPipe's ImageToTensorCalculator runs it: output (u, v) reads the image at
+    # origin + u*ex + v*ey (pixel centres on integers), rounded fixed-point arithmetic.
+    m = np.array([[ex[0], ey[0], origin[0]], [ex[1], ey[1], origin[1]]], np.float64)
+    return cv2.warpAffine(np.ascontiguousarray(image[:, :, :3], dtype=np.uint8), m, (size, size),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border, borderValue=0)
+
+
+def crop(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, size: int,
+         replicate: bool) -> np.ndarray:  # fmt: skip
+    """:func:`warp` of a uint8 image by Pillow's affine transform: the same samples, a few times faster.
+
+    Pillow's bilinear sampling truncates where :func:`warp` rounds (values up to 1 lower, 0.5 on average), and
+    fills with zero only beyond half a pixel outside the image (replicating inside that band): both well inside
+    the landmark parity tolerance (docs/hand-landmarks.md). For a replicated border, the part of the image the
+    crop reads is cut out and padded with its edge pixels first, so every sample falls inside it.
+    """
+    cv2 = opencv()
+    if cv2 is not None:
+        return _cv2_warp(cv2, image, origin, ex, ey, size, cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT)
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    far = (size - 1) * np.stack([ex, ey, ex + ey])
+    corners = np.vstack([origin, origin + far])
+    x0, y0 = (np.floor(corners.min(0)) - 1).astype(int)
+    x1, y1 = (np.ceil(corners.max(0)) + 2).astype(int)
+    offset = np.zeros(2)
+    source = image[:, :, :3]
+    if replicate:
+        cx0, cy0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+        cx1, cy1 = max(min(x1, w), cx0 + 1), max(min(y1, h), cy0 + 1)
+        source = image[cy0:cy1, cx0:cx1, :3]
+        pads = (max(cy0 - y0, 0), max(y1 - cy1, 0)), (max(cx0 - x0, 0), max(x1 - cx1, 0))
+        if any(p for pair in pads for p in pair):
+            source = np.pad(source, (*pads, (0, 0)), mode="edge")
+        offset = np.array([cx0 - pads[1][0], cy0 - pads[0][0]], np.float64)
+    # Pillow maps output pixel centres (u + 0.5, v + 0.5) and samples at input centres + 0.5.
+    o = np.asarray(origin, np.float64) - offset + 0.5 - 0.5 * (ex + ey)
+    picture = Image.fromarray(np.ascontiguousarray(source, dtype=np.uint8))
+    out = picture.transform((size, size), Image.Transform.AFFINE, (ex[0], ey[0], o[0], ex[1], ey[1], o[1]),
+                            Image.Resampling.BILINEAR)  # fmt: skip
+    return np.asarray(out)
+
+
+def letterbox_sample(image: np.ndarray, size: int = PALM_SIZE) -> tuple[np.ndarray, np.ndarray, float]:
+    """The palm detector's input (1, size, size, 3) float32 in [0, 1], and the letterbox (corner, side).
+
+    The same samples as :func:`warp` on the letterbox square (bilinear, zero outside the image, rounded for
+    uint8), computed as two 1-D interpolations: rows first, then columns. An axis-aligned scale needs no 2-D
+    gather, and the palm detector is sensitive enough to Pillow's truncation to move one hard palm by pixels.
+    """
+    h, w = image.shape[:2]
+    corner, side = letterbox_axes(h, w)
+    cv2 = opencv()
+    if cv2 is not None and image.dtype == np.uint8:
+        step = side / size
+        pixels = _cv2_warp(cv2, image, corner, (step, 0.0), (0.0, step), size, cv2.BORDER_CONSTANT)
+        return (pixels.astype(np.float32) * np.float32(1 / 255))[None], corner, side
+    step = np.float32(side / size)
+    u = np.arange(size, dtype=np.float32)
+
+    def taps(start: float, n: int):
+        # Per output pixel along one axis: (its two source indices clipped, their weights, zeroed outside).
+        pos = np.float32(start) + u * step
+        i0 = np.floor(pos)
+        f = pos - i0
+        i0 = i0.astype(np.int64)
+        w0 = (1 - f) * ((i0 >= 0) & (i0 < n))
+        w1 = f * ((i0 + 1 >= 0) & (i0 + 1 < n))
+        return np.clip(i0, 0, n - 1), np.clip(i0 + 1, 0, n - 1), w0.astype(np.float32), w1.astype(np.float32)
+
+    r0, r1, a0, a1 = taps(corner[1], h)
+    c0, c1, b0, b1 = taps(corner[0], w)
+    rows = (a0 > 0) | (a1 > 0)  # letterbox rows wholly outside the image stay zero
+    pixels = image[:, :, :3]
+    band = pixels[r0[rows]].astype(np.float32) * a0[rows, None, None] + pixels[r1[rows]] * a1[rows, None, None]
+    out = np.zeros((size, size, 3), np.float32)
+    out[rows] = band[:, c0] * b0[None, :, None] + band[:, c1] * b1[None, :, None]
+    if image.dtype == np.uint8:
+        out = np.round(out)
+    return (out * np.float32(1 / 255))[None], corner, side
+
+
+def sample(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, size: int,
+           replicate: bool) -> np.ndarray:  # fmt: skip
+    """The model input (1, size, size, 3) float32 in [0, 1]: :func:`crop` for uint8 images, else :func:`warp`."""
+    if image.dtype == np.uint8:
+        pixels = crop(image, origin, ex, ey, size, replicate)
+    else:
+        pixels = warp(image, origin, ex, ey, size, replicate)
+    return (pixels.astype(np.float32) * np.float32(1 / 255))[None]
 
 
 def letterbox_axes(h: int, w: int) -> tuple[np.ndarray, float]:
@@ -200,16 +294,15 @@ class HandTracker:
         self.landmark = _session(landmark, threads, "hand landmark model")
         _check(self.landmark, landmark, LANDMARK_SIZE, [(3 * NUM_POINTS,), (1,), (1,), (3 * NUM_POINTS,)],
                "hand landmark model")  # fmt: skip
+        self._palm_input = self.palm.get_inputs()[0].name
+        self._landmark_input = self.landmark.get_inputs()[0].name
         self.anchors = palm_anchors()
         self.min_score = min_score
 
     def palms(self, image: np.ndarray) -> list[Detection]:
         """Palm detections (score, box, 7 keypoints) in image pixels, best first."""
-        h, w = image.shape[:2]
-        corner, side = letterbox_axes(h, w)
-        step = side / PALM_SIZE
-        x = warp(image, corner, np.array([step, 0.0]), np.array([0.0, step]), PALM_SIZE, replicate=False)
-        reg, logits = self.palm.run(None, {self.palm.get_inputs()[0].name: (x / 255.0)[None].astype(np.float32)})
+        x, corner, side = letterbox_sample(image)
+        reg, logits = self.palm.run(None, {self._palm_input: x})
         found = weighted_nms(*decode(reg, logits, self.anchors, PALM_SIZE, self.min_score), NMS_IOU)
         out = []
         for d in found:
@@ -219,9 +312,8 @@ class HandTracker:
 
     def landmarks(self, image: np.ndarray, rect: Rect) -> tuple[np.ndarray, float, float]:
         """(21 points in image pixels, presence, P(left)) of the hand in ``rect``."""
-        crop = warp(image, *rect.axes(LANDMARK_SIZE), LANDMARK_SIZE, replicate=True)
-        x = (crop / 255.0)[None].astype(np.float32)
-        points, presence, left, _ = self.landmark.run(None, {self.landmark.get_inputs()[0].name: x})
+        x = sample(image, *rect.axes(LANDMARK_SIZE), LANDMARK_SIZE, replicate=True)
+        points, presence, left, _ = self.landmark.run(None, {self._landmark_input: x})
         raw = points.reshape(NUM_POINTS, 3).astype(np.float64)
         raw[:, 2] /= NORMALIZE_Z
         return crop_to_image(raw, rect).astype(np.float32), float(presence.reshape(-1)[0]), float(left.reshape(-1)[0])

@@ -166,9 +166,13 @@ class Predictor:
         out = self._session.run([self.output_name], {self.input_name: batch.astype(self.dtype, copy=False)})[0]
         return np.asarray(out, dtype=np.float32).reshape(batch.shape[0], -1)
 
-    def _run_hand(self, image: np.ndarray):
+    def stream(self):
+        """State for one camera stream (a hand-sign export follows the hand across frames), or None."""
+        return self.hands.stream() if self.hands is not None else None
+
+    def _run_hand(self, image: np.ndarray, stream=None):
         """One image through palm -> landmarks -> head: (one probability per label, then P(no hand); the Hand)."""
-        x, hand = self.hands.features(image)
+        x, hand = self.hands.features(image, stream)
         row = np.zeros(len(self.labels) + 1, np.float32)
         if x is None:
             row[-1] = 1.0
@@ -177,12 +181,18 @@ class Predictor:
         row[:-1] = [1.0 - out[0], out[0]] if self.manifest.output_kind == "sigmoid" else out
         return row, hand
 
-    def predict(self, source: ImageSource, name: str | None = None) -> Prediction:
+    def predict(self, source: ImageSource, name: str | None = None, stream=None) -> Prediction:
         """Classify one image: bytes, a file path, an RGB array (camera frame) or a PIL image.
+
+        ``stream``: from :meth:`stream`, for consecutive frames of one camera (None: judged alone, as a photo).
 
         Raises:
             ImageError: the image cannot be decoded or is too large.
         """
+        if stream is not None and self.hands is not None:
+            start = time.perf_counter()
+            row, hand = self._run_hand(self.load(source, name), stream)
+            return self.interpret(row, (time.perf_counter() - start) * 1000.0, hand)
         return self.predict_batch([source], names=[name])[0]
 
     def predict_batch(

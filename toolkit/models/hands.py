@@ -10,7 +10,9 @@ checks the wheel and both files by sha256 and unpacks them with the wheel's lice
       palm_detection_full.onnx    hand_landmark_full.onnx    hands.json (the ONNX sha256s and their check)
 
 Each file is converted once with tf2onnx (opset 17) and the ONNX is checked against the ``.tflite`` run by
-ai-edge-litert on random and smooth inputs; :mod:`toolkit.inference.hands` then needs only onnxruntime.
+ai-edge-litert on random and smooth inputs; :mod:`toolkit.inference.hands` then needs only onnxruntime. The palm
+detector is then rewritten for speed (:mod:`toolkit.models.rewrite`: ``palm_detection_full.relu.onnx``, same
+outputs), once, under its own key in ``hands.json``; exports carry the rewritten file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from toolkit.inference.manifest import sha256_file
 from toolkit.models.fetch import WheelFile, fetch_files
+from toolkit.models.rewrite import REWRITE, rewritten_path, write_rewritten
 
 log = logging.getLogger("toolkit.models")
 
@@ -76,16 +79,33 @@ def ensure_hand_models(weights: str | None = None, *, force: bool = False) -> Ha
     onnx = [t.with_suffix(".onnx") for t in (palm_tfl, landmark_tfl)]
     record = _read(record_path)
     fresh = all(o.is_file() and record.get("sha256", {}).get(o.name) == sha256_file(o) for o in onnx)
-    if force or not fresh:
+    fast = rewritten_path(onnx[0])
+    rewritten = record.get("rewrite", {})
+    if force or not fresh or rewritten.get("key") != REWRITE or not fast.is_file() \
+            or rewritten.get("sha256") != sha256_file(fast):  # fmt: skip
+        fresh = fresh and not force
+        record = _convert(palm_tfl, landmark_tfl, onnx, record, fresh, record_path)
+    licence = folder / Path(PALM.licence).name
+    return HandModels(fast, onnx[1], licence, dict(record["sha256"]), record["source"])
+
+
+def _convert(palm_tfl: Path, landmark_tfl: Path, onnx: list, record: dict, fresh: bool, record_path: Path) -> dict:
+    """Convert both files (unless ``fresh``), then rewrite the palm detector; returns the new record."""
+    folder = record_path.parent
+    if not fresh:
         diffs = {}
         for tflite, out in zip((palm_tfl, landmark_tfl), onnx):
             diffs[out.name] = convert(tflite, out)
         record = {"source": source_text(), "opset": OPSET, "atol": ATOL, "max_diff": diffs,
                   "sha256": {p.name: sha256_file(p) for p in (*onnx, palm_tfl, landmark_tfl)}}  # fmt: skip
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
         log.info("hand models converted in %s (ONNX vs tflite max |diff| %s)", folder, diffs)
-    licence = folder / Path(PALM.licence).name
-    return HandModels(onnx[0], onnx[1], licence, dict(record["sha256"]), record["source"])
+    fast, diff = write_rewritten(onnx[0], ATOL)
+    record["rewrite"] = {"key": REWRITE, "file": fast.name, "from": onnx[0].name, "max_diff": diff,
+                         "sha256": sha256_file(fast)}  # fmt: skip
+    record["sha256"][fast.name] = record["rewrite"]["sha256"]
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    log.info("palm detector rewritten (%s): %s, max |diff| %g", REWRITE, fast.name, diff)
+    return record
 
 
 def _read(path: Path) -> dict:

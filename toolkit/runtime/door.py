@@ -94,6 +94,7 @@ class DoorLoop:
         self.repeats = 0  # frames a live camera delivered twice (not counted as new looks)
         self._logged_fault: str | None = None
         self._previous: np.ndarray | None = None
+        self._stream = None  # (predictor, its camera stream state): see _stream_for
         self._last_new = clock()
         self._lock = threading.RLock()
         self._backoff = config.reconnect_min_seconds
@@ -122,11 +123,25 @@ class DoorLoop:
 
     def _probability(self, predictor, image: np.ndarray) -> float | None:
         """P(the opening answer) for one frame, or None when it holds no hand (a vote against, as no face)."""
-        p = predictor.predict(image)
+        stream = self._stream_for(predictor)
+        p = predictor.predict(image) if stream is None else predictor.predict(image, stream=stream)
         if p.label == NO_HAND:
             return None
         open_on = self.config.policy.open_on
         return p.probability if open_on is None else p.probabilities.get(open_on, 0.0)
+
+    def _stream_for(self, predictor):
+        """This camera's hand-following state for ``predictor`` (None: each frame alone).
+
+        Only whole frames are followed (a face crop moves with the face), and a new model (hot reload) or a
+        gap in the stream (a fault, a reconnect) starts again from the palm detector.
+        """
+        if not self.config.track or self.cropper is not None:
+            return None
+        if self._stream is None or self._stream[0] is not predictor:
+            opener = getattr(predictor, "stream", None)  # a hand-sign export's; other models have no state
+            self._stream = (predictor, opener() if opener is not None else None)
+        return self._stream[1]
 
     # --- called from the HTTP threads -------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:
@@ -213,6 +228,7 @@ class DoorLoop:
         Logged once per kind of fault until a good frame: a camera that sends black frames at 30 fps must
         not write 30 lines a second to a Pi's SD card (the event log still has every frame).
         """
+        self._stream = None  # the frames after a fault are not the sequence before it
         kind = re.sub(r"[0-9.]+", "#", reason)
         if kind != self._logged_fault:
             self._logged_fault = kind
