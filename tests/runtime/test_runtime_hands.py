@@ -46,8 +46,8 @@ def fake_tracker(monkeypatch):
     monkeypatch.setattr(handpipe, "open_tracker", lambda palm, landmark, threads=1, min_score=0.5: object())
     monkeypatch.setattr(handpipe, "hand_features", fake_features)
     # The door follows the hand of a camera stream: the same fake judges each of its frames.
-    monkeypatch.setattr(handpipe, "stream_features", lambda stream, image, min_side=handpipe.MIN_SIDE:
-                        fake_features(None, image, min_side))  # fmt: skip
+    monkeypatch.setattr(handpipe, "stream_features", lambda stream, image, min_side=handpipe.MIN_SIDE, spec=None:
+                        fake_features(None, image, min_side, spec=spec))  # fmt: skip
 
 
 def make_hands_export(folder: Path, labels=LABELS) -> Path:
@@ -235,8 +235,8 @@ def test_the_door_follows_the_hand_of_its_camera_unless_told_not_to(tmp_path, mo
 
     folder = make_hands_export(tmp_path / "signs")
     streams = []
-    monkeypatch.setattr(handpipe, "stream_features", lambda stream, image, min_side=256: (
-        streams.append(stream), fake_features(None, image, min_side))[1])  # fmt: skip
+    monkeypatch.setattr(handpipe, "stream_features", lambda stream, image, min_side=256, spec=None: (
+        streams.append(stream), fake_features(None, image, min_side, spec=spec))[1])  # fmt: skip
 
     def run(track: bool, frames):
         cfg = DoorConfig(camera="x", policy=PolicyConfig(k=2, n=3, open_on="5", stale_seconds=100), track=track)
