@@ -123,3 +123,17 @@ def test_head_onnx_is_standardiser_then_linear_layer(face_export):
 
     graph = onnx.load(str(face_export[0] / "head.onnx")).graph
     assert [n.op_type for n in graph.node] == ["Sub", "Mul", "MatMul", "Add", "Sigmoid"]
+
+
+def test_evaluate_runs_the_chain_on_photos_of_their_own_size(face_export, tmp_path):
+    from PIL import Image
+
+    from toolkit.bench.accuracy import evaluate_export
+
+    out, images, _, _, found = face_export
+    for i, (image, label) in enumerate(zip(images, ("smile", "no_smile") * 4)):
+        (tmp_path / label).mkdir(exist_ok=True)
+        Image.fromarray(image).save(tmp_path / label / f"{i}.png")
+    report = evaluate_export(str(out), data=str(tmp_path))
+    assert report["no_face"] == int((~found).sum()) == 1  # the grey frame: counted wrong, never a guess
+    assert report["threshold"] == 0.5 and report["n"] == len(images)
