@@ -20,6 +20,9 @@ def face_model_cmd(
     test: float = typer.Option(0.2, "--test", help="Share of photos held out for the figures and validation."),
     cv_max_images: int = typer.Option(2000, "--cv-max-images", help="At most this many photos (copies not "
                                       "counted) for the head."),
+    folds: int = typer.Option(5, "--cv-folds", help="Cross-validation folds (grouped: a photo with its copies)."),
+    c_grid: str = typer.Option("", "--c-grid", help="C values to cross-validate, e.g. 0.001,0.01,0.1 "
+                               "(default: the cv head's grid; fewer is faster on thousands of copies)."),
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
 ) -> None:
@@ -34,6 +37,10 @@ def face_model_cmd(
         raise ToolkitError(f"--augment {unknown[0]!r}: choose from {', '.join(DEGRADATIONS)}")
     if not 0 < target_far < 1:
         raise ToolkitError(f"--target-far {target_far}: give a rate between 0 and 1, e.g. 0.05")
+    try:
+        cs = tuple(float(v) for v in c_grid.split(",") if v.strip())
+    except ValueError:
+        raise ToolkitError(f"--c-grid {c_grid!r}: give numbers separated by commas, e.g. 0.001,0.01,0.1") from None
     config = FaceModelConfig(data=data, out=out, blocks=blocks, augment=kinds, target_far=target_far, test=test,
-                             cv_max_images=cv_max_images, seed=seed, overwrite=overwrite)
+                             cv_max_images=cv_max_images, folds=folds, cs=cs, seed=seed, overwrite=overwrite)
     build_face_model(config, log=typer.echo)

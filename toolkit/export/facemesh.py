@@ -33,6 +33,7 @@ class FaceModelConfig:
     test: float = 0.2  # share of photos held out for the figures and the end-to-end validation
     cv_max_images: int = 2000  # photos (not copies) used for the head at most
     folds: int = 5
+    cs: tuple = ()  # the C values cross-validated; () = the cv head's grid
     seed: int = 0
     overwrite: bool = False
     name: str | None = None
@@ -98,7 +99,7 @@ def build_face_model(config: FaceModelConfig, log: Callable[[str], None] = print
     key = features_key(sums, _fingerprint(names))
     log(f"face features: {len(images)} training photos x (clean + {', '.join(config.augment) or 'no copies'})")
     sets = [photo_features(pipeline, images, ytr, v, config.seed, key) for v in ("clean", *config.augment)]
-    head = fit_face_head(sets, blocks=config.blocks, folds=config.folds, seed=config.seed)
+    head = fit_face_head(sets, blocks=config.blocks, folds=config.folds, seed=config.seed, cs=config.cs or None)
     log(f"  chosen: {'+'.join(head.blocks)} (C {head.c:g})")
     from toolkit.export.validate import choose_threshold
 

@@ -128,12 +128,15 @@ def training_rows(sets: list[FaceSet], blocks: tuple) -> tuple[np.ndarray, np.nd
     return x, y, group, degraded
 
 
-def fit_face_head(sets: list[FaceSet], *, blocks: str = "auto", folds: int = 5, seed: int = 0) -> FaceHead:
+def fit_face_head(sets: list[FaceSet], *, blocks: str = "auto", folds: int = 5, seed: int = 0,
+                  cs: tuple | None = None) -> FaceHead:
     """Cross-validate the candidates, fit the chosen one on every row; keep its out-of-fold scores.
 
     Args:
         sets: the clean training photos first, then their degraded copies (same photo ids).
         blocks: "auto" (best CV accuracy), or one of :data:`CANDIDATES`.
+        cs: the C values tried (default: the cv head's grid); thousands of rows x 3,452 fused features make
+            each fit slow, and a shorter grid is the way to pay for fewer.
 
     Raises:
         ToolkitError: an unknown ``blocks``, or too few faces per class.
@@ -146,7 +149,7 @@ def fit_face_head(sets: list[FaceSet], *, blocks: str = "auto", folds: int = 5, 
     results = {}
     for name in names:
         x, y, group, degraded = training_rows(sets, CANDIDATES[name])
-        res = cross_validate({name: x}, y, group, folds=folds, seed=seed)
+        res = cross_validate({name: x}, y, group, folds=folds, seed=seed, **({"cs": tuple(cs)} if cs else {}))
         acc = np.asarray(res.accuracies)
         results[name] = (res, degraded, y)
         log.info("candidate %-10s CV accuracy %.1f ± %.1f %% (C %g, %d rows, %d features)", name, 100 * acc.mean(),
