@@ -94,7 +94,7 @@ def test_export_chain_runs_in_the_doors_predictor(face_export):
     assert manifest["pipeline"] == "facemesh" and manifest["face"]["blocks"] == ["landmarks"]
     assert set(manifest["face"]["files"]) == {"detector", "landmark"}  # no expression file: the head reads none
     assert manifest["face"]["sources"]["landmark"]["licence_name"] == "Apache-2.0"
-    assert len(manifest["face"]["head"]["coef"]) == 1404  # unfolded, for a refit on the door
+    assert manifest["face"]["head"]["features"] == 1404
     assert manifest["files"]["head.onnx"]["validation"]["found_mismatch"] == 0
     predictor = Predictor(out)
     p = predictor.predict(images[0])
@@ -121,8 +121,15 @@ def test_export_refuses_a_changed_landmark_file(face_export, tmp_path):
 def test_head_onnx_is_standardiser_then_linear_layer(face_export):
     import onnx
 
+    from onnx import numpy_helper
+
     graph = onnx.load(str(face_export[0] / "head.onnx")).graph
     assert [n.op_type for n in graph.node] == ["Sub", "Mul", "MatMul", "Add", "Sigmoid"]
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}  # unfolded: a refit rewrites them
+    head = face_export[2]
+    assert np.allclose(weights["mean"], head.mean, atol=1e-6)
+    assert np.allclose(weights["inv_std"], 1 / np.sqrt(head.var + head.eps), rtol=1e-5)
+    assert np.allclose(weights["coef"].reshape(-1), head.coef, atol=1e-6)
 
 
 def test_evaluate_runs_the_chain_on_photos_of_their_own_size(face_export, tmp_path):

@@ -67,11 +67,13 @@ def head_onnx(head, path: Path, opset: int = 17) -> Path:
 
 
 def head_record(head) -> dict:
-    """The head as the manifest keeps it: blocks, standardiser and linear layer, unfolded (a numpy refit on the
-    door reads and rewrites these)."""
-    return {"blocks": list(head.blocks), "mean": [float(v) for v in head.mean], "var": [float(v) for v in head.var],
-            "eps": float(head.eps), "coef": [float(v) for v in head.coef], "intercept": float(head.intercept),
-            "C": float(head.c), "candidates": head.candidates}  # fmt: skip
+    """What the manifest says about the head: the blocks it reads (in order), their widths, and where
+    ``head.onnx`` keeps the standardiser and the linear layer (named initializers, unfolded: a numpy refit on
+    the door reads and rewrites them), with the CV estimates of every candidate."""
+    return {"blocks": list(head.blocks), "features": int(len(head.mean)), "eps": float(head.eps),
+            "C": float(head.c), "initializers": {"mean": "mean", "inv_std": "inv_std (1 / sqrt(var + eps))",
+                                                 "coef": "coef", "intercept": "intercept"},
+            "candidates": head.candidates}  # fmt: skip
 
 
 def write_face_export(out: Path, *, head, labels, models, expression: Path | None, data: dict, threshold: dict, clean,
