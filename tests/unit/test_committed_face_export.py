@@ -59,7 +59,7 @@ def test_it_still_tells_real_smiles_apart():
         pytest.skip(f"{SMILES} is absent")
     from toolkit.data import load_data
 
-    x, y = load_data(f"{SMILES}?n=120&seed=777", 64).split(seed=0, val=0.0, test=0.0).train.numpy()
+    x, y = load_data(f"{SMILES}?n=60&seed=777", 64).split(seed=0, val=0.0, test=0.0).train.numpy()
     predictor = Predictor(FOLDER)
     results = predictor.predict_batch(list(x))
     accuracy = np.mean([int(r.label == "smile") == t for r, t in zip(results, y)])
