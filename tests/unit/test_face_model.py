@@ -120,7 +120,6 @@ def test_export_refuses_a_changed_landmark_file(face_export, tmp_path):
 
 def test_head_onnx_is_standardiser_then_linear_layer(face_export):
     import onnx
-
     from onnx import numpy_helper
 
     graph = onnx.load(str(face_export[0] / "head.onnx")).graph
