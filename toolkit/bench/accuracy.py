@@ -79,10 +79,19 @@ def evaluate_export(
     predictor = Predictor(folder, file)
     split = load_scored(data, predictor.size, predictor.labels, every=False)
     x, y = split.numpy()
-    probs = class_probs(predictor, x)
+    if predictor.is_face and split.names is not None:
+        # photos at their own size: squeezed to one input size, a 640x480 frame would stretch the face, and the
+        # landmark features remove position, roll and scale, not a stretch
+        root = Path(str(data).split("?", 1)[0])
+        files = [p if Path(p).is_file() else root / p for p in split.names]
+        probs = metrics.as_class_probs(np.stack([predictor.run_image(predictor.load(p)) for p in files]))
+    else:
+        probs = class_probs(predictor, x)
     # a hand-sign export's last column is "no_hand": a class no image has, so each such answer is wrong
     report = metrics.classification_report(y, probs, predictor.answers)
     report["tta"] = False
+    if predictor.is_face:
+        report["no_face"] = int(np.sum(probs.argmax(1) == len(predictor.labels)))
     if predictor.is_hands:
         report["no_hand"] = int(np.sum(probs.argmax(1) == len(predictor.labels)))
     if len(predictor.labels) == 2:

@@ -41,7 +41,7 @@ def _root(
 
 
 # Each module adds its commands to ``app`` when imported; each imports only typer at module level.
-COMMAND_MODULES = ("data", "models", "train", "finetune", "export", "door", "pipeline")
+COMMAND_MODULES = ("data", "models", "train", "finetune", "export", "face", "door", "pipeline")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"toolkit.cli.{_name}")
 

@@ -78,8 +78,12 @@ class Manifest:
     # the palm and landmark ONNX files named in ``hands`` (with their sha256, licence and source), and ``serve``
     # is the head on the hand features ``hands["features"]`` names (version, set, orientation, dim); an image
     # without a hand is answered "no_hand".
+    # "facemesh": the image goes through the detector, landmark and expression ONNX files named in ``face`` (one
+    # detector pass feeds both), ``serve`` is the head on the feature blocks ``face["blocks"]`` names, side by
+    # side; an image without a face is answered "no_face".
     pipeline: str = ""
     hands: dict = field(default_factory=dict)
+    face: dict = field(default_factory=dict)
     created: str = ""
     schema: str = SCHEMA
 
@@ -170,8 +174,8 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise ToolkitError(f"{path}: field 'output_kind' must be 'sigmoid' or 'softmax', got {manifest.output_kind!r}")
     if manifest.output_kind == "sigmoid" and len(manifest.labels) != 2:
         raise ToolkitError(f"{path}: a sigmoid output needs exactly 2 labels, got {len(manifest.labels)}")
-    if manifest.pipeline not in ("", "hands"):
-        raise ToolkitError(f"{path}: field 'pipeline' must be '' or 'hands', got {manifest.pipeline!r}; "
+    if manifest.pipeline not in ("", "hands", "facemesh"):
+        raise ToolkitError(f"{path}: field 'pipeline' must be '', 'hands' or 'facemesh', got {manifest.pipeline!r}; "
                            "a newer toolkit wrote it")
     if len(inp.shape) != 4 or inp.shape[3] != 3:
         raise ToolkitError(f"{path}: field 'input.shape' must be [batch, height, width, 3], got {list(inp.shape)}")

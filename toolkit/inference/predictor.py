@@ -17,6 +17,8 @@ import onnxruntime as ort
 
 from toolkit.errors import ToolkitError
 from toolkit.images import DEFAULT_MAX_PIXELS, ImageSource, decode_image
+from toolkit.inference import facepipe
+from toolkit.inference.facemesh import face_record
 from toolkit.inference.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, HandPipeline, hand_record
 from toolkit.inference.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
 
@@ -120,8 +122,13 @@ class Predictor:
         # A hand-sign export chains palm -> landmarks -> this file (the head on the features hands["features"]
         # names); the answers gain "no_hand", and the v2 tensor's input is still the image.
         self.hands = HandPipeline(self.folder, self.manifest.hands, threads) if self.is_hands else None
+        # A face-landmark export chains detector -> face mesh (-> aligned crop -> expression CNN) -> this file (the
+        # head on the feature blocks); the answers gain "no_face". Both chains answer through self.hands.
+        if self.is_face:
+            self.hands = facepipe.open_face_pipeline(self.folder, self.manifest.face, threads)
         if self.hands is not None:
-            self.output_name = _check_head_session(self._session, self.manifest, self.path, where, self.hands.spec.dim)
+            dim = self.hands.spec.dim if self.is_hands else None  # a face head's width is checked by its blocks
+            self.output_name = _check_head_session(self._session, self.manifest, self.path, where, dim)
             self.input_name = self.manifest.input.name
         else:
             self.input_name, self.output_name = _check_session(self._session, self.manifest, self.dtype, self.path,
@@ -132,8 +139,14 @@ class Predictor:
         return self.manifest.pipeline == PIPELINE
 
     @property
+    def is_face(self) -> bool:
+        return self.manifest.pipeline == facepipe.PIPELINE
+
+    @property
     def answers(self) -> tuple[str, ...]:
-        """Every label an answer can carry: the model's, plus "no_hand" for a hand-sign export."""
+        """Every label an answer can carry: the model's, plus "no_hand" ("no_face") for a landmark export."""
+        if self.is_face:
+            return (*self.labels, facepipe.NO_FACE)
         return (*self.labels, NO_HAND) if self.is_hands else self.labels
 
     @property
@@ -150,7 +163,8 @@ class Predictor:
         A hand-sign export keeps the image's own size (the palm detector letterboxes it; small photos are
         upscaled by the pipeline).
         """
-        return decode_image(source, None if self.is_hands else self.size, max_pixels=self.max_pixels, name=name)
+        own_size = self.is_hands or self.is_face
+        return decode_image(source, None if own_size else self.size, max_pixels=self.max_pixels, name=name)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on an NHWC batch already at the input size; returns (N, K) probabilities.
@@ -168,7 +182,12 @@ class Predictor:
 
     def stream(self):
         """State for one camera stream (a hand-sign export follows the hand across frames), or None."""
-        return self.hands.stream() if self.hands is not None else None
+        return self.hands.stream() if self.hands is not None and hasattr(self.hands, "stream") else None
+
+    def run_image(self, image: np.ndarray) -> np.ndarray:
+        """One HxWx3 image of its own size through a landmark export's chain: one probability per label, then
+        P(no hand / no face)."""
+        return self._run_hand(np.asarray(image, np.uint8))[0]
 
     def _run_hand(self, image: np.ndarray, stream=None):
         """One image through palm -> landmarks -> head: (one probability per label, then P(no hand); the Hand)."""
@@ -228,9 +247,9 @@ class Predictor:
 
     def _interpret_hand(self, row: np.ndarray, latency_ms: float, hand) -> Prediction:
         probs = {lab: float(v) for lab, v in zip(self.answers, row, strict=True)}
-        details = {"hand": hand_record(hand)}
-        if row[-1] >= 1.0:  # no hand: an answer of its own, never the least unlikely sign
-            return Prediction(NO_HAND, 1.0, self.threshold, False if self.threshold is not None else None,
+        details = {"face": face_record(hand)} if self.is_face else {"hand": hand_record(hand)}
+        if row[-1] >= 1.0:  # no hand (face): an answer of its own, never the least unlikely sign
+            return Prediction(self.answers[-1], 1.0, self.threshold, False if self.threshold is not None else None,
                               latency_ms, probs, details)
         if self.manifest.output_kind == "sigmoid":
             p = float(row[1])
@@ -254,7 +273,7 @@ class Predictor:
 
     @property
     def output_width(self) -> int:
-        if self.is_hands:  # one column per label, then P(no hand)
+        if self.is_hands or self.is_face:  # one column per label, then P(no hand / no face)
             return len(self.answers)
         return 1 if self.manifest.output_kind == "sigmoid" else len(self.labels)
 
@@ -279,14 +298,15 @@ def predict_files(folder: str | Path, images: Sequence[str], file: str | None = 
     return rows
 
 
-def _check_head_session(session: ort.InferenceSession, manifest: Manifest, path: Path, where: Path, dim: int) -> str:
-    """A hand-sign head: one float input ``features`` [N, dim], one float output [N, 1 or labels]."""
+def _check_head_session(session: ort.InferenceSession, manifest: Manifest, path: Path, where: Path,
+                        dim: int | None) -> str:
+    """A landmark head: one float input ``features`` [N, dim], one float output [N, 1 or labels]."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != FEATURE_INPUT or inputs[0].type != "tensor(float)":
         raise ToolkitError(f"{path}: the hand-sign head must take one float tensor {FEATURE_INPUT!r}, got "
                            f"{[(i.name, i.type) for i in inputs]} ({where})")
     width_in = inputs[0].shape[-1] if inputs[0].shape else None
-    if isinstance(width_in, int) and width_in != dim:
+    if dim is not None and isinstance(width_in, int) and width_in != dim:
         raise ToolkitError(f"{path}: the head reads {width_in} features, hands.features in {where} says {dim}; "
                            "re-run 'toolkit export'")
     width = 1 if manifest.output_kind == "sigmoid" else len(manifest.labels)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
+from toolkit.inference.facepipe import NO_FACE
 from toolkit.inference.handpipe import NO_HAND
 from toolkit.inference.predictor import DEFAULT_THRESHOLD
 from toolkit.runtime.actuator import Actuator, RelayError
@@ -125,7 +126,9 @@ class DoorLoop:
         """P(the opening answer) for one frame, or None when it holds no hand (a vote against, as no face)."""
         stream = self._stream_for(predictor)
         p = predictor.predict(image) if stream is None else predictor.predict(image, stream=stream)
-        if p.label == NO_HAND:
+        # A face-landmark export finds the face itself (one detector pass): its box is what the page draws.
+        self._face_box = ((p.details or {}).get("face") or {}).get("box")
+        if p.label in (NO_HAND, NO_FACE):
             return None
         open_on = self.config.policy.open_on
         return p.probability if open_on is None else p.probabilities.get(open_on, 0.0)
@@ -194,6 +197,7 @@ class DoorLoop:
         predictor = self.holder.predictor  # one model for the whole frame, even if a reload lands now
         start = time.perf_counter()
         probability = None
+        self._face_box = None  # set by _probability for an export that finds the face itself
         try:
             crop = self.cropper(frame) if self.cropper else frame
             if crop is not None:
@@ -214,7 +218,10 @@ class DoorLoop:
             self._emit("no_face")
         elif probability is None:
             self._emit("no_hand")
-        self._log_event(probability, verdict, latency, frame=frame, box=crop_box(frame, crop))
+        box = crop_box(frame, crop)
+        if box is None and self._face_box is not None:
+            box = tuple(int(round(v)) for v in self._face_box)
+        self._log_event(probability, verdict, latency, frame=frame, box=box)
         return True
 
     def tick(self) -> Verdict:
