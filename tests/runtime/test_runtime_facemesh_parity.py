@@ -74,7 +74,9 @@ def test_features_ignore_position_roll_and_scale(mesh):
     base = features(mesh.track(prepare(PHOTOS, "")))
     for variant in ("rot20", "rot-35", "zoom"):
         other = features(mesh.track(prepare(PHOTOS, variant)))
-        assert np.abs(other - base).mean() < 0.02, variant  # units: outer-eye-corner distances
+        # units: outer-eye-corner distances. The mesh is not exactly equivariant, and the ROI follows the
+        # detector's keypoints: 0.023 at -35 deg with the letterbox MediaPipe uses (0.018 with the old one)
+        assert np.abs(other - base).mean() < 0.03, variant
     eyes = base.reshape(-1, 3)[[33, 263]]
     assert eyes[0, 1] == pytest.approx(eyes[1, 1], abs=1e-5)  # levelled
     assert np.hypot(*(eyes[1, :2] - eyes[0, :2])) == pytest.approx(1.0, abs=1e-5)  # scaled
