@@ -27,6 +27,7 @@ from toolkit import __version__
 from toolkit.errors import ToolkitError
 from toolkit.runtime.core.config import ServeConfig
 from toolkit.runtime.core.holder import ModelHolder
+from toolkit.runtime.guard import Guard, HostCheck, RefusalLog, default_hosts, parse_networks
 from toolkit.runtime.http_limits import BodyTimeout, BodyTooLarge, LimitAndMeasure, error_response
 from toolkit.runtime.metrics import Metrics
 from toolkit.runtime.routes import door as door_routes
@@ -45,6 +46,7 @@ def create_app(
     door: Any = None,
     token: str | None = None,
     limiter: UnlockLimiter | None = None,
+    notice: str | None = None,
 ) -> FastAPI:
     """Build the API around a model holder and, when running the camera loop too, its door.
 
@@ -58,6 +60,7 @@ def create_app(
         door: a :class:`~toolkit.runtime.door.DoorLoop` for manual unlock and readiness, or None.
         token: the bearer token for ``POST /door/open``; None refuses every manual unlock.
         limiter: failed-unlock limiter; None builds one from ``config``.
+        notice: the loud line when a configured token was refused (manual unlock off); shown on the page.
     """
     # /docs comes from add_docs (Swagger UI shipped in a package, not a CDN); ReDoc would fetch web fonts.
     niceness = config.inference_nice if door is not None else 0
@@ -77,6 +80,9 @@ def create_app(
     app.add_middleware(
         LimitAndMeasure, metrics=metrics, max_body=config.max_body_bytes, timeout=config.request_timeout_seconds
     )
+    refusals = RefusalLog("http")
+    hosts = HostCheck(config.allowed_hosts or default_hosts(config.host))
+    app.add_middleware(Guard, hosts=hosts, refusals=refusals)  # added last: the outermost, before any work
     # Inference runs in at most this many threads; other requests wait their turn in the event loop. The
     # default pool (40 threads) lets a burst of clients thrash the GIL and the cores: throughput falls,
     # each thread keeps its own malloc arena (memory grows), and the door loop waits for a core.
@@ -96,6 +102,9 @@ def create_app(
         metrics=metrics,
         status=DoorStatus(door, holder),
         in_worker=in_worker,
+        notice=notice,
+        proxies=parse_networks(config.trusted_proxy),
+        refusals=refusals,
     )
     app.state.context = ctx
     app.state.metrics = metrics
