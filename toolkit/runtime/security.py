@@ -35,7 +35,6 @@ MAX_HEADER_BYTES = 64 << 10
 # every weak token; ``toolkit door token`` prints one that passes.
 MIN_TOKEN_CHARS = 16
 MIN_TOKEN_DISTINCT = 10
-TOKEN_FIX = "put a fresh one there with 'toolkit door token > FILE' (then chmod 600 FILE)"
 
 
 def load_token(config: ServeConfig) -> str | None:
@@ -105,15 +104,17 @@ def unlock_refusal(config: ServeConfig, token: str | None, environ: dict | None 
     """
     if token is None:
         return None
-    where = str(config.token_file) if config.token_file is not None else f"${config.token_env}"
-    why = token_file_problem(Path(config.token_file), environ) if config.token_file is not None else None
-    why = why or token_problem(token)
+    if config.token_file is not None:
+        where = str(config.token_file)
+        why = token_file_problem(Path(config.token_file), environ) or token_problem(token)
+        fix = f"replace it with a fresh one: (umask 077; toolkit door token > {where})"
+    else:
+        where = f"${config.token_env}"
+        why = token_problem(token)
+        fix = f"set {where} to the output of 'toolkit door token'"
     if why is None:
         return None
-    fix = TOKEN_FIX.replace("FILE", str(config.token_file) if config.token_file else "FILE")
-    if config.token_file is None:
-        fix += f" and pass --token-file FILE instead of {where}"
-    return f"MANUAL UNLOCK DISABLED: the unlock token in {where} is refused: {why}; {fix}"
+    return f"MANUAL UNLOCK DISABLED: the unlock token in {where} is refused: {why}; {fix}, then restart the door"
 
 
 def tokens_match(given: str, token: str) -> bool:

@@ -35,9 +35,11 @@ from toolkit.runtime.routes import health, inference, review
 from toolkit.runtime.routes.context import AppContext
 from toolkit.runtime.security import UnlockLimiter, guarded_http_protocol
 from toolkit.runtime.status import DoorStatus
+from toolkit.runtime.uploads import DecodeBudget
 from toolkit.runtime.web import add_docs, add_page
 
 log = logging.getLogger("toolkit.runtime")
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 def create_app(
@@ -105,6 +107,7 @@ def create_app(
         notice=notice,
         proxies=parse_networks(config.trusted_proxy),
         refusals=refusals,
+        decodes=DecodeBudget(holder.config.max_pixels),
     )
     app.state.context = ctx
     app.state.metrics = metrics
@@ -153,7 +156,8 @@ def _add_error_handlers(app: FastAPI, config: ServeConfig) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not a bad request: logged with its traceback, answered as JSON like every other error.
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+        # Answered outside the middlewares (Starlette's ServerErrorMiddleware): nosniff is added here.
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log", NOSNIFF)
 
 
 _worker = threading.local()

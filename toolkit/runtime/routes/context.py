@@ -17,6 +17,7 @@ from toolkit.runtime.guard import RefusalLog, real_client
 from toolkit.runtime.metrics import Metrics
 from toolkit.runtime.security import UnlockLimiter, retry_seconds, tokens_match
 from toolkit.runtime.status import DoorStatus
+from toolkit.runtime.uploads import DecodeBudget
 
 ERRORS = {
     code: {"model": schemas.ErrorBody, "description": why}
@@ -58,6 +59,7 @@ class AppContext:
     notice: str | None = None
     proxies: tuple = ()  # trusted reverse proxies (networks): their X-Forwarded-For names the client
     refusals: RefusalLog = field(default_factory=lambda: RefusalLog("http"))
+    decodes: DecodeBudget = field(default_factory=lambda: DecodeBudget(25_000_000))  # uploads' pixels in flight
     # Answers serialised once per change, whatever the number of open pages (see routes.door.cached).
     answers: dict[str, tuple[tuple, bytes]] = field(default_factory=dict)
 
