@@ -28,7 +28,7 @@ from pathlib import Path
 
 from benchmarks import cli
 from benchmarks.door_attack_rig import CHECKOUT, Broker, Door, MqttClient, camera_folder, free_port, summary, supports
-from benchmarks.door_load import door_window, machine_load
+from benchmarks.door_load import machine_load
 from toolkit.runtime.bench import percentiles, sample_jpeg
 from toolkit.runtime.security import new_token
 
@@ -135,6 +135,16 @@ def token_part(code: Path, model: Path, seconds: float, out) -> None:
         owner_mqtt.close()
     summaries = [line for line in door.final_log.splitlines() if "refused" in line]
     out(f"log: {len(summaries)} refusal lines in the door's log over the whole run (WARNING, --quiet on)")
+
+
+def door_window(events: Path, start: float, end: float) -> dict:
+    """The door's judged frames between two wall-clock times (with or without a face: both are decisions)."""
+    import json
+
+    ms = [e["latency_ms"] for e in map(json.loads, events.read_text().splitlines())
+          if start <= e["time"] <= end and e["latency_ms"] > 0]  # fmt: skip
+    p50, p99 = percentiles(ms)
+    return {"frames": len(ms), "fps": len(ms) / max(end - start, 1e-9), "p50_ms": p50, "p99_ms": p99}
 
 
 def _png(width: int, height: int) -> bytes:
