@@ -89,7 +89,7 @@ class HostCheck:
         self.any = "*" in self.allowed
 
     def __call__(self, host: str) -> bool:
-        if self.any:
+        if self.any or not host:  # no Host at all (HTTP/1.0): no browser sends that, so no rebinding page either
             return True
         name = host.strip().lower()
         if name.startswith("["):  # [::1]:8000
