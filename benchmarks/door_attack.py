@@ -115,8 +115,10 @@ def token_part(code: Path, model: Path, seconds: float, out) -> None:
         args += ["--trusted-proxy", "127.0.0.1"]
     with Broker() as broker, Door(code, [*args, "--mqtt", f"127.0.0.1:{broker.port}"], port=free_port()) as door:
         owner_mqtt = MqttClient(broker.port)
-        out(f"door: {'--trusted-proxy 127.0.0.1' if proxy else 'no --trusted-proxy setting (old checkout)'}; "
-            f"--unlock-max-failures 5 per --unlock-window 10 s; owner measured for {seconds:g} s per case")
+        out(
+            f"door: {'--trusted-proxy 127.0.0.1' if proxy else 'no --trusted-proxy setting (old checkout)'}; "
+            f"--unlock-max-failures 5 per --unlock-window 10 s; owner measured for {seconds:g} s per case"
+        )
         for label, kind in [("(a) 10 addresses x 5 wrong tokens/s", "addresses"),
                             ("(b) guest behind the proxy, 1 wrong token/s", "proxy"),
                             ("(c) 5 wrong MQTT commands/s", "mqtt")]:  # fmt: skip
@@ -163,8 +165,10 @@ def flood_part(code: Path, model: Path, seconds: float, out) -> None:
     args = ["--model", str(model), "--camera", str(camera_folder(tmp / "cam")), "--loop", "--fps", "10", "--relay",
             "log", "--stale", "5", "--event-log", str(events), "--quiet"]  # fmt: skip
     bodies = [_png(w, h) for w, h in FLOOD_SHAPES]
-    out("flood bodies: " + ", ".join(f"{w}x{h} PNG {len(b) // 1024} KB" for (w, h), b in zip(FLOOD_SHAPES, bodies,
-                                                                                            strict=True)))
+    out(
+        "flood bodies: "
+        + ", ".join(f"{w}x{h} PNG {len(b) // 1024} KB" for (w, h), b in zip(FLOOD_SHAPES, bodies, strict=True))
+    )
     with Door(code, args, port=free_port()) as door:
         with httpx.Client(base_url=door.url, timeout=30) as c:
             for _ in range(5):
@@ -208,11 +212,15 @@ def flood_part(code: Path, model: Path, seconds: float, out) -> None:
     p50, p99 = percentiles(latencies)
     out(f"server RSS: idle {idle:.0f} MB, peak during the flood {max(peak):.0f} MB (+{max(peak) - idle:.0f} MB; "
         f"target +250), VmHWM over the whole life {hwm:.0f} MB")  # fmt: skip
-    out(f"uploads: {sum(statuses.values())} in {seconds:g} s by 3 clients, statuses {dict(statuses)}, "
-        f"latency p50 {p50:.0f} ms p99 {p99:.0f} ms")
+    out(
+        f"uploads: {sum(statuses.values())} in {seconds:g} s by 3 clients, statuses {dict(statuses)}, "
+        f"latency p50 {p50:.0f} ms p99 {p99:.0f} ms"
+    )
     for label, d in (("alone", alone), ("during the flood", during)):
-        out(f"door {label}: {d['frames']} decisions ({d['fps']:.1f}/s), decision p50 {d['p50_ms']:.1f} ms "
-            f"p99 {d['p99_ms']:.1f} ms")
+        out(
+            f"door {label}: {d['frames']} decisions ({d['fps']:.1f}/s), decision p50 {d['p50_ms']:.1f} ms "
+            f"p99 {d['p99_ms']:.1f} ms"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,5 +179,6 @@ class MqttClient:
 def summary(label: str, ok: int, total: int, ms: list[float]) -> str:
     p50, p99 = percentiles(ms)
     rate = 100.0 * ok / total if total else float("nan")
-    return (f"{label}: {ok}/{total} correct-token unlocks opened ({rate:.1f} %), latency p50 {p50:.1f} ms "
-            f"p99 {p99:.1f} ms")
+    return (
+        f"{label}: {ok}/{total} correct-token unlocks opened ({rate:.1f} %), latency p50 {p50:.1f} ms p99 {p99:.1f} ms"
+    )

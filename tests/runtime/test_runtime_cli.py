@@ -133,7 +133,8 @@ def test_run_and_serve_in_one_process(export_dir, tmp_path):
                 pass
             time.sleep(0.1)
         assert ready is not None and ready.status_code == 200, proc.stderr.read() if proc.poll() else ready
-        assert http_post(f"{url}/door/open", headers={"Authorization": "Bearer tok-of-the-front-door"}).status_code == 200
+        auth = {"Authorization": "Bearer tok-of-the-front-door"}
+        assert http_post(f"{url}/door/open", headers=auth).status_code == 200
         assert http_post(f"{url}/predict", (cam / "000.png").read_bytes()).json()["decision"] is True
         metrics = http_get(f"{url}/metrics").text
         assert 'toolkit_door_events_total{event="open"}' in metrics

@@ -95,8 +95,14 @@ def test_a_refused_token_disables_manual_unlock_loudly_and_the_door_still_serves
 def test_host_names_nosniff_and_the_docs_csp(export_dir):
     app = create_app(ModelHolder(ModelConfig(export_dir)), ServeConfig(allowed_hosts=("door.example.org",)))
     with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=5) as c:
-        for host, ok in [("door.example.org", True), ("DOOR.example.org.:443", True), ("127.0.0.1:8000", True),
-                         ("[::1]:8000", True), ("evil.example.com", False), ("door.example.org.evil.com", False)]:
+        for host, ok in [
+            ("door.example.org", True),
+            ("DOOR.example.org.:443", True),
+            ("127.0.0.1:8000", True),
+            ("[::1]:8000", True),
+            ("evil.example.com", False),
+            ("door.example.org.evil.com", False),
+        ]:
             r = c.get("/door/state", headers={"Host": host})
             assert (r.status_code == 200) is ok, (host, r.status_code)
             assert r.headers["x-content-type-options"] == "nosniff"

@@ -11,9 +11,8 @@ import logging
 import re
 import socket
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 log = logging.getLogger("toolkit.runtime")
 
@@ -160,8 +159,8 @@ class RefusalLog:
         every: seconds between summaries.
     """
 
-    def __init__(self, what: str, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.what, self.every, self.clock = what, every, clock
+    def __init__(self, what: str, every: float = 60.0) -> None:
+        self.what, self.every = what, every
         self._counts: Counter[str] = Counter()
         self._clients: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -183,6 +182,8 @@ class RefusalLog:
     def flush(self) -> None:
         """Log what was counted since the last line (the timer calls this; so may a test or a shutdown)."""
         with self._lock:
+            if self._timer is not None and self._timer is not threading.current_thread():
+                self._timer.cancel()  # flushed early (a shutdown, a test): the pending summary has nothing left
             self._timer = None
             if not self._counts:
                 return
@@ -196,9 +197,7 @@ class RefusalLog:
             self._arm()
 
     def close(self) -> None:
-        timer = self._timer
-        if timer is not None:
-            timer.cancel()
+        """Log what is counted and stop the timer."""
         self.flush()
         with self._lock:
             if self._timer is not None:
