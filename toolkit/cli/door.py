@@ -86,7 +86,7 @@ def _state_snapshots() -> Path | None:
 
 @door_app.command("token")
 def token() -> None:
-    """Print a fresh unlock token (256 random bits): toolkit door token > /etc/toolkit-door/token; chmod 600 it."""
+    """Print a fresh unlock token (256 random bits): (umask 077; toolkit door token > /etc/toolkit-door/token)."""
     from toolkit.runtime.security import new_token
 
     typer.echo(new_token())
