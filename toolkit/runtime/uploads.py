@@ -90,19 +90,22 @@ def decode_upload(data: bytes, predictor, budget: DecodeBudget, name: str = "upl
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             header = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
-            width, height = header.size
-            target = working_size(predictor, width, height)
-            if header.format == "JPEG":
-                header.draft("RGB", target)  # no decoding: the size a decode at that scale will have
-            pixels = header.size[0] * header.size[1]
     except Exception:  # not an image: open_image below says so in its usual words
-        width = height = pixels = 0
-        target = None
-    if width and height:
+        header = None
+    target, pixels = None, 1
+    if header is not None:
+        width, height = header.size
         problem = frame_shape_problem(width, height)
         if problem is not None:
             raise ImageError(f"{name}: {problem}; send a camera frame or a photo")
-    held = budget.acquire(max(pixels, 1))
+        target = working_size(predictor, width, height)
+        if header.format == "JPEG":
+            try:
+                header.draft("RGB", target)  # no decoding: the size a decode at that scale will have
+            except Exception:  # an odd JPEG mode: decoded at full size (the budget still counts it)
+                pass
+        pixels = max(1, header.size[0] * header.size[1])
+    held = budget.acquire(pixels)
     try:
         img = open_image(data, max_pixels=predictor.max_pixels, name=name, draft=target)
         if predictor.manifest.pipeline or predictor.manifest.detector:
