@@ -104,7 +104,7 @@ def _attackers(kind: str, url: str, broker_port: int, stop: threading.Event) -> 
     return [_repeat(stop, 0.2, lambda: mqtt.command("wrong-guess-0123456789"))]
 
 
-def token_part(code: Path, model: Path, seconds: float, out) -> None:
+def token_part(code: Path, model: Path, seconds: float, out, extra: tuple[str, ...] = ()) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="door-attack-"))
     token = new_token()
     (tmp / "token").write_text(token)
@@ -112,6 +112,7 @@ def token_part(code: Path, model: Path, seconds: float, out) -> None:
     args = ["--model", str(model), "--camera", str(camera_folder(tmp / "cam")), "--loop", "--fps", "10",
             "--relay", "log", "--open-seconds", "0.2", "--cooldown", "0", "--stale", "5", "--token-file",
             str(tmp / "token"), "--unlock-window", "10", "--mqtt-discovery-prefix", "", "--quiet"]  # fmt: skip
+    args += list(extra)
     proxy = supports(code, "--trusted-proxy")
     if proxy:
         args += ["--trusted-proxy", "127.0.0.1"]
@@ -236,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=CHECKOUT / "exported" / "happy", help="export folder")
     parser.add_argument("--seconds", type=cli.positive(float), default=20.0, help="length of each measurement")
     parser.add_argument("--code", type=Path, default=CHECKOUT, help="checkout whose door is attacked")
+    parser.add_argument(
+        "--door-args",
+        default="",
+        help="more options for the token part's door, e.g. '--inference-nice 0' (space-separated)",
+    )
     ns = parser.parse_args(argv)
     parts = {"token": token_part, "flood": flood_part, "retained": retained_part, "diskfull": diskfull_part}
 
@@ -245,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     out(f"door code: {ns.code.resolve()}; model {ns.model}; machine: {machine_load()}")
     for name in ns.parts.split(","):
         out(f"--- {name}")
-        parts[name](ns.code.resolve(), ns.model.resolve(), ns.seconds, out)
+        extra = (tuple(ns.door_args.split()),) if name == "token" else ()
+        parts[name](ns.code.resolve(), ns.model.resolve(), ns.seconds, out, *extra)
     out(f"machine: {machine_load()}")
     return 0
 
