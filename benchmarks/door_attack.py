@@ -127,7 +127,7 @@ def token_part(code: Path, model: Path, seconds: float, out, extra: tuple[str, .
                             ("(c) 5 wrong MQTT commands/s", "mqtt")]:  # fmt: skip
             stop = threading.Event()
             threads = _attackers(kind, door.url, broker.port, stop)
-            time.sleep(3)  # the attack has used up its budgets before the owner arrives
+            time.sleep(7)  # the attack has used up its budgets (5 wrong tokens) before the owner arrives
             if kind == "proxy":  # the owner comes through the proxy too, now and then (5 guesses fit in between)
                 result = _owner_http(door.url, token, 3 * seconds, "192.168.1.10", every=2.0)
             else:
