@@ -35,13 +35,16 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
+def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None,
+               draft: tuple[int, int] | None = None) -> Image.Image:  # fmt: skip
     """Open and fully decode an image as RGB with its EXIF orientation applied.
 
     Args:
         source: encoded bytes, a file path, an HxW / HxWxC uint8 array, or a PIL image.
         max_pixels: refuse images with more pixels than this (decompression bombs).
         name: how to call the source in error messages (defaults to the path or "image").
+        draft: (width, height) the caller needs at least: a JPEG is decoded at the smallest of its 1/2, 1/4,
+            1/8 scales still that large (Pillow's ``draft``), which cuts memory and time by up to 64x.
 
     Raises:
         ImageError: the data is not a readable image or breaks the pixel limit.
@@ -75,6 +78,8 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
                         f"{label}: {img.width}x{img.height} pixels exceeds the limit of {max_pixels:,}; "
                         "downscale the image first"
                     )
+                if draft is not None and img.format == "JPEG":
+                    img.draft("RGB", draft)
                 img.load()
         except ImageError:
             raise
@@ -87,7 +92,10 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, nam
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = ImageOps.exif_transpose(img)
+            if isinstance(source, Image.Image):
+                img = ImageOps.exif_transpose(img)  # the caller's image stays as it was
+            else:  # ours: turned in place, so an upright photo is not copied (25 MP = 75 MB more at peak)
+                ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # a broken EXIF block must not lose an otherwise good photo
         pass
     try:

@@ -81,7 +81,7 @@ def test_inference_runs_in_a_bounded_number_of_threads(export, monkeypatch):
 
     async def burst() -> list[int]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://door") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             async with anyio.create_task_group() as tg:
                 codes: list[int] = []
 
@@ -125,7 +125,7 @@ def test_beside_a_door_inference_threads_run_nicer(export):
     base = os.getpriority(os.PRIO_PROCESS, 0)
 
     async def one(app) -> int:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://door") as c:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
             return (await c.post("/predict", content=jpeg(220))).status_code
 
     assert anyio.run(one, create_app(holder, ServeConfig(inference_threads=1))) == 200

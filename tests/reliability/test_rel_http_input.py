@@ -38,7 +38,7 @@ def request(method: str, path: str, body: bytes | None = b"", headers=()) -> byt
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
     if body is not None and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
         lines += f"Content-Length: {len(body)}\r\n"
-    return f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{lines}\r\n".encode() + (body or b"")
+    return f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{lines}\r\n".encode() + (body or b"")
 
 
 def tensor(**changes) -> dict:

@@ -70,7 +70,7 @@ def _slow_headers(port: int) -> Trickler:
 
 
 def _slow_body(port: int, path: str = "/predict", headers: bytes = b"", start: bytes = b"\xff\xd8") -> Trickler:
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n".encode() + headers + b"\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n".encode() + headers + b"\r\n"
     return Trickler(port, head + start, b"x" * 200)
 
 
@@ -78,7 +78,7 @@ def test_slow_headers_slow_body_and_idle_connections_are_cut_off(server):
     port = server.port
     boundary = b"Content-Type: multipart/form-data; boundary=b\r\n"
     part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n\xff\xd8'
-    chunked = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"
+    chunked = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"
     no_headers = [_slow_headers(port) for _ in range(8)] + [Trickler(port, b"") for _ in range(4)]  # 4 say nothing
     slow_bodies = [_slow_body(port) for _ in range(4)]
     slow_bodies += [_slow_body(port, "/v2/models/tiny/infer", b"Content-Type: application/json\r\n") for _ in range(2)]
@@ -116,7 +116,7 @@ def test_slow_headers_slow_body_and_idle_connections_are_cut_off(server):
 
 def test_a_slow_second_request_on_a_keep_alive_connection_is_cut_off(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         first = s.recv(65536)
         assert first.startswith(b"HTTP/1.1 200")
         start = time.monotonic()
@@ -133,7 +133,7 @@ def test_a_fast_large_upload_is_not_mistaken_for_a_slow_client(server):
 
 def test_headers_beyond_the_limit_get_431(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         try:
             for _ in range(40):  # 40 x 8 KiB of header lines in separate writes
                 s.sendall(b"X-Pad: " + b"a" * 8192 + b"\r\n")

@@ -115,7 +115,7 @@ def test_run_and_serve_in_one_process(export_dir, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(export_dir, model)
     port = free_port()
-    env = {**os.environ, "TOOLKIT_DOOR_TOKEN": "tok"}
+    env = {**os.environ, "TOOLKIT_DOOR_TOKEN": "tok-of-the-front-door"}
     cmd = [sys.executable, "-m", "toolkit", "door", "run", "--model", str(model), "--camera", str(cam)]
     cmd += ["--loop", "--fps", "20", "--serve", "--port", str(port), "--quiet", "--open-seconds", "0.5"]
     cmd += ["--watch", "0.2"]
@@ -133,7 +133,8 @@ def test_run_and_serve_in_one_process(export_dir, tmp_path):
                 pass
             time.sleep(0.1)
         assert ready is not None and ready.status_code == 200, proc.stderr.read() if proc.poll() else ready
-        assert http_post(f"{url}/door/open", headers={"Authorization": "Bearer tok"}).status_code == 200
+        auth = {"Authorization": "Bearer tok-of-the-front-door"}
+        assert http_post(f"{url}/door/open", headers=auth).status_code == 200
         assert http_post(f"{url}/predict", (cam / "000.png").read_bytes()).json()["decision"] is True
         metrics = http_get(f"{url}/metrics").text
         assert 'toolkit_door_events_total{event="open"}' in metrics

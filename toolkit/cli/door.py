@@ -84,6 +84,14 @@ def _state_snapshots() -> Path | None:
     return Path(state) / "snapshots" if state else None
 
 
+@door_app.command("token")
+def token() -> None:
+    """Print a fresh unlock token (256 random bits): (umask 077; toolkit door token > /etc/toolkit-door/token)."""
+    from toolkit.runtime.security import new_token
+
+    typer.echo(new_token())
+
+
 @config_command(door_app, CollectConfig, name="collect")
 def collect(config: CollectConfig) -> None:
     """Capture labelled photos from the door camera into an image folder for training."""

@@ -52,23 +52,44 @@ class FolderSource(FrameSource):
     def __init__(self, folder: str | Path, loop: bool = False) -> None:
         self.folder = Path(folder)
         self.loop = loop
-        self.files = sorted(p for p in self.folder.iterdir() if p.is_file() and is_image_file(p))
+        self.files = self._scan()
         if not self.files:
             raise ToolkitError(f"{self.folder}: no images (.jpg, .png, ...) to use as camera frames")
         self._next = 0
+        self._skipped: set[Path] = set()
+
+    def _scan(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.folder.iterdir() if p.is_file() and is_image_file(p))
+        except OSError:
+            return []
+
+    def open(self) -> None:
+        """Look at the folder again (the door calls this after a pause that doubles while it stays empty)."""
+        self.files, self._next = self._scan(), 0
+        if not self.files:
+            raise CameraError(f"{self.folder}: no images left in the folder")
 
     def read(self) -> np.ndarray | None:
+        tried = 0
         while True:
             if self._next >= len(self.files):
                 if not self.loop:
                     return None
                 self._next = 0
+            if tried >= len(self.files):
+                # A whole pass without one readable image (the folder was emptied): a lost camera, so the door
+                # locks and retries with its backoff instead of spinning on warnings.
+                raise CameraError(f"{self.folder}: none of its {len(self.files)} images can be read any more")
             path = self.files[self._next]
             self._next += 1
+            tried += 1
             try:
                 return decode_image(path)
             except ImageError as exc:  # one bad photo in a dry-run folder should not stop the run
-                log.warning("skipping frame: %s", exc)
+                if path not in self._skipped:  # said once per file, not once per pass
+                    self._skipped.add(path)
+                    log.warning("skipping frame: %s", exc)
 
 
 class OpenCVSource(FrameSource):

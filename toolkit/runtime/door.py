@@ -346,7 +346,11 @@ class DoorLoop:
             "latency_ms": round(latency_ms, 3),
         }
         if self._events is not None:
-            self._events.write(json.dumps(event) + "\n")
+            line = json.dumps(event) + "\n"
+            if not self._events.write(line) and (verdict.opened or manual) and self.snapshots is not None:
+                # An opening's record outranks routine samples: on a full disk it evicts some and tries again.
+                if self.snapshots.make_room(64 << 10):
+                    self._events.write(line)
         for watcher in self.watchers:
             try:
                 watcher(event, frame, box)

@@ -15,8 +15,11 @@ Topics under ``--mqtt-prefix`` (``P``, default ``toolkit/door``); docs/door-ops.
 
 The decision loop never waits for the network: it only puts messages on a bounded queue that a thread
 of this module hands to paho (whose own thread connects and reconnects); when the queue is full, messages
-are dropped and counted. An unlock command is checked like ``POST /door/open``: constant-time compare and
-the same failed-attempt limiter (MQTT counts as one client), and the token is never logged or echoed.
+are dropped and counted. An unlock command is checked like ``POST /door/open``: constant-time compare, the
+right token always opens, and wrong ones share one budget of the failed-attempt limiter (MQTT carries no
+publisher identity: all MQTT commands are one client); the token is never logged or echoed. A *retained*
+unlock command (``mosquitto_pub -r``) is ignored: the broker would hand it to the door on every restart, which
+would open with nobody asking. Who may read the command topic, and so the token, is the broker's ACLs' business.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from toolkit import __version__
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import RelayError
 from toolkit.runtime.core.config import MqttConfig
+from toolkit.runtime.guard import RefusalLog
 from toolkit.runtime.security import UnlockLimiter, retry_seconds, tokens_match
 
 log = logging.getLogger("toolkit.runtime")
@@ -82,18 +86,22 @@ class MqttBridge:
         limiter: failed-unlock limiter, shared with ``POST /door/open`` when the API runs too.
         password: the broker password (see :func:`read_password`).
         queue_size: messages that may wait for the network; beyond it new ones are dropped.
+        notice: why manual unlock is disabled although a token is configured (said in each refusal), or None.
 
     Raises:
         ToolkitError: paho-mqtt is not installed, or a TLS file is unreadable.
     """
 
     def __init__(self, config: MqttConfig, token: str | None, limiter: UnlockLimiter,
-                 password: str | None = None, queue_size: int = QUEUE_SIZE) -> None:  # fmt: skip
+                 password: str | None = None, queue_size: int = QUEUE_SIZE,
+                 notice: str | None = None) -> None:  # fmt: skip
         from toolkit.runtime.extras import door_extra
 
         with door_extra("--mqtt"):
             import paho.mqtt.client as paho
-        self.config, self.token, self.limiter = config, token, limiter
+        self.config, self.token, self.limiter, self.notice = config, token, limiter, notice
+        self.refusals = RefusalLog("mqtt unlock")
+        self._retained_warned = False
         self.door = None
         p = config.mqtt_prefix
         self.topics = {name: f"{p}/{name}" for name in ("availability", "state", "seen", "decision", "fault", "unlock")}
@@ -155,6 +163,7 @@ class MqttBridge:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+        self.refusals.close()
 
     # --- door → broker (called from the door's threads: only queue work here) -----------------------
     def _door_event(self, event: str) -> None:
@@ -234,10 +243,25 @@ class MqttBridge:
     def _command(self, client, userdata, message) -> None:
         """An unlock command. The payload is never logged: it carries the token."""
         try:
+            if message.retain:
+                return self._retained()
             self._unlock(message.payload)
         except Exception as exc:  # an exception would end paho's thread, and with it MQTT, for good
             log.error("mqtt: unlock command failed: %s: %s", type(exc).__name__, exc)
             self._answer("refused", "internal error; the door stays locked")
+
+    def _retained(self) -> None:
+        """A retained command: the broker kept it and replays it to every new subscriber, this door after each
+        restart. Never acted on; said once, with the command that removes it from the broker."""
+        self.refusals.note("retained command ignored")
+        if not self._retained_warned:
+            self._retained_warned = True
+            host, port = self.config.address
+            log.warning("mqtt: ignoring a RETAINED unlock command on %s: the broker would replay it on every "
+                        "restart; clear it with: mosquitto_pub -h %s -p %d -r -n -t '%s' (and send unlock "
+                        "commands without -r / retain)", self.topics["command"], host, port,
+                        self.topics["command"])  # fmt: skip
+        self._answer("refused", "retained commands are ignored; publish unlock commands without retain", log_it=False)
 
     def _unlock(self, payload: bytes) -> None:
         action, given = _parse_command(payload)
@@ -247,13 +271,15 @@ class MqttBridge:
         if action is None:
             return self._answer("refused", 'not a command; send {"token": "...", "action": "UNLOCK"}')
         if self.token is None:
-            return self._answer("refused", "manual unlock is disabled: no token configured on the door")
-        wait = self.limiter.retry_after(CLIENT)
-        if wait is not None:  # refused unchecked, as on HTTP: not even the right token gets through now
-            return self._answer("refused", f"too many wrong tokens; retry in {retry_seconds(wait)} s")
-        if not tokens_match(given or "", self.token):
+            return self._answer("refused", self.notice or "manual unlock is disabled: no token configured on the door")
+        if not given:  # nothing to check: refused, and counts against nobody (as on HTTP)
+            return self._answer("refused", "missing token")
+        if not tokens_match(given, self.token):  # the right token is checked first and always opens
+            wait = self.limiter.retry_after(CLIENT)
+            if wait is not None:
+                return self._answer("refused", f"too many wrong tokens; retry in {retry_seconds(wait)} s")
             self.limiter.failed(CLIENT)
-            return self._answer("refused", "missing or wrong token")
+            return self._answer("refused", "wrong token")
         self.limiter.succeeded(CLIENT)
         try:
             self.door.manual_open()
@@ -261,9 +287,9 @@ class MqttBridge:
             return self._answer("refused", f"{exc}; the door is locked")
         self._answer("opened", "manual unlock")
 
-    def _answer(self, result: str, reason: str) -> None:
-        if result != "opened":
-            log.warning("mqtt: unlock refused: %s", reason)
+    def _answer(self, result: str, reason: str, log_it: bool = True) -> None:
+        if result != "opened" and log_it:
+            self.refusals.note(re.sub(r"[0-9]+ s$", "# s", reason))  # summarised: 2,000 guesses are not 2,000 lines
         payload = {"time": round(time.time(), 3), "result": result, "reason": reason}
         self._put(self.topics["unlock"], json.dumps(payload), retain=False)
 

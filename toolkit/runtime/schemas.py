@@ -97,6 +97,7 @@ class DoorState(BaseModel):
     votes: int | None = Field(description="k of the k-of-n rule")
     window: int | None = Field(description="n of the k-of-n rule")
     snapshots: bool = Field(description="snapshots are kept for review")
+    notice: str | None = Field(None, description="why manual unlock is disabled though a token is configured")
 
 
 class Decision(BaseModel):

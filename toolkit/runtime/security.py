@@ -13,6 +13,8 @@ import ipaddress
 import logging
 import math
 import os
+import secrets
+import stat
 import threading
 import time
 from collections import deque
@@ -26,6 +28,13 @@ log = logging.getLogger("toolkit.runtime")
 
 # Request line and headers together; uvicorn's httptools parser has no limit of its own (h11's is 16 KiB).
 MAX_HEADER_BYTES = 64 << 10
+
+
+# Token rules. A random token of 16 characters from 10 or more symbols has at least 10**16 values: at the ~100
+# guesses a second a Pi answers, longer than anyone lives. The rules catch typed-in words ("1", "door1234"), not
+# every weak token; ``toolkit door token`` prints one that passes.
+MIN_TOKEN_CHARS = 16
+MIN_TOKEN_DISTINCT = 10
 
 
 def load_token(config: ServeConfig) -> str | None:
@@ -44,6 +53,70 @@ def load_token(config: ServeConfig) -> str | None:
     return token or None
 
 
+def new_token() -> str:
+    """A fresh token from :mod:`secrets` (256 bits, URL-safe) that passes :func:`token_problem`."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if token_problem(token) is None:  # 43 random characters fail the distinct-symbol rule ~never
+            return token
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` is too easy to guess (length, distinct characters), or None. Never quotes the token."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"it has {len(token)} characters, fewer than {MIN_TOKEN_CHARS}"
+    if len(set(token)) < MIN_TOKEN_DISTINCT:
+        return f"it uses {len(set(token))} distinct characters, fewer than {MIN_TOKEN_DISTINCT}"
+    return None
+
+
+def token_file_problem(path: Path, environ: dict | None = None) -> str | None:
+    """Why other users of the machine could read (or replace) the token file, or None.
+
+    systemd's ``LoadCredential=`` copy is accepted as it appears: written 0400 by root into
+    ``$CREDENTIALS_DIRECTORY`` with a POSIX ACL entry granting the service's user read access, and ``stat``
+    shows an ACL's mask in the group bits, so that file reads as mode 0440 though no group can read it (on a
+    file system without ACLs systemd chowns it to the user instead: mode 0400). There, a group *read* bit is
+    fine; any "other" bit or a write bit is not. Elsewhere any group or other bit refuses the file.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError as exc:
+        return f"cannot stat it ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file (a link or a device)"
+    mode = stat.S_IMODE(st.st_mode)
+    creds = environ.get("CREDENTIALS_DIRECTORY", "")
+    if creds and Path(path).parent.resolve() == Path(creds).resolve():
+        if mode & 0o027 or st.st_uid not in (0, os.getuid()):
+            return f"mode {mode:04o}, owner uid {st.st_uid} in $CREDENTIALS_DIRECTORY is not how systemd writes it"
+        return None
+    if mode & 0o077:
+        return f"mode {mode:04o} lets other users read or change it; run chmod 600 {path}"
+    return None
+
+
+def unlock_refusal(config: ServeConfig, token: str | None, environ: dict | None = None) -> str | None:
+    """The loud line when the configured token may not unlock (weak, or a file others can read), or None.
+
+    The door keeps deciding and serving with manual unlock disabled: an upgrade must never stop a door.
+    """
+    if token is None:
+        return None
+    if config.token_file is not None:
+        where = str(config.token_file)
+        why = token_file_problem(Path(config.token_file), environ) or token_problem(token)
+        fix = f"replace it with a fresh one: (umask 077; toolkit door token > {where})"
+    else:
+        where = f"${config.token_env}"
+        why = token_problem(token)
+        fix = f"set {where} to the output of 'toolkit door token'"
+    if why is None:
+        return None
+    return f"MANUAL UNLOCK DISABLED: the unlock token in {where} is refused: {why}; {fix}, then restart the door"
+
+
 def tokens_match(given: str, token: str) -> bool:
     """Constant-time token check that leaks neither the content nor the length of the token.
 
@@ -56,11 +129,13 @@ def tokens_match(given: str, token: str) -> bool:
 
 
 class UnlockLimiter:
-    """Failed manual-unlock attempts per client in a sliding window; over the limit, the client waits.
+    """Failed manual-unlock attempts per client in a sliding window; over the limit, the client's wrong tokens wait.
 
-    While a client is over the limit every attempt is refused unchecked, even one with the right
-    token: a lockout that a correct guess could end would still answer the guess. All clients together
-    get ten times the per-client budget, so guessing from many addresses is slowed as well.
+    Only *wrong* tokens are limited, and only for the client that sent them: the right token is checked
+    before the limit and always opens. With a token of :data:`MIN_TOKEN_CHARS` random characters guessing
+    is hopeless, so checking every token costs nothing, while refusing the right one because of someone
+    else's failures would let any guest lock the owner out (a shared budget did: ten addresses, five wrong
+    tokens each). All MQTT publishers are one client (MQTT carries no identity).
 
     Args:
         max_failures: wrong tokens a client may send per window.
@@ -78,30 +153,25 @@ class UnlockLimiter:
     ) -> None:
         self.max_failures, self.window, self.clock, self.max_clients = max_failures, window, clock, max_clients
         self._clients: dict[str, deque[float]] = {}
-        self._all: deque[float] = deque()
         self._lock = threading.Lock()
 
     def retry_after(self, client: str) -> float | None:
-        """Seconds the client must wait before its next attempt, or None when it may try now."""
+        """Seconds the client must wait before its next wrong token counts, or None when it may try now."""
         with self._lock:
             now = self.clock()
             self._prune(now)
-            waits = []
             mine = self._clients.get(client)
-            if mine is not None and len(mine) >= self.max_failures:
-                waits.append(mine[-self.max_failures] + self.window - now)
-            if len(self._all) >= 10 * self.max_failures:
-                waits.append(self._all[-10 * self.max_failures] + self.window - now)
-            wait = max(waits, default=0.0)
+            if mine is None or len(mine) < self.max_failures:
+                return None
+            wait = mine[-self.max_failures] + self.window - now
             return wait if wait > 0 else None
 
     def failed(self, client: str) -> None:
         with self._lock:
             now = self.clock()
-            self._clients.setdefault(client, deque(maxlen=self.max_failures)).append(now)
-            self._all.append(now)
-            while len(self._all) > 10 * self.max_failures:
-                self._all.popleft()
+            times = self._clients.pop(client, None) or deque(maxlen=self.max_failures)
+            times.append(now)
+            self._clients[client] = times  # re-inserted: the dict's order is least recently failed first
             while len(self._clients) > self.max_clients:
                 self._clients.pop(next(iter(self._clients)))
 
@@ -112,8 +182,6 @@ class UnlockLimiter:
     def _prune(self, now: float) -> None:
         for client in [c for c, times in self._clients.items() if times[-1] + self.window <= now]:
             del self._clients[client]
-        while self._all and self._all[0] + self.window <= now:
-            self._all.popleft()
 
 
 def retry_seconds(wait: float) -> int:

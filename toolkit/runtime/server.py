@@ -27,6 +27,7 @@ from toolkit import __version__
 from toolkit.errors import ToolkitError
 from toolkit.runtime.core.config import ServeConfig
 from toolkit.runtime.core.holder import ModelHolder
+from toolkit.runtime.guard import Guard, HostCheck, RefusalLog, default_hosts, parse_networks
 from toolkit.runtime.http_limits import BodyTimeout, BodyTooLarge, LimitAndMeasure, error_response
 from toolkit.runtime.metrics import Metrics
 from toolkit.runtime.routes import door as door_routes
@@ -34,9 +35,11 @@ from toolkit.runtime.routes import health, inference, review
 from toolkit.runtime.routes.context import AppContext
 from toolkit.runtime.security import UnlockLimiter, guarded_http_protocol
 from toolkit.runtime.status import DoorStatus
+from toolkit.runtime.uploads import DecodeBudget
 from toolkit.runtime.web import add_docs, add_page
 
 log = logging.getLogger("toolkit.runtime")
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 def create_app(
@@ -45,6 +48,7 @@ def create_app(
     door: Any = None,
     token: str | None = None,
     limiter: UnlockLimiter | None = None,
+    notice: str | None = None,
 ) -> FastAPI:
     """Build the API around a model holder and, when running the camera loop too, its door.
 
@@ -58,6 +62,7 @@ def create_app(
         door: a :class:`~toolkit.runtime.door.DoorLoop` for manual unlock and readiness, or None.
         token: the bearer token for ``POST /door/open``; None refuses every manual unlock.
         limiter: failed-unlock limiter; None builds one from ``config``.
+        notice: the loud line when a configured token was refused (manual unlock off); shown on the page.
     """
     # /docs comes from add_docs (Swagger UI shipped in a package, not a CDN); ReDoc would fetch web fonts.
     niceness = config.inference_nice if door is not None else 0
@@ -77,6 +82,9 @@ def create_app(
     app.add_middleware(
         LimitAndMeasure, metrics=metrics, max_body=config.max_body_bytes, timeout=config.request_timeout_seconds
     )
+    refusals = RefusalLog("http")
+    hosts = HostCheck(config.allowed_hosts or default_hosts(config.host))
+    app.add_middleware(Guard, hosts=hosts, refusals=refusals)  # added last: the outermost, before any work
     # Inference runs in at most this many threads; other requests wait their turn in the event loop. The
     # default pool (40 threads) lets a burst of clients thrash the GIL and the cores: throughput falls,
     # each thread keeps its own malloc arena (memory grows), and the door loop waits for a core.
@@ -96,6 +104,10 @@ def create_app(
         metrics=metrics,
         status=DoorStatus(door, holder),
         in_worker=in_worker,
+        notice=notice,
+        proxies=parse_networks(config.trusted_proxy),
+        refusals=refusals,
+        decodes=DecodeBudget(holder.config.max_pixels),
     )
     app.state.context = ctx
     app.state.metrics = metrics
@@ -144,7 +156,8 @@ def _add_error_handlers(app: FastAPI, config: ServeConfig) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug, not a bad request: logged with its traceback, answered as JSON like every other error.
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+        # Answered outside the middlewares (Starlette's ServerErrorMiddleware): nosniff is added here.
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log", NOSNIFF)
 
 
 _worker = threading.local()

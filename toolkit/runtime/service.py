@@ -21,7 +21,7 @@ from toolkit.runtime.core.policy import visit_far
 from toolkit.runtime.core.sdnotify import Notifier
 from toolkit.runtime.door import DoorLoop
 from toolkit.runtime.extras import door_extra
-from toolkit.runtime.security import UnlockLimiter, load_token
+from toolkit.runtime.security import UnlockLimiter, load_token, unlock_refusal
 
 log = logging.getLogger("toolkit.runtime")
 
@@ -35,9 +35,9 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
     create_app, run_server = _server()
     holder = ModelHolder(model, threshold)
     _warn_if_synthetic(holder)
-    token = load_token(serve)
+    token, notice = _unlock_token(serve)
     _warn_if_exposed(serve, token)
-    app = create_app(holder, serve, token=token)
+    app = create_app(holder, serve, token=token, notice=notice)
     stop = threading.Event()
     _watch(holder, stop)
     log.info("serving %s on http://%s:%d", holder.predictor.name, serve.host, serve.port)
@@ -78,13 +78,13 @@ def run_door(
     mqtt = mqtt if mqtt is not None and mqtt.mqtt else None
     if serve is not None:
         create_app, run_server = _server()  # before the camera and relay are claimed
-    token = load_token(auth) if serve is not None or mqtt is not None else None
+    token, notice = _unlock_token(auth) if serve is not None or mqtt is not None else (None, None)
     limiter = UnlockLimiter(auth.unlock_max_failures, auth.unlock_window_seconds)  # shared by HTTP and MQTT
     bridge = None
     if mqtt is not None:  # like the API: a missing package or file fails before the camera and relay are claimed
         from toolkit.runtime.mqtt import MqttBridge, read_password
 
-        bridge = MqttBridge(mqtt, token, limiter, read_password(mqtt, dict(os.environ)))
+        bridge = MqttBridge(mqtt, token, limiter, read_password(mqtt, dict(os.environ)), notice=notice)
     holder = ModelHolder(model, door.policy.threshold)
     _warn_if_synthetic(holder)
     cropper = make_cropper(door.face, model.folder, model.threads)
@@ -120,7 +120,7 @@ def run_door(
             notifier.ready()
             return loop.run(stop)
         _warn_if_exposed(serve, token)
-        app = create_app(holder, serve, door=loop, token=token, limiter=limiter)
+        app = create_app(holder, serve, door=loop, token=token, limiter=limiter, notice=notice)
         thread = threading.Thread(target=loop.run, args=(stop,), name="door-loop", daemon=True)
         thread.start()
         log.info("door loop on %s, API on http://%s:%d", door.camera, serve.host, serve.port)
@@ -134,6 +134,20 @@ def run_door(
         if bridge is not None:
             bridge.close()  # after the loop's last state (locked), then "offline"
         loop.close()  # locked, whatever happened
+
+
+def _unlock_token(auth: ServeConfig) -> tuple[str | None, str | None]:
+    """(the token manual unlock may use, the loud line when the configured one is refused).
+
+    A refused token (weak, or in a file others can read) disables manual unlock only: the door keeps deciding
+    and serving, and says why at start (ERROR: it passes --quiet) and on the page.
+    """
+    token = load_token(auth)
+    notice = unlock_refusal(auth, token)
+    if notice is not None:
+        log.error("%s", notice)
+        return None, notice
+    return token, None
 
 
 def _server():

@@ -5,6 +5,11 @@ whole frame (so a later detector can redo the crop) with a JSON sidecar: time, p
 reason and the face box. When the folder's snapshots exceed the cap, the oldest are dropped (an SD card wears
 out and fills up). Relabelling moves a snapshot into ``labelled/<label>/``, the layout ``toolkit finetune --data``
 reads; relabelled photos are the household's data and never count against the cap.
+
+Openings come first: over the cap, or on a full disk, the oldest routine samples go before any opening, and an
+opening that finds no room evicts samples until it fits (the door's event log asks for room the same way, via
+:meth:`SnapshotStore.make_room`). A full disk is logged once when it fills and once when it has room again.
+Links are never followed: a link in the folder is neither listed, served nor moved.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -81,9 +87,11 @@ class SnapshotStore:
         self.total = sum(size for size, _ in self._kept.values())
         self.dropped = 0
         self.version = 0  # bumped on every change of what is kept: the page's listing is cached per version
+        self.full = False  # the last write failed for want of room (logged once per change)
+        self.lost = 0  # frames not kept for want of room
 
     def _names(self):
-        return (p for p in self.folder.iterdir() if NAME.match(p.name))
+        return (p for p in self.folder.iterdir() if NAME.match(p.name) and _regular(p))
 
     @staticmethod
     def _size(jpg: Path) -> int:
@@ -123,12 +131,21 @@ class SnapshotStore:
         data, meta = buf.getvalue(), json.dumps(sidecar).encode()
         with self._lock:  # room first, then the files: the folder never holds more than the cap, even briefly
             self._drop_oldest(self.cap_bytes - len(data) - len(meta))
-        try:
-            _atomic(jpg, data)
-            _atomic(jpg.with_suffix(".json"), meta)
-        except OSError as exc:  # a full disk must not stop the door
-            log.warning("snapshot not saved: %s", exc)
-            return None
+        opened = kind == "opened"
+        for attempt in range(2):
+            try:
+                _atomic(jpg, data)
+                _atomic(jpg.with_suffix(".json"), meta)
+                break
+            except OSError as exc:  # a full disk must not stop the door
+                jpg.unlink(missing_ok=True)
+                # An opening evicts routine samples and tries once more; a sample just waits for room.
+                if not opened or attempt or not self.make_room(2 * (len(data) + len(meta))):
+                    self._note_full(exc)
+                    return None
+        if self.full:
+            self.full = False
+            log.warning("snapshots %s: writing again (%d frames were not kept meanwhile)", self.folder, self.lost)
         with self._lock:
             size = self._size(jpg)
             self._kept[name] = (size, {k: sidecar.get(k) for k in SUMMARY})
@@ -136,14 +153,43 @@ class SnapshotStore:
             self.version += 1
         return name
 
+    def _note_full(self, exc: OSError) -> None:
+        self.lost += 1
+        if not self.full:  # once per change of state, not once per frame
+            self.full = True
+            log.warning("snapshots %s: not saved (%s); frames are not kept until there is room again, and openings "
+                        "evict routine samples", self.folder, exc.strerror or exc)  # fmt: skip
+
+    def make_room(self, nbytes: int) -> int:
+        """Drop the oldest routine samples (never an opening) until ``nbytes`` are freed; returns bytes freed.
+
+        For an opening's records on a full disk: its snapshot here, its event-log line (the door calls this).
+        """
+        freed = 0
+        with self._lock:
+            for old in [n for n in self._kept if n.endswith("-sample.jpg")]:
+                if freed >= nbytes:
+                    break
+                freed += self._drop(old)
+            if freed:
+                self.version += 1
+        return freed
+
     def _drop_oldest(self, budget: int) -> None:
-        """Drop the oldest snapshots until they take at most ``budget`` bytes."""
-        while self.total > budget and self._kept:
-            old, (size, _) = self._kept.popitem(last=False)
-            self.total -= size
-            self.dropped += 1
-            for path in (self.folder / old, (self.folder / old).with_suffix(".json")):
-                path.unlink(missing_ok=True)
+        """Drop the oldest snapshots until they take at most ``budget`` bytes: routine samples before openings."""
+        for openings in (False, True):
+            for old in [n for n in self._kept if n.endswith("-opened.jpg") == openings]:
+                if self.total <= budget:
+                    return
+                self._drop(old)
+
+    def _drop(self, name: str) -> int:
+        size, _ = self._kept.pop(name)
+        self.total -= size
+        self.dropped += 1
+        for path in (self.folder / name, (self.folder / name).with_suffix(".json")):
+            path.unlink(missing_ok=True)
+        return size
 
     # --- the page's side --------------------------------------------------------------------------
     def list(self, limit: int = 100) -> list[dict]:
@@ -161,7 +207,7 @@ class SnapshotStore:
         if not NAME.match(name):
             raise KeyError(name)
         with self._lock:
-            if name not in self._kept:
+            if name not in self._kept or not _regular(self.folder / name):  # a link put in its place: refused
                 raise KeyError(name)
         return self.folder / name
 
@@ -183,9 +229,9 @@ class SnapshotStore:
                 meta = json.loads(sidecar.read_text())
             except (OSError, ValueError):
                 meta = {}
-            os.replace(jpg, target)
+            target = _move_no_clobber(jpg, target)
             with open(self.labelled / REVIEWED, "a") as f:
-                f.write(json.dumps({"name": name, "label": label, **meta}) + "\n")
+                f.write(json.dumps({"name": name, "label": label, "file": target.name, **meta}) + "\n")
             sidecar.unlink(missing_ok=True)
             size, _ = self._kept.pop(name)
             self.total -= size
@@ -202,10 +248,38 @@ def _summary(sidecar: Path) -> dict:
     return {k: meta.get(k) for k in SUMMARY}
 
 
+def _regular(path: Path) -> bool:
+    """A regular file, not a link to one (nor a device or a folder)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _move_no_clobber(src: Path, target: Path) -> Path:
+    """Move ``src`` to ``target``, or to ``stem-1.jpg``, ``stem-2.jpg``... if taken: never over a labelled photo.
+
+    ``os.link`` fails if the name exists, so two relabels racing for one name cannot both win it.
+    """
+    candidate, n = target, 0
+    while True:
+        try:
+            os.link(src, candidate, follow_symlinks=False)
+            break
+        except FileExistsError:
+            n += 1
+            candidate = target.with_name(f"{target.stem}-{n}{target.suffix}")
+    src.unlink()
+    return candidate
+
+
 def _atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        # O_NOFOLLOW | O_EXCL: a link planted at the temporary name is not written through.
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        with open(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     finally:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+
+from toolkit.runtime.guard import docs_csp
 
 STATIC = Path(__file__).parent / "static"
 # The page runs only its own files: an injected script or a framing site cannot press the unlock button.
@@ -24,6 +26,8 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+
 def add_docs(app: FastAPI) -> None:
     """``/docs`` with Swagger UI served from this process (the app is built with ``docs_url=None``)."""
     import fastapi_offline
@@ -31,16 +35,20 @@ def add_docs(app: FastAPI) -> None:
     assets = Path(fastapi_offline.__file__).parent / "static"
     app.mount("/static/docs", StaticFiles(directory=assets), name="docs-assets")
 
+    # Relative URLs: /docs and /openapi.json sit side by side behind any proxy prefix. Built once: its CSP
+    # allows the page's one inline script by hash, and nothing else (no framing: it can call /door/open too).
+    html = get_swagger_ui_html(
+        openapi_url="openapi.json",
+        title=f"{app.title} - API",
+        swagger_js_url="static/docs/swagger-ui-bundle.js",
+        swagger_css_url="static/docs/swagger-ui.css",
+        swagger_favicon_url="static/docs/favicon.png",
+    ).body
+    headers = {**PAGE_HEADERS, "Content-Security-Policy": docs_csp(html.decode())}
+
     @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        # Relative URLs: /docs and /openapi.json sit side by side behind any proxy prefix.
-        return get_swagger_ui_html(
-            openapi_url="openapi.json",
-            title=f"{app.title} - API",
-            swagger_js_url="static/docs/swagger-ui-bundle.js",
-            swagger_css_url="static/docs/swagger-ui.css",
-            swagger_favicon_url="static/docs/favicon.png",
-        )
+    async def docs() -> Response:
+        return Response(html, media_type="text/html", headers=headers)
 
 
 def add_page(app: FastAPI) -> None:

@@ -8,6 +8,7 @@ Defaults are the safe choice: bind loopback, lock the door, require several agre
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,14 @@ class ServeConfig:
     unlock_max_failures: int = setting(5, "Wrong /door/open tokens per client per window before 429.", low=1)
     unlock_window_seconds: float = setting(60.0, "Window (s) for --unlock-max-failures.", low=0.1,
                                            flag="--unlock-window")
+    # Behind a reverse proxy every request comes from the proxy: name it, and the client that wrong tokens are
+    # counted against is the right-most X-Forwarded-For entry that proxy added (never one a client sent).
+    trusted_proxy: tuple = setting((), "Reverse proxy address(es) or network(s) in front of the API (comma list): "
+                                   "their X-Forwarded-For names the client.")
+    # DNS rebinding: a page under the attacker's name must not read the door. () = the listen address,
+    # localhost and this machine's names (IP literals always pass); behind a proxy add the site's name.
+    allowed_hosts: tuple = setting((), "Host names the API answers to (comma list; * = any). Default: the listen "
+                                   "address, localhost and this machine's names.")
     # requests inferring at once; the rest queue
     inference_threads: int = setting(0, "Requests running the model at once; others queue (0 = cores, cores - 1 "
                                      "beside a door).", low=0)
@@ -66,6 +75,12 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        for entry in self.trusted_proxy:
+            try:
+                ipaddress.ip_network(str(entry).strip().strip("[]"), strict=False)
+            except ValueError:
+                raise SettingError("trusted_proxy", f"{entry!r} is not an IP address or network (e.g. 127.0.0.1 or "
+                                   "10.0.0.0/8)") from None
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,11 @@ from starlette.exceptions import HTTPException
 from toolkit.runtime import schemas
 from toolkit.runtime.core.config import ServeConfig
 from toolkit.runtime.core.holder import ModelHolder
+from toolkit.runtime.guard import RefusalLog, real_client
 from toolkit.runtime.metrics import Metrics
 from toolkit.runtime.security import UnlockLimiter, retry_seconds, tokens_match
 from toolkit.runtime.status import DoorStatus
+from toolkit.runtime.uploads import DecodeBudget
 
 ERRORS = {
     code: {"model": schemas.ErrorBody, "description": why}
@@ -41,6 +43,8 @@ class AppContext:
         metrics: the Prometheus metrics.
         status: what the page shows of the door.
         in_worker: ``await in_worker(fn, *args)`` runs ``fn`` in the capped, lower-priority inference threads.
+        notice: why manual unlock is disabled although a token is configured (shown on the page), or None.
+        proxies: the trusted reverse proxies; refusals: wrong tokens and unknown hosts, summarised in the log.
     """
 
     holder: ModelHolder
@@ -51,6 +55,11 @@ class AppContext:
     metrics: Metrics
     status: DoorStatus
     in_worker: Callable[..., Awaitable[Any]]
+    # The loud line when the configured token is refused (weak, or a file others can read): manual unlock off.
+    notice: str | None = None
+    proxies: tuple = ()  # trusted reverse proxies (networks): their X-Forwarded-For names the client
+    refusals: RefusalLog = field(default_factory=lambda: RefusalLog("http"))
+    decodes: DecodeBudget = field(default_factory=lambda: DecodeBudget(25_000_000))  # uploads' pixels in flight
     # Answers serialised once per change, whatever the number of open pages (see routes.door.cached).
     answers: dict[str, tuple[tuple, bytes]] = field(default_factory=dict)
 
@@ -71,25 +80,35 @@ async def require_token(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     ctx: AppContext = Depends(context),
 ) -> None:
-    """The unlock token's rules, for /door/open and whatever shows a face: constant-time compare, lock-out.
+    """The unlock token's rules, for /door/open and whatever shows a face.
 
+    No credentials at all: a plain 401 that counts nowhere (any web page the owner opens can make the
+    browser send such requests). The right token always passes, whoever else failed; a wrong one counts
+    against its real client (:func:`~toolkit.runtime.guard.real_client`), which, over its limit, gets 429.
     Async: a hash and a dict look-up need no worker thread (a page polls; each thread hop costs the door CPU).
     """
     if ctx.token is None:
-        raise HTTPException(403, f"manual unlock and review are disabled: set {ctx.config.token_env} or --token-file")
-    client = request.client.host if request.client else "unknown"
+        raise HTTPException(403, ctx.notice or f"manual unlock and review are disabled: set {ctx.config.token_env} "
+                            "or --token-file")  # fmt: skip
+    if credentials is None or not credentials.credentials:
+        raise HTTPException(401, "this needs the unlock token: send 'Authorization: Bearer <token>'",
+                            {"WWW-Authenticate": "Bearer"})  # fmt: skip
+    client = real_client(request.client.host if request.client else None, request.scope["headers"], ctx.proxies)
+    if tokens_match(credentials.credentials, ctx.token):
+        ctx.limiter.succeeded(client)
+        return
     wait = ctx.limiter.retry_after(client)
-    if wait is not None:  # refused unchecked: not even the right token gets through now
+    if wait is not None:
         ctx.metrics.door_event("unlock_rate_limited")
+        ctx.refusals.note("wrong token over the client's limit", client)
         seconds = retry_seconds(wait)
         raise HTTPException(
             429, f"too many wrong tokens from this client; retry in {seconds} s", {"Retry-After": str(seconds)}
         )
-    if not tokens_match(credentials.credentials if credentials else "", ctx.token):
-        ctx.limiter.failed(client)
-        ctx.metrics.door_event("unlock_refused")
-        raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
-    ctx.limiter.succeeded(client)
+    ctx.limiter.failed(client)
+    ctx.metrics.door_event("unlock_refused")
+    ctx.refusals.note("wrong token", client)
+    raise HTTPException(401, "wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
 
 def cached(ctx: AppContext, name: str, key: tuple, build: Callable[[], Any], headers: dict | None = None):

@@ -19,7 +19,8 @@ router = APIRouter()
 @router.get("/door/state", tags=["page"], response_model=schemas.DoorState)
 async def door_state(ctx: AppContext = Depends(context)) -> dict:
     """Lock state, readiness, model, threshold and its error rates, uptime, frame rate, latency."""
-    return {**ctx.status.state(), "snapshots": getattr(ctx.door, "snapshots", None) is not None}
+    return {**ctx.status.state(), "snapshots": getattr(ctx.door, "snapshots", None) is not None,
+            "notice": ctx.notice}  # fmt: skip
 
 
 @router.get("/door/timeline", tags=["page"], response_model=schemas.Timeline)

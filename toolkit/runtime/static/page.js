@@ -68,6 +68,9 @@ async function refreshState() {
   stateEl.textContent = s.state;
   stateEl.className = "state " + (s.state === "open" ? "open" : s.state.includes("fault") ? "fault" : "locked");
   $("reason").textContent = s.ready ? "ready" : "not ready: " + s.reason;
+  // The door's own loud line (a refused token: manual unlock is off until it is replaced).
+  $("notice").textContent = s.notice || "";
+  $("notice").hidden = !s.notice;
   const facts = [
     ["model", `${s.model} (${s.file})`],
     ["threshold", num(s.threshold, 3)],
