@@ -20,6 +20,20 @@ from toolkit.errors import ToolkitError
 OPSET = 17
 
 
+def require_converter(what: str, instead: str = "") -> None:
+    """Raise one line when tf2onnx or TensorFlow (the training extra) is not installed, before any download.
+
+    Raises:
+        ToolkitError: naming ``what`` needs them, the install command, and ``instead`` (what works without).
+    """
+    import importlib.util
+
+    missing = [name for name in ("tensorflow", "tf2onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ToolkitError(f"{what} needs {' and '.join(missing)} (pip install 'toolkit[train]')"
+                           + (f"; {instead}" if instead else ""))
+
+
 def to_onnx(tflite: Path, onnx_path: Path, *, atol: float, value_range: tuple[float, float],
             pixel_outputs: tuple[str, ...] = (), opset: int = OPSET) -> float:  # fmt: skip
     """Convert into a temp file, check it with :func:`compare_outputs`, then move it to ``onnx_path``.
