@@ -19,6 +19,7 @@ class BenchmarkConfig:
                                 item=INT, low=1, aliases=("--batch",), toml_aliases=("batch",))
     data: str | None = setting(None, "Score every image of this data (folder, .h5, synthetic:NAME) instead of the "
                                "source run's test split.")
+    strict: bool = setting(False, "Unreadable images in --data are an error instead of a skipped warning.")
     repeats: int = setting(50, "Batch-1 calls per file and thread count (after warm-up).", low=1)
     # and at least this long, so fast files get stable percentiles
     min_seconds: float = setting(1.0, "Shortest time each measurement runs.", above=0, cli=False)

@@ -39,7 +39,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     features = cpu_features()
     log(describe(features))
     threads = tuple(dict.fromkeys(cpu_count() if t == "all" else t for t in config.threads))
-    x, y, data_desc = _test_data(folder, manifest, config.data)
+    x, y, data_desc = _test_data(folder, manifest, config.data, config.strict)
     log(f"scoring on {data_desc}")
     x_degraded = _degraded(x) if config.degrade else None
     keras_file = _keras_file(folder, manifest)
@@ -183,12 +183,12 @@ def _keras_file(folder: Path, manifest) -> Path | None:
     return path if path.is_file() else None
 
 
-def _test_data(folder: Path, manifest, data: str | None):
+def _test_data(folder: Path, manifest, data: str | None, strict: bool = False):
     """(x float32, y, description): every image of ``data``, or without it the source run's test split."""
     if data:
         from toolkit.bench.accuracy import load_scored
 
-        split = load_scored(data, manifest.input.size, tuple(manifest.labels), every=True)
+        split = load_scored(data, manifest.input.size, tuple(manifest.labels), every=True, strict=strict)
         x, y = split.numpy()
         return x.astype(np.float32), y, f"{data}, every image ({len(y)} images)"
     run_path = manifest.source_model.get("run")

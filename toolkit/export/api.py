@@ -49,7 +49,7 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
 
         return export_hands(run, model, config, log or (lambda msg: print(msg, file=sys.stderr)))
     if run is not None:
-        splits = run.splits(config.data)
+        splits = run.splits(config.data, config.strict)
         return export_model(
             model,
             labels=run.labels,
@@ -70,7 +70,7 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
     from toolkit.data import load_data
 
     h, w = _input_size(model)
-    ds = load_data(config.data, (h, w))
+    ds = load_data(config.data, (h, w), strict=config.strict)
     splits = ds.split(seed=config.seed, **BARE_SPLIT)
     return export_model(
         model,

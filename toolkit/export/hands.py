@@ -83,7 +83,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
         if model_sha256(models, role) != record.get(f"{role}_sha256"):
             raise ToolkitError(f"{run.path}: trained on another {role} model ({record.get(f'{role}_sha256', '?')[:12]}"
                                f"...) than the one at hand ({model_sha256(models, role)[:12]}...); fine-tune again")
-    splits = run.splits(config.data)
+    splits = run.splits(config.data, config.strict)
     held = splits.test if len(splits.test) else splits.val
     if not len(held):
         raise ToolkitError(f"{run.path}: no test or validation images to validate the export on; pass --data")

@@ -57,7 +57,7 @@ class Run:
     def load_model(self):
         return load_keras_model(self.model_file)
 
-    def splits(self, data: str | None = None):
+    def splits(self, data: str | None = None, strict: bool = False):
         """Re-create the run's train/val/test splits (or load ``data`` instead) at the run's image size.
 
         ``data`` is split with the run's seed and fractions; when those hold nothing out (a run trained with
@@ -72,7 +72,7 @@ class Run:
 
         train = self.config["train"]
         spec = data or train["data"]
-        ds = align_labels(load_data(spec, self.image_size, strict=train.get("strict", False)), self.labels)
+        ds = align_labels(load_data(spec, self.image_size, strict=strict or train.get("strict", False)), self.labels)
         val, test = train["val"], train["test"]
         if data is not None and not (val or test):
             val, test = HELD_OUT["val"], HELD_OUT["test"]
