@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit import metrics
 from toolkit.cpu import cpu_count
 from toolkit.errors import ToolkitError
 from toolkit.export.config import one_line
@@ -155,7 +156,7 @@ def choose_threshold(p_pos: np.ndarray, y: np.ndarray, target_far: float) -> dic
         "frr": frr,
         "negatives": int(len(neg)),
         "positives": int(len(pos)),
-        "far_upper_95": round(min(1.0, 3.0 / len(neg)), 6) if k == 0 else None,
+        "far_upper_95": metrics.far_upper_95(len(neg)) if k == 0 else None,
         "far_95": wilson_interval(round(far * len(neg)), len(neg)),
         "frr_95": wilson_interval(round(frr * len(pos)), len(pos)),
     }
@@ -169,7 +170,7 @@ def threshold_at(threshold: float, p_pos: np.ndarray, y: np.ndarray) -> dict:
     y = np.asarray(y).reshape(-1)
     far, frr = far_frr(p_pos, y == 1, threshold)
     negatives = int(np.sum(y == 0))
-    upper = round(min(1.0, 3.0 / negatives), 6) if negatives and far == 0 else None
+    upper = metrics.far_upper_95(negatives) if negatives and far == 0 else None
     positives = int(np.sum(y == 1))
     return {"threshold": float(threshold), "far": far, "frr": frr, "negatives": negatives,
             "positives": positives, "far_upper_95": upper,
