@@ -176,3 +176,36 @@ def test_detector_command_without_tf2onnx_is_one_line(tmp_path, monkeypatch, cap
     assert out.err.count("\n") == 1 and "Traceback" not in out.err
     assert "needs tensorflow and tf2onnx (pip install 'toolkit[train]'); the toolkit ships it converted" in out.err
     assert not (tmp_path / "cache").exists()  # refused before any download
+
+
+def test_predict_on_a_face_export_crops_and_says_where_the_face_was(tmp_path):
+    """Issue 23, defect 6: /predict on a face export names the face it classified (box, score), as the door crops."""
+    from runtime_support import LiveServer, http_get, http_post
+
+    from toolkit.runtime.core.config import ModelConfig, ServeConfig
+    from toolkit.runtime.core.holder import ModelHolder
+    from toolkit.runtime.server import create_app
+
+    def png(value):
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.full((256, 256, 3), value, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    plain, folder = make_export(tmp_path / "plain"), make_export(tmp_path / "face")
+    _with_detector(folder, tmp_path)
+    with LiveServer(create_app(ModelHolder(ModelConfig(folder)), ServeConfig(), door=None, token=None)) as srv:
+        face = http_post(srv.url + "/predict", png(255), headers={"content-type": "image/png"}).json()
+        assert face["face"]["box"] == [80.0, 80.0, 208.0, 208.0] and 0.5 < face["face"]["score"] <= 1
+        assert "presence" not in face["face"] and "hand" not in face
+        none = http_post(srv.url + "/predict", png(0), headers={"content-type": "image/png"}).json()
+        assert none["face"] is None and none["label"] == "no_smile"  # the whole (dark) image, said so
+        spec = http_get(srv.url + "/openapi.json").json()["components"]["schemas"]
+        assert set(spec["Prediction"]["properties"]) == {"model", "label", "probability", "threshold", "decision",
+                                                         "latency_ms", "probabilities", "hand", "face"}
+    with LiveServer(create_app(ModelHolder(ModelConfig(plain)), ServeConfig(), door=None, token=None)) as srv:
+        answer = http_post(srv.url + "/predict", png(255), headers={"content-type": "image/png"}).json()
+        assert answer["label"] == "smile" and "face" not in answer and "hand" not in answer  # as before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -9,7 +10,9 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from toolkit.errors import ImageError
+from toolkit.errors import ImageError, ToolkitError
+from toolkit.images import decode_image
+from toolkit.inference.detect import load_detector, square_crop_box
 from toolkit.runtime import schemas
 from toolkit.runtime.http_limits import error_response
 from toolkit.runtime.routes.context import ERRORS, AppContext, context
@@ -113,18 +116,44 @@ async def _infer(p, request: Request, ctx: AppContext) -> Response:
     return Response(content, headers=headers, media_type=headers.pop("content-type"))
 
 
+# hand / face appear only for exports that have them (unset fields are left out, not sent as null)
 @router.post("/predict", tags=["door"], responses=ERRORS, response_model=schemas.Prediction,
-             openapi_extra={"requestBody": _PREDICT_BODY})  # fmt: skip
+             response_model_exclude_unset=True, openapi_extra={"requestBody": _PREDICT_BODY})  # fmt: skip
 async def predict(request: Request, ctx: AppContext = Depends(context)) -> dict:
     """Classify one image (multipart field ``file`` or the raw body). Never moves the door."""
+    # (the docstring is /openapi.json's description.) An export with a face detector classifies the crop of the
+    # largest face, as the door does, and says where it was (``face``); a hand-sign export says which hand it saw.
     data = await _image_bytes(request)
     p = ctx.holder.predictor
     try:
-        result = await ctx.in_worker(p.predict, data, "upload")
+        result, face = await ctx.in_worker(_predict, p, data)
     except ImageError as exc:
         return error_response(400, str(exc))
+    except ToolkitError as exc:  # the export's detector file is damaged: nothing to answer with
+        return error_response(500, str(exc))
     ctx.metrics.inference.observe(result.latency_ms / 1000.0)
-    return {"model": p.name, **result.to_dict()}
+    return {"model": p.name, **result.to_dict(), **face}
+
+
+def _predict(p, data: bytes):
+    """The predictor's answer and, for an export with a detector, ``{"face": record or None}`` (else {})."""
+    detector = _detector(str(p.folder), (p.manifest.detector or {}).get("sha256"))
+    if detector is None:
+        return p.predict(data, "upload"), {}
+    image = decode_image(data, None, max_pixels=p.max_pixels, name="upload")
+    found = detector.detect(image)
+    if not found:
+        return p.predict(image, "upload"), {"face": None}
+    face = max(found, key=lambda d: d.area)
+    x0, y0, x1, y1 = square_crop_box(face.box, image.shape[:2], detector.margin)
+    record = {"box": [round(float(v), 1) for v in face.box], "score": round(float(face.score), 4)}
+    return p.predict(image[y0:y1, x0:x1], "upload"), {"face": record}
+
+
+@functools.lru_cache(maxsize=2)  # the serving export and, after a reload, the next one
+def _detector(folder: str, sha256: str | None):
+    """The export's own face detector (checked against its manifest), or None when it has none."""
+    return load_detector(folder) if sha256 else None
 
 
 async def _image_bytes(request: Request) -> bytes:
