@@ -82,9 +82,10 @@ def test_manifest_records_everything_the_runtime_needs(exports, runs):
         assert {"accuracy", "float_accuracy", "agreement", "max_abs_dprob", "n", "negatives"} <= set(e.validation)
     assert m.target_far == 0.01
     assert m.data["threshold"]["source"] == "val split" and m.data["threshold"]["far_measured_on"].startswith("test")
-    assert (folder / m.source_model["path"]).resolve() == (run.path / "model.keras").resolve()
-    assert not m.source_model["path"].startswith("/")  # relative: the folders move together
-    assert m.source_model["sha256"] == sha256_file(run.path / "model.keras")
+    # names and hashes, never paths (issue 23, defect 8): nothing outside the folder is named by where it was
+    assert m.source_model == {"name": "model.keras", "run": run.path.name,
+                              "sha256": sha256_file(run.path / "model.keras")}
+    assert "../" not in json.dumps(raw) and f'"{run.path.parent}' not in json.dumps(raw)
     assert m.data["fingerprints"] == run.config["fingerprints"]
     assert m.data["validation_fingerprint"] == run.config["fingerprints"]["test"]
     assert m.data["calibration"]["n"] == 32 and len(m.data["calibration"]["fingerprint"]) == 64

@@ -21,11 +21,11 @@ from toolkit.errors import ToolkitError, disk_full_error
 from toolkit.export import automix, mixed
 from toolkit.export.config import ExportConfig
 from toolkit.export.formats import Context, select
-from toolkit.export.manifest import build_manifest, file_entry, relative
+from toolkit.export.manifest import build_manifest, file_entry, provenance, spec_name
 from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown  # noqa: F401 - api names
 from toolkit.export.quantize import calibration_images, check_images
 from toolkit.export.validate import choose_threshold, classes, compare, gate, load_runner, predict, threshold_at
-from toolkit.inference.manifest import data_kind, sha256_file
+from toolkit.inference.manifest import data_kind
 
 BARE_SPLIT = {"val": 0.15, "test": 0.15}  # how a bare model file's --data is split (the run defaults)
 
@@ -184,13 +184,11 @@ def export_model(
                    f"{validation['drop_95'][1]:.1f}, {held_out.name} split)" if fmt.lossy and validation["drop_95"]
                    else "")
             )
-        source = {"path": relative(source_file, out), "sha256": sha256_file(source_file)}
-        if run_dir is not None:
-            source["run"] = relative(run_dir, out)
+        source = provenance(source_file, run_dir)
         data = {
-            "spec": data_spec,
+            "spec": spec_name(data_spec),
             "kind": data_kind(data_spec),  # what every figure in this manifest was measured on
-            "trained_on": {"spec": trained_on, "kind": data_kind(trained_on)},
+            "trained_on": {"spec": spec_name(trained_on), "kind": data_kind(trained_on)},
             "validation_split": held_out.name,
             "validation_fingerprint": held_out.fingerprint,
             "fingerprints": splits.fingerprints(),
@@ -213,6 +211,7 @@ def export_model(
             from toolkit.models.detector import copy_detector
 
             detector_record = copy_detector(staging, detector)
+        base_record = _copy_base_licence(staging, model_name)
 
         manifest = build_manifest(
             name=out.name,
@@ -226,6 +225,7 @@ def export_model(
             data=data,
             versions=versions(),
             detector=detector_record,
+            base=base_record,
         )
         manifest.write(staging)
         (staging / "report.md").write_text(report_markdown(manifest))
@@ -241,6 +241,21 @@ def export_model(
         shutil.rmtree(workdir, ignore_errors=True)
     log(f"wrote {out} (serve: {manifest.serve})")
     return out
+
+
+def _copy_base_licence(folder: Path, model_name: str) -> dict:
+    """The licence of the pretrained base whose weights the model files hold, copied into ``folder``; its record.
+
+    {} for a model with no third-party weights (or a model file / keras: name the registry does not know).
+    """
+    from toolkit.models import get_spec, list_models
+
+    third = get_spec(model_name).third_party if model_name in list_models() else None
+    if not third:
+        return {}
+    from toolkit.models.fetch import copy_licence
+
+    return copy_licence(third["wheel"], folder, third["licence_file"], third["licence_name"], kind=model_name)
 
 
 def _threshold_rule(run_dir: Path | None, out: Path, splits, held_out, y_held, output_kind: str, target_far: float,
@@ -264,7 +279,7 @@ def _threshold_rule(run_dir: Path | None, out: Path, splits, held_out, y_held, o
             log(f"warning: no test split; FAR/FRR at the out-of-fold threshold are measured on the {split} split, "
                 "which the cross-validated head was fitted on")
         return (lambda runner, probs: chosen["threshold"]), {
-            "source": "out-of-fold cross-validation scores", "file": relative(oof["file"], out),
+            "source": "out-of-fold cross-validation scores", "scores": provenance(oof["file"], run_dir),
             "n": int(len(oof["y"])), "folds": int(oof["fold"].max()) + 1, "threshold": chosen["threshold"],
             "negatives": chosen["negatives"], "positives": chosen["positives"], "far": chosen["far"],
             "frr": chosen["frr"], "far_upper_95": chosen["far_upper_95"],

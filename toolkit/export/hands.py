@@ -64,10 +64,10 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     """
     from toolkit import __version__
     from toolkit._keras import predict_array
-    from toolkit.export.manifest import build_manifest, relative
+    from toolkit.export.manifest import build_manifest, provenance, spec_name
     from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
     from toolkit.inference.handpipe import open_tracker
-    from toolkit.inference.manifest import FileEntry, data_kind, sha256_file
+    from toolkit.inference.manifest import FileEntry, data_kind
     from toolkit.models.hands import copy_hand_models, ensure_hand_models
     from toolkit.train.hands import landmark_features, model_sha256, models_key
     from toolkit.train.runs import versions
@@ -108,9 +108,10 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
                  "chain": "image -> palm -> rotated hand crop -> landmark -> 63 features -> head"}
         log(f"export {HEAD_FILE} ...")
         path = head_onnx(head, staging / HEAD_FILE, config.opset)
-        data = {"spec": config.data or run.config["train"]["data"],
+        data = {"spec": spec_name(config.data or run.config["train"]["data"]),
                 "kind": data_kind(config.data or run.config["train"]["data"]),
-                "trained_on": {"spec": run.config["train"]["data"], "kind": data_kind(run.config["train"]["data"])},
+                "trained_on": {"spec": spec_name(run.config["train"]["data"]),
+                               "kind": data_kind(run.config["train"]["data"])},
                 "validation_split": held.name, "validation_fingerprint": held.fingerprint,
                 "fingerprints": splits.fingerprints(), "threshold": None, "calibration": None,
                 "no_hand": {"n": int((~f.found).sum()), "files": f.missing}}
@@ -122,8 +123,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
             entry: FileEntry = file_entry(path, fmt, validation, None, "float32")
             m = build_manifest(name=out.name, model_name="hands", labels=labels, image_size=run.image_size,
                                output_kind=output_kind, entries={HEAD_FILE: entry}, target_far=config.target_far,
-                               source={"path": relative(run.model_file, out), "sha256": sha256_file(run.model_file),
-                                       "run": relative(run.path, out)},
+                               source=provenance(run.model_file, run.path),
                                data=data, versions={**versions(), "toolkit": __version__})
             return dataclasses.replace(m, pipeline=PIPELINE, hands=hands)
 

@@ -79,6 +79,9 @@ class Manifest:
     # is the head on their 63 features; an image without a hand is answered "no_hand".
     pipeline: str = ""
     hands: dict = field(default_factory=dict)
+    # The pretrained base whose weights are inside the model files: kind, source, sha256 of the fetched file,
+    # licence (its file in the folder), licence_name. {} = none (own weights only, or an older manifest).
+    base: dict = field(default_factory=dict)
     created: str = ""
     schema: str = SCHEMA
 

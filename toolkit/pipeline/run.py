@@ -164,7 +164,7 @@ def run_pipeline(p: Pipeline, *, work_root: str | Path = "runs/pipelines") -> di
 
             t0 = time.perf_counter()
             fields = {f: b[k] for k, (cls, f) in SECTIONS["benchmark"].items() if cls is BenchmarkConfig}
-            benchmark(BenchmarkConfig(folder=str(export_out), **fields),
+            benchmark(BenchmarkConfig(folder=str(export_out), **fields, run=str(outputs["train"])),
                       log=lambda msg: log.info("benchmark: %s", msg))
             state.record("benchmark", bench_key, export_out / "benchmark.json", time.perf_counter() - t0)
     if p.section("report")["enabled"]:
