@@ -127,6 +127,29 @@ def test_accuracy_drop_fails_naming_the_numbers_and_writes_nothing(runs, tmp_pat
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_one_failed_file_does_not_stop_the_others(runs, tmp_path, monkeypatch, capsys):
+    """Issue 23, defect 11: one file of a multi-format export fails its gate: the others are written, and the
+    command ends with one error line naming it (exit 2)."""
+    real = export_api._validate
+
+    def worse_tflite(fmt, *args):
+        probs, v = real(fmt, *args)
+        if fmt.filename == "model_int8.tflite":
+            v = {**v, "accuracy": v["float_accuracy"] - 40.0, "drop": 40.0}
+        return probs, v
+
+    monkeypatch.setattr(export_api, "_validate", worse_tflite)
+    out = tmp_path / "some"
+    code = main(["export", str(runs["happy"].path), "--out", str(out), "--format", "onnx,tflite", "--quantize",
+                 "int8", "--calibration", "16", "--mixed-precision", "off", "--max-drop", "30"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"error: {out}: wrote model_int8.onnx; not model_int8.tflite: accuracy")
+    m = load_manifest(out)
+    assert set(m.files) == {"model_int8.onnx"} and not (out / "model_int8.tflite").exists()
+    assert m.files["model_int8.onnx"].validation["allowed_drop"] == 30.0
+    assert "Not written: model_int8.tflite" in (out / "report.md").read_text()
+
+
 def test_interrupted_export_leaves_no_folder(runs, tmp_path, monkeypatch):
     from toolkit.export import formats
 

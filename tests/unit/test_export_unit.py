@@ -201,3 +201,22 @@ def test_the_face_base_brings_its_licence_into_the_export(tmp_path, monkeypatch)
                     "licence": "LICENSE.fer", "licence_name": "MIT"}  # fmt: skip
     assert (tmp_path / "out" / "LICENSE.fer").read_text().startswith("MIT License")
     assert _copy_base_licence(tmp_path / "out", "happy") == {}  # own weights: nothing third-party
+
+
+def test_the_gate_never_fails_on_one_image_the_split_cannot_tell_from_noise():
+    """Issue 23, defect 11: ResNet50 int8 flipped 1 of 186 test images (0.54 points > --max-drop 0.5) and the
+    whole export was refused."""
+    from toolkit.export.validate import GateError, allowed_drop, gate
+
+    fmt = get_format("tflite", "int8")
+    one = {"float_accuracy": 96.774, "accuracy": 96.237, "n": 186, "max_abs_dprob_source": 0.2,
+           "drop_95": [-1.7, 3.1]}  # fmt: skip
+    assert allowed_drop(0.5, 186) == pytest.approx(100 / 186) and allowed_drop(0.5, 1000) == 0.5
+    gate(fmt, one, 0.5)  # one image: passes
+    two = {**one, "accuracy": 95.699}
+    with pytest.raises(GateError, match=r"model_int8.tflite: accuracy 95.7% vs float 96.8% on 186 images \(drop "
+                                        r"1.1 points, 95% interval -1.7 to 3.1 > --max-drop 0.5\)"):  # fmt: skip
+        gate(fmt, two, 0.5)
+    gate(fmt, {**two, "n": 1000, "accuracy": 96.274}, 0.5)  # 0.5 points of 1000 images: within --max-drop
+    with pytest.raises(GateError):
+        gate(fmt, {**two, "n": 1000, "accuracy": 96.174}, 0.5)  # 0.6 points, 6 images: out

@@ -66,6 +66,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     from toolkit._keras import predict_array
     from toolkit.export.manifest import build_manifest, provenance, spec_name
     from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
+    from toolkit.export.validate import allowed_drop
     from toolkit.inference.handpipe import open_tracker
     from toolkit.inference.manifest import FileEntry, data_kind
     from toolkit.models.hands import copy_hand_models, ensure_hand_models
@@ -133,7 +134,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
             raise ToolkitError(f"{HEAD_FILE}: differs from the Keras head by {validation['head_max_abs_dprob']:.2e} "
                                f"> {HEAD_ATOL:g}: the conversion is wrong; nothing written")
         drop = validation["float_accuracy"] - validation["accuracy"]
-        if drop > config.max_drop:
+        if drop > allowed_drop(config.max_drop, validation["n"]) + 1e-9:  # never below one image's worth
             raise ToolkitError(f"{out.name}: end-to-end accuracy {validation['accuracy']:.1f}% vs float "
                                f"{validation['float_accuracy']:.1f}% (drop {drop:.1f} > --max-drop "
                                f"{config.max_drop:g}); nothing written")
