@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import metrics
+from toolkit._keras import quiet_native_stderr
 from toolkit.cpu import cpu_count
 from toolkit.errors import ToolkitError
 from toolkit.export.config import one_line
@@ -69,7 +70,8 @@ class TFLiteRunner:
         it = self.interpreter
         if self._batch != len(x):
             it.resize_tensor_input(self._in["index"], [len(x), *self._in["shape"][1:]])
-            it.allocate_tensors()
+            with quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." per file
+                it.allocate_tensors()
             self._batch = len(x)
         scale, zero = self._in["quantization"]
         dtype = self._in["dtype"]
