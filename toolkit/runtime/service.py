@@ -61,7 +61,7 @@ def far_line(entry, k: int, n: int, kind: str | None) -> str:
     zero = bool(negatives) and round(entry.far * negatives) == 0
     v = visit_far(far_upper_95(negatives) if zero else entry.far, k, n)
     bound = "≤ " if zero else ""
-    return (f"false-accept rate {rate_text(entry.far, negatives)} (manifest, {kind or 'unnamed'} data); per visit "
+    return (f"false-accept rate {rate_text(entry.far, negatives)} on {kind or 'unnamed'} data (manifest); per visit "
             f"under {k} of {n}: {bound}{v['independent_frames']:.2g} if frames were independent, up to "
             f"{bound}{v['identical_frames']:.4g} if they were identical")
 
