@@ -9,6 +9,29 @@ import numpy as np
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # the FAR/FRR table's rows
 
 
+def far_upper_95(negatives: int) -> float:
+    """The 95 % upper bound of a rate measured as 0 events in ``negatives`` trials: the rule of three, 3 / n.
+
+    One rule for the export's manifest and everything that prints a rate measured as zero.
+    """
+    return round(min(1.0, 3.0 / negatives), 6) if negatives > 0 else 1.0
+
+
+def rate_text(rate: float, n: int | None, unit: str = "per frame") -> str:
+    """A measured rate for a person: "2.1 % per frame (15 of 719)"; a zero as its bound, "≤ 10 % per frame (0 of 30)".
+
+    Args:
+        rate: the measured fraction.
+        n: how many trials it was measured on (None: unknown, the fraction alone is printed).
+    """
+    if not n:
+        return f"{100 * rate:.3g} % {unit}"
+    events = round(rate * n)
+    if events == 0:
+        return f"≤ {100 * far_upper_95(n):.3g} % {unit} (0 of {n})"
+    return f"{100 * rate:.3g} % {unit} ({events} of {n})"
+
+
 def as_class_probs(outputs: np.ndarray) -> np.ndarray:
     """Model outputs -> (N, K) class probabilities; a single sigmoid column becomes [1 - p, p]."""
     outputs = np.asarray(outputs, dtype=np.float64)

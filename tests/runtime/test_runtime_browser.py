@@ -87,3 +87,32 @@ def test_door_page_in_chromium(tmp_path, export_dir):
             assert loop.frames > frames  # the door keeps deciding without its page
     finally:
         driver.quit()
+
+
+def test_serve_without_a_door_shows_no_unlock_and_no_camera(export_dir):
+    """Issue 23, defect 10: 'door serve' (no camera, no relay) showed an Unlock button and "Enter the token to
+    see the camera"; the page now shows only what exists."""
+    from runtime_support import LiveServer
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from toolkit.runtime.core.config import ModelConfig, ServeConfig
+    from toolkit.runtime.core.holder import ModelHolder
+    from toolkit.runtime.server import create_app
+
+    driver = _driver(412, 1200)
+    wait = WebDriverWait(driver, 15, poll_frequency=0.1)
+    try:
+        app = create_app(ModelHolder(ModelConfig(export_dir)), ServeConfig(), door=None, token=TOKEN)
+        with LiveServer(app) as live:
+            driver.get(live.url + "/")
+            wait.until(lambda d: d.find_element(By.ID, "state").text == "no door")
+            wait.until(lambda d: not d.find_element(By.ID, "live-card").is_displayed())
+            for hidden in ("unlock", "live-card", "review-card", "token-card"):
+                assert not driver.find_element(By.ID, hidden).is_displayed(), hidden
+            assert "Enter the token" not in driver.find_element(By.TAG_NAME, "body").text
+            assert "tiny (model.onnx)" in driver.find_element(By.ID, "facts").text  # what exists still shows
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(ARTIFACTS / "5-serve-only.png"))
+    finally:
+        driver.quit()

@@ -174,3 +174,23 @@ def test_door_warns_in_one_line_when_the_manifest_figures_are_synthetic(export_d
                      f"toolkit evaluate {folder} --data PHOTOS"]
     assert main(["door", "run", "--model", str(export_dir), "--camera", str(cam), "--quiet"]) == 0
     assert "synthetic" not in capsys.readouterr().err  # the tiny test export names no data: no claim, no warning
+
+
+def test_door_run_prints_a_far_measured_as_zero_as_its_bound(export_dir, tmp_path, capsys):
+    """Issue 23, defect 9: 0 false accepts in 30 negatives printed as "0.0000"; the export's rule of three says
+    ≤ 10 %, and the door now prints the same."""
+    from toolkit import metrics
+
+    folder = tmp_path / "zero"
+    shutil.copytree(export_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entry = manifest["files"]["model.onnx"]
+    entry.update(far=0.0, frr=0.2, validation={**entry.get("validation", {}), "negatives": 30, "positives": 30,
+                                                "far_upper_95": metrics.far_upper_95(30)})  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    cam = _camera(tmp_path / "cam", [40, 220])
+    assert main(["door", "run", "--model", str(folder), "--camera", str(cam), "--votes", "2", "--window", "3"]) == 0
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "false-accept rate" in x]
+    assert "false-accept rate ≤ 10 % per frame (0 of 30)" in line and "0.0000" not in line
+    assert "≤ 0.028 if frames were independent, up to ≤ 0.1 if they were identical" in line  # 3 p² - 2 p³ at 0.1
+    assert metrics.rate_text(15 / 719, 719) == "2.09 % per frame (15 of 719)"

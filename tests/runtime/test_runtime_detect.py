@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from runtime_support import FACE_ANCHOR, build_fake_detector, make_export
 
+from toolkit.cli import main
 from toolkit.errors import ToolkitError
 from toolkit.inference.detect import (
+    ASSETS,
+    SHIPPED_SHA256,
     FaceDetector,
     decode,
     iou,
@@ -23,6 +28,9 @@ from toolkit.inference.detect import (
 )
 from toolkit.inference.manifest import load_manifest, sha256_file
 from toolkit.runtime.camera import make_cropper
+
+ROOT = Path(__file__).resolve().parents[2]
+SMILES = ROOT.parent / "shared" / "datasets" / "smiles" / "smile"
 
 
 def test_anchors_match_the_short_range_layout():
@@ -108,8 +116,8 @@ def test_door_uses_the_exports_detector(tmp_path, monkeypatch):
     monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
     plain = make_export(tmp_path / "plain")
     assert manifest_detector(plain) == {} and make_cropper(None, plain) is None  # old manifests: no crop
-    with pytest.raises(ToolkitError, match="has none in its manifest.*toolkit export --detector blazeface"):
-        make_cropper("blazeface", plain)
+    shipped = make_cropper("blazeface", plain)  # none in the export nor the cache: the one the toolkit ships
+    assert isinstance(shipped, FaceDetector) and shipped.path == ASSETS / "face_detection_short_range.onnx"
     folder = make_export(tmp_path / "with")
     path = _with_detector(folder, tmp_path)
     assert json.loads((folder / "manifest.json").read_text())["detector"]["file"] == path.name
@@ -120,3 +128,84 @@ def test_door_uses_the_exports_detector(tmp_path, monkeypatch):
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ToolkitError, match="not the detector its manifest names"):
         load_detector(folder)
+
+
+def test_the_shipped_detector_is_the_committed_exports_with_its_licence(tmp_path, monkeypatch):
+    """Issue 23, defect 2: the converted BlazeFace ships as package data, checked by sha256, with its licence."""
+    onnx, licence = ASSETS / "face_detection_short_range.onnx", ASSETS / "LICENSE.mediapipe"
+    assert sha256_file(onnx) == SHIPPED_SHA256 == load_manifest(ROOT / "exported" / "happy").detector["sha256"]
+    assert licence.read_text().lstrip().startswith("Apache License") and "Version 2.0" in licence.read_text()
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "empty"))
+    assert load_detector(None).path == onnx  # nothing cached, no 'toolkit detector' step
+    monkeypatch.setattr("toolkit.inference.detect.SHIPPED_SHA256", "0" * 64)
+    with pytest.raises(ToolkitError, match="not the face detector this toolkit shipped.*reinstall"):
+        load_detector(None)
+
+
+@pytest.mark.skipif(not SMILES.is_dir(), reason="needs ../shared/datasets/smiles")
+def test_collect_with_blazeface_needs_no_detector_step(tmp_path, monkeypatch, capsys):
+    """The README's first door command on a fresh install: an empty weights cache, no 'toolkit detector'."""
+    from PIL import Image
+
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "empty"))
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    for i, name in enumerate(sorted(p.name for p in SMILES.glob("*.jpg"))[:2]):
+        frame = Image.new("RGB", (256, 256), (128, 128, 128))  # a face in the middle of a grey frame
+        frame.paste(Image.open(SMILES / name).convert("RGB").resize((128, 128)), (64, 64))
+        frame.save(cam / f"{i}.png")
+    Image.new("RGB", (256, 256), (128, 128, 128)).save(cam / "2.png")  # no face: not saved
+    rc = main(["door", "collect", "--camera", str(cam), "--detector", "blazeface", "--label", "smile",
+               "--out", str(tmp_path / "photos"), "--count", "5", "--every", "0"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    saved = sorted((tmp_path / "photos" / "smile").iterdir())
+    assert len(saved) == 2 and all(Image.open(p).size[0] > 100 for p in saved)
+    assert not (tmp_path / "empty").exists()  # nothing fetched, nothing converted
+
+
+def test_detector_command_without_tf2onnx_is_one_line(tmp_path, monkeypatch, capsys):
+    """``toolkit detector`` on a door-only install: the shipped path; a conversion asked for: one line, no download."""
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("tensorflow", "tf2onnx")
+                        else real(name, *a))  # fmt: skip
+    assert main(["detector"]) == 0
+    assert capsys.readouterr().out.startswith(str(ASSETS / "face_detection_short_range.onnx"))
+    assert main(["detector", "--force"]) != 0
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1 and "Traceback" not in out.err
+    assert "needs tensorflow and tf2onnx (pip install 'toolkit[train]'); the toolkit ships it converted" in out.err
+    assert not (tmp_path / "cache").exists()  # refused before any download
+
+
+def test_predict_on_a_face_export_crops_and_says_where_the_face_was(tmp_path):
+    """Issue 23, defect 6: /predict on a face export names the face it classified (box, score), as the door crops."""
+    from runtime_support import LiveServer, http_get, http_post
+
+    from toolkit.runtime.core.config import ModelConfig, ServeConfig
+    from toolkit.runtime.core.holder import ModelHolder
+    from toolkit.runtime.server import create_app
+
+    def png(value):
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.full((256, 256, 3), value, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    plain, folder = make_export(tmp_path / "plain"), make_export(tmp_path / "face")
+    _with_detector(folder, tmp_path)
+    with LiveServer(create_app(ModelHolder(ModelConfig(folder)), ServeConfig(), door=None, token=None)) as srv:
+        face = http_post(srv.url + "/predict", png(255), headers={"content-type": "image/png"}).json()
+        assert face["face"]["box"] == [80.0, 80.0, 208.0, 208.0] and 0.5 < face["face"]["score"] <= 1
+        assert "presence" not in face["face"] and "hand" not in face
+        none = http_post(srv.url + "/predict", png(0), headers={"content-type": "image/png"}).json()
+        assert none["face"] is None and none["label"] == "no_smile"  # the whole (dark) image, said so
+        spec = http_get(srv.url + "/openapi.json").json()["components"]["schemas"]
+        assert set(spec["Prediction"]["properties"]) == {"model", "label", "probability", "threshold", "decision",
+                                                         "latency_ms", "probabilities", "hand", "face"}
+    with LiveServer(create_app(ModelHolder(ModelConfig(plain)), ServeConfig(), door=None, token=None)) as srv:
+        answer = http_post(srv.url + "/predict", png(255), headers={"content-type": "image/png"}).json()
+        assert answer["label"] == "smile" and "face" not in answer and "hand" not in answer  # as before

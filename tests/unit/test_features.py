@@ -90,3 +90,21 @@ def test_list_and_clear(base, tmp_path):
     done = next(r for r in rows if r["complete"])
     assert done["n"] == 5 and done["dim"] == 4 and done["bytes"] > 5 * 4 * 4
     assert F.clear_cache(tmp_path)[0] == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_several_cuts_and_splits_trace_each_base_once(base, tmp_path, log_lines):
+    """Issue 23, defect 5: 'finetune face --feature-layer a,b,c' printed TensorFlow's "triggered tf.function
+    retracing" warning twice (a trace per batch shape and per cut)."""
+    from toolkit._keras import keras
+
+    warnings = log_lines("tensorflow")
+    conv = base.get_layer("conv").output
+    cuts = [base, keras().Model(base.input, keras().layers.Flatten()(conv)),
+            keras().Model(base.input, keras().layers.GlobalMaxPooling2D()(conv))]
+    for i, cut in enumerate(cuts):
+        for n, name in ((10, "train"), (3, "val"), (5, "test")):  # batch 4: last batches of 2, 3 and 1 images
+            f = F.cache_features(cut, _split(n, seed=n, name=name), weights_hash=f"w{i}", layer=f"cut{i}",
+                                 batch_size=4, root=tmp_path)
+            if i == 0:  # the features are the model's own answers in inference mode
+                np.testing.assert_allclose(f.x, cut.predict(_split(n, seed=n).numpy()[0], verbose=0), atol=1e-5)
+    assert not [w for w in warnings if "retracing" in w], warnings

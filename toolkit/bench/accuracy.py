@@ -19,7 +19,7 @@ from toolkit.errors import ToolkitError
 METRICS = "metrics.json"  # the name `toolkit evaluate` writes in a run folder
 
 
-def load_scored(spec: str, size: tuple[int, int], labels: tuple, *, every: bool):
+def load_scored(spec: str, size: tuple[int, int], labels: tuple, *, every: bool, strict: bool = False):
     """The labelled split of ``spec`` to score a model with ``labels`` on, at its input ``size``.
 
     Args:
@@ -28,6 +28,7 @@ def load_scored(spec: str, size: tuple[int, int], labels: tuple, *, every: bool)
         labels: the model's class names; integer data labels 0..C-1 match them by index.
         every: every image of ``spec``; else its own test set when it has one (a course test_*.h5), else all,
             as ``toolkit evaluate MODEL --data`` does.
+        strict: unreadable files are an error instead of a skipped warning.
 
     Raises:
         ToolkitError: unreadable data, labels that do not match, or no images.
@@ -35,7 +36,7 @@ def load_scored(spec: str, size: tuple[int, int], labels: tuple, *, every: bool)
     from toolkit.data import load_data
     from toolkit.data.labels import align_labels
 
-    ds = align_labels(load_data(spec, size), labels)
+    ds = align_labels(load_data(spec, size, strict=strict), labels)
     if every:
         split = ds.all()
     else:
@@ -53,7 +54,8 @@ def class_probs(predictor, x: np.ndarray, batch: int = 64) -> np.ndarray:
 
 
 def evaluate_export(
-    folder: str, *, data: str | None, file: str | None = None, out: str | None = None, tta: bool = False
+    folder: str, *, data: str | None, file: str | None = None, out: str | None = None, tta: bool = False,
+    strict: bool = False,
 ) -> dict:
     """Accuracy, loss, per-class scores and confusion matrix of an export folder's ONNX file on ``data``.
 
@@ -65,6 +67,7 @@ def evaluate_export(
         file: the ONNX file to score (default: the manifest's ``serve`` file).
         out: write metrics.json into this folder (never into the export folder unasked: it may be committed).
         tta: refused; the crops and flips of test-time augmentation need the Keras model.
+        strict: unreadable files in ``data`` are an error instead of a skipped warning.
 
     Raises:
         ToolkitError: no ``data``, ``tta``, a bad export folder or file, unreadable data, labels that do not match.
@@ -77,7 +80,7 @@ def evaluate_export(
         raise ToolkitError(f"{folder}: an export folder holds no test split; pass --data SPEC (image folder, "
                            ".h5 file or synthetic:...)")
     predictor = Predictor(folder, file)
-    split = load_scored(data, predictor.size, predictor.labels, every=False)
+    split = load_scored(data, predictor.size, predictor.labels, every=False, strict=strict)
     x, y = split.numpy()
     if predictor.is_face and split.names is not None:
         # photos at their own size: squeezed to one input size, a 640x480 frame would stretch the face, and the

@@ -19,6 +19,10 @@ class BenchmarkConfig:
                                 item=INT, low=1, aliases=("--batch",), toml_aliases=("batch",))
     data: str | None = setting(None, "Score every image of this data (folder, .h5, synthetic:NAME) instead of the "
                                "source run's test split.")
+    strict: bool = setting(False, "Unreadable images in --data are an error instead of a skipped warning.")
+    # the manifest names its run, never where it is: the run must be the one (its model's sha256) it was made from
+    run: str | None = setting(None, "The run folder the export was made from: its test split to score on and its "
+                              "Keras model as the baseline (checked against the manifest's sha256).")
     repeats: int = setting(50, "Batch-1 calls per file and thread count (after warm-up).", low=1)
     # and at least this long, so fast files get stable percentiles
     min_seconds: float = setting(1.0, "Shortest time each measurement runs.", above=0, cli=False)

@@ -39,10 +39,11 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     features = cpu_features()
     log(describe(features))
     threads = tuple(dict.fromkeys(cpu_count() if t == "all" else t for t in config.threads))
-    x, y, data_desc = _test_data(folder, manifest, config.data)
+    run_dir = _run_dir(folder, manifest, config.run)
+    x, y, data_desc = _test_data(folder, manifest, config.data, config.strict, run_dir)
     log(f"scoring on {data_desc}")
     x_degraded = _degraded(x) if config.degrade else None
-    keras_file = _keras_file(folder, manifest)
+    keras_file = _keras_file(folder, manifest, run_dir)
     if config.keras and keras_file is not None and not _installed("tensorflow"):
         log(f"keras baseline skipped: {keras_file.name} needs TensorFlow (pip install 'toolkit[train]')")
         keras_file = None
@@ -175,28 +176,42 @@ def door_rates(threshold: float, probs, degraded, y, kind: str | None) -> dict:
     return out
 
 
-def _keras_file(folder: Path, manifest) -> Path | None:
-    path = manifest.source_model.get("path")
-    if not path:
+def _run_dir(folder: Path, manifest, run: str | None) -> Path | None:
+    """The source run: ``--run`` (checked: its model is the one the manifest's sha256 names), else where an
+    older manifest's relative ``run`` path points, else None."""
+    from toolkit.inference.manifest import sha256_file
+
+    source = manifest.source_model
+    if run:
+        model = Path(run) / "model.keras"
+        if not model.is_file():
+            raise ToolkitError(f"--run {run}: no model.keras there; give the run folder {folder} was exported from")
+        if source.get("sha256") and sha256_file(model) != source["sha256"]:
+            raise ToolkitError(f"--run {run}: its model.keras is not the one {folder} was exported from (sha256 "
+                               f"differs from the manifest's; that was run {source.get('run', '?')!r})")
+        return Path(run)
+    old = source.get("path") and source.get("run")  # manifests before names + sha256: paths relative to the folder
+    return folder / old if old and (folder / old).is_dir() else None
+
+
+def _keras_file(folder: Path, manifest, run_dir: Path | None) -> Path | None:
+    if run_dir is None:
         return None
-    path = Path(path) if Path(path).is_absolute() else folder / path
+    path = run_dir / manifest.source_model.get("name", "model.keras")
     return path if path.is_file() else None
 
 
-def _test_data(folder: Path, manifest, data: str | None):
+def _test_data(folder: Path, manifest, data: str | None, strict: bool = False, run_dir: Path | None = None):
     """(x float32, y, description): every image of ``data``, or without it the source run's test split."""
     if data:
         from toolkit.bench.accuracy import load_scored
 
-        split = load_scored(data, manifest.input.size, tuple(manifest.labels), every=True)
+        split = load_scored(data, manifest.input.size, tuple(manifest.labels), every=True, strict=strict)
         x, y = split.numpy()
         return x.astype(np.float32), y, f"{data}, every image ({len(y)} images)"
-    run_path = manifest.source_model.get("run")
-    run_dir = None
-    if run_path:
-        run_dir = Path(run_path) if Path(run_path).is_absolute() else folder / run_path
-    if run_dir is None or not run_dir.is_dir():
-        raise ToolkitError(f"{folder}: the source run is not at {run_path!r}; pass --data SPEC to benchmark on")
+    if run_dir is None:
+        raise ToolkitError(f"{folder}: pass --data SPEC to benchmark on, or --run RUN (the run folder it was exported "
+                           f"from, {manifest.source_model.get('run', '?')!r}) to use that run's test split")
     from toolkit.train.runs import load_run
 
     splits = load_run(run_dir).splits()

@@ -53,9 +53,14 @@ def models_cmd() -> None:
 def detector_cmd(
     wheel: Path = typer.Option(None, "--wheel", help="A downloaded mediapipe-0.10.21 wheel (default: pip download)."),
     find_links: str = typer.Option(None, "--find-links", help="A local folder of wheels to download from instead."),
-    force: bool = typer.Option(False, "--force", help="Fetch and convert again even when the cache has it."),
+    force: bool = typer.Option(False, "--force", help="Convert it from the mediapipe wheel even when it is at hand."),
 ) -> None:
-    """Fetch the BlazeFace face detector (mediapipe wheel, Apache-2.0) into the weights cache as checked ONNX."""
+    """Where the BlazeFace face detector (ONNX, Apache-2.0) is; --force / --wheel convert it from the mediapipe
+    wheel into the weights cache (needs the train extra), though the toolkit ships it converted."""
+    from toolkit.inference.detect import ASSETS, SHIPPED_SHA256
     from toolkit.models.detector import ensure_detector
 
-    typer.echo(ensure_detector(wheel, find_links=find_links, force=force))
+    path = ensure_detector(wheel, find_links=find_links, force=force)
+    shipped = path.parent == ASSETS
+    typer.echo(f"{path}" + (f"  (shipped with the toolkit, sha256 {SHIPPED_SHA256[:12]}...; --force converts "
+                            "the mediapipe wheel's own copy)" if shipped else ""))

@@ -12,6 +12,7 @@ pipeline_app = typer.Typer(help="Run declarative pipelines (pipelines/*.toml).",
 app.add_typer(pipeline_app, name="pipeline")
 
 DATA_HELP = "Run on this data instead of the file's data.spec (an image folder, .h5, or synthetic:NAME)."
+QUIET_HELP = "Print warnings, errors and the results only: no progress bars, no info lines."
 SET_HELP = "Override a setting: section.key=value (repeatable), e.g. --set train.epochs=5."
 
 
@@ -37,14 +38,19 @@ def run(
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path = typer.Option(Path("runs/pipelines"), "--out", help="Where training runs and step state go."),
     work: Path = typer.Option(None, "--work", hidden=True),  # the old spelling of --out
+    strict: bool = typer.Option(False, "--strict", help="Unreadable images are an error (the same as --set "
+                                "data.strict=true)."),
+    quiet: bool = typer.Option(False, "--quiet", help=QUIET_HELP),
 ) -> None:
     """Run every step; steps whose inputs did not change since the last run are skipped."""
     from toolkit.cli.options import deprecated
     from toolkit.pipeline import load_pipeline
     from toolkit.pipeline.run import run_pipeline
+    from toolkit.progress import OutputOptions
 
+    OutputOptions(quiet=quiet).apply()
     out = deprecated("--work", "--out", work, out)
-    p = load_pipeline(file, data=data, sets=set_)
+    p = load_pipeline(file, data=data, sets=[*set_, *(["data.strict=true"] if strict else [])])
     outputs = run_pipeline(p, work_root=out)
     if "export" not in outputs:  # a multiworker worker other than the chief
         typer.echo("worker done: the chief holds the training run, the export and the report")

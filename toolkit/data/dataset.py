@@ -215,11 +215,7 @@ def load_data(
 
 
 def _face_crop(spec: Spec):
-    """The door's face detector (BlazeFace, from the weights cache), so training sees the door's crop."""
-    from toolkit.inference.detect import cached_detector_path, load_detector
+    """The door's face detector (BlazeFace: the cache's converted copy, else the shipped one), as the door crops."""
+    from toolkit.inference.detect import load_detector
 
-    if not cached_detector_path().is_file():
-        raise ToolkitError(f"data spec {spec.text!r}: crop=face needs the face detector, not yet in "
-                           f"{cached_detector_path().parent}; run 'toolkit detector' once (it fetches the mediapipe "
-                           "wheel)")
     return load_detector(None)

@@ -71,8 +71,10 @@ def grid_image(ds, columns: int = GRID_COLUMNS, seed: int = 0) -> Image.Image:
 def write_grid(ds, path: Path) -> None:
     """Write :func:`grid_image` of ``ds`` to ``path`` as PNG, atomically."""
     path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise ToolkitError(f"--grid {path}: folder {path.parent} does not exist; create it first")
+    try:  # like every --out: its folder is made (the README's tour writes runs/happy.png in a fresh checkout)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolkitError(f"--grid {path}: cannot create folder {path.parent} ({exc.strerror})") from exc
     img = grid_image(ds)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)

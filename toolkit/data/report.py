@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -116,6 +117,35 @@ class DataReport:
                 len(self.conflicts),
                 _listing(" = ".join(g) for g in self.conflicts),
             )
+
+
+class _Once(logging.Filter):
+    """Lets a message through the first time only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+@contextlib.contextmanager
+def each_warning_once():
+    """Within the block, a data warning (unreadable files, duplicates, label conflicts...) is printed once.
+
+    A pipeline loads its data in every step (train, export, benchmark, report): the same warning 4-5 times.
+    """
+    once = _Once()
+    log.addFilter(once)
+    try:
+        yield
+    finally:
+        log.removeFilter(once)
 
 
 def _listing(items) -> str:

@@ -21,11 +21,21 @@ from toolkit.errors import ToolkitError, disk_full_error
 from toolkit.export import automix, mixed
 from toolkit.export.config import ExportConfig
 from toolkit.export.formats import Context, select
-from toolkit.export.manifest import build_manifest, file_entry, relative
+from toolkit.export.manifest import build_manifest, file_entry, provenance, spec_name
 from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown  # noqa: F401 - api names
 from toolkit.export.quantize import calibration_images, check_images
-from toolkit.export.validate import choose_threshold, classes, compare, gate, load_runner, predict, threshold_at
-from toolkit.inference.manifest import data_kind, sha256_file
+from toolkit.export.validate import (
+    GateError,
+    allowed_drop,
+    choose_threshold,
+    classes,
+    compare,
+    gate,
+    load_runner,
+    predict,
+    threshold_at,
+)
+from toolkit.inference.manifest import FileEntry, data_kind
 
 BARE_SPLIT = {"val": 0.15, "test": 0.15}  # how a bare model file's --data is split (the run defaults)
 
@@ -49,7 +59,7 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
 
         return export_hands(run, model, config, log or (lambda msg: print(msg, file=sys.stderr)))
     if run is not None:
-        splits = run.splits(config.data)
+        splits = run.splits(config.data, config.strict)
         return export_model(
             model,
             labels=run.labels,
@@ -70,7 +80,7 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
     from toolkit.data import load_data
 
     h, w = _input_size(model)
-    ds = load_data(config.data, (h, w))
+    ds = load_data(config.data, (h, w), strict=config.strict)
     splits = ds.split(seed=config.seed, **BARE_SPLIT)
     return export_model(
         model,
@@ -143,54 +153,26 @@ def export_model(
             "input": "image: float32 NHWC RGB 0-255",
         }
         ctx = Context(model, tuple(labels), image_size, calibration, splits.train, config, metadata, workdir)
-        entries = {}
+        entries, failed = {}, {}
         for fmt in formats:
             path = staging / fmt.filename
             log(f"export {fmt.filename} ...")
             fmt.export_fn(ctx, path)
-            runner = load_runner(path)
-            probs, validation = _validate(fmt, ctx, runner, x_val, y_val, reference)
-            record = None
-            plugged = automix.plug(fmt) if selection is not None else None
-            missed = validation["drop"] > config.max_drop
-            if plugged is None and selection is not None and fmt.quantization == "int8" and (missed or config.explain):
-                log(f"  {fmt.filename}: no layer sensitivity for this format yet (no --explain, no mixed precision)")
-            needed = missed and config.mixed_precision == "auto" and plugged is not None
-            if plugged is not None and (config.explain or needed):
-                record, new_runner = automix.choose(ctx, fmt, plugged, path, selection(), needed=needed,
-                                                  max_drop=config.max_drop, log=log)
-                if needed:
-                    plain = {k: validation[k] for k in ("accuracy", "agreement", "max_abs_dprob", "drop", "drop_95")}
-                    record["plain_int8"] = plain
-                    if new_runner is None:
-                        gate(fmt, validation, config.max_drop, record)
-                    runner = new_runner
-                    probs, validation = _validate(fmt, ctx, runner, x_val, y_val, reference)
-                    record.update(drop=validation["drop"], drop_95=validation["drop_95"])
-                    gate(fmt, validation, config.max_drop, record)
-                    log(automix.summary(fmt.filename, record, plain, validation))
-            gate(fmt, validation, config.max_drop)
-            threshold = None
-            if output_kind == "sigmoid":
-                threshold = threshold_at(choose(runner, probs), probs[:, 0], y_val)
-                validation.update({k: threshold.get(k) for k in ("negatives", "positives", "far_upper_95", "far_95",
-                                                                 "frr_95")})
-            entries[fmt.filename] = file_entry(path, fmt, validation, threshold, runner.input_dtype, record)
-            log(
-                f"  {fmt.filename}: accuracy {validation['accuracy']:.1f}% "
-                f"(float {validation['float_accuracy']:.1f}%), "
-                f"agreement {validation['agreement']:.1f}%, max|dp| {validation['max_abs_dprob']:.4f}"
-                + (f", drop {validation['drop']:.1f} points (95% interval {validation['drop_95'][0]:.1f} to "
-                   f"{validation['drop_95'][1]:.1f}, {held_out.name} split)" if fmt.lossy and validation["drop_95"]
-                   else "")
-            )
-        source = {"path": relative(source_file, out), "sha256": sha256_file(source_file)}
-        if run_dir is not None:
-            source["run"] = relative(run_dir, out)
+            try:
+                entries[fmt.filename] = _check_file(fmt, ctx, path, config, selection, held_out, x_val, y_val,
+                                                    reference, output_kind, choose, log)
+            except GateError as exc:  # the files that pass are still written; this one is named
+                failed[fmt.filename] = str(exc)
+                path.unlink(missing_ok=True)
+                log(f"  {fmt.filename}: not written: {exc}")
+        if failed and not entries:
+            raise GateError("; ".join(failed.values()) + "; nothing written")
+
+        source = provenance(source_file, run_dir)
         data = {
-            "spec": data_spec,
+            "spec": spec_name(data_spec),
             "kind": data_kind(data_spec),  # what every figure in this manifest was measured on
-            "trained_on": {"spec": trained_on, "kind": data_kind(trained_on)},
+            "trained_on": {"spec": spec_name(trained_on), "kind": data_kind(trained_on)},
             "validation_split": held_out.name,
             "validation_fingerprint": held_out.fingerprint,
             "fingerprints": splits.fingerprints(),
@@ -213,6 +195,7 @@ def export_model(
             from toolkit.models.detector import copy_detector
 
             detector_record = copy_detector(staging, detector)
+        base_record = _copy_base_licence(staging, model_name)
 
         manifest = build_manifest(
             name=out.name,
@@ -226,9 +209,11 @@ def export_model(
             data=data,
             versions=versions(),
             detector=detector_record,
+            base=base_record,
         )
         manifest.write(staging)
-        (staging / "report.md").write_text(report_markdown(manifest))
+        (staging / "report.md").write_text(report_markdown(manifest) + "".join(
+            f"\nNot written: {reason}\n" for reason in failed.values()))
         _publish(staging, out, config.overwrite)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -240,7 +225,73 @@ def export_model(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     log(f"wrote {out} (serve: {manifest.serve})")
+    if failed:  # after the rename: the passing files are there, and the command still says something failed
+        raise GateError(f"{out}: wrote {', '.join(entries)}; not {'; not '.join(failed.values())}")
     return out
+
+
+def _check_file(fmt, ctx, path: Path, config, selection, held_out, x_val, y_val, reference, output_kind: str,
+                choose, log) -> FileEntry:
+    """Validate one written file against the float model (automatic mixed precision first when an int8 file
+    misses); its manifest entry.
+
+    Raises:
+        GateError: the file is wrong or loses more than the split allows (see :func:`gate`).
+    """
+    runner = load_runner(path)
+    probs, validation = _validate(fmt, ctx, runner, x_val, y_val, reference)
+    record = None
+    plugged = automix.plug(fmt) if selection is not None else None
+    missed = validation["drop"] > allowed_drop(config.max_drop, validation["n"])
+    if plugged is None and selection is not None and fmt.quantization == "int8" and (missed or config.explain):
+        log(f"  {fmt.filename}: no layer sensitivity for this format yet (no --explain, no mixed precision)")
+    needed = missed and config.mixed_precision == "auto" and plugged is not None
+    if plugged is not None and (config.explain or needed):
+        record, new_runner = automix.choose(ctx, fmt, plugged, path, selection(), needed=needed,
+                                          max_drop=config.max_drop, log=log)
+        if needed:
+            plain = {k: validation[k] for k in ("accuracy", "agreement", "max_abs_dprob", "drop", "drop_95")}
+            record["plain_int8"] = plain
+            if new_runner is None:
+                gate(fmt, validation, config.max_drop, record)
+            runner = new_runner
+            probs, validation = _validate(fmt, ctx, runner, x_val, y_val, reference)
+            record.update(drop=validation["drop"], drop_95=validation["drop_95"])
+            gate(fmt, validation, config.max_drop, record)
+            log(automix.summary(fmt.filename, record, plain, validation))
+    gate(fmt, validation, config.max_drop)
+    if fmt.lossy:  # what the gate allowed on this split, for a reader who sees a drop above --max-drop
+        validation["allowed_drop"] = round(allowed_drop(config.max_drop, validation["n"]), 4)
+    threshold = None
+    if output_kind == "sigmoid":
+        threshold = threshold_at(choose(runner, probs), probs[:, 0], y_val)
+        validation.update({k: threshold.get(k) for k in ("negatives", "positives", "far_upper_95", "far_95",
+                                                         "frr_95")})
+    entry = file_entry(path, fmt, validation, threshold, runner.input_dtype, record)
+    log(
+        f"  {fmt.filename}: accuracy {validation['accuracy']:.1f}% "
+        f"(float {validation['float_accuracy']:.1f}%), "
+        f"agreement {validation['agreement']:.1f}%, max|dp| {validation['max_abs_dprob']:.4f}"
+        + (f", drop {validation['drop']:.1f} points (95% interval {validation['drop_95'][0]:.1f} to "
+           f"{validation['drop_95'][1]:.1f}, {held_out.name} split)" if fmt.lossy and validation["drop_95"]
+           else "")
+    )
+    return entry
+
+
+def _copy_base_licence(folder: Path, model_name: str) -> dict:
+    """The licence of the pretrained base whose weights the model files hold, copied into ``folder``; its record.
+
+    {} for a model with no third-party weights (or a model file / keras: name the registry does not know).
+    """
+    from toolkit.models import get_spec, list_models
+
+    third = get_spec(model_name).third_party if model_name in list_models() else None
+    if not third:
+        return {}
+    from toolkit.models.fetch import copy_licence
+
+    return copy_licence(third["wheel"], folder, third["licence_file"], third["licence_name"], kind=model_name)
 
 
 def _threshold_rule(run_dir: Path | None, out: Path, splits, held_out, y_held, output_kind: str, target_far: float,
@@ -264,7 +315,7 @@ def _threshold_rule(run_dir: Path | None, out: Path, splits, held_out, y_held, o
             log(f"warning: no test split; FAR/FRR at the out-of-fold threshold are measured on the {split} split, "
                 "which the cross-validated head was fitted on")
         return (lambda runner, probs: chosen["threshold"]), {
-            "source": "out-of-fold cross-validation scores", "file": relative(oof["file"], out),
+            "source": "out-of-fold cross-validation scores", "scores": provenance(oof["file"], run_dir),
             "n": int(len(oof["y"])), "folds": int(oof["fold"].max()) + 1, "threshold": chosen["threshold"],
             "negatives": chosen["negatives"], "positives": chosen["positives"], "far": chosen["far"],
             "frr": chosen["frr"], "far_upper_95": chosen["far_upper_95"],

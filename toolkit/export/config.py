@@ -27,6 +27,7 @@ class ExportConfig:
                               "model.", choices=QUANTIZATIONS, every="all")
     data: str | None = setting(None, "Validate and calibrate on this data instead of the run's splits (required "
                                "for model files).")
+    strict: bool = setting(False, "Unreadable images in --data are an error instead of a skipped warning.")
     # enough representative images for stable min/max ranges
     calibration: int = setting(300, "Training images used to calibrate int8 ranges.", low=1)
     # entropy/percentile clip outliers and cost more time

@@ -67,11 +67,12 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     """
     from toolkit import __version__
     from toolkit._keras import predict_array
-    from toolkit.export.manifest import build_manifest, relative
+    from toolkit.export.manifest import build_manifest, provenance, spec_name
     from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
+    from toolkit.export.validate import allowed_drop
     from toolkit.inference.handfeatures import FeatureSpec
     from toolkit.inference.handpipe import open_tracker
-    from toolkit.inference.manifest import FileEntry, data_kind, sha256_file
+    from toolkit.inference.manifest import FileEntry, data_kind
     from toolkit.models.hands import copy_hand_models, ensure_hand_models
     from toolkit.train.hands import head_columns, landmark_features, model_sha256, models_key
     from toolkit.train.runs import versions
@@ -91,7 +92,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
         if model_sha256(models, role) != record.get(f"{role}_sha256"):
             raise ToolkitError(f"{run.path}: trained on another {role} model ({record.get(f'{role}_sha256', '?')[:12]}"
                                f"...) than the one at hand ({model_sha256(models, role)[:12]}...); fine-tune again")
-    splits = run.splits(config.data)
+    splits = run.splits(config.data, config.strict)
     held = splits.test if len(splits.test) else splits.val
     if not len(held):
         raise ToolkitError(f"{run.path}: no test or validation images to validate the export on; pass --data")
@@ -119,9 +120,10 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
                           f"{spec.orientation}) -> head"}
         log(f"export {HEAD_FILE} ...")
         path = head_onnx(head, staging / HEAD_FILE, config.opset)
-        data = {"spec": config.data or run.config["train"]["data"],
+        data = {"spec": spec_name(config.data or run.config["train"]["data"]),
                 "kind": data_kind(config.data or run.config["train"]["data"]),
-                "trained_on": {"spec": run.config["train"]["data"], "kind": data_kind(run.config["train"]["data"])},
+                "trained_on": {"spec": spec_name(run.config["train"]["data"]),
+                               "kind": data_kind(run.config["train"]["data"])},
                 "validation_split": held.name, "validation_fingerprint": held.fingerprint,
                 "fingerprints": splits.fingerprints(), "threshold": None, "calibration": None,
                 "no_hand": {"n": int((~f.found).sum()), "files": f.missing}}
@@ -133,8 +135,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
             entry: FileEntry = file_entry(path, fmt, validation, None, "float32")
             m = build_manifest(name=out.name, model_name="hands", labels=labels, image_size=run.image_size,
                                output_kind=output_kind, entries={HEAD_FILE: entry}, target_far=config.target_far,
-                               source={"path": relative(run.model_file, out), "sha256": sha256_file(run.model_file),
-                                       "run": relative(run.path, out)},
+                               source=provenance(run.model_file, run.path),
                                data=data, versions={**versions(), "toolkit": __version__})
             return dataclasses.replace(m, pipeline=PIPELINE, hands=hands)
 
@@ -144,7 +145,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
             raise ToolkitError(f"{HEAD_FILE}: differs from the Keras head by {validation['head_max_abs_dprob']:.2e} "
                                f"> {HEAD_ATOL:g}: the conversion is wrong; nothing written")
         drop = validation["float_accuracy"] - validation["accuracy"]
-        if drop > config.max_drop:
+        if drop > allowed_drop(config.max_drop, validation["n"]) + 1e-9:  # never below one image's worth
             raise ToolkitError(f"{out.name}: end-to-end accuracy {validation['accuracy']:.1f}% vs float "
                                f"{validation['float_accuracy']:.1f}% (drop {drop:.1f} > --max-drop "
                                f"{config.max_drop:g}); nothing written")

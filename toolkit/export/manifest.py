@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,12 +13,28 @@ from toolkit.inference.manifest import FileEntry, InputSpec, Manifest, sha256_fi
 SERVE_ORDER = ("int8", "qat", "none", "float16", "dynamic")
 
 
-def relative(path: Path, folder: Path) -> str:
-    """``path`` relative to the final export folder when possible (folders move together), else absolute."""
-    try:
-        return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
-    except ValueError:  # another drive on Windows
-        return str(Path(path).resolve())
+def provenance(path: Path, run_dir: Path | None = None) -> dict:
+    """A file outside the export as a name and a sha256: ``{"name", "run", "sha256"}``, never a path.
+
+    A manifest names nothing outside its own folder (paths are the making machine's and break when folders
+    move); the sha256 tells whether a file found later is the one (``toolkit benchmark --run`` checks it).
+    """
+    path = Path(path)
+    record = {"name": path.name, "sha256": sha256_file(path)}
+    if run_dir is not None:
+        record["run"] = Path(run_dir).resolve().name
+    return record
+
+
+def spec_name(spec: str | None) -> str | None:
+    """A data spec without the folders above its data: ``../shared/datasets/smiles?n=2000`` -> ``smiles?n=2000``.
+
+    The split fingerprints beside it tell which images it was.
+    """
+    if not spec or str(spec).startswith("synthetic:"):
+        return spec
+    path, sep, query = str(spec).partition("?")
+    return (Path(path).name or path) + sep + query
 
 
 def choose_serve(entries: dict) -> str | None:
@@ -60,6 +75,7 @@ def build_manifest(
     data: dict,
     versions: dict,
     detector: dict | None = None,
+    base: dict | None = None,
 ) -> Manifest:
     h, w = image_size
     return Manifest(
@@ -75,5 +91,6 @@ def build_manifest(
         data=data,
         versions=versions,
         detector=detector or {},
+        base=base or {},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit._keras import quiet_native_stderr
 from toolkit.errors import ToolkitError
 from toolkit.export.config import one_line
 
@@ -97,7 +98,8 @@ def _run_converter(converter, quantization: str) -> bytes:
             # Every quantizing conversion warns "Statistics for quantized inputs were expected": that is the
             # TF1 converter's quantized_input_stats, which the calibrated v2 path never uses. Noise here.
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-            return converter.convert()
+            with quiet_native_stderr():  # the quantizer prints "fully_quantize: 0, inference_type: 6, ..." per call
+                return converter.convert()
     except Exception as exc:  # the converter raises many types; the user needs the first line
         raise ToolkitError(f"TFLite conversion ({quantization}) failed: {one_line(exc)}") from exc
 

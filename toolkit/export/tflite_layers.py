@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 
+from toolkit._keras import quiet_native_stderr
+
 
 def keras_layers(model) -> dict[str, tuple[int, int]]:
     """Every leaf layer of ``model`` (nested models walked): name -> (parameter count, position in order)."""
@@ -97,7 +99,8 @@ def local_errors(floating: bytes, int8: bytes, images: np.ndarray, threads: int 
                              num_threads=threads or cpu_count())
         inp = it.get_input_details()[0]
         it.resize_tensor_input(inp["index"], [len(images), *inp["shape"][1:]])
-        it.allocate_tensors()
+        with quiet_native_stderr():  # the XNNPACK delegate's INFO line, per interpreter
+            it.allocate_tensors()
         it.set_tensor(inp["index"], images)
         it.invoke()
         details = {d["index"]: d for d in it.get_tensor_details()}

@@ -42,9 +42,36 @@ ONNX_NAME = "face_detection_short_range.onnx"
 LICENSE_NAME = "LICENSE.mediapipe"
 
 
+# The converted detector ships inside the package with its licence (the file exported/happy carries; its
+# outputs match the wheel's .tflite to 7.9e-6), so a door-only install (no TensorFlow, no tf2onnx) has it.
+ASSETS = Path(__file__).resolve().with_name("assets")
+SHIPPED_SHA256 = "c7e791913445823014e6ddaa3f962162b1b4e3a07a5d6777abc0b1f61d00833f"
+
+
 def cached_detector_path() -> Path:
-    """Where ``toolkit detector`` (or ``toolkit export --detector blazeface``) leaves the detector ONNX."""
+    """Where ``toolkit detector --force`` (a conversion of the wheel's ``.tflite`` of one's own) leaves the ONNX."""
     return weights_root() / "blazeface" / ONNX_NAME
+
+
+def shipped_detector_path() -> Path:
+    """The detector ONNX shipped with the toolkit, its licence beside it, checked by sha256.
+
+    Raises:
+        ToolkitError: the file is missing or is not the one shipped.
+    """
+    from toolkit.inference.manifest import sha256_file
+
+    path = ASSETS / ONNX_NAME
+    if not path.is_file() or sha256_file(path) != SHIPPED_SHA256:
+        raise ToolkitError(f"{path}: missing or not the face detector this toolkit shipped (sha256); reinstall "
+                           "the toolkit")
+    return path
+
+
+def detector_path() -> Path:
+    """The converted copy in the weights cache when there is one, else the shipped one."""
+    cached = cached_detector_path()
+    return cached if cached.is_file() else shipped_detector_path()
 
 
 def ssd_anchors(size: int = INPUT_SIZE, strides: tuple = STRIDES, per_layer: int = ANCHORS_PER_LAYER) -> np.ndarray:
@@ -223,7 +250,7 @@ class FaceDetector:
     """BlazeFace short-range on onnxruntime: faces of a frame, and the square crop of the largest one.
 
     Args:
-        path: the detector ONNX (from ``toolkit detector`` or an export folder's manifest).
+        path: the detector ONNX (shipped, converted by ``toolkit detector --force``, or an export folder's).
         min_score: keep detections at or above this probability.
         iou: weighted-NMS overlap threshold.
         margin: share of the face box added on each side of the crop.
@@ -243,7 +270,7 @@ class FaceDetector:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise ToolkitError(f"{self.path}: detector file not found; run 'toolkit detector' to fetch it")
+            raise ToolkitError(f"{self.path}: detector file not found; re-export with --detector blazeface")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -258,7 +285,7 @@ class FaceDetector:
         shape = tuple(inputs[0].shape)[1:] if len(inputs) == 1 else None
         if shape != (INPUT_SIZE, INPUT_SIZE, 3) or not (self._reg and self._cls):
             raise ToolkitError(f"{self.path}: not a BlazeFace short-range detector (input {inputs[0].shape}, "
-                               f"outputs {list(shapes.values())}); re-run 'toolkit detector'")
+                               f"outputs {list(shapes.values())}); re-export with --detector blazeface")
         self._input = inputs[0].name
         self.anchors = ssd_anchors()
         self.min_score, self.iou, self.margin, self.tiles = min_score, iou, margin, tiles
@@ -320,10 +347,10 @@ def manifest_detector(folder: str | Path) -> dict:
 
 
 def load_detector(folder: str | Path | None = None, threads: int = 1) -> FaceDetector:
-    """The export's detector (file checked against its manifest sha256), else the cached one.
+    """The export's detector (file checked against its manifest sha256), else the cached one, else the shipped one.
 
     Raises:
-        ToolkitError: neither exists, or the export's file does not match its manifest.
+        ToolkitError: the export's file does not match its manifest, or the shipped file is damaged.
     """
     from toolkit.inference.manifest import sha256_file
 
@@ -336,9 +363,4 @@ def load_detector(folder: str | Path | None = None, threads: int = 1) -> FaceDet
         return FaceDetector(path, min_score=float(record.get("min_score", MIN_SCORE)),
                             iou=float(record.get("nms_iou", NMS_IOU)), margin=float(record.get("margin", MARGIN)),
                             threads=threads)  # fmt: skip
-    path = cached_detector_path()
-    if not path.is_file():
-        where = f"{folder} has none in its manifest and " if folder is not None else ""
-        raise ToolkitError(f"--detector blazeface: {where}{path} does not exist; export with 'toolkit export "
-                           "--detector blazeface' (the file travels in the export folder) or run 'toolkit detector'")
-    return FaceDetector(path, threads=threads)
+    return FaceDetector(detector_path(), threads=threads)

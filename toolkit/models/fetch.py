@@ -112,6 +112,21 @@ def fetch_files(records: list[WheelFile], wheel: str | Path | None = None, find_
     return targets
 
 
+def copy_licence(record: WheelFile, folder: Path, licence_file: str, licence_name: str, kind: str) -> dict:
+    """Copy the licence of a fetched file (its wheel's) into an export ``folder``; the manifest's record of it.
+
+    The file is fetched (checked by sha256) first when the cache lacks it, so the licence is always its wheel's.
+
+    Returns:
+        ``{"kind", "source", "sha256", "licence", "licence_name"}``: the third-party file by name and sha256
+        (its weights are inside the export's model files), and the licence file in the folder.
+    """
+    path = fetch_file(record)
+    shutil.copy2(path.parent / Path(record.licence).name, Path(folder) / licence_file)
+    return {"kind": kind, "source": f"{record.package}=={record.version}:{record.member}", "sha256": record.sha256,
+            "licence": licence_file, "licence_name": licence_name}
+
+
 def cached_path(record: WheelFile) -> Path:
     """Where the file of ``record`` lies once fetched (it may not be there yet)."""
     return weights_root() / record.folder / Path(record.member).name

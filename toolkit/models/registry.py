@@ -31,6 +31,9 @@ class ModelSpec:
     feature_layer: str | None = None  # where finetune cuts by default (None: at ``penultimate``)
     own_weights: bool = False  # the builder loads pretrained weights itself (``weights=`` keyword): a file base
     fetches: bool = False  # building it may download a file (tests that must stay offline skip it)
+    # Where its pretrained weights come from, for the export's licence record: {"wheel": a fetch.WheelFile,
+    # "licence_name": SPDX id, "licence_file": its name in an export folder}. None: no third-party weights.
+    third_party: dict | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -20,6 +20,20 @@ from toolkit.errors import ToolkitError
 OPSET = 17
 
 
+def require_converter(what: str, instead: str = "") -> None:
+    """Raise one line when tf2onnx or TensorFlow (the training extra) is not installed, before any download.
+
+    Raises:
+        ToolkitError: naming ``what`` needs them, the install command, and ``instead`` (what works without).
+    """
+    import importlib.util
+
+    missing = [name for name in ("tensorflow", "tf2onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ToolkitError(f"{what} needs {' and '.join(missing)} (pip install 'toolkit[train]')"
+                           + (f"; {instead}" if instead else ""))
+
+
 def to_onnx(tflite: Path, onnx_path: Path, *, atol: float, value_range: tuple[float, float],
             pixel_outputs: tuple[str, ...] = (), opset: int = OPSET) -> float:  # fmt: skip
     """Convert into a temp file, check it with :func:`compare_outputs`, then move it to ``onnx_path``.
@@ -30,12 +44,10 @@ def to_onnx(tflite: Path, onnx_path: Path, *, atol: float, value_range: tuple[fl
     Raises:
         ToolkitError: tf2onnx fails, or the ONNX differs by more than ``atol`` (nothing is kept).
     """
-    import tf2onnx
-
     tmp = onnx_path.with_name(f".tmp-{os.getpid()}-{onnx_path.name}")
     try:
         try:
-            tf2onnx.convert.from_tflite(str(tflite), opset=opset, output_path=str(tmp))
+            _tf2onnx_from_tflite(tflite, tmp, opset)
         except Exception as exc:  # tf2onnx raises many kinds
             raise ToolkitError(f"{tflite}: tf2onnx cannot convert it ({str(exc).splitlines()[0][:200]})") from exc
         diff = compare_outputs(tflite, tmp, value_range=value_range, pixel_outputs=pixel_outputs)
@@ -45,6 +57,29 @@ def to_onnx(tflite: Path, onnx_path: Path, *, atol: float, value_range: tuple[fl
     finally:
         tmp.unlink(missing_ok=True)
     return diff
+
+
+def _tf2onnx_from_tflite(tflite: Path, out: Path, opset: int) -> None:
+    """tf2onnx's ``from_tflite``, with TensorFlow imported through :mod:`toolkit._keras` and quietly.
+
+    tf2onnx imports TensorFlow itself: imported first, it would leave TensorFlow without the Keras 2 setting and
+    the training that follows in the same process (a first ``finetune hands``) would stop. It also reads tensor
+    shapes with ``tf.lite.Interpreter``, which warns that it is deprecated on every call: ai-edge-litert's
+    interpreter (the same API) stands in for it during the conversion.
+    """
+    from unittest import mock
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from toolkit._keras import quiet_native_stderr, tf
+
+    tf()
+    import tf2onnx
+    from tf2onnx import tflite_utils
+
+    # the native interpreter prints "Created TensorFlow Lite XNNPACK delegate" per file: silence it
+    with mock.patch.object(tflite_utils.tf.lite, "Interpreter", Interpreter), quiet_native_stderr():
+        tf2onnx.convert.from_tflite(str(tflite), opset=opset, output_path=str(out))
 
 
 def compare_outputs(tflite: Path, onnx_path: Path, *, value_range: tuple[float, float],
@@ -61,8 +96,11 @@ def compare_outputs(tflite: Path, onnx_path: Path, *, value_range: tuple[float, 
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
 
-    interp = Interpreter(model_path=str(tflite))
-    interp.allocate_tensors()
+    from toolkit._keras import quiet_native_stderr
+
+    with quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate", once per file
+        interp = Interpreter(model_path=str(tflite))
+        interp.allocate_tensors()
     detail = interp.get_input_details()[0]
     size = int(detail["shape"][1])
     low, high = value_range

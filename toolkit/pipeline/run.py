@@ -112,9 +112,18 @@ def _train_step(p: Pipeline, work: Path, state: _State, section: str, upstream: 
 def run_pipeline(p: Pipeline, *, work_root: str | Path = "runs/pipelines") -> dict:
     """Run every step of ``p``; returns {step: output path}. Re-running skips unchanged steps.
 
+    Each step loads the data again; its warnings (unreadable files, duplicates) are printed once per run.
+
     Raises:
         ToolkitError: from any step (bad data, failed validation...); finished steps stay finished.
     """
+    from toolkit.data.report import each_warning_once
+
+    with each_warning_once():
+        return _run_steps(p, work_root)
+
+
+def _run_steps(p: Pipeline, work_root: str | Path) -> dict:
     check_ready(p)
     work = Path(work_root) / p.name
     dist = None
@@ -164,7 +173,7 @@ def run_pipeline(p: Pipeline, *, work_root: str | Path = "runs/pipelines") -> di
 
             t0 = time.perf_counter()
             fields = {f: b[k] for k, (cls, f) in SECTIONS["benchmark"].items() if cls is BenchmarkConfig}
-            benchmark(BenchmarkConfig(folder=str(export_out), **fields),
+            benchmark(BenchmarkConfig(folder=str(export_out), **fields, run=str(outputs["train"])),
                       log=lambda msg: log.info("benchmark: %s", msg))
             state.record("benchmark", bench_key, export_out / "benchmark.json", time.perf_counter() - t0)
     if p.section("report")["enabled"]:

@@ -66,6 +66,17 @@ class InferResponse(BaseModel):
     outputs: list[OutputTensor]
 
 
+class Hand(BaseModel):
+    score: float = Field(description="the palm detector's score of the hand the answer is about")
+    handedness: str = Field(description="'left' or 'right', as the landmark model sees it")
+
+
+class Face(BaseModel):
+    box: list[float] = Field(description="the face the answer is about: x0, y0, x1, y1 in the image's pixels")
+    score: float = Field(description="the face detector's score")
+    presence: float | None = Field(None, description="the chain's face-presence score, when it has one")
+
+
 class Prediction(BaseModel):
     model: str
     label: str
@@ -74,6 +85,10 @@ class Prediction(BaseModel):
     decision: bool | None = Field(description="probability >= threshold (yes/no models only)")
     latency_ms: float
     probabilities: dict[str, float]
+    hand: Hand | None = Field(None, description="hand-sign exports only: the hand seen (null: none, the label is "
+                              "'no_hand')")
+    face: Face | None = Field(None, description="exports with a face detector only: the face classified (its crop); "
+                              "null: no face found, the whole image was classified (the door would not vote)")
 
 
 class Unlocked(BaseModel):

@@ -49,6 +49,23 @@ def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None 
         stop.set()
 
 
+def far_line(entry, k: int, n: int, kind: str | None) -> str:
+    """The manifest's per-frame false-accept rate and what it means per visit under the k-of-n rule.
+
+    A rate measured as 0 is printed as the bound the export records for it (the rule of three,
+    :func:`toolkit.metrics.far_upper_95`), and the visit figures are worked out from that bound.
+    """
+    from toolkit.metrics import far_upper_95, rate_text
+
+    negatives = (entry.validation or {}).get("negatives")
+    zero = bool(negatives) and round(entry.far * negatives) == 0
+    v = visit_far(far_upper_95(negatives) if zero else entry.far, k, n)
+    bound = "≤ " if zero else ""
+    return (f"false-accept rate {rate_text(entry.far, negatives)} on {kind or 'unnamed'} data (manifest); per visit "
+            f"under {k} of {n}: {bound}{v['independent_frames']:.2g} if frames were independent, up to "
+            f"{bound}{v['identical_frames']:.4g} if they were identical")
+
+
 def _warn_if_synthetic(holder: ModelHolder) -> None:
     message = holder.predictor.manifest.synthetic_warning(holder.predictor.folder)
     if message:  # the door still runs: a demo on synthetic data is legitimate, a silent promise is not
@@ -99,11 +116,7 @@ def run_door(
     )  # fmt: skip
     entry = p.manifest.files.get(p.file)
     if entry is not None and entry.far is not None and door.policy.threshold is None:
-        v = visit_far(entry.far, policy.k, policy.n)
-        log.info("door: false-accept rate %.4f per frame (manifest, %s data); per visit under %d of %d: %.2g if "
-                 "frames were independent, up to %.4f if they were identical", entry.far,
-                 p.manifest.figures_kind or "unnamed", policy.k, policy.n, v["independent_frames"],
-                 v["identical_frames"])  # fmt: skip
+        log.info("door: %s", far_line(entry, policy.k, policy.n, p.manifest.figures_kind))
     notifier = Notifier()
     loop.heartbeats.append(notifier.watchdog)  # from the decision loop itself: a hung loop gets restarted
     stop = threading.Event()

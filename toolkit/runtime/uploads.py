@@ -14,10 +14,8 @@ So, before a pixel is decoded:
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import threading
-import time
 import warnings
 
 import numpy as np
@@ -116,14 +114,3 @@ def decode_upload(data: bytes, predictor, budget: DecodeBudget, name: str = "upl
     finally:
         budget.release(held)
 
-
-def predict_upload(predictor, data: bytes, budget: DecodeBudget, name: str = "upload"):
-    """Decode within the budget, then classify; the Prediction's latency covers both, as before.
-
-    Raises:
-        ImageError: see :func:`decode_upload`.
-    """
-    start = time.perf_counter()
-    image = decode_upload(data, predictor, budget, name)
-    result = predictor.predict(image, name)
-    return dataclasses.replace(result, latency_ms=(time.perf_counter() - start) * 1000.0)

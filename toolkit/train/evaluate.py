@@ -55,7 +55,7 @@ def evaluate_model(model, x: np.ndarray, y: np.ndarray, labels: tuple, *, tta: b
 
 
 def evaluate_run(run: runs.Run, *, split=None, data: str | None = None, tta: bool = False,
-                 out: Path | None = None) -> dict:
+                 out: Path | None = None, strict: bool = False) -> dict:
     """Evaluate a run's best model on its test split (or on ``data``) and write metrics + a confusion PNG."""
     if run.config.get("hands"):  # its model.keras is the head alone; the chain lives in the export folder
         raise ToolkitError(f"{run.path}: a hands run; its test figures are in metrics.json. To score other photos, "
@@ -63,7 +63,7 @@ def evaluate_run(run: runs.Run, *, split=None, data: str | None = None, tta: boo
     from toolkit.train.plots import plot_confusion
 
     if split is None:
-        split = eval_split(data, run.image_size, labels=run.labels) if data else run.splits().test
+        split = eval_split(data, run.image_size, labels=run.labels, strict=strict) if data else run.splits().test
     if len(split) == 0:
         raise ToolkitError(f"{data or run.path}: no test images to evaluate on; pass --data")
     x, y = split.numpy()
@@ -78,30 +78,31 @@ def evaluate_run(run: runs.Run, *, split=None, data: str | None = None, tta: boo
     return report
 
 
-def eval_split(spec: str, image_size, labels: tuple | None = None):
+def eval_split(spec: str, image_size, labels: tuple | None = None, strict: bool = False):
     """The evaluation part of a data source: its own test set if it has one (an h5 test file), else all."""
     from toolkit.data import load_data
     from toolkit.data.labels import align_labels
 
-    ds = load_data(spec, image_size)
+    ds = load_data(spec, image_size, strict=strict)
     if labels is not None:
         ds = align_labels(ds, labels)
     splits = ds.split(seed=0, val=0.0, test=0.0)
     return splits.test if len(splits.test) else splits.train
 
 
-def evaluate(source: str, *, data: str | None = None, tta: bool = False, out: str | None = None) -> dict:
+def evaluate(source: str, *, data: str | None = None, tta: bool = False, out: str | None = None,
+             strict: bool = False) -> dict:
     """Evaluate a run folder or a model file; a bare model file needs ``data`` and writes to ``out``."""
     path = Path(source)
     if not path.exists():
         raise ToolkitError(f"{source}: not found; pass a run folder or a .keras/.h5 model file")
     if path.is_dir():
-        return evaluate_run(runs.load_run(path), data=data, tta=tta, out=Path(out) if out else None)
+        return evaluate_run(runs.load_run(path), data=data, tta=tta, out=Path(out) if out else None, strict=strict)
     if not data:
         raise ToolkitError(f"{source}: a model file has no test split of its own; pass --data")
     model = runs.load_keras_model(path)
     size = tuple(model.input_shape[1:3])
-    split = eval_split(data, size)
+    split = eval_split(data, size, strict=strict)
     x, y = split.numpy()
     report = evaluate_model(model, x, y, split.labels, tta=tta)
     report["data"] = data

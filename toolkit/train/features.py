@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import metrics
-from toolkit._keras import predict_array
+from toolkit._keras import predict_array, tf
 from toolkit.errors import ToolkitError, disk_full_error
 from toolkit.inference.cache import CACHE_ENV
 from toolkit.inference.cache import features_root as cache_root
@@ -190,6 +191,23 @@ def _running(pid: int) -> bool:
     return True
 
 
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # base -> its one traced graph
+
+
+def _graph(base, batch):
+    """The base in inference mode (frozen BN) as one graph traced once, with any batch size, for every split.
+
+    Keras' predict_on_batch traced again for every new batch shape (each split's last batch) and every cut of
+    ``--feature-layer a,b,c``, and TensorFlow then warned twice about excessive retracing.
+    """
+    graph = _GRAPHS.get(base)
+    if graph is None:
+        t = tf()
+        spec = t.TensorSpec([None, *batch.shape[1:]], batch.dtype)
+        graph = _GRAPHS[base] = t.function(lambda images: base(images, training=False), input_signature=[spec])
+    return graph
+
+
 def _compute(base, split, folder: Path, batch_size: int) -> float:
     """Stream the split through the base into memory-mapped files; returns seconds spent."""
     from toolkit.train.fit import batches
@@ -201,8 +219,7 @@ def _compute(base, split, folder: Path, batch_size: int) -> float:
     i = 0
     with progress(f"caching {split.name} features", total=len(split)) as shown:
         for xb, yb in batches(split, batch_size):  # no shuffle, no augmentation: features of the images as they are
-            # predict_on_batch runs the compiled graph in inference mode (frozen BN) and returns only this batch.
-            out = np.asarray(base.predict_on_batch(xb), dtype=np.float32).reshape(len(yb), dim)
+            out = np.asarray(_graph(base, xb)(xb), dtype=np.float32).reshape(len(yb), dim)
             x[i:i + len(out)] = out
             y[i:i + len(out)] = yb.numpy()
             i += len(out)

@@ -28,6 +28,8 @@ CONFIG = "config.json"
 MODEL = "model.keras"
 HISTORY = "history.csv"
 METRICS = "metrics.json"
+# How other data (--data) is split for a run that held nothing out of its own: the training defaults
+HELD_OUT = {"val": 0.15, "test": 0.15}
 
 
 @dataclass
@@ -55,8 +57,11 @@ class Run:
     def load_model(self):
         return load_keras_model(self.model_file)
 
-    def splits(self, data: str | None = None):
+    def splits(self, data: str | None = None, strict: bool = False):
         """Re-create the run's train/val/test splits (or load ``data`` instead) at the run's image size.
+
+        ``data`` is split with the run's seed and fractions; when those hold nothing out (a run trained with
+        ``--val 0 --test 0``), with :data:`HELD_OUT` instead: ``data`` was given to check the run on.
 
         Raises:
             ToolkitError: the data changed since training (its fingerprints differ) or its labels do not match
@@ -67,8 +72,11 @@ class Run:
 
         train = self.config["train"]
         spec = data or train["data"]
-        ds = align_labels(load_data(spec, self.image_size, strict=train.get("strict", False)), self.labels)
-        splits = ds.split(seed=train["seed"], val=train["val"], test=train["test"])
+        ds = align_labels(load_data(spec, self.image_size, strict=strict or train.get("strict", False)), self.labels)
+        val, test = train["val"], train["test"]
+        if data is not None and not (val or test):
+            val, test = HELD_OUT["val"], HELD_OUT["test"]
+        splits = ds.split(seed=train["seed"], val=val, test=test)
         if data is None:
             recorded = self.config.get("fingerprints", {})
             now = splits.fingerprints()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -9,11 +11,12 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from toolkit.errors import ImageError
+from toolkit.errors import ImageError, ToolkitError
+from toolkit.inference.detect import load_detector, square_crop_box
 from toolkit.runtime import schemas
 from toolkit.runtime.http_limits import error_response
 from toolkit.runtime.routes.context import ERRORS, AppContext, context
-from toolkit.runtime.uploads import predict_upload
+from toolkit.runtime.uploads import decode_upload
 from toolkit.runtime.v2 import INFER_REQUEST_SCHEMA, V2Error, encode_response, parse_infer_request
 
 router = APIRouter()
@@ -118,18 +121,52 @@ async def _infer(p, request: Request, ctx: AppContext) -> Response:
     return Response(content, headers=headers, media_type=headers.pop("content-type"))
 
 
+# hand / face appear only for exports that have them (unset fields are left out, not sent as null)
 @router.post("/predict", tags=["door"], responses=ERRORS, response_model=schemas.Prediction,
-             openapi_extra={"requestBody": _PREDICT_BODY})  # fmt: skip
+             response_model_exclude_unset=True, openapi_extra={"requestBody": _PREDICT_BODY})  # fmt: skip
 async def predict(request: Request, ctx: AppContext = Depends(context)) -> dict:
     """Classify one image (multipart field ``file`` or the raw body). Never moves the door."""
+    # (the docstring is /openapi.json's description.) An export with a face detector classifies the crop of the
+    # largest face, as the door does, and says where it was (``face``); a hand-sign export says which hand it saw.
     data = await _image_bytes(request)
     p = ctx.holder.predictor
     try:  # decoded within the shared pixel budget, at the chain's working resolution (runtime.uploads)
-        result = await ctx.in_worker(predict_upload, p, data, ctx.decodes)
+        result, face = await ctx.in_worker(_predict, p, data, ctx.decodes)
     except ImageError as exc:
         return error_response(400, str(exc))
+    except ToolkitError as exc:  # the export's detector file is damaged: nothing to answer with
+        return error_response(500, str(exc))
     ctx.metrics.inference.observe(result.latency_ms / 1000.0)
-    return {"model": p.name, **result.to_dict()}
+    return {"model": p.name, **result.to_dict(), **face}
+
+
+def _predict(p, data: bytes, budget):
+    """The predictor's answer and, for an export with a detector, ``{"face": record or None}`` (else {}).
+
+    Decoded within the shared pixel budget (:func:`~toolkit.runtime.uploads.decode_upload`); the latency covers
+    decode, detection and classification.
+    """
+    start = time.perf_counter()
+    detector = _detector(str(p.folder), (p.manifest.detector or {}).get("sha256"))
+    if detector is None:
+        result, face = p.predict(decode_upload(data, p, budget, "upload"), "upload"), {}
+    else:
+        image = decode_upload(data, p, budget, "upload")  # a detector export keeps a full frame
+        found = detector.detect(image)
+        if not found:
+            result, face = p.predict(image, "upload"), {"face": None}
+        else:
+            best = max(found, key=lambda d: d.area)
+            x0, y0, x1, y1 = square_crop_box(best.box, image.shape[:2], detector.margin)
+            face = {"face": {"box": [round(float(v), 1) for v in best.box], "score": round(float(best.score), 4)}}
+            result = p.predict(image[y0:y1, x0:x1], "upload")
+    return dataclasses.replace(result, latency_ms=(time.perf_counter() - start) * 1000.0), face
+
+
+@functools.lru_cache(maxsize=2)  # the serving export and, after a reload, the next one
+def _detector(folder: str, sha256: str | None):
+    """The export's own face detector (checked against its manifest), or None when it has none."""
+    return load_detector(folder) if sha256 else None
 
 
 async def _image_bytes(request: Request) -> bytes:

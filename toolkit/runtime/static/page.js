@@ -54,6 +54,16 @@ function setOnline(online) {
   $("facts").className = online ? "" : "stale";
 }
 
+// `door serve` has no camera and no relay: no unlock button, no live view, no snapshots to review, and no
+// token to ask for when none of them is there.
+function showWhatExists(s) {
+  const door = s.state !== "no door";
+  $("unlock").hidden = !door;
+  $("live-card").hidden = !door;
+  $("review-card").hidden = !s.snapshots;
+  $("token-card").hidden = !door && !s.snapshots;
+}
+
 async function refreshState() {
   let s;
   try {
@@ -63,6 +73,7 @@ async function refreshState() {
     return;
   }
   setOnline(true);
+  showWhatExists(s);
   labels = s.labels;
   const stateEl = $("state");
   stateEl.textContent = s.state;
@@ -113,7 +124,7 @@ function tokenProblem(err) {
 }
 
 async function refreshLive() {
-  if (!token) return;
+  if (!token || $("live-card").hidden) return;
   try {
     const blob = await (await api("door/live.jpg", { auth: true })).blob();
     const img = $("live");
@@ -151,7 +162,7 @@ async function relabel(name, label, card) {
 }
 
 async function refreshSnapshots() {
-  if (!token) return;
+  if (!token || $("review-card").hidden) return;
   let list;
   try {
     list = await (await api("door/snapshots?limit=30", { auth: true })).json();
