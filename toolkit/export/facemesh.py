@@ -120,7 +120,10 @@ def build_face_model(config: FaceModelConfig, log: Callable[[str], None] = print
         log(f"  test {v:9s}: AUC {figs[v]['auc']:.3f}, accuracy {figs[v]['accuracy']:.1f} %, FAR "
             f"{100 * figs[v]['far']:.1f} %, FRR {100 * figs[v]['frr']:.1f} % (no face {figs[v]['no_face']})")
     clean = photo_features(pipeline, test_images, yte, "clean", config.seed + 1, tkey)
-    data = {"spec": config.data, "kind": "photos", "trained_on": {"spec": config.data, "kind": "photos",
+    from toolkit.export.manifest import spec_name  # a manifest names its data, never a path on this machine
+
+    name = spec_name(config.data)
+    data = {"spec": name, "kind": "photos", "trained_on": {"spec": name, "kind": "photos",
             "photos": len(images), "copies": list(config.augment)}, "validation_split": "test",
             "validation_fingerprint": test.fingerprint, "fingerprints": splits.fingerprints(),
             "threshold": threshold, "test_figures": figs,
