@@ -88,7 +88,9 @@ def test_snapshots_list_and_relabel_into_an_image_folder(door):
     listed = wait_for(lambda: [s for s in http_get(live.url + "/door/snapshots", headers=AUTH).json()["snapshots"]
                                if s["opened"]])  # fmt: skip
     name = listed[0]["name"]
-    assert listed[0]["probability"] > 0.5 and len(listed[0]["box"]) == 4
+    # k of the last n frames: the frame that opens may itself vote no (its two predecessors, seen during the
+    # cooldown, said yes), so the check is the votes, not this frame's probability
+    assert listed[0]["votes"] >= 2 and len(listed[0]["box"]) == 4
     assert http_get(f"{live.url}/door/snapshots/{name}", headers=AUTH).content[:2] == b"\xff\xd8"
     assert http_get(f"{live.url}/door/snapshots/{name}").status_code == 401
     bad = http_post(f"{live.url}/door/snapshots/{name}/label", json.dumps({"label": "cat"}).encode(),
