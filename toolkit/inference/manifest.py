@@ -79,6 +79,8 @@ class Manifest:
     # is the head on their 63 features; an image without a hand is answered "no_hand".
     pipeline: str = ""
     hands: dict = field(default_factory=dict)
+    # "features": ``serve`` is a head on the features of the base ONNX file named here: base, sha256, output.
+    chain: dict = field(default_factory=dict)
     created: str = ""
     schema: str = SCHEMA
 
@@ -169,8 +171,8 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise ToolkitError(f"{path}: field 'output_kind' must be 'sigmoid' or 'softmax', got {manifest.output_kind!r}")
     if manifest.output_kind == "sigmoid" and len(manifest.labels) != 2:
         raise ToolkitError(f"{path}: a sigmoid output needs exactly 2 labels, got {len(manifest.labels)}")
-    if manifest.pipeline not in ("", "hands"):
-        raise ToolkitError(f"{path}: field 'pipeline' must be '' or 'hands', got {manifest.pipeline!r}; "
+    if manifest.pipeline not in ("", "hands", "features"):
+        raise ToolkitError(f"{path}: field 'pipeline' must be '', 'hands' or 'features', got {manifest.pipeline!r}; "
                            "a newer toolkit wrote it")
     if len(inp.shape) != 4 or inp.shape[3] != 3:
         raise ToolkitError(f"{path}: field 'input.shape' must be [batch, height, width, 3], got {list(inp.shape)}")
