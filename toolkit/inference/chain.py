@@ -11,6 +11,7 @@ Only the head depends on the camera: the door refits it from owner-labelled snap
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,7 @@ class FeatureChain:
         ToolkitError: the file missing, changed after export, or a manifest without a ``chain`` record.
     """
 
-    def __init__(self, folder: Path, record: dict, threads: int = 1) -> None:
-        from toolkit.inference.predictor import _open_session
-
+    def __init__(self, folder: Path, record: dict, open_session: Callable[[Path], object]) -> None:
         where = Path(folder) / "manifest.json"
         name = record.get("base") if isinstance(record, dict) else None
         if not isinstance(name, str) or "/" in name or name.startswith("."):
@@ -42,7 +41,7 @@ class FeatureChain:
             raise ToolkitError(f"{path}: sha256 does not match chain.sha256 in {where}; the file changed after "
                                "export, re-run 'toolkit export'")
         self.path = path
-        self.session = _open_session(path, threads)
+        self.session = open_session(path)  # the Predictor's opener: same threads and options as its head
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ToolkitError(f"{path}: a base takes one image tensor and returns the features ({where})")

@@ -126,7 +126,8 @@ class Predictor:
         # "no_hand", and the v2 tensor's input is still the image.
         self.hands = HandPipeline(self.folder, self.manifest.hands, threads) if self.is_hands else None
         # A features export chains base -> this file (the head on the base's features); images keep their input.
-        self.chain = (feature_chain.FeatureChain(self.folder, self.manifest.chain, threads)
+        self.chain = (feature_chain.FeatureChain(self.folder, self.manifest.chain,
+                                                 lambda p: _open_session(p, threads))
                       if self.manifest.pipeline == feature_chain.PIPELINE else None)
         if self.is_chain:
             self.output_name = _check_head_session(self._session, self.manifest, self.path, where)

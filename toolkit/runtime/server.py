@@ -29,6 +29,7 @@ from toolkit.runtime.core.config import ServeConfig
 from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.http_limits import BodyTimeout, BodyTooLarge, LimitAndMeasure, error_response
 from toolkit.runtime.metrics import Metrics
+from toolkit.runtime.routes import adapt as adapt_routes
 from toolkit.runtime.routes import door as door_routes
 from toolkit.runtime.routes import health, inference, review
 from toolkit.runtime.routes.context import AppContext
@@ -105,7 +106,7 @@ def create_app(
     _add_error_handlers(app, config)
     add_docs(app)
     add_page(app)
-    for router in (door_routes.router, review.router, health.router, inference.router):
+    for router in (door_routes.router, review.router, health.router, inference.router, adapt_routes.router):
         app.include_router(router)
     return app
 

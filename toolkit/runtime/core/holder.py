@@ -44,6 +44,7 @@ class ModelHolder:
         # Extra checks a new model must pass before it is swapped in (the door needs a binary model);
         # each raises ToolkitError to refuse it.
         self.checks: list[Callable[[Predictor], None]] = []
+        self.adapt_result: dict | None = None  # the last page adapt's outcome, for the listeners of "adapt*"
 
     @property
     def predictor(self) -> Predictor:
@@ -111,6 +112,10 @@ class ModelHolder:
         if hasattr(signal, "SIGHUP"):
             # Reload off the signal handler: loading a model takes time and may log.
             signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=self.reload, daemon=True).start())
+
+    def notify(self, event: str) -> None:
+        """Tell the listeners about a model event from outside (e.g. "adapt" once a new version serves)."""
+        self._emit(event)
 
     def _emit(self, event: str) -> None:
         for listener in self.listeners:

@@ -53,6 +53,7 @@ class AppContext:
     in_worker: Callable[..., Awaitable[Any]]
     # Answers serialised once per change, whatever the number of open pages (see routes.door.cached).
     answers: dict[str, tuple[tuple, bytes]] = field(default_factory=dict)
+    adapt_job: Any = None  # the page's adapt (routes.adapt), made on first use
 
     def is_ready(self) -> tuple[bool, str]:
         return self.door.ready() if self.door is not None else (True, "model loaded")
