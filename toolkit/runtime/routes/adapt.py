@@ -80,7 +80,7 @@ def adapt_status(ctx: AppContext = Depends(context)) -> dict:
             "versions": [_summary(v) for v in found], "job": j.snapshot()}
 
 
-@router.post("/door/adapt", status_code=202, responses={**_CONFLICT, **TOKEN_ERRORS})
+@router.post("/door/adapt", responses={**_CONFLICT, **TOKEN_ERRORS})
 def adapt_start(body: AdaptRequest | None = None, ctx: AppContext = Depends(context)) -> dict:
     """Start "Adapt to this camera": refit the head on the labelled photos (the door keeps deciding)."""
     body = body or AdaptRequest()
@@ -126,7 +126,11 @@ def adapt_delete(vid: str, ctx: AppContext = Depends(context)) -> dict:
     return {"deleted": vid, "serving": versions.current(state)}
 
 
-@router.get("/door/labelled/{label}/{name}", response_class=FileResponse, responses=TOKEN_ERRORS)
+_IMAGE = {200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
+          404: {"description": "no such labelled photo"}}
+
+
+@router.get("/door/labelled/{label}/{name}", response_class=FileResponse, responses={**_IMAGE, **TOKEN_ERRORS})
 def labelled_photo(label: str, name: str, ctx: AppContext = Depends(context)) -> FileResponse:
     """One labelled photo (for the page's thumbnails)."""
     root = job(ctx).labelled
