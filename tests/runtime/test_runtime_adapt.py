@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,7 +41,8 @@ def test_adapt_writes_a_version_that_fixes_the_new_camera(tmp_path):
     lines = []
     record = A.adapt(config(tmp_path, export, data), log=lines.append)
     assert record["id"] == "v1" and versions.current(tmp_path / "state") == "v1"
-    assert record["counts"] == {"no_smile": 20, "smile": 20} and record["threshold_source"] == "owner-labelled snapshots"
+    assert record["counts"] == {"no_smile": 20, "smile": 20}
+    assert record["threshold_source"] == "owner-labelled snapshots"
     assert record["parent"]["sha256"] == Predictor(export).manifest.files["head.onnx"].sha256
     assert record["current_accuracy"] == pytest.approx(0.5) and record["cv"]["accuracy"] >= 0.9
     lo, hi = record["cv"]["interval_95"]

@@ -15,7 +15,7 @@ def data(classes: int, n: int = 90, d: int = 12, seed: int = 0):
     rng = np.random.default_rng(seed)
     y = np.arange(n) % classes
     x = rng.normal(size=(n, d)) * rng.uniform(0.5, 20, d) + rng.normal(size=d) * 5  # unscaled, off-centre features
-    x[:, :3] += y[:, None] * 1.5
+    x[:, :3] += y[:, None] * 15.0
     return x, y
 
 
