@@ -165,36 +165,11 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
     entry = parent.manifest.files[parent.file]
     serving = _serving(config, parent, log)
     current_acc = float(np.mean(_class_probs(serving, x).argmax(1) == y))
-    use = {"auto": (False, True), "yes": (True,), "no": (False,)}[config.prior]
-    with _one_blas_thread():
-        cv = logreg.cross_validate(x, y, len(labels), prior_head=_head_of(parent, x.shape[1]), use_prior=use,
-                                   folds=config.folds, seed=config.seed)
-    correct = int(np.sum(cv.oof.argmax(1) == y))
-    interval = wilson_interval(correct, len(y))
-    log(f"cross-validated accuracy {cv.accuracy:.3f} (95 % interval {interval[0]:.3f}-{interval[1]:.3f}, "
-        f"{cv.fold.max() + 1} folds, C {cv.c:g}, {'pulled toward the shipped head' if cv.prior else 'plain'}); "
-        f"the current head on the same photos: {current_acc:.3f}")
-    if cv.accuracy < current_acc and not config.force:
-        raise ToolkitError(f"refused: the refitted head's CV accuracy {cv.accuracy:.3f} is below the current head's "
-                           f"{current_acc:.3f} on the same {len(y)} photos; label more photos or pass --force")
-    mean, var = x.mean(axis=0), x.var(axis=0)
-    prior = _head_of(parent, x.shape[1])
-    w0 = logreg.prior_coef(prior, mean, var) if cv.prior and prior is not None else None
-    with _one_blas_thread():
-        fit = logreg.fit_logreg(x, y, cv.c, len(labels), prior=w0, mean=mean, var=var)
-    head = logreg.LinearHead.from_fit(fit)
     target = parent.manifest.target_far or DEFAULT_TARGET_FAR
-    thresholds = {}
-    for i, lab in enumerate(labels):
-        if parent.manifest.output_kind == "sigmoid" and i == 0:
-            continue
-        t = choose_threshold(cv.oof[:, i], y == i, target)
-        if t["threshold"] is not None:
-            t["visit"] = visit_bound(t["far_upper_95"], config.k, config.n)
-            if t["far"] > target:
-                log(f"note: out-of-fold FAR for {lab!r} is {t['far']:.3f} at the chosen threshold, above the target "
-                    f"{target:g}; recorded with its upper bound {t['far_upper_95']:.3f}")
-        thresholds[lab] = t
+    fitted = fit_head_on_features(x, y, labels, _head_of(parent, x.shape[1]), parent.manifest.output_kind, target,
+                                  prior=config.prior, folds=config.folds, seed=config.seed, k=config.k, n=config.n,
+                                  log=log, current_accuracy=current_acc, force=config.force)
+    cv, head, thresholds, interval = fitted["cv"], fitted["head"], fitted["thresholds"], fitted["interval"]
     binary = parent.manifest.output_kind == "sigmoid"
     main = thresholds.get(labels[1]) if binary else None
     record = {
@@ -225,6 +200,45 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
                 f"{t['frr']:.3f}; per visit under {config.k} of {config.n}: <= {t['visit']['identical_frames']:.3f} "
                 f"(identical frames), {t['visit']['independent_frames']:.2g} (independent)")
     return record
+
+
+def fit_head_on_features(x: np.ndarray, y: np.ndarray, labels: tuple, prior_head, output_kind: str, target: float,
+                         *, prior: str = "auto", folds: int = 5, seed: int = 0, k: int = 3, n: int = 5,
+                         log: Callable[[str], None] = print, current_accuracy: float | None = None,
+                         force: bool = True) -> dict:
+    """Cross-validate and fit the head on features; choose each label's threshold on the out-of-fold scores.
+
+    Returns {"cv", "head" (LinearHead on raw features), "thresholds" {label: figures}, "interval"}.
+
+    Raises:
+        ToolkitError: the CV estimate is below ``current_accuracy`` and not ``force``.
+    """
+    use = {"auto": (False, True), "yes": (True,), "no": (False,)}[prior]
+    with _one_blas_thread():
+        cv = logreg.cross_validate(x, y, len(labels), prior_head=prior_head, use_prior=use, folds=folds, seed=seed)
+    interval = wilson_interval(int(np.sum(cv.oof.argmax(1) == y)), len(y))
+    log(f"cross-validated accuracy {cv.accuracy:.3f} (95 % interval {interval[0]:.3f}-{interval[1]:.3f}, "
+        f"{cv.fold.max() + 1} folds, C {cv.c:g}, {'pulled toward the shipped head' if cv.prior else 'plain'})"
+        + ("" if current_accuracy is None else f"; the current head on the same photos: {current_accuracy:.3f}"))
+    if current_accuracy is not None and cv.accuracy < current_accuracy and not force:
+        raise ToolkitError(f"refused: the refitted head's CV accuracy {cv.accuracy:.3f} is below the current head's "
+                           f"{current_accuracy:.3f} on the same {len(y)} photos; label more photos or pass --force")
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    w0 = logreg.prior_coef(prior_head, mean, var) if cv.prior and prior_head is not None else None
+    with _one_blas_thread():
+        fit = logreg.fit_logreg(x, y, cv.c, len(labels), prior=w0, mean=mean, var=var)
+    thresholds = {}
+    for i, lab in enumerate(labels):
+        if output_kind == "sigmoid" and i == 0:
+            continue
+        t = choose_threshold(cv.oof[:, i], y == i, target)
+        if t["threshold"] is not None:
+            t["visit"] = visit_bound(t["far_upper_95"], k, n)
+            if t["far"] > target:
+                log(f"note: out-of-fold FAR for {lab!r} is {t['far']:.3f} at the chosen threshold, above the target "
+                    f"{target:g}; recorded with its upper bound {t['far_upper_95']:.3f}")
+        thresholds[lab] = t
+    return {"cv": cv, "head": logreg.LinearHead.from_fit(fit), "thresholds": thresholds, "interval": interval}
 
 
 def serving_id(config: AdaptConfig) -> str | None:
