@@ -204,3 +204,21 @@ def test_a_hand_sign_export_refits_and_no_hand_photos_are_not_training_data(tmp_
     assert set(p.label_thresholds) == set(signs)
     assert p.predict(np.zeros((64, 64, 3), np.uint8)).label == handpipe.NO_HAND  # still a vote against
     json.dumps(record)  # the record is plain JSON
+
+
+def test_evaluate_scores_the_chosen_version_with_state(tmp_path, capsys):
+    export = make_chain_export(tmp_path / "export")
+    data = write_labelled(tmp_path / "labelled", LABELS, 10, cast=CAST)
+    others = write_labelled(tmp_path / "others", LABELS, 15, cast=CAST, seed=9)
+    state = str(tmp_path / "state")
+    with pytest.raises(ToolkitError, match="no adapted version"):
+        from toolkit.bench.accuracy import evaluate_export
+
+        evaluate_export(str(export), data=str(others), state=state)
+    A.adapt(config(tmp_path, export, data), log=lambda s: None)
+    capsys.readouterr()
+    assert main(["evaluate", str(export), "--data", str(others)]) == 0
+    before = float(capsys.readouterr().out.split()[1])
+    assert main(["evaluate", str(export), "--data", str(others), "--state", state]) == 0
+    after = float(capsys.readouterr().out.split()[1])
+    assert before <= 0.6 and after >= 0.9

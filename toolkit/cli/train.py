@@ -51,6 +51,8 @@ def evaluate(
     out: Path = typer.Option(None, "--out", help="Write metrics.json here (default: the run folder)."),
     file: str = typer.Option(None, "--file", help="Export folder: ONNX file in it (default: the manifest's "
                              "'serve' file)."),
+    state: str = typer.Option(None, "--state", help="Export folder: score the head version chosen in this door "
+                              "state folder ('toolkit door adapt')."),
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1, confusion matrix; FAR/FRR table for 2 classes."""
     from toolkit.inference.manifest import is_export_folder  # decided before anything imports TensorFlow
@@ -58,7 +60,7 @@ def evaluate(
     if is_export_folder(source, file):
         from toolkit.bench.accuracy import evaluate_export
 
-        report = evaluate_export(source, data=data, file=file, out=str(out) if out else None, tta=tta)
+        report = evaluate_export(source, data=data, file=file, out=str(out) if out else None, tta=tta, state=state)
     else:
         from toolkit.train.evaluate import evaluate as evaluate_fn
 
