@@ -92,8 +92,9 @@ def door_figures(probs: np.ndarray | None, found: np.ndarray, y: np.ndarray, thr
     p5[found] = probs[:, LABELS.index(OPEN_ON)]
     five = y == LABELS.index(OPEN_ON)
     accept = found & (p5 >= threshold)
-    return {"accuracy": float(np.mean(pred == y)), "far": float(np.mean(accept[~five])),
-            "frr": float(np.mean(~accept[five])), "threshold": float(threshold)}
+    return {"accuracy": float(np.mean(pred == y)), "accuracy_hand": float(np.mean(pred[found] == y[found])),
+            "far": float(np.mean(accept[~five])), "frr": float(np.mean(~accept[five])),
+            "frr_hand": float(np.mean(~accept[five & found])), "threshold": float(threshold)}
 
 
 def write_export(out: Path, head, log) -> Path:
@@ -191,19 +192,21 @@ def print_table(rows: list, clean: dict, args) -> None:
     print(f"\nsign_digits, new camera = rotated 30 deg + warm white balance + blur; {args.per_class[1]} target photos "
           f"per class; mean over {args.repeats} draws; door opens on '{OPEN_ON}'")
     print(f"shipped head on its own (source) photos: accuracy {clean['accuracy']:.3f}")
-    print(f"{'n':>4}  {'before acc/FAR/FRR':>22}  {'plain acc/FAR/FRR':>22}  {'prior acc/FAR/FRR':>22}  "
-          f"{'auto acc/FAR/FRR':>22}")
+    cols = (("before", "shipped head"), ("no", "plain"), ("yes", "prior"), ("auto", "CV picks"))
+    print("each cell: accuracy on photos with a hand / accuracy on all (no hand = wrong) / FAR / FRR (all) / FRR "
+          "(hand found)")
+    print(f"{'n':>4}  " + "  ".join(f"{title:>34}" for _, title in cols))
     for n in sorted({r["n"] for r in rows}):
         sel = [r for r in rows if r["n"] == n]
 
         def cell(key: str, sel: list = sel) -> str:
             got = [r[key] for r in sel if key in r]
             if not got:
-                return f"{'-':>22}"
-            m = {k: np.mean([g[k] for g in got]) for k in ("accuracy", "far", "frr")}
-            return f"{m['accuracy']:.3f}/{m['far']:.3f}/{m['frr']:.3f}".rjust(22)
+                return f"{'-':>34}"
+            m = {k: np.mean([g[k] for g in got]) for k in ("accuracy_hand", "accuracy", "far", "frr", "frr_hand")}
+            return "/".join(f"{m[k]:.3f}" for k in ("accuracy_hand", "accuracy", "far", "frr", "frr_hand")).rjust(34)
 
-        print(f"{n:>4}  {cell('before')}  {cell('no')}  {cell('yes')}  {cell('auto')}")
+        print(f"{n:>4}  " + "  ".join(cell(key) for key, _ in cols))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/adapt-door"))
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--mqtt-port", type=int, default=18883)
+    p.add_argument("--python", default=sys.executable, help="The interpreter of the door and the CLI (e.g. a venv "
+                   "with only '.[door]' installed)")
     args = p.parse_args(argv)
     from PIL import Image
 
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.loop_start()
     events = out / "events.jsonl"
     env = {**os.environ, "TOOLKIT_DOOR_TOKEN": TOKEN, "PYTHONPATH": str(CHECKOUT)}
-    cmd = [sys.executable, "-m", "toolkit", "door", "run", "--model", str(args.export), "--camera", str(cam),
+    cmd = [args.python, "-m", "toolkit", "door", "run", "--model", str(args.export), "--camera", str(cam),
            "--relay", "log", "--serve", "--port", str(args.port), "--open-on", "5", "--state", str(state),
            "--snapshots", str(snaps), "--snapshot-every", "0.01", "--loop", "--fps", "8", "--event-log", str(events),
            "--mqtt", f"127.0.0.1:{args.mqtt_port}", "--quiet"]
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             (lab100 / lab).mkdir(parents=True)
             for k, (f, _) in enumerate([it for it in items if it[1] == c][:10]):
                 Image.fromarray(new_camera(decode_image(f, None))).save(lab100 / lab / f"{k:02d}.png")
-        cli_cmd = [sys.executable, "-m", "toolkit", "door", "adapt", "--model", str(args.export), "--data",
+        cli_cmd = [args.python, "-m", "toolkit", "door", "adapt", "--model", str(args.export), "--data",
                    str(lab100), "--state", str(state), "--force"]
         print("$ " + " ".join(cli_cmd[2:]))
         t0 = time.perf_counter()
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   wall time {wall:.1f} s (exit {r.returncode})")
         time.sleep(1.5)
         print(f"GET /door/state -> version {call(url + '/door/state', auth=False)['version']!r} (chosen by the CLI)")
-        r = subprocess.run([sys.executable, "-m", "toolkit", "door", "versions", "--state", str(state)], env=env,
+        r = subprocess.run([args.python, "-m", "toolkit", "door", "versions", "--state", str(state)], env=env,
                            capture_output=True, text=True)
         print("$ toolkit door versions --state " + str(state))
         print("".join("   | " + line + "\n" for line in (r.stdout + r.stderr).splitlines()), end="")

@@ -105,7 +105,7 @@ def prior_coef(head: LinearHead, mean: np.ndarray, var: np.ndarray, eps: float =
 
 def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, classes: int, *, prior: np.ndarray | None = None,
                eps: float = EPS, mean: np.ndarray | None = None, var: np.ndarray | None = None,
-               max_iter: int = 100, tol: float = 1e-10) -> Fit:
+               max_iter: int = 100, tol: float = 1e-10, init: Fit | None = None) -> Fit:
     """Standardise ``x`` and minimise C * log loss + 1/2 ||W - prior||^2 by Newton's method.
 
     Args:
@@ -114,6 +114,7 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, classes: int, *, prior: n
         classes: 2 fits one sigmoid column (P(class 1)); more fit a softmax column per class.
         prior: (1 or K, D) coefficients on the standardised features to shrink toward (None: zero).
         mean, var: the standardiser (default: ``x``'s own).
+        init: a fit to start from (the same rows at a neighbouring C: Newton then needs a step or two).
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.int64)
@@ -126,6 +127,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, classes: int, *, prior: n
     zi = np.hstack([z, np.ones((len(z), 1))])  # the last coefficient of each class is its intercept
     theta = np.zeros((k, z.shape[1] + 1))
     theta[:, :-1] = w0
+    if init is not None and init.coef.shape == (k, z.shape[1]):
+        theta = np.hstack([init.coef, init.intercept[:, None]])
     d1 = z.shape[1] + 1
     pen = np.ones(d1)
     pen[-1] = 0.0  # the intercept is not penalised
@@ -226,6 +229,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray, classes: int, *, prior_head: Li
     fold = stratified_folds(y, k, seed)
     best, best_key, grid = None, None, []
     for with_prior in use_prior:
+        last: dict[int, Fit] = {}  # per fold, the fit at the previous C: a warm start
         for c in cs:
             oof = np.zeros((len(y), classes))
             accs = []
@@ -233,7 +237,9 @@ def cross_validate(x: np.ndarray, y: np.ndarray, classes: int, *, prior_head: Li
                 held = fold == f
                 mean, var = x[~held].mean(axis=0), x[~held].var(axis=0)
                 w0 = prior_coef(prior_head, mean, var, eps) if with_prior and prior_head is not None else None
-                fit = fit_logreg(x[~held], y[~held], c, classes, prior=w0, eps=eps, mean=mean, var=var)
+                fit = fit_logreg(x[~held], y[~held], c, classes, prior=w0, eps=eps, mean=mean, var=var,
+                                 init=last.get(f))
+                last[f] = fit
                 oof[held] = fit.predict_proba(x[held])
                 accs.append(float(np.mean(oof[held].argmax(axis=1) == y[held])))
             loss = float(-np.mean(np.log(np.clip(oof[np.arange(len(y)), y], 1e-15, 1.0))))

@@ -78,21 +78,51 @@ def labelled_files(data: Path, labels: tuple[str, ...]) -> tuple[list[Path], lis
     return files, ys, skipped
 
 
-def compute_features(predictor, files: list[Path], log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
-    """(features of the photos with features (F, D), mask of those photos (N,)): through the export's own files."""
+def compute_features(predictor, files: list[Path], log: Callable[[str], None],
+                     cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(features of the photos with features (F, D), mask of those photos (N,)): through the export's own files.
+
+    ``cache``: an .npz of earlier photos' features by content sha256 (only the frozen files make them, so an adapt
+    after labelling ten more photos computes ten); rewritten with this run's photos only (deleted photos leave it).
+    """
+    import hashlib
+
     from toolkit.images import decode_image
 
-    rows, found = [], np.zeros(len(files), bool)
+    known: dict[str, np.ndarray | None] = {}
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                known = {k: (row if ok else None) for k, row, ok in zip(z["keys"], z["x"], z["found"], strict=True)}
+        except (OSError, ValueError, KeyError):
+            known = {}  # a damaged cache is only lost time
+    keys, rows, found, computed = [], [], np.zeros(len(files), bool), 0
     for i, f in enumerate(files):
-        image = decode_image(f, None, max_pixels=predictor.max_pixels, name=str(f))
-        x = predictor.features(image)
-        if x is not None:
-            rows.append(np.asarray(x, np.float32).reshape(-1))
+        data = f.read_bytes()
+        key = hashlib.sha256(data).hexdigest()
+        keys.append(key)
+        if key in known:
+            x = known[key]
+        else:
+            x = predictor.features(decode_image(data, None, max_pixels=predictor.max_pixels, name=str(f)))
+            known[key] = None if x is None else np.asarray(x, np.float32).reshape(-1)
+            computed += 1
+        if known[key] is not None:
+            rows.append(known[key])
             found[i] = True
+    log(f"features of {computed} new photos ({len(files) - computed} from the cache)" if cache is not None
+        else f"features of {computed} photos")
     if (~found).any():
         log(f"note: no hand found in {int((~found).sum())} of {len(files)} photos; they are not training data")
     if not rows:
         raise ToolkitError("no labelled photo gave features (no hand in any); label photos with a hand in view")
+    if cache is not None:
+        dim = rows[0].shape[0]
+        x_all = np.stack([known[k] if known[k] is not None else np.zeros(dim, np.float32) for k in keys])
+        tmp = cache.with_name(f".{cache.name}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=np.array(keys), x=x_all, found=np.array([known[k] is not None for k in keys]))
+        tmp.replace(cache)
     return np.stack(rows), found
 
 
@@ -156,7 +186,9 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
         raise ToolkitError(f"{config.model}: {cannot_adapt(parent.manifest)}")
     labels = tuple(parent.labels)
     files, ys, skipped = labelled_files(config.data, labels)
-    x, found = compute_features(parent, files, log)
+    chain_id = parent.manifest.files[parent.file].sha256[:16]  # features depend on the frozen files only, but a
+    # re-export may change them: one cache per export head
+    x, found = compute_features(parent, files, log, versions.adapt_root(config.state) / f"features-{chain_id}.npz")
     y = np.asarray(ys, np.int64)[found]
     counts = {lab: int(np.sum(y == i)) for i, lab in enumerate(labels)}
     log(f"{len(y)} labelled photos with features: " + ", ".join(f"{k} {v}" for k, v in counts.items())
