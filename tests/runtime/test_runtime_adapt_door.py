@@ -91,6 +91,8 @@ def test_adapt_from_the_page_switches_between_frames_and_rolls_back(door):
     assert gone.status_code == 200 and http_get(live.url + "/door/adapt", headers=AUTH).json()["versions"] == []
     photo = http_get(live.url + "/door/labelled/smile/snap-000.png", headers=AUTH)
     assert photo.status_code == 200 and photo.content[:4] == b"\x89PNG"
+    assert list((loop.holder.config.state / "adapt").glob("features-*.npz"))  # the adapt cached the features
     assert http_request("DELETE", live.url + "/door/labelled/smile/snap-000.png", headers=AUTH).status_code == 200
+    assert not list((loop.holder.config.state / "adapt").glob("features-*.npz"))  # and they go with a photo
     assert not (loop.snapshots.labelled / "smile" / "snap-000.png").exists()
     assert http_request("DELETE", live.url + "/door/labelled/smile/..%2F..%2Fx", headers=AUTH).status_code == 404

@@ -82,9 +82,9 @@ class AdaptJob:
                          f"{record['cv']['n']} photos", record["id"])
 
     def _finish(self, status: str, message: str, version: str | None) -> None:
+        if status == "adapted":
+            self.holder.reload()  # the next frame is judged by the new version (before anyone hears "adapted")
         with self._lock:
             self.status, self.message, self.version, self.finished = status, message, version, time.time()
         self.holder.adapt_result = {"result": status, "version": version, "message": message}
-        if status == "adapted":
-            self.holder.reload()  # the next frame is judged by the new version
         self.holder.notify("adapt" if status == "adapted" else f"adapt_{status}")

@@ -153,4 +153,8 @@ def labelled_delete(label: str, name: str, ctx: AppContext = Depends(context)) -
         labelled.delete_photo(root, f"{label}/{name}")
     except ToolkitError as exc:
         raise HTTPException(404, str(exc)) from None
+    state = ctx.holder.config.state
+    if state is not None:  # the cached features of the household's photos go with them (recomputed when needed)
+        for cache in versions.adapt_root(state).glob("features-*.npz"):
+            cache.unlink(missing_ok=True)
     return {"deleted": f"{label}/{name}"}
