@@ -331,11 +331,13 @@ def _guard_counts(counts: dict, force: bool, log) -> None:
 
 
 def _lower_priority(niceness: int) -> None:
-    """This thread (the page's adapt job) or process (the CLI) runs nicer: the door's decisions come first."""
+    """This thread (the page's adapt job) or process (the CLI) runs at ``niceness`` (absolute, never higher
+    priority than it has): the door's decisions come first. Absolute, because the page's request threads are
+    already niced and a thread started from one inherits theirs (relative, the fit would sink to 19 and starve)."""
     if niceness and hasattr(os, "setpriority"):
         try:
             tid = threading_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), min(19, niceness)))
         except OSError:
             pass
 
