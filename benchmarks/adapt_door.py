@@ -6,8 +6,9 @@ Needs the hand-sign export that ``python -m benchmarks.adapt`` writes (the shipp
 as photographed) and mosquitto. Steps, each printed:
 
 1. a folder camera of sign_digits photos through the benchmark's "new camera" transform (``--per-class`` of each
-   sign, photos not in the export's training set) and ``toolkit door run --camera DIR --relay log --serve
-   --open-on 5 --state STATE --snapshots SNAP --mqtt ...`` as a subprocess;
+   sign among those where the benchmark found a hand, photos not in the export's training set) and
+   ``toolkit door run --camera DIR --relay log --serve --open-on 5 --state STATE --snapshots SNAP --mqtt ...``
+   as a subprocess;
 2. the snapshots the door keeps are labelled through the HTTP API (the true sign of each: the camera photo it
    matches), as the owner would on the page;
 3. ``POST /door/adapt`` (the page's button); decision latency (event log) before and during the fit;
@@ -84,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     truth = {}
     rng = np.random.default_rng(5)
     picked = []
+    cached = np.load(args.export.parent / "target.npz")  # the benchmark's features: photos where a hand is found
+    with_hand = {str(f) for f, row in zip(cached["files"], cached["x"], strict=True) if not np.isnan(row[0])}
     for c in range(10):
-        mine = [f for f, lab in items if lab == c]
+        mine = [f for f, lab in items if lab == c and str(f) in with_hand]
         picked += [(mine[j], c) for j in rng.choice(len(mine), args.per_class, replace=False)]
     order = rng.permutation(len(picked))
     frames = []
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "TOOLKIT_DOOR_TOKEN": TOKEN, "PYTHONPATH": str(CHECKOUT)}
     cmd = [args.python, "-m", "toolkit", "door", "run", "--model", str(args.export), "--camera", str(cam),
            "--relay", "log", "--serve", "--port", str(args.port), "--open-on", "5", "--state", str(state),
-           "--snapshots", str(snaps), "--snapshot-every", "0.01", "--loop", "--fps", "8", "--event-log", str(events),
+           "--snapshots", str(snaps), "--snapshot-every", "0.01", "--loop", "--fps", "4", "--event-log", str(events),
            "--mqtt", f"127.0.0.1:{args.mqtt_port}", "--quiet"]
     print("$ " + " ".join(cmd[2:]))
     door = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         lab100 = out / "labelled100"
         for c, lab in enumerate(LABELS):
             (lab100 / lab).mkdir(parents=True)
-            for k, (f, _) in enumerate([it for it in items if it[1] == c][:10]):
+            for k, (f, _) in enumerate([it for it in items if it[1] == c and str(it[0]) in with_hand][:10]):
                 Image.fromarray(new_camera(decode_image(f, None))).save(lab100 / lab / f"{k:02d}.png")
         cli_cmd = [args.python, "-m", "toolkit", "door", "adapt", "--model", str(args.export), "--data",
                    str(lab100), "--state", str(state), "--force"]
