@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     with_hand = {str(f) for f, row in zip(cached["files"], cached["x"], strict=True) if not np.isnan(row[0])}
     for c in range(10):
         mine = [f for f, lab in items if lab == c and str(f) in with_hand]
-        picked += [(mine[j], c) for j in rng.choice(len(mine), args.per_class, replace=False)]
+        picked += [(mine[j], c) for j in rng.choice(len(mine), min(len(mine), args.per_class), replace=False)]
     order = rng.permutation(len(picked))
     frames = []
     for i, j in enumerate(order):
