@@ -202,6 +202,14 @@ def test_a_hand_sign_export_refits_and_no_hand_photos_are_not_training_data(tmp_
     assert set(record["thresholds"]) == set(signs) and record["threshold"] is None
     p = Predictor(export, version=versions.version_dir(tmp_path / "state", "v1"))
     assert set(p.label_thresholds) == set(signs)
+    from types import SimpleNamespace
+
+    from toolkit.runtime.core.config import PolicyConfig
+    from toolkit.runtime.door import DoorLoop
+
+    door = SimpleNamespace(config=SimpleNamespace(policy=PolicyConfig(open_on="5")))
+    assert DoorLoop._threshold(door, p) == record["thresholds"]["5"]["threshold"]  # --open-on 5: its own threshold
+    assert DoorLoop._threshold(door, Predictor(export)) == 0.5  # the export's head: the door's default
     assert p.predict(np.zeros((64, 64, 3), np.uint8)).label == handpipe.NO_HAND  # still a vote against
     json.dumps(record)  # the record is plain JSON
 
