@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/adapt-door"))
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--mqtt-port", type=int, default=18883)
+    p.add_argument("--force", action="store_true", help="Press adapt with 'despite the guard rails' at once.")
     p.add_argument("--python", default=sys.executable, help="The interpreter of the door and the CLI (e.g. a venv "
                    "with only '.[door]' installed)")
     args = p.parse_args(argv)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         t_idle0 = time.time()
         time.sleep(40)  # the door deciding without an adapt: the baseline p99
         t_idle1 = time.time()
-        for force in (False, True):  # the guard rails may refuse; then as the page's "despite the guard rails"
+        for force in (False, True) if not args.force else (True,):  # refused? then as "despite the guard rails"
             started = call(url + "/door/adapt", "POST", {"force": force})
             print(f"POST /door/adapt {json.dumps({'force': force})} -> {started['status']}")
             while (job := call(url + "/door/adapt")["job"])["status"] == "running":

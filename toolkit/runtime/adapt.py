@@ -349,11 +349,37 @@ def threading_native_id() -> int:
 
 
 def _one_blas_thread():
-    """BLAS on one thread when threadpoolctl is at hand (numpy's own pool would take the door's cores)."""
+    """BLAS on one thread (numpy's own pool would take the door's cores, at the priority of the thread that
+    imported numpy): threadpoolctl when at hand (the full install), else OpenBLAS' own switch (the door install)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         import contextlib
 
+        _openblas_threads(1)  # process-wide and kept: the door's own numpy work is too small to need a pool
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
+
+
+def _openblas_threads(n: int) -> bool:
+    """Set the thread count of every OpenBLAS the process has loaded (numpy's wheels bundle one); True if any."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {path for line in f if "openblas" in Path(path := line.split()[-1]).name.lower() and ".so" in path}
+    except OSError:
+        return False
+    done = False
+    for lib in libs:
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(handle, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                done = True
+                break
+    return done

@@ -178,8 +178,9 @@ class MqttBridge:
 
     def _publish_model(self) -> None:
         p = self.door.holder.predictor
+        threshold = self.door._threshold(p) if hasattr(self.door, "_threshold") else self.door.policy.threshold
         self._put(self.topics["model"], json.dumps({"model": p.name, "version": p.version["id"] if p.version else None,
-                                                    "threshold": self.door.policy.threshold}))
+                                                    "threshold": threshold}))  # the new model's, before its frame
 
     def _decision(self, event: dict, frame=None, box=None) -> None:
         """A door watcher: publishes each logged event (the frame and face box are the page's, not ours)."""
