@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/adapt-door"))
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--mqtt-port", type=int, default=18883)
+    p.add_argument("--no-cli", action="store_true", help="Skip step 5.")
     p.add_argument("--force", action="store_true", help="Press adapt with 'despite the guard rails' at once.")
     p.add_argument("--python", default=sys.executable, help="The interpreter of the door and the CLI (e.g. a venv "
                    "with only '.[door]' installed)")
@@ -181,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print("MQTT (toolkit/door/model, toolkit/door/adapt):")
         for t, topic, payload in messages:
             print(f"   {time.strftime('%H:%M:%S', time.gmtime(t))} {topic} {payload}")
+        if args.no_cli:
+            return 0
         # 5. the CLI on 100 labelled photos (10 per sign) while the door runs
         lab100 = out / "labelled100"
         for c, lab in enumerate(LABELS):
