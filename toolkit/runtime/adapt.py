@@ -197,6 +197,8 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
     entry = parent.manifest.files[parent.file]
     serving = _serving(config, parent, log)
     current_acc = float(np.mean(_class_probs(serving, x).argmax(1) == y))
+    if serving.version is not None:  # fitted on (some of) these photos: its accuracy on them flatters it; the bar
+        current_acc = min(current_acc, float(serving.version["cv"]["accuracy"]))  # is its own CV estimate then
     target = parent.manifest.target_far or DEFAULT_TARGET_FAR
     fitted = fit_head_on_features(x, y, labels, _head_of(parent, x.shape[1]), parent.manifest.output_kind, target,
                                   prior=config.prior, folds=config.folds, seed=config.seed, k=config.k, n=config.n,
