@@ -56,6 +56,7 @@ def class_probs(predictor, x: np.ndarray, batch: int = 64) -> np.ndarray:
 def evaluate_export(
     folder: str, *, data: str | None, file: str | None = None, out: str | None = None, tta: bool = False,
     strict: bool = False,
+    state: str | None = None,
 ) -> dict:
     """Accuracy, loss, per-class scores and confusion matrix of an export folder's ONNX file on ``data``.
 
@@ -79,7 +80,16 @@ def evaluate_export(
     if not data:
         raise ToolkitError(f"{folder}: an export folder holds no test split; pass --data SPEC (image folder, "
                            ".h5 file or synthetic:...)")
-    predictor = Predictor(folder, file)
+    version = None
+    if state is not None:  # the head version the door serves from its state folder (toolkit door adapt)
+        from toolkit.inference import versions
+
+        vid = versions.current(state)
+        if vid is None:
+            raise ToolkitError(f"--state {state}: no adapted version is chosen there; the export's own head serves "
+                               "(evaluate without --state)")
+        version = versions.version_dir(state, vid)
+    predictor = Predictor(folder, file, version=version)
     split = load_scored(data, predictor.size, predictor.labels, every=False, strict=strict)
     x, y = split.numpy()
     if predictor.is_face and split.names is not None:
@@ -104,7 +114,7 @@ def evaluate_export(
             table.add(predictor.threshold)
         report["thresholds"] = metrics.threshold_table(probs[:, 1], np.asarray(y) == 1, sorted(table))
     report.update(data=data, split=split.name, fingerprint=split.fingerprint, export=str(folder),
-                  file=predictor.file)
+                  file=predictor.file, version=predictor.version["id"] if predictor.version else None)
     if out:
         _write_json(Path(out) / METRICS, report)
     return report

@@ -49,6 +49,7 @@ def serve(model: ModelConfig, api: ServeConfig, policy: PolicyConfig, quiet: boo
     from toolkit.runtime.service import serve_model
 
     _logging(quiet)
+    model = dataclasses.replace(model, state=model.state or _state_dir())
     serve_model(model, dataclasses.replace(api, log_level="warning" if quiet else "info"), policy.threshold)
 
 
@@ -70,10 +71,19 @@ def run(
     _logging(quiet)
     door = dataclasses.replace(door, policy=policy, active_high=not active_low, event_log_rotation=rotation,
                                snapshots=door.snapshots or _state_snapshots())  # fmt: skip
+    model = dataclasses.replace(model, state=model.state or _state_dir())
     # The token and the unlock limits serve the MQTT unlock command too, with or without the API.
     api = dataclasses.replace(api, log_level="warning" if quiet else "info")
     frames = run_door(model, door, api if with_api else None, mqtt=mqtt, auth=api)
     typer.echo(f"door loop stopped after {frames} frames; relay locked")
+
+
+def _state_dir() -> Path | None:
+    """$STATE_DIRECTORY (its first entry) under a systemd unit with ``StateDirectory=``, else None."""
+    import os
+
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) if state else None
 
 
 def _state_snapshots() -> Path | None:
@@ -118,3 +128,97 @@ def bench(
 
     frames = deprecated("--n", "--frames", n, frames)
     run_bench(BenchConfig(tuple(model), threads, frames=frames, http=http), out=typer.echo)
+
+
+_STATE = typer.Option(None, "--state", help="The door's state folder (default: $STATE_DIRECTORY under systemd).")
+
+
+def _need_state(state: Path | None) -> Path:
+    from toolkit.errors import ToolkitError
+
+    state = state or _state_dir()
+    if state is None:
+        raise ToolkitError("--state: name the door's state folder (the one 'toolkit door run --state' uses; under "
+                           "systemd /var/lib/toolkit-door)")
+    return state
+
+
+@door_app.command("adapt")
+def adapt(
+    model: Path = typer.Option(..., "--model", help="The export folder the door runs (a chain ending in head.onnx)."),
+    data: Path = typer.Option(..., "--data", help="Labelled photos: a subfolder per label (the page's labelled/)."),
+    state: Path = _STATE,
+    force: bool = typer.Option(False, "--force", help="Adapt despite too few photos, a lopsided class or a CV "
+                               "estimate below the current head's."),
+    prior: str = typer.Option("auto", "--prior", help="Pull the fit toward the shipped head: auto (CV chooses), "
+                              "yes or no."),
+    votes: int = typer.Option(3, "--votes", min=1, help="The door's k (for the per-visit FAR bound)."),
+    window: int = typer.Option(5, "--window", min=1, help="The door's n of k-of-n."),
+    switch: bool = typer.Option(True, "--switch/--no-switch", help="Make the new version the serving one."),
+) -> None:
+    """Refit the export's head on photos labelled on this camera (no TensorFlow); writes a new version."""
+    from toolkit.errors import ToolkitError
+    from toolkit.runtime.adapt import AdaptConfig
+    from toolkit.runtime.adapt import adapt as run_adapt
+
+    if prior not in ("auto", "yes", "no"):
+        raise ToolkitError(f"--prior {prior}: choose auto, yes or no")
+    run_adapt(AdaptConfig(model=model, data=data, state=_need_state(state), force=force, prior=prior, k=votes,
+                          n=window, switch=switch), log=typer.echo)
+
+
+@door_app.command("rollback")
+def rollback(
+    state: Path = _STATE,
+    to: str = typer.Option(None, "--to", help="A version (v1, v2...) or 'export' (the export's own head); default: "
+                           "the one served before."),
+) -> None:
+    """Go back to the head version served before (a running door switches within a second)."""
+    from toolkit.inference import versions
+
+    state = _need_state(state)
+    if to is None:
+        vid = versions.rollback(state)
+    else:
+        vid = None if to == "export" else to
+        versions.choose(state, vid)
+    typer.echo(f"serving {vid or 'the export' + chr(39) + 's own head'} (state {state})")
+
+
+@door_app.command("versions")
+def list_versions(
+    state: Path = _STATE,
+    delete: list[str] = typer.Option(None, "--delete", help="Delete this version (repeatable)."),
+) -> None:
+    """List the adapted head versions with their figures (the serving one marked *), or delete some."""
+    from toolkit.inference import versions
+
+    state = _need_state(state)
+    for vid in delete or ():
+        versions.delete(state, vid)
+        typer.echo(f"deleted {vid}")
+    for v in versions.list_versions(state):
+        if "error" in v:
+            typer.echo(f"  {v['id']}  unreadable: {v['error']}")
+            continue
+        cv = v["cv"]
+        t = "-" if v.get("threshold") is None else f"{v['threshold']:.4f}"
+        typer.echo(f"{'*' if v['current'] else ' '} {v['id']}  {v['created']}  n={cv['n']} "
+                   f"{' '.join(f'{k}={n}' for k, n in v['counts'].items())}  CV {cv['accuracy']:.3f} "
+                   f"[{cv['interval_95'][0]:.3f}, {cv['interval_95'][1]:.3f}]  threshold {t}  "
+                   f"FAR<={v.get('far_upper_95') or 0:.3f}  ({'prior' if cv['prior'] else 'plain'}, C {cv['C']:g})")
+    if versions.current(state) is None:
+        typer.echo("* the export's own head serves")
+
+
+@door_app.command("forget")
+def forget(
+    data: Path = typer.Option(..., "--data", help="The labelled folder (the page's labelled/)."),
+    photo: list[str] = typer.Argument(..., help="LABEL/FILE of each labelled photo to delete."),
+) -> None:
+    """Delete labelled photos (they are photos of the household)."""
+    from toolkit.runtime.labelled import delete_photo
+
+    for name in photo:
+        delete_photo(data, name)
+        typer.echo(f"deleted {name}")

@@ -53,6 +53,8 @@ def evaluate(
                              "'serve' file)."),
     strict: bool = typer.Option(False, "--strict", help="Unreadable images in --data are an error instead of a "
                                 "skipped warning."),
+    state: str = typer.Option(None, "--state", help="Export folder: score the head version chosen in this door "
+                              "state folder ('toolkit door adapt')."),
 ) -> None:
     """Accuracy, loss, per-class precision/recall/F1, confusion matrix; FAR/FRR table for 2 classes."""
     from toolkit.inference.manifest import is_export_folder  # decided before anything imports TensorFlow
@@ -61,7 +63,7 @@ def evaluate(
         from toolkit.bench.accuracy import evaluate_export
 
         report = evaluate_export(source, data=data, file=file, out=str(out) if out else None, tta=tta,
-                                 strict=strict)
+                                 strict=strict, state=state)
     else:
         from toolkit.train.evaluate import evaluate as evaluate_fn
 

@@ -87,6 +87,8 @@ class Manifest:
     # The pretrained base whose weights are inside the model files: kind, source, sha256 of the fetched file,
     # licence (its file in the folder), licence_name. {} = none (own weights only, or an older manifest).
     base: dict = field(default_factory=dict)
+    # "features": ``serve`` is a head on the features of the base ONNX file named here: base, sha256, output.
+    chain: dict = field(default_factory=dict)
     created: str = ""
     schema: str = SCHEMA
 
@@ -177,8 +179,9 @@ def load_manifest(folder: str | Path) -> Manifest:
         raise ToolkitError(f"{path}: field 'output_kind' must be 'sigmoid' or 'softmax', got {manifest.output_kind!r}")
     if manifest.output_kind == "sigmoid" and len(manifest.labels) != 2:
         raise ToolkitError(f"{path}: a sigmoid output needs exactly 2 labels, got {len(manifest.labels)}")
-    if manifest.pipeline not in ("", "hands", "facemesh"):
-        raise ToolkitError(f"{path}: field 'pipeline' must be '', 'hands' or 'facemesh', got {manifest.pipeline!r}; "
+    if manifest.pipeline not in ("", "hands", "facemesh", "features"):
+        raise ToolkitError(f"{path}: field 'pipeline' must be '', 'hands', 'facemesh' or 'features', got "
+                           f"{manifest.pipeline!r}; "
                            "a newer toolkit wrote it")
     if len(inp.shape) != 4 or inp.shape[3] != 3:
         raise ToolkitError(f"{path}: field 'input.shape' must be [batch, height, width, 3], got {list(inp.shape)}")

@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from toolkit.errors import ToolkitError
 from toolkit.images import DEFAULT_MAX_PIXELS, ImageSource, decode_image
+from toolkit.inference import chain as feature_chain
 from toolkit.inference import facepipe
 from toolkit.inference.facemesh import face_record
 from toolkit.inference.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, HandPipeline, hand_record
@@ -68,9 +69,12 @@ class Predictor:
         threads: onnxruntime intra-op threads (1 = steady latency next to a camera).
         max_pixels: refuse images with more decoded pixels than this.
         threshold: override the manifest's per-file threshold (binary tasks).
+        version: a folder of :mod:`toolkit.inference.versions` (an adapted head of this export's chain) whose
+            head and thresholds replace the export's own; None = the export's head.
 
     Raises:
-        ToolkitError: missing or tampered file, or a file that does not match its manifest.
+        ToolkitError: missing or tampered file, a file that does not match its manifest, or a version fitted
+            on another export.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Predictor:
         threads: int = 1,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threshold: float | None = None,
+        version: str | Path | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.manifest: Manifest = load_manifest(self.folder)
@@ -123,16 +128,66 @@ class Predictor:
         # names); the answers gain "no_hand", and the v2 tensor's input is still the image.
         self.hands = HandPipeline(self.folder, self.manifest.hands, threads) if self.is_hands else None
         # A face-landmark export chains detector -> face mesh (-> aligned crop -> expression CNN) -> this file (the
-        # head on the feature blocks); the answers gain "no_face". Both chains answer through self.hands.
+        # head on the feature blocks); the answers gain "no_face". Both landmark chains answer through self.hands.
         if self.is_face:
             self.hands = facepipe.open_face_pipeline(self.folder, self.manifest.face, threads)
-        if self.hands is not None:
+        # A features export chains base -> this file (the head on the base's features); images keep their input.
+        self.chain = (feature_chain.FeatureChain(self.folder, self.manifest.chain,
+                                                 lambda p: _open_session(p, threads))
+                      if self.manifest.pipeline == feature_chain.PIPELINE else None)
+        if self.is_chain:
             dim = self.hands.spec.dim if self.is_hands else None  # a face head's width is checked by its blocks
             self.output_name = _check_head_session(self._session, self.manifest, self.path, where, dim)
             self.input_name = self.manifest.input.name
         else:
             self.input_name, self.output_name = _check_session(self._session, self.manifest, self.dtype, self.path,
                                                                where)
+        self.version: dict | None = None
+        self.label_thresholds: dict[str, float] = {}  # a version's threshold per label (one against the rest)
+        self._head = None  # a version's LinearHead, run in numpy in place of the head file
+        if version is not None:
+            self._use_version(Path(version), entry.sha256, threshold)
+
+    def _use_version(self, folder: Path, parent_sha256: str, threshold: float | None) -> None:
+        from toolkit.inference import versions
+
+        if not self.is_chain:
+            raise ToolkitError(f"{self.folder}: {cannot_adapt(self.manifest)}")
+        record = versions.read_version(folder)
+        self._head = versions.as_float32(versions.head_for(folder, record, parent_sha256, self.labels,
+                                                           1 if self.manifest.output_kind == "sigmoid"
+                                                           else len(self.labels)))
+        self.version = record
+        if self.manifest.output_kind == "sigmoid" and threshold is None and record.get("threshold") is not None:
+            self.threshold = float(record["threshold"])
+        self.label_thresholds = {k: float(v["threshold"]) for k, v in (record.get("thresholds") or {}).items()
+                                 if isinstance(v, dict) and v.get("threshold") is not None}
+
+    @property
+    def is_chain(self) -> bool:
+        """True when the serve file is a head on features computed by other files (hands, a frozen base)."""
+        return self.is_hands or self.is_face or self.manifest.pipeline == feature_chain.PIPELINE
+
+    def head(self, x: np.ndarray) -> np.ndarray:
+        """The head on (N, D) features: (N, 1) or (N, K) float32, from the version's head or the head file."""
+        x = np.asarray(x, np.float32)
+        if self._head is not None:
+            return np.asarray(self._head(x), np.float32)
+        return np.asarray(self._session.run([self.output_name], {FEATURE_INPUT: x})[0], np.float32).reshape(
+            len(x), -1)
+
+    def features(self, image: np.ndarray) -> np.ndarray | None:
+        """One image's features through the chain's frozen files (None: no hand), what a head is fitted on.
+
+        Raises:
+            ToolkitError: the export is one file from image to answer (nothing to refit).
+        """
+        if self.hands is not None:
+            return self.hands.features(image)[0]
+        if self.chain is not None:
+            return self.chain.run(np.asarray(decode_image(image, self.size, max_pixels=self.max_pixels),
+                                             np.float32)[None])[0]
+        raise ToolkitError(f"{self.folder}: {cannot_adapt(self.manifest)}")
 
     @property
     def is_hands(self) -> bool:
@@ -177,6 +232,8 @@ class Predictor:
             raise ToolkitError(f"input {self.input_name!r}: expected shape [N, {h}, {w}, 3], got {list(batch.shape)}")
         if self.hands is not None:
             return np.stack([self._run_hand(image)[0] for image in np.clip(batch, 0, 255).astype(np.uint8)])
+        if self.chain is not None:
+            return self.head(self.chain.run(batch))
         out = self._session.run([self.output_name], {self.input_name: batch.astype(self.dtype, copy=False)})[0]
         return np.asarray(out, dtype=np.float32).reshape(batch.shape[0], -1)
 
@@ -196,7 +253,7 @@ class Predictor:
         if x is None:
             row[-1] = 1.0
             return row, None
-        out = np.asarray(self._session.run([self.output_name], {FEATURE_INPUT: x[None]})[0], np.float32).reshape(-1)
+        out = self.head(x[None]).reshape(-1)
         row[:-1] = [1.0 - out[0], out[0]] if self.manifest.output_kind == "sigmoid" else out
         return row, hand
 
@@ -263,6 +320,7 @@ class Predictor:
         return {
             "name": self.name,
             "file": self.file,
+            "version": self.version["id"] if self.version else None,
             "sha256": self.manifest.files[self.file].sha256,
             "labels": list(self.answers),
             "output_kind": self.manifest.output_kind,
@@ -298,12 +356,18 @@ def predict_files(folder: str | Path, images: Sequence[str], file: str | None = 
     return rows
 
 
+def cannot_adapt(manifest: Manifest) -> str:
+    """One line: why an export whose one file goes from image to answer cannot be refitted on the door."""
+    return (f"{manifest.name} is one fully trained model from image to answer (no frozen base + head.onnx chain), "
+            "so the door cannot refit it; fine-tune it on a PC with 'toolkit finetune' and export again")
+
+
 def _check_head_session(session: ort.InferenceSession, manifest: Manifest, path: Path, where: Path,
-                        dim: int | None) -> str:
-    """A landmark head: one float input ``features`` [N, dim], one float output [N, 1 or labels]."""
+                        dim: int | None = None) -> str:
+    """A head on features: one float input ``features`` [N, dim], one float output [N, 1 or labels]."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != FEATURE_INPUT or inputs[0].type != "tensor(float)":
-        raise ToolkitError(f"{path}: the hand-sign head must take one float tensor {FEATURE_INPUT!r}, got "
+        raise ToolkitError(f"{path}: the head must take one float tensor {FEATURE_INPUT!r}, got "
                            f"{[(i.name, i.type) for i in inputs]} ({where})")
     width_in = inputs[0].shape[-1] if inputs[0].shape else None
     if dim is not None and isinstance(width_in, int) and width_in != dim:
@@ -313,7 +377,7 @@ def _check_head_session(session: ort.InferenceSession, manifest: Manifest, path:
     out = outputs[0] if len(outputs) == 1 else None
     if out is None or out.type != "tensor(float)" or len(out.shape) != 2 or (
             isinstance(out.shape[1], int) and out.shape[1] != width):
-        raise ToolkitError(f"{path}: the hand-sign head must return float [N, {width}] ({where})")
+        raise ToolkitError(f"{path}: the head must return float [N, {width}] ({where})")
     return out.name
 
 

@@ -120,7 +120,10 @@ class DoorLoop:
         t = self.config.policy.threshold
         if t is not None:
             return t
-        return DEFAULT_THRESHOLD if self.config.policy.open_on is not None else predictor.threshold
+        open_on = self.config.policy.open_on
+        if open_on is not None:  # an adapted version chose this label's threshold on the owner's photos
+            return predictor.label_thresholds.get(open_on, DEFAULT_THRESHOLD)
+        return predictor.threshold
 
     def _probability(self, predictor, image: np.ndarray) -> float | None:
         """P(the opening answer) for one frame, or None when it holds no hand (a vote against, as no face)."""

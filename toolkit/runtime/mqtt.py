@@ -8,6 +8,10 @@ Topics under ``--mqtt-prefix`` (``P``, default ``toolkit/door``); docs/door-ops.
 - ``P/seen``          ``ON`` / ``OFF``: the last judged frame reached the threshold (retained);
 - ``P/decision``      one JSON object per decision: the event-log record plus ``k`` and ``n``;
 - ``P/fault``         ``{"time", "reason"}`` when the door locks on a new kind of fault;
+- ``P/model``         ``{"model", "version", "threshold"}``: which head decides (retained; ``version`` None = the
+  export's own head, else an adapted version of ``toolkit door adapt``);
+- ``P/adapt``         ``{"time", "result": "adapted" | "refused" | "failed", "version", "message"}`` after an
+  adapt started on the page;
 - ``P/unlock/set``    the command: ``{"token": "...", "action": "UNLOCK"}``; ``P/unlock`` answers
   ``{"time", "result": "opened" | "refused", "reason"}``;
 - ``<discovery prefix>/lock/<client id>/door/config`` and ``.../binary_sensor/<client id>/seen/config``:
@@ -104,7 +108,8 @@ class MqttBridge:
         self._retained_warned = False
         self.door = None
         p = config.mqtt_prefix
-        self.topics = {name: f"{p}/{name}" for name in ("availability", "state", "seen", "decision", "fault", "unlock")}
+        self.topics = {name: f"{p}/{name}" for name in ("availability", "state", "seen", "decision", "fault", "unlock",
+                                                       "model", "adapt")}
         self.topics["command"] = f"{p}/unlock/set"
         self._state: str | None = None  # last published: published again only when it changes
         self._fault_kind: str | None = None
@@ -139,6 +144,9 @@ class MqttBridge:
         self.door = door
         door.listeners.append(self._door_event)
         door.watchers.append(self._decision)
+        holder = getattr(door, "holder", None)
+        if holder is not None:
+            holder.listeners.append(self._model_event)
         self._worker.start()
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
@@ -168,6 +176,20 @@ class MqttBridge:
     # --- door → broker (called from the door's threads: only queue work here) -----------------------
     def _door_event(self, event: str) -> None:
         self._refresh()
+
+    def _model_event(self, event: str) -> None:
+        """A holder listener: a reload (a version chosen, rolled back) restates the model; an adapt says how it went."""
+        if event.startswith("adapt"):
+            result = getattr(self.door.holder, "adapt_result", None) or {}
+            self._put(self.topics["adapt"], json.dumps({"time": round(time.time(), 3), **result}), retain=False)
+        if event in ("reload", "adapt"):
+            self._publish_model()
+
+    def _publish_model(self) -> None:
+        p = self.door.holder.predictor
+        threshold = self.door._threshold(p) if hasattr(self.door, "_threshold") else self.door.policy.threshold
+        self._put(self.topics["model"], json.dumps({"model": p.name, "version": p.version["id"] if p.version else None,
+                                                    "threshold": threshold}))  # the new model's, before its frame
 
     def _decision(self, event: dict, frame=None, box=None) -> None:
         """A door watcher: publishes each logged event (the frame and face box are the page's, not ours)."""
@@ -224,6 +246,8 @@ class MqttBridge:
             client.publish(topic, json.dumps(config), qos=1, retain=True)
         with self._lock:
             self._seen = None  # re-sent on the next decision
+        if getattr(self.door, "holder", None) is not None:
+            self._publish_model()
         self._refresh(force=True)  # retained state again: the broker may have restarted without persistence
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:

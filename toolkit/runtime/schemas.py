@@ -102,6 +102,8 @@ class DoorState(BaseModel):
     reason: str
     model: str
     file: str
+    version: str | None = Field(None, description="the adapted head version deciding ('toolkit door adapt'), "
+                                "None: the export's own head")
     labels: list[str]
     threshold: float | None
     far: float | None = Field(description="false-accept rate per frame at the threshold (manifest)")

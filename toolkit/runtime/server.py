@@ -30,6 +30,7 @@ from toolkit.runtime.core.holder import ModelHolder
 from toolkit.runtime.guard import Guard, HostCheck, RefusalLog, default_hosts, parse_networks
 from toolkit.runtime.http_limits import BodyTimeout, BodyTooLarge, LimitAndMeasure, error_response
 from toolkit.runtime.metrics import Metrics
+from toolkit.runtime.routes import adapt as adapt_routes
 from toolkit.runtime.routes import door as door_routes
 from toolkit.runtime.routes import health, inference, review
 from toolkit.runtime.routes.context import AppContext
@@ -117,7 +118,7 @@ def create_app(
     _add_error_handlers(app, config)
     add_docs(app)
     add_page(app)
-    for router in (door_routes.router, review.router, health.router, inference.router):
+    for router in (door_routes.router, review.router, health.router, inference.router, adapt_routes.router):
         app.include_router(router)
     return app
 

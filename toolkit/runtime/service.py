@@ -24,6 +24,7 @@ from toolkit.runtime.extras import door_extra
 from toolkit.runtime.security import UnlockLimiter, load_token, unlock_refusal
 
 log = logging.getLogger("toolkit.runtime")
+STATE_POLL_SECONDS = 1.0  # how soon a version chosen by the CLI serves (a stat of two files per poll)
 
 
 def serve_model(model: ModelConfig, serve: ServeConfig, threshold: float | None = None) -> None:
@@ -188,3 +189,5 @@ def _watch(holder: ModelHolder, stop: threading.Event) -> None:
         holder.install_sighup()
     if holder.config.watch_seconds > 0:
         holder.watch(holder.config.watch_seconds, stop)
+    elif holder.config.state is not None:  # a version chosen by 'toolkit door adapt/rollback' from another process
+        holder.watch(STATE_POLL_SECONDS, stop)

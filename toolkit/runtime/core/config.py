@@ -32,6 +32,9 @@ class ModelConfig:
     # >0: poll the folder and hot-reload on change (SIGHUP always reloads)
     watch_seconds: float = setting(0.0, "Poll the model folder every S seconds and hot-reload it.", low=0,
                                    flag="--watch")
+    # None: no versions (``toolkit door run`` defaults it to $STATE_DIRECTORY under systemd)
+    state: Path | None = setting(None, "The door's state folder, where 'toolkit door adapt' keeps head versions; the "
+                                 "chosen one serves. Default: $STATE_DIRECTORY when systemd sets it.")
 
     def __post_init__(self) -> None:
         check(self)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
+from toolkit.inference import versions
 from toolkit.inference.predictor import Predictor
 from toolkit.runtime.core.config import ModelConfig
 
@@ -35,26 +36,46 @@ class ModelHolder:
         self.config = config
         self.threshold = threshold
         self._lock = threading.Lock()
+        self.version_error: str | None = None  # why the chosen version does not serve (the export's head does)
         self._predictor = self._load()
-        self._signature = folder_signature(config.folder)
+        self._signature = self._sig()
         self.last_error: str | None = None
         self.listeners: list[Callable[[str], None]] = []  # called with "reload" or "reload_refused"
         # Extra checks a new model must pass before it is swapped in (the door needs a binary model);
         # each raises ToolkitError to refuse it.
         self.checks: list[Callable[[Predictor], None]] = []
+        self.adapt_result: dict | None = None  # the last page adapt's outcome, for the listeners of "adapt*"
 
     @property
     def predictor(self) -> Predictor:
         return self._predictor  # one attribute read: callers get the old or the new model, never half
 
     def _load(self) -> Predictor:
+        """The export, with the head version chosen in the state folder (``toolkit door adapt``/``rollback``).
+
+        A chosen version that cannot serve (deleted, tampered, fitted on another export) is logged and the
+        export's own head serves: the shipped model, never a half-read one.
+        """
         c = self.config
+        vid = versions.current(c.state) if c.state is not None else None
+        self.version_error = None
+        if vid is not None:
+            try:
+                return Predictor(c.folder, c.file, threads=c.threads, max_pixels=c.max_pixels,
+                                 threshold=self.threshold, version=versions.version_dir(c.state, vid))
+            except ToolkitError as exc:
+                self.version_error = f"version {vid} not served: {exc}"
+                log.error("%s; the export's own head serves", self.version_error)
         return Predictor(c.folder, c.file, threads=c.threads, max_pixels=c.max_pixels, threshold=self.threshold)
+
+    def _sig(self) -> tuple:
+        pointer = versions.adapt_root(self.config.state) / versions.CURRENT if self.config.state else None
+        return folder_signature(self.config.folder), _file_stat(pointer)
 
     def reload(self) -> bool:
         """Load and validate the folder again; swap only when valid. Returns True when swapped."""
         with self._lock:  # two reloads at once (SIGHUP + watcher) would waste a load, not corrupt
-            signature = folder_signature(self.config.folder)
+            signature = self._sig()
             try:
                 new = self._load()
                 for check in self.checks:
@@ -72,7 +93,7 @@ class ModelHolder:
 
     def changed(self) -> bool:
         """True when the folder's files changed since the last (attempted) load."""
-        return folder_signature(self.config.folder) != self._signature
+        return self._sig() != self._signature
 
     def watch(self, interval: float, stop: threading.Event) -> threading.Thread:
         """Poll the folder every ``interval`` seconds in a daemon thread and reload on change."""
@@ -92,6 +113,10 @@ class ModelHolder:
             # Reload off the signal handler: loading a model takes time and may log.
             signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=self.reload, daemon=True).start())
 
+    def notify(self, event: str) -> None:
+        """Tell the listeners about a model event from outside (e.g. "adapt" once a new version serves)."""
+        self._emit(event)
+
     def _emit(self, event: str) -> None:
         for listener in self.listeners:
             listener(event)
@@ -102,5 +127,13 @@ def folder_signature(folder: Path) -> tuple:
     try:
         entries = sorted(Path(folder).iterdir())
         return tuple((p.name, s.st_size, s.st_mtime_ns) for p in entries if p.is_file() for s in [p.stat()])
+    except OSError:
+        return ()
+
+
+def _file_stat(path: Path | None) -> tuple:
+    try:
+        st = path.stat() if path is not None else None
+        return (st.st_size, st.st_mtime_ns, st.st_ino) if st else ()
     except OSError:
         return ()

@@ -62,6 +62,7 @@ class AppContext:
     decodes: DecodeBudget = field(default_factory=lambda: DecodeBudget(25_000_000))  # uploads' pixels in flight
     # Answers serialised once per change, whatever the number of open pages (see routes.door.cached).
     answers: dict[str, tuple[tuple, bytes]] = field(default_factory=dict)
+    adapt_job: Any = None  # the page's adapt (routes.adapt), made on first use
 
     def is_ready(self) -> tuple[bool, str]:
         return self.door.ready() if self.door is not None else (True, "model loaded")
