@@ -56,3 +56,22 @@ def test_cross_validation_prefers_the_prior_on_ties_and_folds_are_stratified():
         assert np.bincount(y[folds == f]).tolist() == [4, 4]
     cv = logreg.cross_validate(x, y, 2, use_prior=(False,), folds=5)
     assert 0.5 < cv.accuracy <= 1 and len(cv.grid) == len(logreg.C_GRID) and cv.oof.shape == (40, 2)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_more_features_than_photos_gives_the_same_optimum_in_the_photos_span(classes):
+    """A face head reads ~1,500 features and the door has a few dozen photos: the fit runs in their span."""
+    x, y = data(classes, n=30, d=400, seed=2)
+    c = 0.05
+    fit = logreg.fit_logreg(x, y, c, classes)
+    z = fit.standardise(x)
+    ref = sklearn.LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(z, y)
+    assert np.abs(ref.predict_proba(z) - fit.predict_proba(x)).max() < 1e-3
+    # With a prior: the full objective's gradient vanishes at the reduced fit (it is the optimum, not a guess).
+    w0 = np.random.default_rng(3).normal(size=fit.coef.shape)
+    pulled = logreg.fit_logreg(x, y, c, classes, prior=w0)
+    p = pulled.predict_proba(x)
+    k = fit.coef.shape[0]
+    target = np.eye(classes)[y][:, -k:] if k == 1 else np.eye(classes)[y]
+    grad = c * (p[:, -k:] - target).T @ pulled.standardise(x) + (pulled.coef - w0)
+    assert np.abs(grad).max() < 1e-6

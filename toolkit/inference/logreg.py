@@ -124,17 +124,29 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, classes: int, *, prior: n
     k = 1 if classes == 2 else classes
     w0 = np.zeros((k, z.shape[1])) if prior is None else np.asarray(prior, np.float64).reshape(k, z.shape[1])
     target = (y[:, None] == (np.arange(k) + (1 if k == 1 else 0))).astype(np.float64)  # one-hot, or y == 1
+    # More features than photos (a face's landmarks and expression features, a few dozen snapshots): the loss
+    # sees W only through Z W, so the optimum moves W away from the prior only within the span of the photos.
+    # Newton then runs on the photos' coordinates in that span (r <= N unknowns a class, not D): the same
+    # optimum, without a D x D system per step.
+    basis, offset = None, np.zeros((len(z), k))
+    if z.shape[1] > len(z):
+        _, sv, vt = np.linalg.svd(z, full_matrices=False)
+        basis = vt[sv > sv[:1] * 1e-10].T  # (D, r)
+        offset = z @ w0.T  # the prior's logits
+        prior0, z = w0, z @ basis
+        w0 = np.zeros((k, z.shape[1]))
     zi = np.hstack([z, np.ones((len(z), 1))])  # the last coefficient of each class is its intercept
     theta = np.zeros((k, z.shape[1] + 1))
     theta[:, :-1] = w0
-    if init is not None and init.coef.shape == (k, z.shape[1]):
-        theta = np.hstack([init.coef, init.intercept[:, None]])
+    if init is not None and init.coef.shape == (k, len(init.mean)) and len(init.mean) == len(mean):
+        start = init.coef if basis is None else (init.coef - prior0) @ basis  # a warm start projected on the span
+        theta = np.hstack([start, init.intercept[:, None]])
     d1 = z.shape[1] + 1
     pen = np.ones(d1)
     pen[-1] = 0.0  # the intercept is not penalised
 
     def objective(t: np.ndarray) -> float:
-        logits = zi @ t.T
+        logits = zi @ t.T + offset
         if k == 1:
             loss = np.sum(np.logaddexp(0.0, logits[:, 0]) - target[:, 0] * logits[:, 0])
         else:
@@ -146,7 +158,7 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, classes: int, *, prior: n
     f = objective(theta)
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (reported as the fit's iterations)
-        logits = zi @ theta.T
+        logits = zi @ theta.T + offset
         p = _sigmoid(logits) if k == 1 else _softmax(logits)
         shift = theta - np.hstack([w0, np.zeros((k, 1))])
         grad = c * (p - target).T @ zi + pen * shift  # (k, d1)
@@ -181,7 +193,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, classes: int, *, prior: n
         theta, f = new, f_new
         if done:
             break
-    return Fit(mean, var, eps, theta[:, :-1], theta[:, -1], it)
+    coef = theta[:, :-1] if basis is None else prior0 + theta[:, :-1] @ basis.T
+    return Fit(mean, var, eps, coef, theta[:, -1], it)
 
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
