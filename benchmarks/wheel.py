@@ -77,8 +77,10 @@ def summary(files: dict[str, int]) -> list[str]:
         kinds[folder].add(suffix)
         if folder.startswith(PACKAGE) and suffix != ".py":
             data.append(f"    data  {name}  {size:,} B")
-    lines = [f"  {(folder + '/') if folder != '.' else '(top level)':<46} {n:>4} files {size / 1024:>9.1f} KiB  {' '.join(sorted(kinds[folder]))}"
-             for folder, (n, size) in groups.items()]
+    lines = []
+    for folder, (n, size) in groups.items():
+        label = f"{folder}/" if folder != "." else "(top level)"
+        lines.append(f"  {label:<46} {n:>4} files {size / 1024:>9.1f} KiB  {' '.join(sorted(kinds[folder]))}")
     return lines + data
 
 

@@ -11,10 +11,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from benchmarks import wheel as inspect
 from toolkit import __version__
