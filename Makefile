@@ -11,6 +11,9 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# The distribution was called `toolkit` before (PyPI's `toolkit` is another project): drop that record, so
+	@# that door-camera-toolkit alone provides the package and the command.
+	$(PY) -m pip uninstall --quiet --yes toolkit 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[train,door,dev]'
 	touch $(STAMP)
 
