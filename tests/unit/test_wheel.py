@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from benchmarks import wheel as inspect
+from benchmarks import wheel as wheelinfo
 from toolkit import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +48,8 @@ def built(tmp_path_factory):
 
 def test_the_wheel_holds_every_package_file_and_nothing_else(built):
     src, whl, _ = built
-    files = inspect.wheel_files(whl)
-    assert inspect.strays(list(files)) == []
+    files = wheelinfo.wheel_files(whl)
+    assert wheelinfo.strays(list(files)) == []
     shipped = {n for n in files if n.startswith("toolkit/")}
     sources = {p.relative_to(src).as_posix() for p in (src / "toolkit").rglob("*") if p.is_file()}
     assert shipped == sources, (sorted(sources - shipped), sorted(shipped - sources))
@@ -63,12 +63,12 @@ def test_the_wheel_holds_every_package_file_and_nothing_else(built):
 def test_the_wheel_names_the_distribution_version_and_licences(built):
     _, whl, _ = built
     assert whl.name == f"{DIST.replace('-', '_')}-{__version__}-py3-none-any.whl"
-    meta = inspect.wheel_metadata(whl)
+    meta = wheelinfo.wheel_metadata(whl)
     assert meta["Name"] == [DIST] and meta["Version"] == [__version__]
     assert meta["License-Expression"] == ["Apache-2.0"]
     assert set(meta["License-File"]) == {"LICENSE", "NOTICE", "THIRD_PARTY_NOTICES.md"}
     assert {"door", "train", "dev"} <= set(meta["Provides-Extra"])
-    files = inspect.wheel_files(whl)
+    files = wheelinfo.wheel_files(whl)
     assert f"{DIST.replace('-', '_')}-{__version__}.dist-info/licenses/THIRD_PARTY_NOTICES.md" in files
     entry = next(n for n in files if n.endswith("entry_points.txt"))
     assert entry.endswith(".dist-info/entry_points.txt")
@@ -76,19 +76,19 @@ def test_the_wheel_names_the_distribution_version_and_licences(built):
 
 def test_the_sdist_holds_the_sources_and_licences_only(built):
     _, _, sdist = built
-    files = inspect.sdist_files(sdist)
-    assert inspect.strays(list(files), sdist=True) == []
+    files = wheelinfo.sdist_files(sdist)
+    assert wheelinfo.strays(list(files), sdist=True) == []
     assert {"LICENSE", "THIRD_PARTY_NOTICES.md", "pyproject.toml", "toolkit/runtime/static/index.html"} <= set(files)
 
 
 def test_the_summary_prints_the_size_and_flags_strays(built, capsys, tmp_path):
     _, whl, _ = built
-    assert inspect.main([str(whl)]) == 0
+    assert wheelinfo.main([str(whl)]) == 0
     out = capsys.readouterr().out
     assert f"{whl.name}: {whl.stat().st_size:,} bytes" in out and "toolkit/runtime/static/" in out
     names = ["toolkit/cli/__init__.py", "tests/unit/test_x.py", "benchmarks/door_load.py", "exported/happy/model.onnx",
              "toolkit/__pycache__/errors.cpython-311.pyc", "x.dist-info/METADATA", "conftest.py"]
-    assert inspect.strays(names) == names[1:5] + ["conftest.py"]
+    assert wheelinfo.strays(names) == names[1:5] + ["conftest.py"]
 
 
 # `pip install 'X[extra]'` (or -e / a path / a wheel file): X must be this distribution, the checkout or a wheel.
