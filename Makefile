@@ -6,11 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install clean bench-door pi-check pi-clean audit selftest
+.PHONY: demo test lint install clean bench-door pi-check pi-clean audit selftest wheel
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# The distribution was called `toolkit` before (PyPI's `toolkit` is another project): drop that record, so
+	@# that door-camera-toolkit alone provides the package and the command.
+	$(PY) -m pip uninstall --quiet --yes toolkit 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[train,door,dev]'
 	touch $(STAMP)
 
@@ -49,7 +52,18 @@ bench-door: $(STAMP)
 	$(PY) -m benchmarks.door_load --model exported/happy --threads 1 --clients 8,32,64 --seconds 60 --with-door
 	$(PY) -m benchmarks.door_faults --model exported/happy
 
+# The sdist and the wheel (dist/), then the wheel's size and a summary of its files; fails if either holds
+# anything but the package, its data and its metadata. The wheel is what a Pi owner copies over and installs
+# with `pip install './door_camera_toolkit-VERSION-py3-none-any.whl[door]'`. Builds in isolation (setuptools
+# from the package index).
+wheel: $(STAMP)
+	rm -rf dist && mkdir dist
+	$(PY) -m build --outdir dist . >dist/build.log 2>&1 \
+	  || { tail -n 20 dist/build.log; echo "error: the build failed; log: dist/build.log" >&2; exit 1; }
+	$(PY) -m benchmarks.wheel dist/*.whl dist/*.tar.gz
+
 # The door runtime in an emulated arm64 Raspberry Pi OS-like root (qemu): install, tests, demo model vs x86.
+# It installs the project's wheel with [door], built from the working tree as `make wheel` builds it.
 # Needs root and network to the Debian mirror and the package index; minutes, so not part of `make test`.
 pi-check: $(STAMP)
 	PYTHON=$(PY) tests/pi/pi_check.sh
@@ -58,4 +72,4 @@ pi-clean:
 	tests/pi/pi_check.sh --clean
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

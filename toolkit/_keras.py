@@ -14,7 +14,7 @@ import sys
 
 from toolkit.errors import ToolkitError
 
-INSTALL_HINT = "TensorFlow is not installed: install the training extra with pip install 'toolkit[train]'"
+INSTALL_HINT = "TensorFlow is not installed: install the training extra with pip install 'door-camera-toolkit[train]'"
 
 
 def _setup_env() -> None:

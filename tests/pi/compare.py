@@ -37,7 +37,7 @@ TRAIN_SIDE = (
 )
 # Door-runtime distributions and the module each one must import as.
 DOOR_MODULES = {
-    "toolkit": "toolkit.inference.predictor",
+    "door-camera-toolkit": "toolkit.inference.predictor",  # this project (its wheel), imported as toolkit
     "numpy": "numpy",
     "onnxruntime": "onnxruntime",
     "pillow": "PIL.Image",

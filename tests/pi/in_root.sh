@@ -1,8 +1,8 @@
 #!/bin/bash
 # The arm64 half of tests/pi/pi_check.sh, run inside the emulated root (never on the host): a fresh venv,
-# `pip install '.[door]'` (what the README installs on a Pi, nothing more), no TensorFlow, versions, the
-# README's `toolkit door bench` on that install, the runtime tests (pytest and onnx added; no httpx), the
-# demo model vs x86.
+# the wheel pi_check.sh built, installed with `[door]` as the README has a Pi owner install it (nothing
+# more), no TensorFlow, versions, the README's `toolkit door bench` on that install, the runtime tests (pytest
+# and onnx added; no httpx), the demo model vs x86.
 set -euo pipefail
 IN=/opt/pi-check
 SRC=$IN/src
@@ -28,17 +28,18 @@ step "fresh venv ($(python3 --version), $(uname -m))"
 rm -rf "$VENV"
 python3 -m venv "$VENV"
 
-step "pip install '.[door]'"
+WHEEL=$(ls "$IN"/dist/*.whl)
+step "pip install '$(basename "$WHEEL")[door]'"
 # --no-compile: byte-compiling every installed file is minutes under emulation; imports compile what they use.
-run_logged pip-door.log "$PY" -m pip install --progress-bar off --no-compile ".[door]"
+run_logged pip-door.log "$PY" -m pip install --progress-bar off --no-compile "$WHEEL[door]"
 "$PY" tests/pi/compare.py no-tensorflow
-# Tests must use the installed package, as a Pi would, not the copied source tree.
-rm -rf "$SRC/toolkit" "$SRC/build"
+# Tests must use the installed package, as a Pi would: pi_check.sh left no toolkit/ in the copied source.
+[ ! -e "$SRC/toolkit" ] || { echo "error: $SRC/toolkit exists; the tests would not test the wheel" >&2; exit 1; }
 
 step "installed versions"
 "$PY" tests/pi/compare.py versions
 
-step "toolkit door bench on the '.[door]' install, as the README runs it on a Pi"
+step "toolkit door bench on the wheel's [door] install, as the README runs it on a Pi"
 # Before any test tool is installed: a dev package (httpx) once hid a door command that needed it.
 "$VENV/bin/toolkit" door bench --model exported/happy --threads 1 --frames 20 | tee "$LOGS/door-bench.log"
 grep -q '^/predict overhead' "$LOGS/door-bench.log" || { echo "error: door bench printed no /predict overhead" >&2; exit 1; }

@@ -5,10 +5,11 @@
 #   tests/pi/pi_check.sh            build the root once (cached), then check the working tree in it
 #   tests/pi/pi_check.sh --clean    unmount and delete the cached root
 #
-# Inside the root (tests/pi/in_root.sh): a fresh venv, `pip install '.[door]'` (exactly what the README installs
-# on a Pi), no TensorFlow pulled, installed versions, `toolkit door bench` on that install, tests/runtime (with
-# pytest and onnx added), and the committed demo model's probabilities on a few images compared with the same
-# images on x86 (tests/pi/compare.py).
+# On the host: the project's wheel, built from a copy of the working tree (`python -m build`, as `make wheel`; or
+# PI_WHEEL). Inside the root (tests/pi/in_root.sh): a fresh venv, the wheel installed with `[door]` (exactly what the
+# README has a Pi owner copy over and install), no TensorFlow pulled, installed versions, `toolkit door bench` on
+# that install, tests/runtime (with pytest and onnx added) importing the installed wheel, and the committed demo
+# model's probabilities on a few images compared with the same images on x86 (tests/pi/compare.py).
 #
 # Needs root (debootstrap, chroot, mounts), Debian's debootstrap + qemu-user-static + binfmt-support
 # (installed with apt-get when missing), and network to the Debian mirror and the package index.
@@ -19,7 +20,9 @@
 #   PI_MIRROR=URL          Debian mirror (default: the first one in this machine's apt sources)
 #   PI_CACHE=DIR           where the root and logs live (default: .cache/pi, git-ignored)
 #   PI_TESTS="..."         pytest arguments run in the root (default: tests/runtime, see below)
-#   PYTHON=.venv/bin/python  x86 interpreter with the toolkit installed, for the reference run
+#   PYTHON=.venv/bin/python  x86 interpreter with the toolkit and the dev extra installed: the reference run, and
+#                          the wheel's build (`build` and setuptools, without isolation)
+#   PI_WHEEL=FILE.whl      install this wheel instead of building one from the working tree
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -258,6 +261,22 @@ copy_source() {
   fi
 }
 
+# The wheel a Pi owner copies over, built on the host (a pure-Python wheel: the same file on x86 and arm64) from
+# the copied source; the copy's toolkit/ then goes, so the tests in the root can only import the installed wheel.
+build_wheel() {
+  local src=$ROOTFS$IN/src dist=$ROOTFS$IN/dist
+  mkdir -p "$dist"
+  if [ -n "${PI_WHEEL:-}" ]; then
+    [ -f "$PI_WHEEL" ] && [ "${PI_WHEEL%.whl}" != "$PI_WHEEL" ] || die "PI_WHEEL=$PI_WHEEL: not a .whl file"
+    cp "$PI_WHEEL" "$dist/"
+  elif ! "$PYTHON" -m build --no-isolation --outdir "$dist" "$src" >"$LOGS/build.log" 2>&1; then
+    tail -n 15 "$LOGS/build.log" >&2
+    die "building the wheel failed (does $PYTHON have the dev extra's build and setuptools?); see $LOGS/build.log"
+  fi
+  rm -rf --one-file-system "$src/toolkit" "$src/build" "$src"/*.egg-info
+  say "wheel: $(cd "$dist" && ls -- *.whl) ($(du -k "$dist"/*.whl | cut -f1) KiB)"
+}
+
 main() {
   local start=$SECONDS
   need_root "$@"
@@ -284,6 +303,7 @@ main() {
   mkdir -p "$ROOTFS$IN/x86"
   "$PYTHON" "$REPO/tests/pi/compare.py" reference --model "$REPO/exported/happy" --out "$ROOTFS$IN/x86"
   copy_source
+  build_wheel
   copy_host_config
   trap cleanup EXIT
   mount_root

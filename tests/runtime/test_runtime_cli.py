@@ -106,7 +106,7 @@ def test_base_install_names_the_door_extra(export_dir, tmp_path, missing, comman
     p = _without([missing], argv)
     assert p.returncode == 2, p.stderr
     assert p.stderr.splitlines() == [
-        f"error: {purpose} needs the door extra ({missing} is not installed): pip install 'toolkit[door]'"
+        f"error: {purpose} needs the door extra ({missing} is not installed): pip install 'door-camera-toolkit[door]'"
     ]
 
 

@@ -155,4 +155,5 @@ def test_the_committed_export_works_without_tensorflow(tmp_path):
     (tmp_path / "test_happy.h5").write_bytes(b"")
     proc = _door_install(["evaluate", "exported/happy", "--data", str(tmp_path / "test_happy.h5")])
     assert proc.returncode == 2
-    assert proc.stderr.splitlines()[0] == "error: reading .h5 files needs h5py: pip install 'toolkit[train]'"
+    assert proc.stderr.splitlines()[0] == ("error: reading .h5 files needs h5py: "
+                                           "pip install 'door-camera-toolkit[train]'")

@@ -30,7 +30,7 @@ def test_training_without_the_train_extra_says_how_to_install_it(tmp_path):
                 f"sys.exit(main(['train', 'happy', '--data', 'synthetic:happy', '--out', r'{tmp_path / 'r'}']))")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: TensorFlow is not installed: install the training extra with "
-                                   "pip install 'toolkit[train]'")
+                                   "pip install 'door-camera-toolkit[train]'")
     assert not (tmp_path / "r").exists()
 
 

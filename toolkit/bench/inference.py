@@ -45,7 +45,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     x_degraded = _degraded(x) if config.degrade else None
     keras_file = _keras_file(folder, manifest, run_dir)
     if config.keras and keras_file is not None and not _installed("tensorflow"):
-        log(f"keras baseline skipped: {keras_file.name} needs TensorFlow (pip install 'toolkit[train]')")
+        log(f"keras baseline skipped: {keras_file.name} needs TensorFlow (pip install 'door-camera-toolkit[train]')")
         keras_file = None
     rows, reference = [], None
     if config.keras and keras_file is not None:
@@ -78,7 +78,7 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
         if sha256_file(path) != entry.sha256:
             raise ToolkitError(f"{path}: sha256 differs from the manifest (file changed); re-run 'toolkit export'")
         if entry.format == "tflite" and not _installed("ai_edge_litert"):  # a door install runs ONNX only
-            log(f"{name}: skipped, TFLite files need ai-edge-litert (pip install 'toolkit[train]')")
+            log(f"{name}: skipped, TFLite files need ai-edge-litert (pip install 'door-camera-toolkit[train]')")
             continue
         probs = degraded = None
         for t in threads:

@@ -104,7 +104,7 @@ def write_reports(folder: Path, result: dict, log=None) -> list[str]:
     os.replace(md.with_suffix(".md.tmp"), md)
     if importlib.util.find_spec("matplotlib") is None:
         if log:
-            log("benchmark.png skipped: the chart needs matplotlib (pip install 'toolkit[train]')")
+            log("benchmark.png skipped: the chart needs matplotlib (pip install 'door-camera-toolkit[train]')")
         return ["benchmark.json", "benchmark.md"]
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
     os.close(fd)

@@ -45,7 +45,7 @@ def _h5py():
     try:
         import h5py
     except ImportError:  # pragma: no cover - h5py ships with the train extra
-        raise ToolkitError("reading .h5 files needs h5py: pip install 'toolkit[train]'") from None
+        raise ToolkitError("reading .h5 files needs h5py: pip install 'door-camera-toolkit[train]'") from None
     return h5py
 
 

@@ -146,7 +146,7 @@ class GpioActuator(Actuator):
         try:
             from gpiozero import OutputDevice
         except ImportError as exc:
-            raise ToolkitError("--relay gpio needs gpiozero: pip install 'toolkit[door]'") from exc
+            raise ToolkitError("--relay gpio needs gpiozero: pip install 'door-camera-toolkit[door]'") from exc
         try:
             with warnings.catch_warnings():
                 # gpiozero warns once per pin factory it fails to load; the error below says it in one line.

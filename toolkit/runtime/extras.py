@@ -1,7 +1,7 @@
 """One line naming the ``door`` extra when a base install (numpy, onnxruntime, Pillow) lacks one of its packages.
 
-``pip install toolkit`` is enough for the Predictor; the HTTP API, OpenCV cameras, the Haar face crop
-and the GPIO relay need ``pip install 'toolkit[door]'``. Without it, their imports would end a door
+``pip install door-camera-toolkit`` is enough for the Predictor; the HTTP API, OpenCV cameras, the Haar face crop
+and the GPIO relay need ``pip install 'door-camera-toolkit[door]'``. Without it, their imports would end a door
 command with a traceback; :func:`door_extra` turns the missing module into a :class:`ToolkitError`.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from toolkit.errors import ToolkitError
 
-INSTALL = "pip install 'toolkit[door]'"
+INSTALL = "pip install 'door-camera-toolkit[door]'"
 # Top-level modules the door extra brings (with what they pull in themselves): only these are its to name.
 DOOR_MODULES = frozenset({
     "fastapi", "starlette", "anyio", "uvicorn", "httptools", "uvloop", "multipart", "python_multipart",
@@ -28,7 +28,7 @@ def door_extra(purpose: str) -> Iterator[None]:
         purpose: what needs the package, e.g. "the HTTP API" or "--camera 0".
 
     Raises:
-        ToolkitError: "PURPOSE needs the door extra (MODULE is not installed): pip install 'toolkit[door]'".
+        ToolkitError: "PURPOSE needs the door extra (MODULE is not installed): pip install 'door-camera-toolkit[door]'".
     """
     try:
         yield

@@ -121,8 +121,12 @@ def versions() -> dict[str, str]:
     """Versions of the toolkit and the libraries that shape its results."""
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
-    for dist in ("toolkit", "tensorflow", "tf-keras", "numpy", "onnx", "onnxruntime", "tf2onnx",
+    from toolkit import __version__
+
+    # The package's own version, not its distribution's: that is named door-camera-toolkit, and a stale
+    # `toolkit` distribution (or PyPI's unrelated one) must not answer for it.
+    out = {"python": platform.python_version(), "toolkit": __version__}
+    for dist in ("tensorflow", "tf-keras", "numpy", "onnx", "onnxruntime", "tf2onnx",
                  "tensorflow-model-optimization", "ai-edge-litert"):
         try:
             out[dist] = md.version(dist)
