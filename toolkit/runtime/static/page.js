@@ -61,6 +61,7 @@ function showWhatExists(s) {
   $("unlock").hidden = !door;
   $("live-card").hidden = !door;
   $("review-card").hidden = !s.snapshots;
+  $("adapt-card").hidden = !door;  // adapting learns from the door's labelled snapshots
   $("token-card").hidden = !door && !s.snapshots;
 }
 
