@@ -30,7 +30,7 @@ def require_converter(what: str, instead: str = "") -> None:
 
     missing = [name for name in ("tensorflow", "tf2onnx") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ToolkitError(f"{what} needs {' and '.join(missing)} (pip install 'toolkit[train]')"
+        raise ToolkitError(f"{what} needs {' and '.join(missing)} (pip install 'door-camera-toolkit[train]')"
                            + (f"; {instead}" if instead else ""))
 
 

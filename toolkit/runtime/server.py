@@ -73,6 +73,7 @@ def create_app(
         # The event loop's thread too runs nicer beside a door: many open pages must not delay its decisions.
         _at_priority(niceness, lambda: None)
         yield
+        refusals.close()  # the last summary now, and no timer outliving the server
 
     app = FastAPI(title="toolkit door", version=__version__, description=__doc__, docs_url=None, redoc_url=None,
                   lifespan=lifespan)  # fmt: skip
