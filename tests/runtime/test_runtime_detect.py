@@ -174,7 +174,8 @@ def test_detector_command_without_tf2onnx_is_one_line(tmp_path, monkeypatch, cap
     assert main(["detector", "--force"]) != 0
     out = capsys.readouterr()
     assert out.err.count("\n") == 1 and "Traceback" not in out.err
-    assert "needs tensorflow and tf2onnx (pip install 'toolkit[train]'); the toolkit ships it converted" in out.err
+    assert ("needs tensorflow and tf2onnx (pip install 'door-camera-toolkit[train]'); the toolkit ships it "
+            "converted") in out.err
     assert not (tmp_path / "cache").exists()  # refused before any download
 
 
