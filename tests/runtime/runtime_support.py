@@ -276,3 +276,14 @@ def running_door(tmp_path: Path, export_dir: Path, token: str, fps: float = 20.0
             stop.set()
             thread.join(timeout=10)
             loop.close()
+
+
+def wait_for(check, seconds: float = 10.0, every: float = 0.1):
+    """``check()``'s first truthy value, polled every ``every`` s; AssertionError after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
 from adapt_support import camera_photo, make_chain_export, write_labelled
 from PIL import Image
 from runtime_support import LiveServer, http_get, http_post, http_request
+from runtime_support import wait_for as _wait_for
 
 from toolkit.runtime.actuator import LogActuator
 from toolkit.runtime.camera import open_source
@@ -25,14 +25,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {**AUTH, "Content-Type": "application/json"}
 
 
+
 def wait_for(check, seconds: float = 30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
+    return _wait_for(check, seconds, every=0.05)
 
 
 @pytest.fixture()

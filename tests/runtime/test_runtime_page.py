@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
-from runtime_support import http_get, http_post, running_door
+from runtime_support import http_get, http_post, running_door, wait_for
 
 from toolkit.runtime.snapshots import SnapshotStore, crop_box
 
@@ -18,14 +17,6 @@ TOKEN = "correct horse battery staple"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def wait_for(check, seconds: float = 10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture(scope="module")
