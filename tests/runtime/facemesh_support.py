@@ -6,11 +6,10 @@ where .ci/run puts it, or $TOOLKIT_MEDIAPIPE_WHEEL), the tests that need them sk
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
-from hands_support import WHEEL_ENV, WHEEL_NAME
+from hands_support import convert_from_wheel
 
 
 @lru_cache(maxsize=1)
@@ -23,14 +22,5 @@ def real_face_mesh() -> tuple[Path, Path] | None:
     detector = cached_detector_path()
     if landmark.is_file() and detector.is_file():
         return detector, landmark
-    wheel = Path(os.environ.get(WHEEL_ENV) or weights_root() / WHEEL_NAME)
-    if not wheel.is_file():
-        return None
-    try:
-        import tf2onnx  # noqa: F401
-
-        from toolkit.models.facemesh import ensure_face_mesh
-    except ImportError:
-        return None
-    models = ensure_face_mesh(str(wheel))
-    return models.detector, models.landmark
+    models = convert_from_wheel("toolkit.models.facemesh", "ensure_face_mesh")
+    return None if models is None else (models.detector, models.landmark)

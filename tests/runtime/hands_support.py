@@ -83,14 +83,24 @@ def real_hand_models() -> tuple[Path, Path] | None:
         return fast, landmark
     if palm.is_file() and landmark.is_file():
         return palm, landmark
+    models = convert_from_wheel("toolkit.models.hands", "ensure_hand_models")
+    return None if models is None else (models.palm, models.landmark)
+
+
+def convert_from_wheel(module: str, ensure: str):
+    """``module.ensure(wheel)`` on the mediapipe wheel ($TOOLKIT_MEDIAPIPE_WHEEL, else the weights cache's), or
+    None when there is no wheel or no tf2onnx to convert with (the tests that need the models skip)."""
+    import importlib
+
+    from toolkit.inference.cache import weights_root
+
     wheel = Path(os.environ.get(WHEEL_ENV) or weights_root() / WHEEL_NAME)
     if not wheel.is_file():
         return None
     try:
         import tf2onnx  # noqa: F401
 
-        from toolkit.models.hands import ensure_hand_models
+        fn = getattr(importlib.import_module(module), ensure)
     except ImportError:
         return None
-    models = ensure_hand_models(str(wheel))
-    return models.palm, models.landmark
+    return fn(str(wheel))
