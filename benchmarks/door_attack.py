@@ -28,7 +28,17 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import cli
-from benchmarks.door_attack_rig import CHECKOUT, Broker, Door, MqttClient, camera_folder, free_port, summary, supports
+from benchmarks.door_attack_rig import (
+    CHECKOUT,
+    Broker,
+    Door,
+    MqttClient,
+    camera_folder,
+    free_port,
+    summary,
+    supports,
+    unit_environment,
+)
 from benchmarks.door_load import machine_load
 from toolkit.runtime.bench import percentiles, sample_jpeg
 from toolkit.runtime.security import new_token
@@ -242,13 +252,20 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="more options for the token part's door, e.g. '--inference-nice 0' (space-separated)",
     )
+    parser.add_argument("--no-unit-env", action="store_true",
+                        help="run the door without the shipped unit's Environment= settings (MALLOC_ARENA_MAX)")
+    parser.add_argument("--broker-nagle", action="store_true",
+                        help="leave mosquitto's default Nagle delay on (no set_tcp_nodelay): ~40 ms per MQTT hop")
     ns = parser.parse_args(argv)
+    Door.base_env = {} if ns.no_unit_env else unit_environment()
+    Broker.nodelay = not ns.broker_nagle
     parts = {"token": token_part, "flood": flood_part, "retained": retained_part, "diskfull": diskfull_part}
 
     def out(line: str) -> None:
         print(line, flush=True)
 
     out(f"door code: {ns.code.resolve()}; model {ns.model}; machine: {machine_load()}")
+    out(f"door environment: {Door.base_env or 'as inherited'}; broker set_tcp_nodelay: {Broker.nodelay}")
     for name in ns.parts.split(","):
         out(f"--- {name}")
         extra = (tuple(ns.door_args.split()),) if name == "token" else ()

