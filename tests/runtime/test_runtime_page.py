@@ -126,3 +126,16 @@ def test_crop_box_reads_where_the_crop_lies():
     frame = np.zeros((100, 200, 3), np.uint8)
     assert crop_box(frame, frame[10:50, 30:90]) == (30, 10, 90, 50)
     assert crop_box(frame, frame.copy()) is None and crop_box(frame, None) is None
+
+
+def test_rates_read_as_counts_and_a_zero_far_as_its_bound():
+    from types import SimpleNamespace
+
+    from toolkit.runtime.status import _rates
+
+    entry = SimpleNamespace(far=0.0, frr=0.25, validation={"negatives": 30, "positives": 40})
+    assert _rates(None, entry) == "FAR ≤ 10 % per frame (0 of 30) / FRR 25 % per frame (10 of 40)"  # not "0.0000"
+    version = {"far": 0.05, "frr": 0.2, "threshold": 0.6,
+               "thresholds": {"smile": {"threshold": 0.6, "negatives": 40, "positives": 20}}}  # fmt: skip
+    assert _rates(version, entry) == "FAR 5 % per frame (2 of 40) / FRR 20 % per frame (4 of 20)"  # the version's
+    assert _rates(None, SimpleNamespace(far=None, frr=None, validation=None)) is None  # nothing measured: "–"

@@ -108,6 +108,8 @@ class DoorState(BaseModel):
     threshold: float | None
     far: float | None = Field(description="false-accept rate per frame at the threshold (manifest)")
     frr: float | None = Field(description="false-reject rate per frame at the threshold (manifest)")
+    rates: str | None = Field(None, description="FAR and FRR for a person, with the frames they were measured "
+                              "on; a FAR measured as 0 is shown as its 95 % bound: '≤ 10 % per frame (0 of 30)'")
     uptime_seconds: float
     fps: float = Field(description="frames judged per second over the last 5 s")
     last_latency_ms: float | None = Field(description="frame to decision, the last frame judged")

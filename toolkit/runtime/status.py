@@ -101,6 +101,7 @@ class DoorStatus:
             "threshold": p.threshold,
             "far": (p.version or {}).get("far") if p.version else entry.far if entry is not None else None,
             "frr": (p.version or {}).get("frr") if p.version else entry.frr if entry is not None else None,
+            "rates": _rates(p.version, entry),
             "uptime_seconds": round(self.clock() - self.started, 1),
             "fps": round(self.fps(), 2),
             "last_latency_ms": self.last_latency_ms,
@@ -166,3 +167,24 @@ def _font(size: int):
         return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a legible size on a phone
     except (TypeError, OSError):
         return ImageFont.load_default()
+
+
+def _rates(version: dict | None, entry) -> str | None:
+    """FAR / FRR as a person reads them: with the counts behind them, a FAR of 0 as its bound (never "0.0000")."""
+    from toolkit.metrics import rate_text
+
+    if version:  # the counts sit with the threshold the version decides with
+        chosen = [t for t in (version.get("thresholds") or {}).values()
+                  if t and t.get("threshold") == version.get("threshold")]  # fmt: skip
+        counts = chosen[0] if chosen else {}
+        far, frr, negatives, positives = version.get("far"), version.get("frr"), counts.get("negatives"), counts.get(
+            "positives")
+    elif entry is not None:
+        validation = entry.validation or {}
+        far, frr, negatives, positives = entry.far, entry.frr, validation.get("negatives"), validation.get("positives")
+    else:
+        return None
+    if far is None:
+        return None
+    text = f"FAR {rate_text(far, negatives)}"
+    return text if frr is None else f"{text} / FRR {rate_text(frr, positives)}"

@@ -86,7 +86,7 @@ async function refreshState() {
   const facts = [
     ["model", `${s.model} (${s.file})`],
     ["threshold", num(s.threshold, 3)],
-    ["FAR / FRR", `${num(s.far, 4)} / ${num(s.frr, 4)} per frame`],
+    ["FAR / FRR", s.rates || "–"],
     ["rule", s.votes ? `${s.votes} of the last ${s.window} frames` : "–"],
     ["uptime", duration(s.uptime_seconds)],
     ["frames/s", num(s.fps, 1)],
