@@ -101,6 +101,7 @@ def test_benchmark_scores_every_image_of_its_data(export_dir, tmp_path, capsys):
     assert "info: data labels 0, 1 matched to model labels no_smile, smile by index\n" in captured.err
     assert f"scoring on {data}, every image (10 images)" in captured.err
     assert f"Data: {data}, every image (10 images)." in captured.out
+    assert "keras baseline skipped: no source run to take it from; add --run RUN" in captured.err  # said, not silent
 
 
 def test_benchmark_degrade_scores_a_degraded_copy_beside_the_clean_one(export_dir, tmp_path, capsys):

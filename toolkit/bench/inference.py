@@ -44,6 +44,9 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     log(f"scoring on {data_desc}")
     x_degraded = _degraded(x) if config.degrade else None
     keras_file = _keras_file(folder, manifest, run_dir)
+    if config.keras and keras_file is None:  # said, not silently a table without its baseline
+        log(f"keras baseline skipped: no source run to take it from; add --run RUN (the run folder {folder.name} was "
+            f"exported from, {manifest.source_model.get('run', '?')!r}) or --no-keras")
     if config.keras and keras_file is not None and not _installed("tensorflow"):
         log(f"keras baseline skipped: {keras_file.name} needs TensorFlow (pip install 'door-camera-toolkit[train]')")
         keras_file = None
