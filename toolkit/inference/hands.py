@@ -158,15 +158,18 @@ def crop(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, 
     return np.asarray(out)
 
 
-def letterbox_sample(image: np.ndarray, size: int = PALM_SIZE) -> tuple[np.ndarray, np.ndarray, float]:
+def letterbox_sample(image: np.ndarray, size: int = PALM_SIZE, corner: np.ndarray | None = None,
+                     side: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:  # fmt: skip
     """The palm detector's input (1, size, size, 3) float32 in [0, 1], and the letterbox (corner, side).
 
     The same samples as :func:`warp` on the letterbox square (bilinear, zero outside the image, rounded for
     uint8), computed as two 1-D interpolations: rows first, then columns. An axis-aligned scale needs no 2-D
     gather, and the palm detector is sensitive enough to Pillow's truncation to move one hard palm by pixels.
+    ``corner``, ``side``: another square than the image's letterbox (e.g. :func:`palm_view`'s zoomed out).
     """
     h, w = image.shape[:2]
-    corner, side = letterbox_axes(h, w)
+    if corner is None or side is None:
+        corner, side = letterbox_axes(h, w)
     cv2 = opencv()
     if cv2 is not None and image.dtype == np.uint8:
         step = side / size
@@ -195,6 +198,50 @@ def letterbox_sample(image: np.ndarray, size: int = PALM_SIZE) -> tuple[np.ndarr
     if image.dtype == np.uint8:
         out = np.round(out)
     return (out * np.float32(1 / 255))[None], corner, side
+
+
+def palm_view(h: int, w: int, zoom: float = 0.0, degrees: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the palm detector's input lies in an h x w image: (origin, ex, ey), input pixel (u, v) reads the image
+    at ``origin + u*ex + v*ey``.
+
+    The letterbox square of the image (:func:`letterbox_axes`); ``zoom``: of the image framed first by a black
+    border of that fraction of its size on each side (the same samples as letterboxing that bigger picture, without
+    making it); ``degrees``: the square turned about its centre, so the detector sees the image turned by that
+    many degrees clockwise (a hand held at 40 degrees looks nearer upright in a view turned by 30).
+    """
+    corner, side = zoomed_letterbox(h, w, zoom)
+    step = side / PALM_SIZE
+    if not degrees:
+        return corner, np.array([step, 0.0]), np.array([0.0, step])
+    a = math.radians(degrees)
+    ex = np.array([math.cos(a), math.sin(a)]) * step
+    ey = np.array([-math.sin(a), math.cos(a)]) * step
+    return corner + side / 2 - (ex + ey) * PALM_SIZE / 2, ex, ey
+
+
+def zoomed_letterbox(h: int, w: int, zoom: float) -> tuple[np.ndarray, float]:
+    """:func:`letterbox_axes` of the image framed by ``zoom`` of its size on each side, in the image's pixels."""
+    by, bx = round(h * zoom), round(w * zoom)
+    corner, side = letterbox_axes(h + 2 * by, w + 2 * bx)
+    return corner - np.array([bx, by], np.float64), side
+
+
+def palm_sample(image: np.ndarray, zoom: float = 0.0, degrees: float = 0.0):
+    """The palm detector's input (1, 192, 192, 3) float32 in [0, 1] for :func:`palm_view`, and that view's axes.
+
+    Zero outside the image. Not turned, it is :func:`letterbox_sample`'s (of the framed picture when zoomed out).
+    """
+    h, w = image.shape[:2]
+    origin, ex, ey = palm_view(h, w, zoom, degrees)
+    if not degrees:
+        corner, side = zoomed_letterbox(h, w, zoom)
+        return letterbox_sample(image, PALM_SIZE, corner, side)[0], origin, ex, ey
+    cv2 = opencv()
+    if cv2 is not None and image.dtype == np.uint8:
+        pixels = _cv2_warp(cv2, image, origin, ex, ey, PALM_SIZE, cv2.BORDER_CONSTANT)
+    else:
+        pixels = warp(image, origin, ex, ey, PALM_SIZE, replicate=False)
+    return (pixels.astype(np.float32) * np.float32(1 / 255))[None], origin, ex, ey
 
 
 def sample(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, size: int,
@@ -299,15 +346,28 @@ class HandTracker:
         self.anchors = palm_anchors()
         self.min_score = min_score
 
-    def palms(self, image: np.ndarray) -> list[Detection]:
-        """Palm detections (score, box, 7 keypoints) in image pixels, best first."""
-        x, corner, side = letterbox_sample(image)
+    def palms(self, image: np.ndarray, zoom: float = 0.0, degrees: float = 0.0) -> list[Detection]:
+        """Palm detections (score, box, 7 keypoints) in image pixels, best first, in :func:`palm_view`'s view.
+
+        A turned view's box is the detector's own (its width and height as the detector saw them) about its centre
+        mapped back into the image: :func:`hand_rect` reads only that centre, width and height.
+        """
+        x, origin, ex, ey = palm_sample(image, zoom, degrees)
         reg, logits = self.palm.run(None, {self._palm_input: x})
         found = weighted_nms(*decode(reg, logits, self.anchors, PALM_SIZE, self.min_score), NMS_IOU)
         out = []
+        side = float(np.hypot(*ex)) * PALM_SIZE if degrees else zoomed_letterbox(*image.shape[:2], zoom)[1]
         for d in found:
-            box = np.array(d.box).reshape(2, 2) * side + corner
-            out.append(Detection(d.score, tuple(float(v) for v in box.reshape(-1)), d.keypoints * side + corner))
+            box = np.array(d.box, np.float64).reshape(2, 2)
+            if not degrees:  # as before the views could turn: the same numbers, bit for bit
+                box = box * side + origin
+                out.append(Detection(d.score, tuple(float(v) for v in box.reshape(-1)), d.keypoints * side + origin))
+                continue
+            to_image = np.stack([ex, ey]) * PALM_SIZE  # normalised view (u, v) -> image offset from origin
+            centre = origin + box.mean(0) @ to_image
+            half = (box[1] - box[0]) * side / 2
+            keypoints = origin + np.asarray(d.keypoints, np.float64) @ to_image
+            out.append(Detection(d.score, (*(centre - half), *(centre + half)), keypoints))
         return out
 
     def landmarks(self, image: np.ndarray, rect: Rect) -> tuple[np.ndarray, float, float]:
@@ -318,8 +378,11 @@ class HandTracker:
         raw[:, 2] /= NORMALIZE_Z
         return crop_to_image(raw, rect).astype(np.float32), float(presence.reshape(-1)[0]), float(left.reshape(-1)[0])
 
-    def track(self, image: np.ndarray) -> Hand | None:
+    def track(self, image: np.ndarray, zoom: float = 0.0, degrees: float = 0.0) -> Hand | None:
         """The most confident hand of an HxWx3 RGB image (uint8, or float 0-255) of any size, or None.
+
+        ``zoom``, ``degrees``: the palm detector's view (:func:`palm_view`); the landmark model reads the image
+        itself, its border replicated.
 
         Raises:
             ToolkitError: not an HxWx3 image.
@@ -327,7 +390,7 @@ class HandTracker:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] < 3 or min(image.shape[:2]) < 1:
             raise ToolkitError(f"hand tracker: expected an HxWx3 RGB image, got shape {image.shape}")
-        found = self.palms(image)
+        found = self.palms(image, zoom, degrees)
         if not found:
             return None
         best = found[0]  # MediaPipe keeps the first palm after NMS (max_num_hands=1): the best score
