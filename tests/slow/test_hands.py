@@ -34,7 +34,8 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv(F.CACHE_ENV, str(tmp_path / "cache"))
 
 
-def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None):
+def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None,
+                  turns=handpipe.TURNS):  # fmt: skip
     """No hand in a dark image; else spec.dim numbers: the colour channel means plus noise from the pixels."""
     image = np.asarray(image, np.float32)
     if image.mean() < 30:
