@@ -41,12 +41,6 @@ ZOOM_OUT = 0.5
 TURNS = (30.0, -30.0)
 
 
-def turned_views(zoom_out: float, turns) -> list[tuple[float, float]]:
-    """The palm detector's turned views (zoom, degrees) tried, in order, after the plain and zoomed-out ones."""
-    zooms = (0.0, zoom_out) if zoom_out > 0 else (0.0,)
-    return [(z, float(d)) for z in zooms for d in turns]
-
-
 def turns_of(record: dict, where: str) -> tuple[float, ...]:
     """A run's or manifest's hand record's ``turns`` (degrees; none in records from before the turned looks).
 
@@ -92,7 +86,7 @@ def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out
     """
     import dataclasses
 
-    from toolkit.inference.hands import features
+    from toolkit.inference.hands import features, turned_views
 
     image = upscale(np.asarray(image, dtype=np.uint8), min_side)
     hand = tracker.track(image)

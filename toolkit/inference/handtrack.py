@@ -29,8 +29,7 @@ import math
 
 import numpy as np
 
-from toolkit.inference.handpipe import turned_views
-from toolkit.inference.hands import Hand, Rect, hand_rect, normalize_radians
+from toolkit.inference.hands import Hand, Rect, hand_rect, normalize_radians, turned_views
 
 # hand_landmark_landmarks_to_roi.pbtxt: the wrist, the thumb's first two joints and each finger's first two.
 ROI_POINTS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
