@@ -183,6 +183,9 @@ class HandTracker:
         self._landmark_input = self.landmark.get_inputs()[0].name
         self.anchors = palm_anchors()
         self.min_score = min_score
+        # A logit this far below the score threshold's cannot reach it through decode's float32 sigmoid: a frame
+        # whose best anchor is below it has no palm, without decoding the 2016 anchors.
+        self._skip_below = math.log(min_score / (1 - min_score)) - 1e-3 if 0 < min_score < 1 else -math.inf
 
     def palms(self, image: np.ndarray, zoom: float = 0.0, degrees: float = 0.0) -> list[Detection]:
         """Palm detections (score, box, 7 keypoints) in image pixels, best first, in :func:`palm_view`'s view.
@@ -192,6 +195,8 @@ class HandTracker:
         """
         x, origin, ex, ey = palm_sample(image, zoom, degrees)
         reg, logits = self.palm.run(None, {self._palm_input: x})
+        if float(logits.max()) < self._skip_below:  # most frames at a door: no anchor near the threshold
+            return []
         found = weighted_nms(*decode(reg, logits, self.anchors, PALM_SIZE, self.min_score), NMS_IOU)
         out = []
         side = float(np.hypot(*ex)) * PALM_SIZE if degrees else zoomed_letterbox(*image.shape[:2], zoom)[1]
