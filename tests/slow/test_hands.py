@@ -175,6 +175,7 @@ def test_real_models_train_export_and_serve(tmp_path, monkeypatch, hand_cache):
     v = manifest["files"]["head.onnx"]["validation"]
     assert v["agreement"] == 100.0 and v["max_abs_dprob"] < 1e-4 and v["accuracy"] >= 75.0
     assert manifest["hands"]["features"]["orientation"] == "upright"  # the default: the hand's angle ignored
+    assert manifest["hands"]["turns"] == [30.0, -30.0]  # the run's turned looks, which the door repeats
 
     from toolkit.inference.predictor import Predictor
 
