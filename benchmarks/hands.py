@@ -76,7 +76,7 @@ def landmark_scores(run, test, degraded: dict) -> dict:
     from toolkit._keras import predict_array
     from toolkit.data.split import Split
     from toolkit.inference.handfeatures import FeatureSpec
-    from toolkit.inference.handpipe import open_tracker
+    from toolkit.inference.handpipe import open_tracker, turns_of
     from toolkit.metrics import as_class_probs
     from toolkit.models.hands import ensure_hand_models
     from toolkit.train.hands import head_columns, landmark_features, models_key
@@ -91,7 +91,8 @@ def landmark_scores(run, test, degraded: dict) -> dict:
                                             groups=test.groups) for name, images in degraded.items()}}
     for name, split in splits.items():
         f = landmark_features(tracker, split, key_base=models_key(models), min_side=min_side,
-                              zoom_out=float(run.config["hands"].get("zoom_out", 0.0)), orientation=spec.orientation)
+                              zoom_out=float(run.config["hands"].get("zoom_out", 0.0)), orientation=spec.orientation,
+                              turns=turns_of(run.config["hands"], str(run.path)))
         pred = np.full(len(f.y), -1)
         if f.found.any():
             pred[f.found] = as_class_probs(predict_array(head, head_columns(f.x, spec)[f.found], 256)).argmax(1)
@@ -158,11 +159,12 @@ def run_set(data: Path, k: int, out: Path, *, epochs: int, n: int | None, seed: 
     row["hands_run"] = str(hands.path)
     if camera is not None:
         from benchmarks.hands_camera import camera_table
+        from toolkit.inference.handpipe import turns_of
 
         t0 = time.perf_counter()
         row["camera"] = camera_table(hands_data.split(**split), min_side=int(hands.config["hands"]["min_side"]),
                                      zoom_out=float(hands.config["hands"]["zoom_out"]), seed=seed,
-                                     max_degrees=camera)
+                                     max_degrees=camera, turns=turns_of(hands.config["hands"], str(hands.path)))
         row["camera"]["seconds"] = time.perf_counter() - t0
     return row
 

@@ -51,11 +51,11 @@ def camera_sets(x: np.ndarray, seed: int, max_degrees: float = 45.0) -> dict[str
             "turned+mirrored": np.stack([turn(im, a, True) for im, a in zip(x, angles, strict=True)])}
 
 
-def _features(tracker, split, key_base: str, min_side: int, zoom_out: float, orientation: str):
+def _features(tracker, split, key_base: str, min_side: int, zoom_out: float, orientation: str, turns: tuple):
     from toolkit.train.hands import landmark_features
 
     return landmark_features(tracker, split, key_base=key_base, min_side=min_side, zoom_out=zoom_out,
-                             orientation=orientation)
+                             orientation=orientation, turns=turns)
 
 
 def _score(fit, x: np.ndarray, found: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -68,8 +68,11 @@ def _score(fit, x: np.ndarray, found: np.ndarray, y: np.ndarray) -> tuple[float,
 
 
 def camera_table(splits, *, min_side: int, zoom_out: float, seed: int = 0, max_degrees: float = 45.0,
-                 few_shot: tuple = (30, 80), repeats: int = 3, folds: int = 5) -> dict:
-    """Fit each row's head on train+val, score it on the test photos as seen by the stand-in camera; few-shot."""
+                 few_shot: tuple = (30, 80), repeats: int = 3, folds: int = 5, turns: tuple = ()) -> dict:
+    """Fit each row's head on train+val, score it on the test photos as seen by the stand-in camera; few-shot.
+
+    ``turns``: the palm detector's turned looks when the plain and zoomed-out ones find no hand (as the run had).
+    """
     from toolkit.data.split import Split
     from toolkit.inference.handfeatures import SETS as DIMS
     from toolkit.inference.handpipe import open_tracker
@@ -84,15 +87,16 @@ def camera_table(splits, *, min_side: int, zoom_out: float, seed: int = 0, max_d
     tests = {name: test if name == "clean" else Split(f"test-{name}", test.labels, test.y, test.image_size,
                                                       x=images[name], groups=test.groups) for name in SETS}
     fitting = [s for s in (splits.train, splits.val) if len(s)]
-    out: dict = {"n_test": len(test), "max_degrees": max_degrees, "rows": [], "no_hand": {}, "few_shot": []}
+    out: dict = {"n_test": len(test), "max_degrees": max_degrees, "turns": list(turns), "rows": [], "no_hand": {},
+                 "few_shot": []}
     feats: dict = {}
     for orientation in ("kept", "upright"):
-        parts = [_features(tracker, s, key_base, min_side, zoom_out, orientation) for s in fitting]
+        parts = [_features(tracker, s, key_base, min_side, zoom_out, orientation, turns) for s in fitting]
         found = np.concatenate([p.found for p in parts])
         feats[orientation] = {
             "x": np.concatenate([p.x for p in parts])[found], "y": np.concatenate([p.y for p in parts])[found],
             "groups": np.concatenate([s.groups for s in fitting])[found],
-            "tests": {name: _features(tracker, s, key_base, min_side, zoom_out, orientation)
+            "tests": {name: _features(tracker, s, key_base, min_side, zoom_out, orientation, turns)
                       for name, s in tests.items()}}
         out["no_hand"][orientation] = {name: int((~f.found).sum()) for name, f in feats[orientation]["tests"].items()}
     for label, orientation, sets in ROWS:
@@ -134,8 +138,10 @@ def _few_shot(x: np.ndarray, y: np.ndarray, found: np.ndarray, n: int, seed: int
 
 def format_camera(k: int, res: dict) -> str:
     """The stand-in camera's table and its few-shot table, as markdown."""
+    looks = ", ".join(f"{d:g}" for d in res.get("turns", [])) or "none"
     lines = [f"Stand-in for another camera (classes 0-{k - 1}, {res['n_test']} test photos; turned uniformly within "
-             f"+-{res['max_degrees']:g} degrees, mirrored; no hand = wrong):", "",
+             f"+-{res['max_degrees']:g} degrees, mirrored; no hand = wrong; palm detector's turned looks: {looks}):",
+             "",
              "| features -> cv logistic regression | set, C chosen | cv acc | " + " | ".join(SETS) + " |",
              "|---|---|---:|" + "---:|" * len(SETS)]
     for r in res["rows"]:

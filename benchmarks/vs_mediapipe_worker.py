@@ -65,7 +65,8 @@ def _toolkit_chains() -> tuple[dict, object]:
     try:  # the door's chain follows the hand; a checkout from before tracking judged each frame as a photo
         from toolkit.inference.handtrack import HandStream
 
-        moving, empty = HandStream(tracker, handpipe.ZOOM_OUT), HandStream(tracker, handpipe.ZOOM_OUT)
+        looks = (handpipe.ZOOM_OUT, *([handpipe.TURNS] if hasattr(handpipe, "TURNS") else []))  # as the door's
+        moving, empty = HandStream(tracker, *looks), HandStream(tracker, *looks)
 
         def door(stream):
             return lambda f: handpipe.stream_features(stream, f, handpipe.MIN_SIDE)[0] is not None

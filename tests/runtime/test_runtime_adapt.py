@@ -172,7 +172,8 @@ def test_cli_adapt_versions_rollback_and_forget(tmp_path, capsys):
     assert (export / "manifest.json").is_file()
 
 
-def fake_hand_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None):
+def fake_hand_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None,
+                       turns=handpipe.TURNS):  # fmt: skip
     """No hand in a dark photo; else 63 features: the channel means / 25, then zeros."""
     image = np.asarray(image, np.uint8)
     if image.mean() < 20:

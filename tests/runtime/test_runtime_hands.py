@@ -30,7 +30,8 @@ RED, GREEN, DARK = (200, 30, 30), (30, 200, 30), (10, 10, 10)
 seen_sizes: list[tuple] = []
 
 
-def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None):
+def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None,
+                  turns=handpipe.TURNS):  # fmt: skip
     image = handpipe.upscale(np.asarray(image, np.uint8), min_side)
     seen_sizes.append(image.shape[:2])
     if image.mean() < 30:
@@ -199,17 +200,52 @@ def test_a_hand_filling_the_photo_gets_a_second_look_zoomed_out(monkeypatch):
     looks = []
 
     class Tracker:
-        def track(self, img):
-            looks.append(img.shape[:2])
+        def track(self, img, zoom=0.0, degrees=0.0):
+            looks.append((img.shape[:2], zoom, degrees))
             if img.shape[0] == 256:
                 return None  # the close-up: too big for the palm detector
             points = np.stack([np.linspace(200, 300, 21), np.linspace(150, 250, 21), np.zeros(21)], 1)
             return Hand(points.astype(np.float32), 0.9, "right", 0.8)
 
     x, hand = handpipe.hand_features(Tracker(), image(GREEN), 256, 0.5)
-    assert looks == [(256, 256), (512, 512)] and x.shape == (63,)
+    assert looks == [((256, 256), 0, 0), ((512, 512), 0, 0)] and x.shape == (63,)
     assert hand.points[0, :2].tolist() == [200 - 128, 150 - 128]  # back in the photo's own pixels
-    assert handpipe.hand_features(Tracker(), image(GREEN), 256, 0.0) == (None, None)  # no second look
+    looks.clear()
+    assert handpipe.hand_features(Tracker(), image(GREEN), 256, 0.0, turns=()) == (None, None)  # no second look
+    assert looks == [((256, 256), 0, 0)]
+
+
+def test_a_turned_hand_gets_turned_looks_after_the_plain_and_zoomed_out_ones(monkeypatch):
+    """Views turned +-30 degrees, plain then zoomed out, only once the others found nothing; the first hit wins."""
+    from toolkit.inference.hands import Hand
+
+    monkeypatch.undo()
+    looks = []
+
+    class Tracker:
+        def __init__(self, sees):
+            self.sees = sees
+
+        def track(self, img, zoom=0.0, degrees=0.0):
+            looks.append((img.shape[0], zoom, degrees))
+            if (zoom, degrees) != self.sees:
+                return None
+            points = np.stack([np.linspace(20, 60, 21), np.linspace(10, 50, 21), np.zeros(21)], 1)
+            return Hand(points.astype(np.float32), 0.9, "right", 0.8)
+
+    x, hand = handpipe.hand_features(Tracker((0.5, -30.0)), image(GREEN), 256, 0.5)
+    assert looks == [(256, 0, 0), (512, 0, 0), (256, 0.0, 30.0), (256, 0.0, -30.0), (256, 0.5, 30.0),
+                     (256, 0.5, -30.0)]  # fmt: skip
+    assert x.shape == (63,) and hand.points[0, :2].tolist() == [20, 10]  # the image's own pixels, as found
+    looks.clear()
+    assert handpipe.hand_features(Tracker((9, 9)), image(GREEN), 256, 0.0) == (None, None)
+    assert looks == [(256, 0, 0), (256, 0.0, 30.0), (256, 0.0, -30.0)]  # no zoomed-out look, turned ones plain
+
+
+def test_a_manifest_with_bad_turns_is_one_clear_line():
+    with pytest.raises(ToolkitError, match=r"manifest.json: field 'hands.turns' must be a list of degrees"):
+        handpipe.turns_of({"turns": "30"}, "x/manifest.json")
+    assert handpipe.turns_of({}, "x") == () and handpipe.turns_of({"turns": [30, -30.5]}, "x") == (30.0, -30.5)
 
 
 def test_door_run_open_on_from_the_command_line(tmp_path, capsys):

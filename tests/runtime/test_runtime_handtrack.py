@@ -14,7 +14,7 @@ import pytest
 from hands_support import real_hand_models
 
 from toolkit.inference.hands import HandTracker
-from toolkit.inference.handtrack import HandStream, landmarks_rect
+from toolkit.inference.handtrack import HandStream, landmarks_rect, views
 
 PHOTO = Path(__file__).resolve().parents[1] / "fixtures" / "hands_parity" / "5" / "IMG_1123.JPG"
 BACKGROUND = 90
@@ -92,3 +92,39 @@ def test_a_moving_hand_is_followed_lost_and_found_again(tracker):
     # A frame of another size forgets the hand.
     stream.track(frame(20, 20)[:400])
     assert stream.detections == 7
+
+
+def test_frames_without_a_hand_cost_one_palm_pass_each_cycling_through_the_views():
+    """Rule 3: plain on even frames; the zoomed-out view every fourth frame, the turned views in between."""
+    seen = []
+
+    class Tracker:
+        def palms(self, image, zoom=0.0, degrees=0.0):
+            seen.append((zoom, degrees))
+            return []
+
+    stream = HandStream(Tracker(), zoom_out=0.5, turns=(30.0, -30.0))
+    empty = np.zeros((48, 64, 3), np.uint8)
+    for _ in range(17):
+        assert stream.track(empty) is None
+    plain, zoom = (0.0, 0.0), (0.5, 0.0)
+    assert seen[0::2] == [plain] * 9
+    assert seen[1::2] == [zoom, (0.0, 30.0), zoom, (0.0, -30.0), zoom, (0.5, 30.0), zoom, (0.5, -30.0)]
+    assert views(0.5, ()) == [plain, zoom] and views(0.0, ()) == [plain]  # as before the turned views
+    assert views(0.0, (30.0,)) == [plain, (0.0, 30.0)]
+
+
+def test_a_turned_view_finds_the_same_hand_in_the_image_s_own_pixels(tracker):
+    """The palm detector's view turned by 30 degrees: its palm and the landmarks read from it land where the
+    plain view's do (a mapping back into the image gone wrong would put them tens of pixels away)."""
+    f = frame(220, 140)
+    plain, turned = tracker.palms(f)[0], tracker.palms(f, 0.0, 30.0)[0]
+    assert np.abs(np.asarray(turned.keypoints) - plain.keypoints).max() < 12
+    a, b = tracker.track(f), tracker.track(f, degrees=-30.0)
+    assert a is not None and b is not None
+    assert np.abs(a.points[:, :2] - b.points[:, :2]).mean() < 3.0
+    # zoomed out without a copy: the same detections as the framed picture's, moved back into the frame
+    framed = np.zeros((960, 1280, 3), np.uint8)
+    framed[240:720, 320:960] = f
+    want, got = tracker.palms(framed)[0], tracker.palms(f, 0.5)[0]
+    np.testing.assert_allclose(np.asarray(got.keypoints), np.asarray(want.keypoints) - [320, 240], atol=1e-6)

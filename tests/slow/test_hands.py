@@ -34,7 +34,8 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv(F.CACHE_ENV, str(tmp_path / "cache"))
 
 
-def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None):
+def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.ZOOM_OUT, spec=None,
+                  turns=handpipe.TURNS):  # fmt: skip
     """No hand in a dark image; else spec.dim numbers: the colour channel means plus noise from the pixels."""
     image = np.asarray(image, np.float32)
     if image.mean() < 30:
@@ -174,6 +175,7 @@ def test_real_models_train_export_and_serve(tmp_path, monkeypatch, hand_cache):
     v = manifest["files"]["head.onnx"]["validation"]
     assert v["agreement"] == 100.0 and v["max_abs_dprob"] < 1e-4 and v["accuracy"] >= 75.0
     assert manifest["hands"]["features"]["orientation"] == "upright"  # the default: the hand's angle ignored
+    assert manifest["hands"]["turns"] == [30.0, -30.0]  # the run's turned looks, which the door repeats
 
     from toolkit.inference.predictor import Predictor
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.inference.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, with_no_hand
+from toolkit.inference.handpipe import FEATURE_INPUT, NO_HAND, PIPELINE, turns_of, with_no_hand
 
 HEAD_FILE = "head.onnx"
 HEAD_ATOL = 1e-5  # the ONNX head against the Keras head on the same features: float32 rounding only
@@ -100,8 +100,9 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     min_side = int(record.get("min_side", min(run.image_size)))
     tracker = open_tracker(models.palm, models.landmark, threads=1)
     zoom_out = float(record.get("zoom_out", 0.0))
+    turns = turns_of(record, str(run.path / "config.json"))  # runs from before the turned looks had none
     f = landmark_features(tracker, held, key_base=models_key(models), min_side=min_side, zoom_out=zoom_out,
-                          orientation=spec.orientation)
+                          orientation=spec.orientation, turns=turns)
     f = dataclasses.replace(f, x=head_columns(f.x, spec))  # what the head reads of the cached full vector
     from toolkit import metrics
 
@@ -114,7 +115,8 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
     try:
         copied = copy_hand_models(staging, models)
-        hands = {**copied, "min_side": min_side, "zoom_out": zoom_out, "min_score": 0.5,
+        hands = {**copied, "min_side": min_side, "zoom_out": zoom_out, "turns": list(turns),
+                 "min_score": 0.5,
                  "feature_version": spec.record()["version"], "features": spec.record(),
                  "chain": f"image -> palm -> rotated hand crop -> landmark -> {spec.dim} features ({spec.set}, "
                           f"{spec.orientation}) -> head"}

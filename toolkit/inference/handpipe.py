@@ -34,6 +34,24 @@ FEATURE_INPUT = "features"  # the head ONNX file's input name
 # photos of signs 0-5). When none is found, the photo is tried again inside a black border of this fraction of
 # its size on each side: 181 of those 191 are then found, and none of 100 found ones was lost with the border.
 ZOOM_OUT = 0.5
+# A hand held far from upright can be missed by the palm detector (sign_digits test photos turned within +-45
+# degrees: 6 of 186 lost, 1 unturned). When neither the plain nor the zoomed-out look finds one, the detector's
+# view is turned by each of these, plain then zoomed out: that finds 3 of those 6 (and the 1), where +-60 found
+# none that +-30 did not (benchmarks/hands.py, docs/hands.md). Hands found before are found as before.
+TURNS = (30.0, -30.0)
+
+
+def turns_of(record: dict, where: str) -> tuple[float, ...]:
+    """A run's or manifest's hand record's ``turns`` (degrees; none in records from before the turned looks).
+
+    Raises:
+        ToolkitError: ``turns`` is not a list of numbers.
+    """
+    turns = record.get("turns", [])
+    if not isinstance(turns, list) or not all(isinstance(d, int | float) and not isinstance(d, bool) for d in turns):
+        raise ToolkitError(f"{where}: field 'hands.turns' must be a list of degrees (e.g. [30, -30]), got "
+                           f"{turns!r}; re-run 'toolkit export'")
+    return tuple(float(d) for d in turns)
 
 
 def upscale(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
@@ -57,16 +75,18 @@ def open_tracker(palm: Path, landmark: Path, threads: int = 1, min_score: float 
     return HandTracker(palm, landmark, threads=threads, min_score=min_score)
 
 
-def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out: float = ZOOM_OUT, spec=None):
+def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out: float = ZOOM_OUT, spec=None,
+                  turns: tuple = TURNS):  # fmt: skip
     """(features (spec.dim,) float32 or None when no hand is found, the Hand or None) for one HxWx3 RGB image.
 
     Small images are upscaled to ``min_side``; when no hand is found, the image is tried once more inside a
-    black border of ``zoom_out`` of its size on each side (the Hand's points stay in the image's pixels).
+    black border of ``zoom_out`` of its size on each side (the Hand's points stay in the image's pixels), then
+    with the palm detector's view turned by each of ``turns`` (degrees, :data:`TURNS`) in turn.
     ``spec``: a :class:`~toolkit.inference.handfeatures.FeatureSpec` (default: upright points).
     """
     import dataclasses
 
-    from toolkit.inference.hands import features
+    from toolkit.inference.hands import features, turned_views
 
     image = upscale(np.asarray(image, dtype=np.uint8), min_side)
     hand = tracker.track(image)
@@ -79,6 +99,10 @@ def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out
         if hand is not None and hasattr(hand, "points"):
             hand = dataclasses.replace(hand, points=np.asarray(hand.points, np.float32) - np.array(
                 [bx, by, 0], np.float32))
+    for zoom, degrees in turned_views(zoom_out, turns) if hand is None else ():
+        hand = tracker.track(image, zoom=zoom, degrees=degrees)
+        if hand is not None:
+            break
     if hand is None:
         return None, None
     return np.asarray(features(hand, spec), dtype=np.float32).reshape(-1), hand
@@ -137,19 +161,20 @@ class HandPipeline:
             paths[role] = path
         self.min_side = int(record.get("min_side", MIN_SIDE))
         self.zoom_out = float(record.get("zoom_out", 0.0))  # exports from before the second look had none
+        self.turns = turns_of(record, str(where))  # nor turned looks, before those
         self.tracker = open_tracker(paths["palm"], paths["landmark"], threads, float(record.get("min_score", 0.5)))
 
     def features(self, image: np.ndarray, stream=None):
         """(features or None, Hand or None) for one RGB image of any size; a frame of ``stream`` if given."""
         if stream is not None:
             return stream_features(stream, image, self.min_side, self.spec)
-        return hand_features(self.tracker, image, self.min_side, self.zoom_out, self.spec)
+        return hand_features(self.tracker, image, self.min_side, self.zoom_out, self.spec, turns=self.turns)
 
     def stream(self):
         """A new camera stream's state (:class:`~toolkit.inference.handtrack.HandStream`) over this tracker."""
         from toolkit.inference.handtrack import HandStream
 
-        return HandStream(self.tracker, self.zoom_out)
+        return HandStream(self.tracker, self.zoom_out, self.turns)
 
 
 def with_no_hand(probs: np.ndarray, found: np.ndarray) -> np.ndarray:

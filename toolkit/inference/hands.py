@@ -14,9 +14,10 @@ MediaPipe's own graphs, so the points match the mediapipe package's (``tests/fix
   outputs 21 (x, y, z) in crop pixels (z divided by 0.4 more), the hand presence and P(left), then projected
   back into the image.
 
-Both crops map the rectangle's corners onto the crop's corners with pixel centres on integer coordinates, as
-OpenCV's warpPerspective does inside MediaPipe; sampling is bilinear. Handedness is MediaPipe's label, which
-assumes a mirrored (selfie) image; it matters here only as "mirror the points of one of the two kinds".
+Both crops (:mod:`toolkit.inference.handcrops`) map the rectangle's corners onto the crop's corners with pixel
+centres on integer coordinates, as OpenCV's warpPerspective does inside MediaPipe; sampling is bilinear.
+Handedness is MediaPipe's label, which assumes a mirrored (selfie) image; it matters here only as "mirror the
+points of one of the two kinds".
 """
 
 from __future__ import annotations
@@ -28,14 +29,25 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.inference.detect import Detection, decode, opencv, ssd_anchors, weighted_nms
+from toolkit.inference.detect import Detection, decode, ssd_anchors, weighted_nms
+from toolkit.inference.handcrops import (  # noqa: F401 (the crops are part of this module's interface)
+    PALM_SIZE,
+    crop,
+    letterbox_axes,
+    letterbox_sample,
+    palm_sample,
+    palm_view,
+    sample,
+    turned_views,
+    warp,
+    zoomed_letterbox,
+)
 from toolkit.inference.handfeatures import (
     FEATURE_VERSION,  # noqa: F401 (bump it there when track() or features() change their numbers)
     FeatureSpec,
     hand_vector,
 )
 
-PALM_SIZE = 192
 LANDMARK_SIZE = 224
 STRIDES = (8, 16, 16, 16)
 ANCHORS_PER_LAYER = 2  # one aspect ratio + one interpolated scale
@@ -84,133 +96,6 @@ class Hand:
 def palm_anchors() -> np.ndarray:
     """The palm detector's 2016 anchor centres (N, 2), normalised, in its output order."""
     return ssd_anchors(PALM_SIZE, STRIDES, ANCHORS_PER_LAYER)
-
-
-def warp(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, size: int,
-         replicate: bool) -> np.ndarray:  # fmt: skip
-    """Bilinear ``size`` x ``size`` crop: output pixel (u, v) samples the image at ``origin + u*ex + v*ey``.
-
-    Pixel centres are integer coordinates; outside the image the border is replicated or zero. uint8 images
-    give values rounded to integers, as OpenCV's warp of a uint8 image does.
-    """
-    h, w = image.shape[:2]
-    u = np.arange(size, dtype=np.float32)
-    xs = np.float32(origin[0]) + u[None, :] * np.float32(ex[0]) + u[:, None] * np.float32(ey[0])
-    ys = np.float32(origin[1]) + u[None, :] * np.float32(ex[1]) + u[:, None] * np.float32(ey[1])
-    x0, y0 = np.floor(xs), np.floor(ys)
-    fx, fy = xs - x0, ys - y0
-    x0, y0 = x0.astype(np.int32), y0.astype(np.int32)
-    flat = np.ascontiguousarray(image[:, :, :3]).reshape(-1, 3)  # gathered as they are, converted after
-    out = np.zeros((size, size, 3), np.float32)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            xi, yi = x0 + dx, y0 + dy
-            weight = wx * wy
-            if not replicate:
-                weight = weight * ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h))
-            index = np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1)
-            out += flat[index].astype(np.float32) * weight[..., None]
-    return np.round(out) if image.dtype == np.uint8 else out
-
-
-def _cv2_warp(cv2, image: np.ndarray, origin, ex, ey, size: int, border: int) -> np.ndarray:
-    # OpenCV's bilinear warp, as MediaPipe's ImageToTensorCalculator runs it: output (u, v) reads the image at
-    # origin + u*ex + v*ey (pixel centres on integers), rounded fixed-point arithmetic.
-    m = np.array([[ex[0], ey[0], origin[0]], [ex[1], ey[1], origin[1]]], np.float64)
-    return cv2.warpAffine(np.ascontiguousarray(image[:, :, :3], dtype=np.uint8), m, (size, size),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border, borderValue=0)
-
-
-def crop(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, size: int,
-         replicate: bool) -> np.ndarray:  # fmt: skip
-    """:func:`warp` of a uint8 image by Pillow's affine transform: the same samples, a few times faster.
-
-    Pillow's bilinear sampling truncates where :func:`warp` rounds (values up to 1 lower, 0.5 on average), and
-    fills with zero only beyond half a pixel outside the image (replicating inside that band): both well inside
-    the landmark parity tolerance (docs/hand-landmarks.md). For a replicated border, the part of the image the
-    crop reads is cut out and padded with its edge pixels first, so every sample falls inside it.
-    """
-    cv2 = opencv()
-    if cv2 is not None:
-        return _cv2_warp(cv2, image, origin, ex, ey, size, cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT)
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    far = (size - 1) * np.stack([ex, ey, ex + ey])
-    corners = np.vstack([origin, origin + far])
-    x0, y0 = (np.floor(corners.min(0)) - 1).astype(int)
-    x1, y1 = (np.ceil(corners.max(0)) + 2).astype(int)
-    offset = np.zeros(2)
-    source = image[:, :, :3]
-    if replicate:
-        cx0, cy0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
-        cx1, cy1 = max(min(x1, w), cx0 + 1), max(min(y1, h), cy0 + 1)
-        source = image[cy0:cy1, cx0:cx1, :3]
-        pads = (max(cy0 - y0, 0), max(y1 - cy1, 0)), (max(cx0 - x0, 0), max(x1 - cx1, 0))
-        if any(p for pair in pads for p in pair):
-            source = np.pad(source, (*pads, (0, 0)), mode="edge")
-        offset = np.array([cx0 - pads[1][0], cy0 - pads[0][0]], np.float64)
-    # Pillow maps output pixel centres (u + 0.5, v + 0.5) and samples at input centres + 0.5.
-    o = np.asarray(origin, np.float64) - offset + 0.5 - 0.5 * (ex + ey)
-    picture = Image.fromarray(np.ascontiguousarray(source, dtype=np.uint8))
-    out = picture.transform((size, size), Image.Transform.AFFINE, (ex[0], ey[0], o[0], ex[1], ey[1], o[1]),
-                            Image.Resampling.BILINEAR)  # fmt: skip
-    return np.asarray(out)
-
-
-def letterbox_sample(image: np.ndarray, size: int = PALM_SIZE) -> tuple[np.ndarray, np.ndarray, float]:
-    """The palm detector's input (1, size, size, 3) float32 in [0, 1], and the letterbox (corner, side).
-
-    The same samples as :func:`warp` on the letterbox square (bilinear, zero outside the image, rounded for
-    uint8), computed as two 1-D interpolations: rows first, then columns. An axis-aligned scale needs no 2-D
-    gather, and the palm detector is sensitive enough to Pillow's truncation to move one hard palm by pixels.
-    """
-    h, w = image.shape[:2]
-    corner, side = letterbox_axes(h, w)
-    cv2 = opencv()
-    if cv2 is not None and image.dtype == np.uint8:
-        step = side / size
-        pixels = _cv2_warp(cv2, image, corner, (step, 0.0), (0.0, step), size, cv2.BORDER_CONSTANT)
-        return (pixels.astype(np.float32) * np.float32(1 / 255))[None], corner, side
-    step = np.float32(side / size)
-    u = np.arange(size, dtype=np.float32)
-
-    def taps(start: float, n: int):
-        # Per output pixel along one axis: (its two source indices clipped, their weights, zeroed outside).
-        pos = np.float32(start) + u * step
-        i0 = np.floor(pos)
-        f = pos - i0
-        i0 = i0.astype(np.int64)
-        w0 = (1 - f) * ((i0 >= 0) & (i0 < n))
-        w1 = f * ((i0 + 1 >= 0) & (i0 + 1 < n))
-        return np.clip(i0, 0, n - 1), np.clip(i0 + 1, 0, n - 1), w0.astype(np.float32), w1.astype(np.float32)
-
-    r0, r1, a0, a1 = taps(corner[1], h)
-    c0, c1, b0, b1 = taps(corner[0], w)
-    rows = (a0 > 0) | (a1 > 0)  # letterbox rows wholly outside the image stay zero
-    pixels = image[:, :, :3]
-    band = pixels[r0[rows]].astype(np.float32) * a0[rows, None, None] + pixels[r1[rows]] * a1[rows, None, None]
-    out = np.zeros((size, size, 3), np.float32)
-    out[rows] = band[:, c0] * b0[None, :, None] + band[:, c1] * b1[None, :, None]
-    if image.dtype == np.uint8:
-        out = np.round(out)
-    return (out * np.float32(1 / 255))[None], corner, side
-
-
-def sample(image: np.ndarray, origin: np.ndarray, ex: np.ndarray, ey: np.ndarray, size: int,
-           replicate: bool) -> np.ndarray:  # fmt: skip
-    """The model input (1, size, size, 3) float32 in [0, 1]: :func:`crop` for uint8 images, else :func:`warp`."""
-    if image.dtype == np.uint8:
-        pixels = crop(image, origin, ex, ey, size, replicate)
-    else:
-        pixels = warp(image, origin, ex, ey, size, replicate)
-    return (pixels.astype(np.float32) * np.float32(1 / 255))[None]
-
-
-def letterbox_axes(h: int, w: int) -> tuple[np.ndarray, float]:
-    """The square (top-left corner, side) that holds the whole image, centred: the palm detector's input."""
-    side = float(max(h, w))
-    return np.array([(w - side) / 2, (h - side) / 2]), side
 
 
 def normalize_radians(angle: float) -> float:
@@ -298,16 +183,34 @@ class HandTracker:
         self._landmark_input = self.landmark.get_inputs()[0].name
         self.anchors = palm_anchors()
         self.min_score = min_score
+        # A logit this far below the score threshold's cannot reach it through decode's float32 sigmoid: a frame
+        # whose best anchor is below it has no palm, without decoding the 2016 anchors.
+        self._skip_below = math.log(min_score / (1 - min_score)) - 1e-3 if 0 < min_score < 1 else -math.inf
 
-    def palms(self, image: np.ndarray) -> list[Detection]:
-        """Palm detections (score, box, 7 keypoints) in image pixels, best first."""
-        x, corner, side = letterbox_sample(image)
+    def palms(self, image: np.ndarray, zoom: float = 0.0, degrees: float = 0.0) -> list[Detection]:
+        """Palm detections (score, box, 7 keypoints) in image pixels, best first, in :func:`palm_view`'s view.
+
+        A turned view's box is the detector's own (its width and height as the detector saw them) about its centre
+        mapped back into the image: :func:`hand_rect` reads only that centre, width and height.
+        """
+        x, origin, ex, ey = palm_sample(image, zoom, degrees)
         reg, logits = self.palm.run(None, {self._palm_input: x})
+        if float(logits.max()) < self._skip_below:  # most frames at a door: no anchor near the threshold
+            return []
         found = weighted_nms(*decode(reg, logits, self.anchors, PALM_SIZE, self.min_score), NMS_IOU)
         out = []
+        side = float(np.hypot(*ex)) * PALM_SIZE if degrees else zoomed_letterbox(*image.shape[:2], zoom)[1]
         for d in found:
-            box = np.array(d.box).reshape(2, 2) * side + corner
-            out.append(Detection(d.score, tuple(float(v) for v in box.reshape(-1)), d.keypoints * side + corner))
+            box = np.array(d.box, np.float64).reshape(2, 2)
+            if not degrees:  # as before the views could turn: the same numbers, bit for bit
+                box = box * side + origin
+                out.append(Detection(d.score, tuple(float(v) for v in box.reshape(-1)), d.keypoints * side + origin))
+                continue
+            to_image = np.stack([ex, ey]) * PALM_SIZE  # normalised view (u, v) -> image offset from origin
+            centre = origin + box.mean(0) @ to_image
+            half = (box[1] - box[0]) * side / 2
+            keypoints = origin + np.asarray(d.keypoints, np.float64) @ to_image
+            out.append(Detection(d.score, (*(centre - half), *(centre + half)), keypoints))
         return out
 
     def landmarks(self, image: np.ndarray, rect: Rect) -> tuple[np.ndarray, float, float]:
@@ -318,8 +221,11 @@ class HandTracker:
         raw[:, 2] /= NORMALIZE_Z
         return crop_to_image(raw, rect).astype(np.float32), float(presence.reshape(-1)[0]), float(left.reshape(-1)[0])
 
-    def track(self, image: np.ndarray) -> Hand | None:
+    def track(self, image: np.ndarray, zoom: float = 0.0, degrees: float = 0.0) -> Hand | None:
         """The most confident hand of an HxWx3 RGB image (uint8, or float 0-255) of any size, or None.
+
+        ``zoom``, ``degrees``: the palm detector's view (:func:`palm_view`); the landmark model reads the image
+        itself, its border replicated.
 
         Raises:
             ToolkitError: not an HxWx3 image.
@@ -327,7 +233,7 @@ class HandTracker:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] < 3 or min(image.shape[:2]) < 1:
             raise ToolkitError(f"hand tracker: expected an HxWx3 RGB image, got shape {image.shape}")
-        found = self.palms(image)
+        found = self.palms(image, zoom, degrees)
         if not found:
             return None
         best = found[0]  # MediaPipe keeps the first palm after NMS (max_num_hands=1): the best score

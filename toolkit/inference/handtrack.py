@@ -14,9 +14,11 @@ The rule for losing and re-finding a hand (tested on a moving sequence in tests/
 2. Lost (or nothing followed yet): the palm detector looks at the same frame at once, as a photo's would.
    What it finds is read as in a photo, and followed from the next frame on. A frame with no hand found is
    "no hand" (no vote at the door), never the last frame's answer.
-3. The zoom-out pass (a hand that fills the frame, :data:`toolkit.inference.handpipe.ZOOM_OUT`) runs in place
-   of the plain pass on every second frame in a row without a hand, so a frame without a hand costs one palm
-   pass, not two, and a hand too close for the plain pass is still found within two frames.
+3. A frame without a hand costs one palm pass, never more: the plain view on even frames of a run without a
+   hand; the odd ones take the photo path's other views in turn (:func:`views`): the zoomed-out one (a hand
+   that fills the frame, :data:`toolkit.inference.handpipe.ZOOM_OUT`) every fourth frame, the turned ones
+   (:data:`toolkit.inference.handpipe.TURNS`, a hand held far from upright) in between. A hand too close for
+   the plain view is found within 4 frames, a turned one within the cycle's length (16 frames with two turns).
 4. A frame of another size (a new camera mode) forgets the hand.
 """
 
@@ -27,7 +29,7 @@ import math
 
 import numpy as np
 
-from toolkit.inference.hands import Hand, Rect, hand_rect, normalize_radians
+from toolkit.inference.hands import Hand, Rect, hand_rect, normalize_radians, turned_views
 
 # hand_landmark_landmarks_to_roi.pbtxt: the wrist, the thumb's first two joints and each finger's first two.
 ROI_POINTS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
@@ -56,17 +58,29 @@ def landmarks_rect(points: np.ndarray) -> Rect:
     return Rect(float(cx), float(cy), float(max(w, h) * TRACK_SCALE), float(angle))
 
 
+def views(zoom_out: float, turns) -> list[tuple[float, float]]:
+    """The palm detector's views (zoom, degrees) for frames 0, 1, 2... of a run without a hand (rule 3)."""
+    others = [(zoom_out, 0.0)] if zoom_out > 0 else []
+    turned = turned_views(zoom_out, turns)
+    if others and turned:  # the zoomed-out view on every second odd frame, the turned ones between
+        others = [v for t in turned for v in (others[0], t)]
+    else:
+        others = others or turned
+    return [v for other in others for v in ((0.0, 0.0), other)] or [(0.0, 0.0)]
+
+
 class HandStream:
     """One camera stream's hand: follows it across frames (see the module's rule); not thread-safe.
 
     Args:
         tracker: a :class:`~toolkit.inference.hands.HandTracker` (or anything with ``palms`` and ``landmarks``).
-        zoom_out: the zoom-out border (0: never), on every second frame in a row without a hand.
+        zoom_out: the zoom-out border (0: never). turns: the turned views, degrees (empty: none).
     """
 
-    def __init__(self, tracker, zoom_out: float = 0.0) -> None:
+    def __init__(self, tracker, zoom_out: float = 0.0, turns: tuple = ()) -> None:
         self.tracker = tracker
         self.zoom_out = zoom_out
+        self.cycle = views(zoom_out, turns)
         self.rect: Rect | None = None  # where to read the next frame; None: look for a palm
         self.palm_score = 0.0
         self.misses = 0  # frames in a row without a hand
@@ -105,24 +119,14 @@ class HandStream:
 
     def _find(self, image: np.ndarray) -> Hand | None:
         self.detections += 1
-        zoom = self.zoom_out > 0 and self.misses % 2 == 1
-        if not zoom:
-            found = self.tracker.palms(image)
-            shift = np.zeros(2)
-        else:
-            h, w = image.shape[:2]
-            by, bx = round(h * self.zoom_out), round(w * self.zoom_out)
-            framed = np.zeros((h + 2 * by, w + 2 * bx, 3), np.uint8)
-            framed[by : by + h, bx : bx + w] = image[:, :, :3]
-            found = self.tracker.palms(framed)
-            shift = np.array([bx, by], np.float64)
+        zoom, degrees = self.cycle[self.misses % len(self.cycle)]
+        # The zoomed-out and turned views are the palm detector's only (no bigger or turned copy of the frame is
+        # made); the landmark model reads the frame itself, its border replicated, as when it follows.
+        found = self.tracker.palms(image, zoom, degrees) if zoom or degrees else self.tracker.palms(image)
         if not found:
             return None
         best = found[0]
-        box = np.array(best.box, np.float64).reshape(2, 2) - shift
         self.palm_score = best.score
-        # The palm's crop mapped back into this frame: the landmark model reads the frame itself (its border
-        # replicated, where the zoomed-out picture had black), as when it follows.
-        rect = hand_rect(tuple(box.reshape(-1)), np.asarray(best.keypoints, np.float64) - shift)
+        rect = hand_rect(best.box, np.asarray(best.keypoints, np.float64))
         hand = self._read(image, rect)
         return None if hand is None else dataclasses.replace(hand, palm_score=best.score)

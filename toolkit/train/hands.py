@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.inference.handpipe import NO_HAND, ZOOM_OUT, hand_features, with_no_hand
+from toolkit.inference.handpipe import NO_HAND, TURNS, ZOOM_OUT, hand_features, with_no_hand
 
 log = logging.getLogger("toolkit.finetune")
 BASE = "hands"  # the --model name of this base
@@ -81,15 +81,17 @@ def split_names(split) -> list[str]:
 
 
 def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out: float = ZOOM_OUT,
-                      orientation: str = "upright", root: Path | None = None) -> HandFeatures:
+                      orientation: str = "upright", root: Path | None = None, turns: tuple = TURNS) -> HandFeatures:
     """``split``'s full hand features (points + angles, ``orientation``) from the cache, tracking every image
-    first if the entry is absent. A head reads its set's first columns (:func:`head_columns`)."""
+    first if the entry is absent. A head reads its set's first columns (:func:`head_columns`). ``turns``: the
+    palm detector's turned looks (:func:`~toolkit.inference.handpipe.hand_features`), part of the cache key."""
     from toolkit.inference.handfeatures import FULL, FeatureSpec
     from toolkit.train import features as F
 
     spec = FeatureSpec(FULL, orientation)
     root = Path(root) if root is not None else F.cache_root()
-    key = F.feature_key(key_base, f"hands/min_side={min_side}/zoom_out={zoom_out:g}/{spec.set}/{orientation}",
+    looks = f"zoom_out={zoom_out:g}" + "".join(f",turn={d:g}" for d in turns)
+    key = F.feature_key(key_base, f"hands/min_side={min_side}/{looks}/{spec.set}/{orientation}",
                         split.image_size, split.fingerprint)
     entry = root / key
     names = split_names(split)
@@ -102,7 +104,7 @@ def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out:
 
     def fill(tmp: Path) -> dict:
         t0 = time.perf_counter()
-        tracked["x"], tracked["found"] = x, found = track_split(tracker, split, min_side, zoom_out, spec)
+        tracked["x"], tracked["found"] = x, found = track_split(tracker, split, min_side, zoom_out, spec, turns)
         np.save(tmp / "features.npy", x)
         np.save(tmp / "labels.npy", split.y.astype(np.int64))
         np.save(tmp / "found.npy", found)
@@ -119,13 +121,14 @@ def landmark_features(tracker, split, *, key_base: str, min_side: int, zoom_out:
     return HandFeatures(key, x, split.y.astype(np.int64), found, names, False)
 
 
-def track_split(tracker, split, min_side: int, zoom_out: float = ZOOM_OUT, spec=None) -> tuple[np.ndarray, np.ndarray]:
+def track_split(tracker, split, min_side: int, zoom_out: float = ZOOM_OUT, spec=None,
+                turns: tuple = TURNS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(features (N, spec.dim) float32, zero rows where no hand was found; found (N,) bool), CHUNK images at a time."""
     rows, found = [], np.zeros(len(split), bool)
     for start in range(0, len(split), CHUNK):
         images = split.subset(np.arange(start, min(start + CHUNK, len(split)))).numpy()[0]
         for i, image in enumerate(images):
-            x, _ = hand_features(tracker, image, min_side, zoom_out, spec)
+            x, _ = hand_features(tracker, image, min_side, zoom_out, spec, turns=turns)
             found[start + i] = x is not None
             rows.append(x)
     dim = next((len(r) for r in rows if r is not None), spec.dim if spec is not None else 63)
@@ -258,6 +261,7 @@ def finetune_hands(config, data=None):
     out.mkdir(parents=True, exist_ok=True)
     hands = {"palm_sha256": model_sha256(models, "palm"), "landmark_sha256": model_sha256(models, "landmark"),
              "source": getattr(models, "source", ""), "min_side": min_side, "zoom_out": ZOOM_OUT,
+             "turns": list(TURNS),
              "feature_key": key_base, "features": spec.record(),
              "feature_version": _feature_version(), "no_hand": missing}
     record = fit.run_record(config.train_settings({}), ds, splits, head, finetune=config.to_dict(),
