@@ -57,6 +57,8 @@ def subset(x: np.ndarray, points: tuple, dims: tuple = (0, 1, 2)) -> np.ndarray:
 
 VARIANTS = {
     "landmarks": lambda x: x,
+    "fused": None,  # expression + landmarks (see block_of)
+    "fused yaw": None,
     "landmarks yaw": yaw_levelled,
     "landmarks xy": lambda x: subset(x, tuple(range(468)), (0, 1)),
     "lips": lambda x: subset(x, LIPS),
@@ -64,6 +66,14 @@ VARIANTS = {
     "lips+eyes+brows": lambda x: subset(x, LIPS + EYES + BROWS),
     "lips+eyes yaw": lambda x: subset(yaw_levelled(x), LIPS + EYES),
 }
+
+
+def block_of(name: str):
+    """The feature function of a recipe: a landmark variant, or ``fused``: expression and landmarks side by side."""
+    if name.startswith("fused"):
+        marks = VARIANTS[name.replace("fused", "landmarks", 1)]
+        return lambda s: np.concatenate([s["expression"], marks(s["landmarks"])], axis=1)
+    return lambda s, fn=VARIANTS[name]: fn(s["landmarks"])
 
 
 def rows(sets: list[tuple[str, dict]], y: np.ndarray, block):
@@ -105,14 +115,16 @@ class Recipe:
         return out
 
 
-def line(name: str, test: str, r: Recipe, s: dict, y: np.ndarray, rule: str) -> str:
+def line(name: str, test: str, r: Recipe, s: dict, y: np.ndarray, rule: str, more: tuple = ()) -> str:
     p = r.score(s)
     lo, hi = auc_interval(p, y)
     m = s["found"]
     x = rates(p, y, r.t[rule])
     f = lambda v, ci: f"{100 * v:.1f} [{100 * ci[0]:.1f}-{100 * ci[1]:.1f}]"  # noqa: E731
+    extra = "".join(f" {f(z['far'], z['far95'])} / {f(z['frr'], z['frr95'])} |"
+                    for z in (rates(p, y, r.t[k]) for k in more))
     return (f"| {name} | {test} | {auc(p, y):.3f} [{lo:.3f}-{hi:.3f}] | {auc(p[m], y[m]):.3f} | "
-            f"{f(x['far'], x['far95'])} | {f(x['frr'], x['frr95'])} |")
+            f"{f(x['far'], x['far95'])} | {f(x['frr'], x['frr95'])} |{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=str(Path.home() / ".cache/toolkit/face_shift"))
     p.add_argument("--variants", default="all", help="comma-separated names of VARIANTS, or 'all'")
     p.add_argument("--extra", action="store_true", help="also: no copies, C grids, eps, threshold rules, fused")
+    p.add_argument("--fresh", action="store_true", help="also the sets no recipe was chosen on: 500 other smiles "
+                   "photos through the door transform, and the GENKI photos not in --genki-n")
+    p.add_argument("--cs", default="0.001,0.01,0.1", help="the C grid")
     args = p.parse_args(argv)
     start = time.time()
     files, labels = D.list_photos(Path(args.data))
@@ -138,15 +153,25 @@ def main(argv: list[str] | None = None) -> int:
     keep = D.pick(glabels, args.genki_n, 3)
     genki = D.features([gfiles[i] for i in keep], "clean", Path(args.cache))
     ytr, yte, yg = labels[tr], labels[te], glabels[keep]
+    sets = [("smiles clean", test["clean"], yte), ("smiles door", test["door"], yte), ("GENKI", genki, yg)]
+    if args.fresh:
+        fresh = D.pick(labels, args.test, 4, exclude=np.concatenate([tr, te]))
+        rest = np.setdiff1d(np.arange(len(gfiles)), keep)
+        sets += [("fresh: smiles door (500 others)", get(fresh, "door"), labels[fresh]),
+                 (f"fresh: GENKI ({len(rest)} others)", D.features([gfiles[i] for i in rest], "clean",
+                                                                  Path(args.cache)), glabels[rest])]
+    cs_grid = tuple(float(v) for v in args.cs.split(","))
     names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
-    print("| recipe | test | AUC [95 %] | AUC found | FAR % [95 %] | FRR % [95 %] |\n|---|---|---|---|---|---|")
+    print("| recipe | test | AUC [95 %] | AUC found | FAR % [95 %] | FRR % [95 %] | lowres-OOF t: FAR / FRR % |\n"
+          "|---|---|---|---|---|---|---|")
 
-    def report(name, make, kinds=KINDS, cs=CS, rule="degraded", eps=1e-3, loo=True):
+    def report(name, make, kinds=KINDS, cs=cs_grid, rule="degraded", eps=1e-3, loo=True):
         r = make(kinds, cs, eps)
-        print(f"| **{name}** (C {r.c:g}, CV acc {100 * r.cv:.1f} %, t {r.t[rule]:.3f} by {rule} OOF) | | | | | |")
-        for t, s, y in (("smiles clean", test["clean"], yte), ("smiles door", test["door"], yte),
-                        ("GENKI", genki, yg)):
-            print(line("", t, r, s, y, rule))
+        more = ("lowres",) if rule == "degraded" and "lowres" in r.t else ()
+        print(f"| **{name}** (C {r.c:g}, CV acc {100 * r.cv:.1f} %, t {r.t[rule]:.3f} by {rule} OOF"
+              + (f", {r.t['lowres']:.3f} by lowres OOF" if more else "") + ") | | | | | | |")
+        for t, s, y in sets:
+            print(line("", t, r, s, y, rule, more))
         if loo and "lowres" in kinds:
             r2 = make(tuple(k for k in kinds if k != "lowres"), (r.c,), eps)
             print(line("", "loo: lowres", r2, test["lowres"], yte, "degraded"))
@@ -154,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return r
 
     for name in names:
-        fn = VARIANTS[name]
-        block = lambda s, fn=fn: fn(s["landmarks"])  # noqa: E731
+        block = block_of(name)
         report(name, lambda k, cs, eps, b=block: Recipe(b, train, ytr, k, cs, args.target_far, eps))
     if args.extra:
         fn = VARIANTS[names[0]]
