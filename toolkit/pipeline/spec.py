@@ -176,8 +176,10 @@ def validate(raw: dict, source: str) -> dict:
             settings[section] = _section(section, body, problems)
         elif section not in OPTIONAL_SECTIONS + REQUIRED_SECTIONS:
             settings[section] = _section(section, {}, problems)
-    if not problems and isinstance(raw.get("face"), dict) and settings["train"]["mode"] != "face":
-        problems.append("[face]: applies only to train.mode = 'face'; remove it or set the mode")
+    if not problems and settings["train"]["mode"] != "face":
+        if isinstance(raw.get("face"), dict):
+            problems.append("[face]: applies only to train.mode = 'face'; remove it or set the mode")
+        settings.pop("face", None)  # another mode's pipeline has no [face], not one full of defaults
     if not problems:
         _check_values(settings, problems)
     if problems:
