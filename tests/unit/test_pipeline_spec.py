@@ -130,7 +130,7 @@ def test_face_mode_names_what_does_not_apply(tmp_path, text, sets, message):
     assert message in str(err.value)
 
 
-def test_face_mode_runs_toolkit_face_model_once_and_skips_it_unchanged(tmp_path, monkeypatch):
+def test_face_mode_runs_toolkit_face_model_once_and_skips_it_unchanged(tmp_path, monkeypatch, capsys):
     """The pipeline's [face] is `toolkit face-model`'s config; a second run with nothing changed does no work."""
     import toolkit.export.facemesh as facemesh
 
@@ -148,9 +148,12 @@ def test_face_mode_runs_toolkit_face_model_once_and_skips_it_unchanged(tmp_path,
 
     monkeypatch.setattr(facemesh, "build_face_model", build)
     text = FACE.replace('"photos"', repr(str(photos)).replace("'", '"')) + "c_grid = [0.01, 0.1]\n"
-    p = load_pipeline(_write(tmp_path, text), sets=[f"export.out='{tmp_path / 'out'}'"])
-    outputs = run_pipeline(p, work_root=tmp_path / "work")
-    assert outputs["export"] == tmp_path / "out" and len(calls) == 1
+    path = _write(tmp_path, text)
+    assert main(["pipeline", "run", str(path), "--set", f"export.out='{tmp_path / 'out'}'", "--out",
+                 str(tmp_path / "work")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"exported:     {tmp_path / 'out'}" in printed and "training run" not in printed and len(calls) == 1
+    p = load_pipeline(path, sets=[f"export.out='{tmp_path / 'out'}'"])
     c = calls[0]
     assert (c.data, c.blocks, c.test, c.cs, c.folds) == (str(photos), "landmarks", 0.2, (0.01, 0.1), 5)
     assert c.augment == ("colorcast", "lowres", "blur", "jpeg") and c.target_far == 0.05 and c.overwrite
