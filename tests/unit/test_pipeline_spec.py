@@ -39,7 +39,7 @@ def test_shipped_pipelines_write_only_where_git_ignores():
     assert ignored.stdout.split() == paths
 
 
-def test_shipped_set_covers_the_three_training_modes():
+def test_shipped_set_covers_the_four_training_modes():
     modes = {load_pipeline(p).section("train")["mode"] for p in PIPELINES}
     assert modes == {"scratch", "freeze", "cached", "face"}
     assert {p.stem for p in PIPELINES} >= {"happy", "happy_qat", "signs_resnet50", "signs_resnet50_freeze40",
@@ -114,20 +114,25 @@ def test_overrides_and_missing_parts(tmp_path):
 FACE = '[data]\nspec = "photos"\ntest = 0.2\n[train]\nmode = "face"\n[face]\nblocks = "landmarks"\n'
 
 
-@pytest.mark.parametrize("text, sets, message", [
-    (FACE, ["train.epochs=3"], "train.epochs: does not apply to train.mode 'face'; its settings are in [face]"),
-    (FACE, ["export.quantize=['int8']"], "export.quantize: does not apply to train.mode 'face'"),
-    (FACE, ["data.test=0"], "data.test: train.mode 'face' holds photos out"),
-    (FACE, ["face.blocks='pixels'"], "face.blocks: must be one of auto, expression, landmarks, fused"),
-    (FACE, ["face.copies=['fog']"], "face.copies: unknown value 'fog'"),
-    (FACE, ["face.c_grid=['a']"], "face.c_grid: must be a list of numbers"),
-    (FACE, ["face.target_far=0"], "face.target_far: must be in (0, 1)"),
-    (BASE + "[face]\nblocks = 'fused'\n", [], "[face]: applies only to train.mode = 'face'"),
+@pytest.mark.parametrize("sets, message", [
+    (["train.epochs=3"], "train.epochs: does not apply to train.mode 'face'; its settings are in [face]"),
+    (["export.quantize=['int8']"], "export.quantize: does not apply to train.mode 'face'"),
+    (["data.test=0"], "data.test: train.mode 'face' holds photos out"),
+    (["face.blocks='pixels'"], "face.blocks: must be one of auto, expression, landmarks, fused"),
+    (["face.copies=['fog']"], "face.copies: unknown value 'fog'"),
+    (["face.c_grid=['a']"], "face.c_grid: must be a list of numbers"),
+    (["face.target_far=0"], "face.target_far: must be in (0, 1)"),
 ])
-def test_face_mode_names_what_does_not_apply(tmp_path, text, sets, message):
+def test_face_mode_names_what_does_not_apply(tmp_path, sets, message):
     with pytest.raises(ToolkitError) as err:
-        load_pipeline(_write(tmp_path, text), sets=sets)
+        load_pipeline(_write(tmp_path, FACE), sets=sets)
     assert message in str(err.value)
+
+
+def test_a_face_section_needs_the_face_mode(tmp_path):
+    with pytest.raises(ToolkitError, match=r"\[face\]: applies only to train.mode = 'face'"):
+        load_pipeline(_write(tmp_path, BASE + "[face]\nblocks = 'fused'\n"))
+    assert "face" not in load_pipeline(_write(tmp_path, BASE)).settings  # no [face] full of defaults
 
 
 def test_face_mode_runs_toolkit_face_model_once_and_skips_it_unchanged(tmp_path, monkeypatch, capsys):
