@@ -210,3 +210,35 @@ def test_predict_on_a_face_export_crops_and_says_where_the_face_was(tmp_path):
     with LiveServer(create_app(ModelHolder(ModelConfig(plain)), ServeConfig(), door=None, token=None)) as srv:
         answer = http_post(srv.url + "/predict", png(255), headers={"content-type": "image/png"}).json()
         assert answer["label"] == "smile" and "face" not in answer and "hand" not in answer  # as before
+
+
+def test_collect_with_a_detector_keeps_room_for_the_face_mesh(tmp_path, monkeypatch, capsys):
+    """`door collect --detector blazeface` saves the face with half its box on each side (the face mesh reads a
+    square 1.5x the box, turned with the face); the whole frame is the default. A public-domain portrait."""
+    import sys
+
+    from PIL import Image
+
+    from toolkit.inference.detect import FaceDetector, detector_path
+    from toolkit.runtime.collect import ROOM
+
+    monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "empty"))  # the shipped detector, nothing fetched
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+    from make_facemesh_parity import prepare
+
+    portrait = Image.fromarray(prepare(ROOT / "tests" / "fixtures" / "facemesh_parity", ""))  # 256x256
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[:, 100:580] = np.asarray(portrait.resize((480, 480)))  # a ~130 px face, off-centre (upper left)
+    cam = tmp_path / "cam"
+    cam.mkdir()
+    Image.fromarray(frame).save(cam / "0.png")
+    rc = main(["door", "collect", "--camera", str(cam), "--detector", "blazeface", "--label", "smile",
+               "--out", str(tmp_path / "photos"), "--count", "1", "--every", "0"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    (saved,) = (tmp_path / "photos" / "smile").iterdir()
+    face = FaceDetector(detector_path()).detect(frame)[0].box
+    side = max(face[2] - face[0], face[3] - face[1])
+    assert Image.open(saved).size[0] == Image.open(saved).size[1] == pytest.approx((1 + 2 * ROOM) * side, abs=2)
+    again = FaceDetector(detector_path()).detect(np.asarray(Image.open(saved).convert("RGB")))
+    assert again and ROOM * side * 0.8 < again[0].box[0] < again[0].box[2] < (1 + ROOM * 1.2) * side  # room kept
+    assert not (tmp_path / "empty").exists()

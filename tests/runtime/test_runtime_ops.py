@@ -200,6 +200,8 @@ def test_the_shipped_unit_is_notify_with_a_watchdog_and_its_flags_exist(tmp_path
     assert unit["ProtectSystem"] == ["strict"] and unit["StateDirectory"] and unit["LogsDirectory"]
     argv = shlex.split(unit["ExecStart"][0])
     assert argv[1:3] == ["door", "run"]
+    model = argv[argv.index("--model") + 1]  # the committed door model: the face-landmark chain
+    assert model.endswith("/exported/happy-face") and (UNIT.parents[1] / "exported" / "happy-face").is_dir()
     run = typer.main.get_command(app).commands["door"].commands["run"]
     known = {opt for p in run.params for opt in p.opts}
     assert {a for a in argv if a.startswith("--")} <= known  # every flag the unit passes exists

@@ -18,7 +18,10 @@ PIPELINES = sorted(Path(__file__).resolve().parents[2].joinpath("pipelines").glo
 @pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
 def test_shipped_pipelines_are_valid_and_need_no_files(path):
     p = load_pipeline(path)
-    assert p.section("data")["spec"].startswith("synthetic:")
+    if p.section("train")["mode"] == "face":  # the face mesh needs real faces: it reads the user's photos
+        assert not p.section("data")["spec"].startswith("synthetic:")
+    else:
+        assert p.section("data")["spec"].startswith("synthetic:")
     assert p.section("export")["out"] == f"runs/demo/{p.name}"
 
 
@@ -36,11 +39,11 @@ def test_shipped_pipelines_write_only_where_git_ignores():
     assert ignored.stdout.split() == paths
 
 
-def test_shipped_set_covers_the_three_training_modes():
+def test_shipped_set_covers_the_four_training_modes():
     modes = {load_pipeline(p).section("train")["mode"] for p in PIPELINES}
-    assert modes == {"scratch", "freeze", "cached"}
+    assert modes == {"scratch", "freeze", "cached", "face"}
     assert {p.stem for p in PIPELINES} >= {"happy", "happy_qat", "signs_resnet50", "signs_resnet50_freeze40",
-                                           "signs_resnet50_cached"}
+                                           "signs_resnet50_cached", "door", "door_expression"}
 
 
 def _write(tmp_path, text):
@@ -106,3 +109,72 @@ def test_overrides_and_missing_parts(tmp_path):
         load_pipeline(_write(tmp_path, "[data\n"))
     with pytest.raises(ToolkitError, match="pipeline file not found"):
         load_pipeline(tmp_path / "none.toml")
+
+
+FACE = '[data]\nspec = "photos"\ntest = 0.2\n[train]\nmode = "face"\n[face]\nblocks = "landmarks"\n'
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.epochs=3"], "train.epochs: does not apply to train.mode 'face'; its settings are in [face]"),
+    (["export.quantize=['int8']"], "export.quantize: does not apply to train.mode 'face'"),
+    (["data.test=0"], "data.test: train.mode 'face' holds photos out"),
+    (["face.blocks='pixels'"], "face.blocks: must be one of auto, expression, landmarks, fused"),
+    (["face.copies=['fog']"], "face.copies: unknown value 'fog'"),
+    (["face.c_grid=['a']"], "face.c_grid: must be a list of numbers"),
+    (["face.target_far=0"], "face.target_far: must be in (0, 1)"),
+])
+def test_face_mode_names_what_does_not_apply(tmp_path, sets, message):
+    with pytest.raises(ToolkitError) as err:
+        load_pipeline(_write(tmp_path, FACE), sets=sets)
+    assert message in str(err.value)
+
+
+def test_a_face_section_needs_the_face_mode(tmp_path):
+    with pytest.raises(ToolkitError, match=r"\[face\]: applies only to train.mode = 'face'"):
+        load_pipeline(_write(tmp_path, BASE + "[face]\nblocks = 'fused'\n"))
+    assert "face" not in load_pipeline(_write(tmp_path, BASE)).settings  # no [face] full of defaults
+
+
+def test_face_mode_runs_toolkit_face_model_once_and_skips_it_unchanged(tmp_path, monkeypatch, capsys):
+    """The pipeline's [face] is `toolkit face-model`'s config; a second run with nothing changed does no work."""
+    import toolkit.export.facemesh as facemesh
+
+    photos = tmp_path / "photos"
+    for label in ("no_smile", "smile"):
+        (photos / label).mkdir(parents=True)
+        (photos / label / "a.jpg").write_bytes(b"x")
+    calls = []
+
+    def build(config, log=print):
+        calls.append(config)
+        Path(config.out).mkdir(parents=True, exist_ok=True)  # overwrite=True: the real one replaces it
+        (Path(config.out) / "manifest.json").write_text("{}")
+        return Path(config.out)
+
+    monkeypatch.setattr(facemesh, "build_face_model", build)
+    text = FACE.replace('"photos"', repr(str(photos)).replace("'", '"')) + "c_grid = [0.01, 0.1]\n"
+    path = _write(tmp_path, text)
+    assert main(["pipeline", "run", str(path), "--set", f"export.out='{tmp_path / 'out'}'", "--out",
+                 str(tmp_path / "work")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"exported:     {tmp_path / 'out'}" in printed and "training run" not in printed and len(calls) == 1
+    p = load_pipeline(path, sets=[f"export.out='{tmp_path / 'out'}'"])
+    c = calls[0]
+    assert (c.data, c.blocks, c.test, c.cs, c.folds) == (str(photos), "landmarks", 0.2, (0.01, 0.1), 5)
+    assert c.augment == ("colorcast", "lowres", "blur", "jpeg") and c.target_far == 0.05 and c.overwrite
+    run_pipeline(p, work_root=tmp_path / "work")
+    assert len(calls) == 1  # unchanged: skipped
+    run_pipeline(load_pipeline(_write(tmp_path, text), sets=[f"export.out='{tmp_path / 'out'}'",
+                                                             "face.blocks='fused'"]), work_root=tmp_path / "work")
+    assert len(calls) == 2 and calls[1].blocks == "fused"
+
+
+def test_face_mode_refuses_cartoons_and_a_missing_folder_in_one_line(tmp_path, capsys):
+    path = _write(tmp_path, FACE.replace('"photos"', '"synthetic:happy"'))
+    assert main(["pipeline", "run", str(path)]) == 2
+    assert "has no real faces for the face mesh" in capsys.readouterr().err
+    path = _write(tmp_path, FACE.replace('"photos"', f'"{tmp_path / "none"}"'))
+    assert main(["pipeline", "run", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not found: take photos with 'toolkit door collect" in err[0]
+    assert not (tmp_path / "runs").exists()

@@ -65,7 +65,11 @@ def run(
     with_api: bool = typer.Option(False, "--serve", help="Also serve the HTTP API (with /door/open)."),
     quiet: bool = _QUIET,
 ) -> None:
-    """Run the door: camera -> (face) -> model -> k-of-n -> relay. Fails closed on any doubt."""
+    """Run the door: camera -> (face) -> model -> k-of-n -> relay. Fails closed on any doubt.
+
+    The committed door model is exported/happy-face (it finds the face itself: detector + face mesh + expression
+    CNN + head, one detector pass per frame); exported/happy is the expression-only baseline (its BlazeFace crop).
+    """
     from toolkit.runtime.service import run_door
 
     _logging(quiet)

@@ -55,8 +55,10 @@ def run(
     if "export" not in outputs:  # a multiworker worker other than the chief
         typer.echo("worker done: the chief holds the training run, the export and the report")
         return
-    typer.echo(f"training run: {outputs['train']}")
+    if "train" in outputs:  # train.mode = "face" builds the export in one step: no training run of its own
+        typer.echo(f"training run: {outputs['train']}")
     typer.echo(f"exported:     {outputs['export']}")
     if "report" in outputs:
-        typer.echo(f"report:       {outputs['report']}  (and report.md)")
+        also = "  (and report.md)" if Path(outputs["report"]).suffix == ".html" else ""
+        typer.echo(f"report:       {outputs['report']}{also}")
     typer.echo(f"serve it:     toolkit door serve --model {outputs['export']}")

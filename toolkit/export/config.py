@@ -71,3 +71,30 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """The first non-empty line of an exception's message, for one-line ToolkitErrors."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+FACE_BLOCKS = ("auto", "expression", "landmarks", "fused")
+
+
+@dataclass(frozen=True)
+class FaceModelConfig:
+    """``toolkit face-model`` and a pipeline's ``[face]`` (``train.mode = "face"``): the face-landmark door model."""
+
+    data: str = setting(help="An image folder of no_smile/ and smile/ photos (any size; full door frames are best).")
+    out: str = setting(help="The export folder to write.")
+    blocks: str = setting("auto", "Head features: auto (best grouped-CV accuracy), expression, landmarks or fused "
+                          "(both side by side).", choices=FACE_BLOCKS)
+    # the copies are what a new camera looks like to the head; the threshold is chosen on their scores
+    augment: tuple = setting(("colorcast", "lowres", "blur", "jpeg"), "Camera degradations each training photo is "
+                             "also cached through; the threshold is chosen on their out-of-fold scores.",
+                             choices=DEGRADATIONS)
+    target_far: float = setting(0.05, "False-accept rate the threshold is chosen for.", above=0, below=1)
+    test: float = setting(0.2, "Share of photos held out for the figures and the end-to-end validation.",
+                          above=0, below=1)
+    cv_max_images: int = setting(2000, "At most this many photos (copies not counted) for the head.", low=1)
+    folds: int = setting(5, "Cross-validation folds (grouped: a photo with its copies).", low=2)
+    # thousands of copies x 3,452 fused features make each fit slow: a short grid is the way to pay for fewer
+    cs: tuple = setting((), "C values to cross-validate (default: the cv head's grid).", item="number")
+    seed: int = setting(0, "Seed for the split, the subsample and the copies.", low=0)
+    overwrite: bool = setting(False, "Replace an existing output folder.")
+    name: str | None = setting(None, "The export's name (default: the folder's).")

@@ -15,28 +15,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from toolkit.errors import ToolkitError
+from toolkit.export.config import FaceModelConfig
 
-
-@dataclass(frozen=True)
-class FaceModelConfig:
-    data: str  # an image folder of class folders (no_smile/, smile/)
-    out: str
-    blocks: str = "auto"  # auto (best CV accuracy) | expression | landmarks | fused
-    augment: tuple = ("colorcast", "lowres", "blur", "jpeg")  # degraded copies of every training photo
-    target_far: float = 0.05
-    test: float = 0.2  # share of photos held out for the figures and the end-to-end validation
-    cv_max_images: int = 2000  # photos (not copies) used for the head at most
-    folds: int = 5
-    cs: tuple = ()  # the C values cross-validated; () = the cv head's grid
-    seed: int = 0
-    overwrite: bool = False
-    name: str | None = None
+__all__ = ["FaceModelConfig", "build_face_model", "figures"]
 
 
 def figures(p: np.ndarray, y: np.ndarray, found: np.ndarray, threshold: float) -> dict:

@@ -135,6 +135,8 @@ def _run_steps(p: Pipeline, work_root: str | Path) -> dict:
     if dist is None or dist.is_chief:  # the work folder and its state are the chief's
         work.mkdir(parents=True, exist_ok=True)
     state = _State(work)
+    if p.section("train")["mode"] == "face":
+        return _face_steps(p, state)
     outputs: dict[str, Path] = {}
     upstream, weights = "", p.section("train").get("weights")
     if p.has_pretrain:
@@ -183,12 +185,41 @@ def _run_steps(p: Pipeline, work_root: str | Path) -> dict:
     return outputs
 
 
+def _face_steps(p: Pipeline, state: _State) -> dict:
+    """train.mode = "face": ``toolkit face-model`` as one step (features, head, threshold, validated export; its
+    report.md is written with it). ``toolkit benchmark`` times single-file image models, not this chain: the
+    chain's latency is ``toolkit door bench``'s."""
+    from toolkit.pipeline.spec import face_config
+
+    out = Path(p.section("export")["out"])
+    data = p.section("data")
+    key = step_key("face", p.section("face"), data, source_fingerprint(data["spec"]), str(out))
+    outputs = {"export": out, "report": out / "report.md"}
+    if state.done("face", key, out / "manifest.json"):
+        log.info("face model: unchanged since the last run, skipped (%s)", out)
+        return outputs
+    from toolkit.export.facemesh import build_face_model
+
+    t0 = time.perf_counter()
+    build_face_model(face_config(p.settings, out=str(out)), log=lambda msg: log.info("face model: %s", msg))
+    state.record("face", key, out / "manifest.json", time.perf_counter() - t0)
+    if p.section("benchmark")["enabled"]:
+        log.info("benchmark: skipped for a face-landmark export; time it with 'toolkit door bench --model %s'", out)
+    return outputs
+
+
 def check_ready(p: Pipeline) -> None:
     """Cheap checks that need the file system, before any training starts."""
     spec = p.section("data")["spec"]
     base = Path(spec.split("?", 1)[0])
+    if p.section("train")["mode"] == "face" and spec.startswith("synthetic:"):
+        raise ToolkitError(f"{p.path}: data.spec: {spec} has no real faces for the face mesh; give photos of real "
+                           "faces, an image folder with no_smile/ and smile/ (e.g. from 'toolkit door collect'): "
+                           "--data PHOTOS")
     if not spec.startswith("synthetic:") and not base.exists():
-        raise ToolkitError(f"{p.path}: data.spec: {base} not found")
+        hint = (": take photos with 'toolkit door collect --out PHOTOS --label smile' (and no_smile), then give "
+                "--data PHOTOS") if p.section("train")["mode"] == "face" else ""
+        raise ToolkitError(f"{p.path}: data.spec: {base} not found{hint}")
     w = p.section("train").get("weights")
     if w and w not in ("imagenet", "pretrain", "none", "random") and not Path(w).exists():
         raise ToolkitError(f"{p.path}: train.weights: {w} not found")

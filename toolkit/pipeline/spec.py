@@ -19,12 +19,12 @@ from toolkit import settings as S
 from toolkit.bench.config import BenchmarkConfig
 from toolkit.config import FinetuneConfig, ModelOptions, TrainConfig
 from toolkit.errors import ToolkitError
-from toolkit.export.config import ExportConfig
+from toolkit.export.config import ExportConfig, FaceModelConfig
 from toolkit.settings import setting
 
 log = logging.getLogger("toolkit.pipeline")
 
-MODES = ("scratch", "freeze", "cached")
+MODES = ("scratch", "freeze", "cached", "face")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class PipelineInfo:
 @dataclass(frozen=True)
 class StepOptions:
     mode: str = setting("scratch", "scratch: from random weights; freeze: pretrained weights with frozen layers; "
-                        "cached: a head on cached features of the pretrained base.", choices=MODES)
+                        "cached: a head on cached features of the pretrained base; face: the face-landmark door model "
+                        "(face mesh + expression features, settings in [face]; `toolkit face-model`).", choices=MODES)
     enabled: bool = setting(True, "Run this step.")
 
 
@@ -62,10 +63,18 @@ SECTIONS: dict[str, dict[str, tuple[type, str]]] = {
     "benchmark": {**_keys(StepOptions, "enabled"),
                   **_keys(BenchmarkConfig, "threads", "batch_size", "repeats", "keras", "degrade")},
     "report": _keys(StepOptions, "enabled"),
+    # train.mode = "face": `toolkit face-model`'s settings (data.test and data.seed are its --test and --seed)
+    "face": {**_keys(FaceModelConfig, "blocks", "target_far", "cv_max_images"),
+             "copies": (FaceModelConfig, "augment"), "cv_folds": (FaceModelConfig, "folds"),
+             "c_grid": (FaceModelConfig, "cs")},
 }
 REQUIRED = {"data": ("spec",), "pretrain": ("model", "data"), "train": ("model",)}
 REQUIRED_SECTIONS = ("data", "train")
 OPTIONAL_SECTIONS = ("pretrain",)  # absent: the step does not run (other sections get their defaults)
+# train.mode = "face" builds the export in one step (toolkit face-model): of [train] only the mode applies, of
+# [export] only the folder; the rest are another mode's settings.
+FACE_TRAIN_KEYS = ("mode",)
+FACE_EXPORT_KEYS = ("out",)
 # Step settings that only apply to some training modes.
 TRANSFER_ONLY = ("weights", "unfreeze_at", "feature_layer")
 
@@ -138,8 +147,9 @@ def _section(section: str, body: dict, problems: list[str]) -> dict:
             problems.append(f"{section}.{key}: unknown key; known: {', '.join(keys)}")
             continue
         given[key] = _value(section, key, value, problems)
+    face = section == "train" and given.get("mode") == "face"
     for key in REQUIRED.get(section, ()):
-        if key not in given:
+        if key not in given and not face:
             problems.append(f"{section}.{key}: required key is missing")
     return {k: given[k] if k in given else _default(section, k, given) for k in keys}
 
@@ -166,6 +176,10 @@ def validate(raw: dict, source: str) -> dict:
             settings[section] = _section(section, body, problems)
         elif section not in OPTIONAL_SECTIONS + REQUIRED_SECTIONS:
             settings[section] = _section(section, {}, problems)
+    if not problems and settings["train"]["mode"] != "face":
+        if isinstance(raw.get("face"), dict):
+            problems.append("[face]: applies only to train.mode = 'face'; remove it or set the mode")
+        settings.pop("face", None)  # another mode's pipeline has no [face], not one full of defaults
     if not problems:
         _check_values(settings, problems)
     if problems:
@@ -179,6 +193,9 @@ def _check_values(s: dict, problems: list[str]) -> None:
         problems.append(f"{key}: {why}")
 
     t = s["train"]
+    if t["mode"] == "face":
+        _check_face(s, bad)
+        return
     pre = s.get("pretrain")
     if pre and "multiworker" in (pre["strategy"], t["strategy"]) and pre["strategy"] != t["strategy"]:
         bad("pretrain.strategy", f"is {pre['strategy']!r} but train.strategy is {t['strategy']!r}: under "
@@ -204,6 +221,32 @@ def _check_values(s: dict, problems: list[str]) -> None:
             key = next((k for k, (_, f) in SECTIONS[section].items() if f == exc.name), exc.name)
             where = "data" if key in SECTIONS["data"] and key not in SECTIONS[section] else section
             bad(f"{where}.{key}", exc.why)
+
+
+def _check_face(s: dict, bad) -> None:
+    """train.mode = "face": one step builds and validates the export; another mode's settings are mistakes."""
+    def same(a, b):
+        return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+    if not s["data"]["test"] > 0:
+        bad("data.test", "train.mode 'face' holds photos out for its figures and end-to-end validation: give e.g. 0.15")
+    if "pretrain" in s:
+        bad("[pretrain]", "does not apply to train.mode 'face' (its bases are pretrained: face mesh, fer); remove it")
+    for key, value in s["train"].items():
+        if key not in FACE_TRAIN_KEYS and not same(value, _default("train", key, {"mode": "face"})):
+            bad(f"train.{key}", "does not apply to train.mode 'face'; its settings are in [face]")
+    for key, value in s["export"].items():
+        if key not in FACE_EXPORT_KEYS and not same(value, _default("export", key, {})):
+            bad(f"export.{key}", "does not apply to train.mode 'face' (its export is the float ONNX chain, "
+                "validated end to end); of [export] only 'out' applies")
+
+
+def face_config(s: dict, *, out: str) -> FaceModelConfig:
+    """The FaceModelConfig a ``train.mode = "face"`` pipeline describes (``toolkit face-model`` builds the same)."""
+    f, d = s["face"], s["data"]
+    fields = {name: f[key] for key, (_, name) in SECTIONS["face"].items()}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return FaceModelConfig(data=d["spec"], out=out, test=d["test"], seed=d["seed"], overwrite=True, **fields)
 
 
 def train_config(s: dict, section: str, *, out: str, weights: str | None = None, resume: bool = False):

@@ -1,7 +1,10 @@
 """``toolkit door collect``: take labelled photos with the door camera to build a training set.
 
 Photos land in ``OUT/LABEL/`` (the image-folder layout the training commands read), written atomically
-so a training run started meanwhile never reads half a JPEG.
+so a training run started meanwhile never reads half a JPEG. By default the whole frame is saved: what the door
+sees, and what ``toolkit face-model`` (``pipelines/door.toml``) trains on best. With a detector, the face is saved
+with room around it (:data:`ROOM`): the face mesh looks at a square 1.5 times the face box, turned with the face,
+so a tight crop would cut its view; ``?crop=face`` still cuts the tight crop an expression-only model trains on.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from toolkit.runtime.core.config import CollectConfig
 
 log = logging.getLogger("toolkit.runtime")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ROOM = 0.5  # of the face box added on each side: a square twice the face, holding the face mesh's 1.5x region
 
 
 def collect(
@@ -60,7 +64,7 @@ def collect(
             frame = source.read()
             if frame is None:
                 break
-            crop = cropper(frame) if cropper else frame
+            crop = room_crop(cropper, frame) if cropper else frame
             if crop is None:
                 continue  # no face in view: nothing worth labelling
             path = _next_name(folder, config.label)
@@ -77,6 +81,26 @@ def collect(
     finally:
         source.close()
     return saved
+
+
+def room_crop(cropper, frame):
+    """The square around the largest face with :data:`ROOM` on each side (shifted, not cut, at the frame's
+    edges), or None when there is no face."""
+    from toolkit.inference.detect import square_crop_box
+
+    if hasattr(cropper, "detect"):  # BlazeFace: (x0, y0, x1, y1) boxes
+        found = cropper.detect(frame)
+        if not found:
+            return None
+        box = max(found, key=lambda d: d.area).box
+    else:  # OpenCV's cascade: (x, y, w, h)
+        got = cropper.box(frame)
+        if got is None:
+            return None
+        x, y, w, h = got
+        box = (x, y, x + w, y + h)
+    x0, y0, x1, y1 = square_crop_box(box, frame.shape[:2], ROOM)
+    return frame[y0:y1, x0:x1]
 
 
 def _next_name(folder: Path, label: str) -> Path:

@@ -23,7 +23,8 @@ DETECTORS = ("none", "haar", "blazeface")  # 'none' crops nothing (the whole fra
 
 @dataclass(frozen=True)
 class ModelConfig:
-    folder: Path = setting(help="Export folder with manifest.json (written by 'toolkit export').", flag="--model")
+    folder: Path = setting(help="Export folder with manifest.json (written by 'toolkit export' or 'toolkit "
+                           "face-model'; the committed door model: exported/happy-face).", flag="--model")
     file: str | None = setting(None, "ONNX file in the folder (default: the manifest's 'serve' file).")
     # 1 keeps latency steady on a 4-core Pi sharing a camera
     threads: int = setting(1, "onnxruntime intra-op threads.", low=1)
@@ -217,8 +218,9 @@ class CollectConfig:
     every: float = setting(1.0, "Seconds between photos.", low=0)
     # 0 = until the source ends or Ctrl-C
     count: int = setting(0, "Stop after this many photos (0 = until Ctrl-C).", low=0)
-    # face crops, like the door sees them
-    face: str = setting("none", "Crop the largest face first (no face, no vote).", choices=DETECTORS,
+    # none: whole frames, what the door sees and what the face-landmark model trains on best
+    face: str = setting("none", "Save only the largest face, with room around it for the landmark model (twice "
+                        "the face box; no face, no photo); default: the whole frame.", choices=DETECTORS,
                         flag="--detector", aliases=("--face",))
 
     def __post_init__(self) -> None:
