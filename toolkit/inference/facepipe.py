@@ -89,7 +89,10 @@ class FacePipeline:
         found = self.detector.detect(image)
         if not found:
             return None
-        face = self.mesh.from_detection(image, found[0])
+        return self.blocks_of(image, self.mesh.from_detection(image, found[0]))
+
+    def blocks_of(self, image: np.ndarray, face: Face | None) -> FaceFeatures | None:
+        """Both feature blocks of ``face`` in ``image`` (already upscaled), or None when there is no face."""
         if face is None:
             return None
         blocks = {}
@@ -103,11 +106,22 @@ class FacePipeline:
 
     def features(self, image: np.ndarray, stream=None):
         """(the head's input row (D,) float32 or None when no face is found, the Face or None), like
-        :meth:`toolkit.inference.handpipe.HandPipeline.features` (``stream``: faces are not tracked; ignored)."""
-        got = self(image)
+        :meth:`toolkit.inference.handpipe.HandPipeline.features`; ``stream`` (from :meth:`stream`): a frame of
+        one camera, the face followed from the last frame (:mod:`toolkit.inference.facetrack`)."""
+        if stream is None:
+            got = self(image)
+        else:
+            image = upscale(np.asarray(image, dtype=np.uint8), self.min_side)
+            got = self.blocks_of(image, stream.track(image))
         if got is None:
             return None, None
         return stack_blocks(got.blocks, self.blocks), got.face
+
+    def stream(self):
+        """A new camera stream's state (:class:`~toolkit.inference.facetrack.FaceStream`) over this pipeline."""
+        from toolkit.inference.facetrack import FaceStream
+
+        return FaceStream(self.mesh, self.detector)
 
 
 def open_face_pipeline(folder: Path, record: dict, threads: int = 1) -> FacePipeline:

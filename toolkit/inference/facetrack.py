@@ -1,0 +1,151 @@
+"""Following one face from frame to frame of a camera stream, as MediaPipe's face-mesh graph does in video mode.
+
+A photo is judged alone (:meth:`toolkit.inference.facemesh.FaceMesh.track`: BlazeFace on the frame, the frame
+zoomed out, then overlapping tiles; the face mesh on the best detection). Training, ``toolkit predict|evaluate``
+and ``/predict`` stay there. A camera stream is a sequence, and the face in one frame is where it was in the last:
+:class:`FaceStream` reads the next frame's landmarks where the last ones were, and runs the detector only when
+it has no face to follow.
+
+The rule for losing and re-finding a face (tested on a moving sequence in
+tests/runtime/test_runtime_facetrack.py):
+
+1. Following: the landmark model reads the square made from the previous frame's 468 landmarks
+   (:func:`landmarks_rect`, MediaPipe's ``face_landmark_landmarks_to_roi``: the points' box, turned so the outer
+   eye corners 33 and 263 are level, squared on its long side and scaled by 1.5). Its presence sigmoid must
+   reach the mesh's ``min_presence`` (0.5) and the square's centre must lie inside the frame; else the face is
+   lost.
+2. Lost (or nothing followed yet): the detector looks at the same frame at once, its plain pass as a photo's.
+   What it finds is read as in a photo (the ROI from the detection) and followed from the next frame on. A frame
+   without a face found is "no face" (no vote at the door), never the last frame's answer.
+3. The photo path's second looks (the frame zoomed out for a face that fills it, then 15 tiles of half the
+   shorter side for a face far from the camera) cost 16 more detector passes on every frame without a face.
+   At the door they take turns instead: :data:`LOOKS_PER_FRAME` of them after the plain pass on each frame
+   without a face, in a fixed cycle, so a face standing anywhere in the frame is found within
+   ``ceil(16 / LOOKS_PER_FRAME)`` frames, and an empty frame costs 1 + LOOKS_PER_FRAME passes, not 17.
+4. A frame of another size (a new camera mode) forgets the face; so do a camera fault and a model reload (the
+   door then opens a new stream: :meth:`toolkit.runtime.door.Door._stream_for`).
+
+A followed face's ``detection`` is made from its landmarks (their box; keypoints from the eye corners, nose tip,
+mouth and the face's sides), for the page's face box: the detector did not run on that frame.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from toolkit.inference.detect import Detection, weighted_nms
+from toolkit.inference.facemesh import EYE_CORNERS, Face
+from toolkit.inference.hands import Rect, normalize_radians
+
+LOOKS_PER_FRAME = 2  # second looks after the plain pass on a frame without a face (rule 3)
+# Mesh points standing in for BlazeFace's six keypoints on a followed face (eyes as the middle of their corners).
+_KEYPOINTS = ((33, 133), (362, 263), (1,), (13, 14), (234,), (454,))
+
+
+def landmarks_frame(points: np.ndarray) -> Rect:
+    """The face's own square from its 468 points (image pixels): turned so the outer eye corners 33 and 263 are
+    level, the points' box in that rotation, its centre and long side (MediaPipe's ``face_landmark_landmarks_
+    to_roi`` takes the image-axis box, squared and scaled by 1.5)."""
+    pts = np.asarray(points, np.float64)[:, :2]
+    (ax, ay), (bx, by) = pts[list(EYE_CORNERS)]
+    angle = normalize_radians(-math.atan2(-(by - ay), bx - ax))
+    c, s = math.cos(angle), math.sin(angle)
+    u, v = pts @ np.array([c, s]), pts @ np.array([-s, c])  # along the eye line, and across it
+    cu, cv = (u.min() + u.max()) / 2, (v.min() + v.max()) / 2
+    side = float(max(u.max() - u.min(), v.max() - v.min()))
+    return Rect(float(cu * c - cv * s), float(cu * s + cv * c), max(side, 1.0), float(angle))
+
+
+def anchor(points: np.ndarray, rect: Rect) -> tuple[float, float, float, float]:
+    """Where ``rect`` (the crop the points were read from) sits in the points' own frame: (offset along, offset
+    across, side, angle), lengths in units of the frame's side."""
+    frame = landmarks_frame(points)
+    c, s = math.cos(frame.angle), math.sin(frame.angle)
+    dx, dy = rect.cx - frame.cx, rect.cy - frame.cy
+    return ((dx * c + dy * s) / frame.side, (-dx * s + dy * c) / frame.side, rect.side / frame.side,
+            normalize_radians(rect.angle - frame.angle))
+
+
+def landmarks_rect(points: np.ndarray, where: tuple[float, float, float, float]) -> Rect:
+    """The next frame's landmark crop: the square at ``where`` (from :func:`anchor`) in these points' frame."""
+    frame = landmarks_frame(points)
+    c, s = math.cos(frame.angle), math.sin(frame.angle)
+    du, dv, side, turn = where
+    return Rect(frame.cx + (du * c - dv * s) * frame.side, frame.cy + (du * s + dv * c) * frame.side,
+                side * frame.side, normalize_radians(frame.angle + turn))
+
+
+def landmarks_detection(points: np.ndarray, score: float) -> Detection:
+    """A detection standing for a followed face: the landmarks' box and six keypoints from the mesh."""
+    pts = np.asarray(points, np.float32)[:, :2]
+    lo, hi = pts.min(0), pts.max(0)
+    keypoints = np.stack([pts[list(idx)].mean(0) for idx in _KEYPOINTS])
+    return Detection(float(score), (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])), keypoints)
+
+
+class FaceStream:
+    """One camera stream's face: follows it across frames (see the module's rule); not thread-safe.
+
+    Args:
+        mesh: a :class:`~toolkit.inference.facemesh.FaceMesh` (its ``landmarks`` and ``min_presence``).
+        detector: the :class:`~toolkit.inference.detect.FaceDetector` a photo would use (its ``tiles`` setting
+            says whether the tiles are among the second looks).
+        looks_per_frame: second looks after the plain pass on each frame without a face (0: none).
+    """
+
+    def __init__(self, mesh, detector, looks_per_frame: int = LOOKS_PER_FRAME) -> None:
+        self.mesh = mesh
+        self.detector = detector
+        self.looks_per_frame = looks_per_frame
+        self.rect: Rect | None = None  # where to read the next frame; None: look for a face
+        self.where: tuple | None = None  # the detection's crop in its face's own frame (rule 1)
+        self.shape: tuple | None = None
+        self.cursor = 0  # the next second look in the cycle
+        self.passes = 0  # detector passes run (for benchmarks and tests)
+        self.detections = 0  # frames on which the detector ran
+
+    def reset(self) -> None:
+        """Forget the face (a gap in the stream: the next frame is looked at afresh)."""
+        self.rect, self.shape, self.cursor = None, None, 0
+
+    def track(self, image: np.ndarray) -> Face | None:
+        """The face of this frame (HxWx3 RGB uint8), or None."""
+        image = np.asarray(image)
+        if image.shape != self.shape:
+            self.reset()
+            self.shape = image.shape
+        face = self._follow(image) if self.rect is not None else None
+        if face is None:
+            face = self._find(image)
+            if face is not None:
+                self.where = anchor(face.points, face.rect)
+        self.rect = landmarks_rect(face.points, self.where) if face is not None else None
+        return face
+
+    def _follow(self, image: np.ndarray) -> Face | None:
+        h, w = image.shape[:2]
+        rect = self.rect
+        if not (0 <= rect.cx < w and 0 <= rect.cy < h):
+            return None  # the face has left the frame
+        points, presence = self.mesh.landmarks(image, rect)
+        if presence < self.mesh.min_presence:
+            return None
+        return Face(points, presence, landmarks_detection(points, presence), rect)
+
+    def _find(self, image: np.ndarray) -> Face | None:
+        self.detections += 1
+        self.passes += 1
+        found = self.detector.detect_pass(image)
+        looks = self.detector.second_looks(image.shape[:2])
+        for _ in range(min(self.looks_per_frame, len(looks)) if not found else 0):
+            self.passes += 1
+            found += self.detector.look(image, looks[self.cursor % len(looks)])
+            self.cursor = (self.cursor + 1) % len(looks)
+        if len(found) > 1:  # neighbouring tiles can both hold the face
+            found = weighted_nms(np.array([d.score for d in found]), np.array([d.box for d in found]),
+                                 np.stack([d.keypoints for d in found]), self.detector.iou)  # fmt: skip
+        if not found:
+            return None
+        return self.mesh.from_detection(image, max(found, key=lambda d: d.score))  # as a photo's (rule 2)
