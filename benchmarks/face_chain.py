@@ -1,16 +1,28 @@
-"""Door frame -> decision latency of a face-landmark export, with a face in the frame and without one.
+"""Door frame -> decision latency of a face-landmark export: a face judged alone, a face followed, no face.
 
-    python -m benchmarks.face_chain --model exported/happy [--frames 100] [--threads 1]
+    python -m benchmarks.face_chain --model exported/happy-face [--frames 100] [--threads 1] [--recall 60]
 
-``toolkit door bench`` times frames that hold no face (the detector's worst case). Here the frame also holds a
-face: the public-domain astronaut's face quarter at 64x64 (a ~25 px face) upscaled to 256 and centred in a
-640x480 grey frame (the parity fixture's ``door`` input), so every stage runs: detector, face mesh, aligned crop,
-expression CNN (when the head reads it), head. p50/p99 of the door's own ``Predictor.predict`` on one thread,
-the two frames timed in turns, and three stages once more on their own.
+The face: the public-domain astronaut's face quarter at 64x64 (a ~25 px face) upscaled to 256 and placed in a
+640x480 grey frame (the parity fixture's ``door`` input), moving 3 px right and 2 px down a frame over 16 frames
+(then back), so every stage runs: detector, face mesh, aligned crop, expression CNN (when the head reads it),
+head. No face: ``toolkit door bench``'s camera-like frames. Rows, p50/p99 of the door's own ``Predictor.predict``
+on one thread, all timed in turns in one run:
+
+- face, static: each frame judged alone (a photo, ``/predict``, training);
+- face, followed: the door's camera stream (:mod:`toolkit.inference.facetrack`);
+- no face, static: the photo path's every look (the plain pass, the frame zoomed out, 15 tiles);
+- no face, door: the plain pass and the second looks' turn.
+
+Then the stages on their own, and with ``--recall N`` the faces found in N door-like frames of ``smiles`` photos
+(:func:`benchmarks.face_data.door_shift`: graded, the face ~25 px in 64, upscaled into a 640x480 frame): the
+photo path, its plain pass alone, and the door path on the same frame repeated (a person standing at the door)
+after 1 frame and after a whole cycle of second looks. The load average is printed: the machine is shared.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,16 +34,23 @@ from benchmarks import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("face_chain", __doc__)
     p.add_argument("--model", required=True, help="a face-landmark export folder")
     p.add_argument("--frames", type=cli.positive(int), default=100)
     p.add_argument("--threads", type=cli.positive(int), default=1)
+    p.add_argument("--recall", type=int, default=0, help="door-like frames of --data photos to count faces in")
+    p.add_argument("--data", default="/work/shared/datasets/smiles")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
     from make_facemesh_parity import prepare
 
-    from toolkit.inference.facemesh import aligned_crop, face_rect
     from toolkit.inference.predictor import Predictor
     from toolkit.runtime.bench import camera_like_frame
 
@@ -39,40 +58,92 @@ def main(argv: list[str] | None = None) -> int:
     if not pred.is_face:
         print(f"error: {args.model} is not a face-landmark export (pipeline {pred.manifest.pipeline!r})")
         return 2
-    face_frame = prepare(ROOT / "tests" / "fixtures" / "facemesh_parity", "door")
-    empty = camera_like_frame((480, 640), 0)
-    for frame in (face_frame, empty):
-        pred.predict(frame)  # warm-up
-    times = {"face": [], "no face": []}
-    for _ in range(args.frames):
-        for name, frame in (("face", face_frame), ("no face", empty)):
-            start = time.perf_counter()
-            pred.predict(frame)
-            times[name].append((time.perf_counter() - start) * 1000)
-    got = pred.predict(face_frame)
-    print(f"{args.model} ({'+'.join(pred.manifest.face['blocks'])}, threads={args.threads}, {args.frames} frames "
-          f"of 640x480 each, in turns): face found: {got.details['face'] is not None}")
-    for name, ms in times.items():
-        p50, p99 = np.percentile(ms, 50), np.percentile(ms, 99)
-        print(f"  frame -> decision, {name:7s}: p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
-    chain = pred.hands  # the face pipeline
-    image = face_frame
-    stages = {
-        "detector (whole frame)": lambda: chain.detector.detect(image),
-        "face mesh (crop + model)": lambda: chain.mesh.from_detection(image, det),
-        "aligned crop": lambda: aligned_crop(image, face),
+    print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    door = prepare(ROOT / "tests" / "fixtures" / "facemesh_parity", "door")
+    moving = [np.roll(door, (2 * t, 3 * t), axis=(0, 1)) for t in range(16)]
+    empty = [camera_like_frame((480, 640), seed) for seed in range(8)]
+    face_stream, empty_stream = pred.stream(), pred.stream()
+    rows = {
+        "face, static": lambda i: pred.predict(moving[i % 16]),
+        "face, followed": lambda i: pred.predict(moving[i % 16], stream=face_stream),
+        "no face, static": lambda i: pred.predict(empty[i % 8]),
+        "no face, door": lambda i: pred.predict(empty[i % 8], stream=empty_stream),
     }
+    for i in range(8):  # warm-up: first runs allocate
+        for fn in rows.values():
+            fn(i)
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for i in range(args.frames):
+        for name, fn in rows.items():
+            if name != "no face, static" or i % 4 == 0:  # the slow row: a quarter of the frames
+                times[name].append(timed(lambda: fn(i)))  # noqa: B023 (called at once)
+    got = pred.predict(door)
+    print(f"{args.model} ({'+'.join(pred.manifest.face['blocks'])}, threads={args.threads}, 640x480 frames timed "
+          f"in turns): face found: {got.details['face'] is not None}; the followed face's detector ran on "
+          f"{face_stream.detections} of {args.frames + 8} frames (the sequence jumps back every 16); "
+          f"no face, door: {empty_stream.passes / (args.frames + 8):.1f} detector passes a frame")
+    for name, ms in times.items():
+        print(f"  frame -> decision, {name:16s}: p50 {np.percentile(ms, 50):6.2f} ms  p99 "
+              f"{np.percentile(ms, 99):6.2f} ms  ({len(ms)} frames)")
+    stages(pred, door, max(10, args.frames // 4))
+    if args.recall:
+        recall(pred, Path(args.data), args.recall)
+    print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return 0
+
+
+def stages(pred, image: np.ndarray, n: int) -> None:
+    """Each stage of the chain on its own (p50 of ``n`` runs)."""
+    from toolkit.inference.facemesh import LANDMARK_SIZE, aligned_crop, features, warp
+
+    chain = pred.hands  # the face pipeline
     det = chain.detector.detect(image)[0]
     face = chain.mesh.from_detection(image, det)
-    face_rect(det)
-    for name, fn in stages.items():
-        ms = []
-        for _ in range(max(10, args.frames // 4)):
-            start = time.perf_counter()
-            fn()
-            ms.append((time.perf_counter() - start) * 1000)
-        print(f"  stage {name:26s}: p50 {np.percentile(ms, 50):6.2f} ms")
-    return 0
+    crop = warp(image, face.rect, LANDMARK_SIZE)
+    x = (crop / 255.0)[None].astype(np.float32)
+    tile = chain.detector.second_looks(image.shape[:2])[-1]
+    aligned = aligned_crop(image, face)[None].astype(np.float32)
+    row = chain.features(image)[0][None]
+    parts = {
+        "detector plain pass": lambda: chain.detector.detect_pass(image),
+        "detector one tile": lambda: chain.detector.look(image, tile),
+        "landmark crop (warp)": lambda: warp(image, face.rect, LANDMARK_SIZE),
+        "landmark model": lambda: chain.mesh.session.run(None, {chain.mesh._input: x}),
+        "landmark features": lambda: features(face),
+        "aligned crop": lambda: aligned_crop(image, face),
+        "head": lambda: pred.head(row),
+    }
+    if chain.expression is not None:
+        parts["expression CNN"] = lambda: chain.expression.run(None, {chain._expression_input: aligned})
+    for name, fn in parts.items():
+        fn()
+        ms = [timed(fn) for _ in range(n)]
+        print(f"  stage {name:22s}: p50 {np.percentile(ms, 50):6.2f} ms")
+
+
+def recall(pred, data: Path, n: int) -> None:
+    """Faces found in ``n`` door-like frames: the photo path, its plain pass alone, the door path over time."""
+    from benchmarks.face_data import door_shift, list_photos, load, pick
+
+    if not data.is_dir():
+        print(f"  recall: {data} not found, skipped")
+        return
+    files, labels = list_photos(data)
+    chain = pred.hands
+    looks = len(chain.detector.second_looks((480, 640)))
+    cycle = math.ceil(looks / max(1, chain.stream().looks_per_frame))
+    photo = plain = first = whole = 0
+    for i in pick(labels, n, seed=0):
+        frame = door_shift(load(files[i]))
+        photo += chain(frame) is not None
+        plain += bool(chain.detector.detect_pass(frame))
+        stream = chain.stream()
+        found = [chain.features(frame, stream=stream)[1] is not None for _ in range(cycle)]
+        first += found[0]
+        whole += any(found)
+    print(f"  faces found in {n} door-like frames of {data.name} photos: photo path {photo}, its plain pass alone "
+          f"{plain}; door path {first} on the first frame, {whole} within {cycle} frames (a whole cycle of "
+          f"{looks} second looks)")
 
 
 if __name__ == "__main__":
