@@ -1,6 +1,7 @@
 """Door frame -> decision latency of a face-landmark export: a face judged alone, a face followed, no face.
 
-    python -m benchmarks.face_chain --model exported/happy-face [--frames 100] [--threads 1] [--recall 60]
+    python -m benchmarks.face_chain --model exported/happy-face [--model OTHER] [--frames 100] [--threads 1]
+        [--recall 60]
 
 The face: the public-domain astronaut's face quarter at 64x64 (a ~25 px face) upscaled to 256 and placed in a
 640x480 grey frame (the parity fixture's ``door`` input), moving 3 px right and 2 px down a frame over 16 frames
@@ -42,7 +43,8 @@ def timed(fn) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser("face_chain", __doc__)
-    p.add_argument("--model", required=True, help="a face-landmark export folder")
+    p.add_argument("--model", required=True, action="append",
+                   help="a face-landmark export folder (repeat it: every model's rows are timed in turns)")
     p.add_argument("--frames", type=cli.positive(int), default=100)
     p.add_argument("--threads", type=cli.positive(int), default=1)
     p.add_argument("--recall", type=int, default=0, help="door-like frames of --data photos to count faces in")
@@ -52,44 +54,72 @@ def main(argv: list[str] | None = None) -> int:
     from make_facemesh_parity import prepare
 
     from toolkit.inference.predictor import Predictor
-    from toolkit.runtime.bench import camera_like_frame
 
-    pred = Predictor(args.model, threads=args.threads)
-    if not pred.is_face:
-        print(f"error: {args.model} is not a face-landmark export (pipeline {pred.manifest.pipeline!r})")
-        return 2
+    preds = [Predictor(m, threads=args.threads) for m in args.model]
+    for model, pred in zip(args.model, preds, strict=True):
+        if not pred.is_face:
+            print(f"error: {model} is not a face-landmark export (pipeline {pred.manifest.pipeline!r})")
+            return 2
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     door = prepare(ROOT / "tests" / "fixtures" / "facemesh_parity", "door")
-    moving = [np.roll(door, (2 * t, 3 * t), axis=(0, 1)) for t in range(16)]
-    empty = [camera_like_frame((480, 640), seed) for seed in range(8)]
-    face_stream, empty_stream = pred.stream(), pred.stream()
-    rows = {
-        "face, static": lambda i: pred.predict(moving[i % 16]),
-        "face, followed": lambda i: pred.predict(moving[i % 16], stream=face_stream),
-        "no face, static": lambda i: pred.predict(empty[i % 8]),
-        "no face, door": lambda i: pred.predict(empty[i % 8], stream=empty_stream),
-    }
+    runs = [Rows(pred, door) for pred in preds]
     for i in range(8):  # warm-up: first runs allocate
-        for fn in rows.values():
-            fn(i)
-    times: dict[str, list[float]] = {name: [] for name in rows}
+        for run in runs:
+            run.once(i, record=False)
     for i in range(args.frames):
-        for name, fn in rows.items():
-            if name != "no face, static" or i % 4 == 0:  # the slow row: a quarter of the frames
-                times[name].append(timed(lambda: fn(i)))  # noqa: B023 (called at once)
-    got = pred.predict(door)
-    print(f"{args.model} ({'+'.join(pred.manifest.face['blocks'])}, threads={args.threads}, 640x480 frames timed "
-          f"in turns): face found: {got.details['face'] is not None}; the followed face's detector ran on "
-          f"{face_stream.detections} of {args.frames + 8} frames (the sequence jumps back every 16); "
-          f"no face, door: {empty_stream.passes / (args.frames + 8):.1f} detector passes a frame")
-    for name, ms in times.items():
-        print(f"  frame -> decision, {name:16s}: p50 {np.percentile(ms, 50):6.2f} ms  p99 "
-              f"{np.percentile(ms, 99):6.2f} ms  ({len(ms)} frames)")
-    stages(pred, door, max(10, args.frames // 4))
-    if args.recall:
-        recall(pred, Path(args.data), args.recall)
+        for run in runs:
+            run.once(i)
+    for model, run in zip(args.model, runs, strict=True):
+        run.report(model, args.threads, args.frames + 8)
+        stages(run.pred, door, max(10, args.frames // 4))
+        if args.recall:
+            recall(run.pred, Path(args.data), args.recall)
+    if len(runs) > 1:
+        for name in runs[0].times:
+            ratio = np.percentile(runs[-1].times[name], 50) / np.percentile(runs[0].times[name], 50)
+            print(f"ratio p50 {name}: {args.model[-1]} / {args.model[0]} = {ratio:.2f}")
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
+
+
+class Rows:
+    """One export's four rows (see the module docstring), each frame's calls timed one after the other."""
+
+    def __init__(self, pred, door: np.ndarray) -> None:
+        from toolkit.runtime.bench import camera_like_frame
+
+        self.pred = pred
+        self.moving = [np.roll(door, (2 * t, 3 * t), axis=(0, 1)) for t in range(16)]
+        self.empty = [camera_like_frame((480, 640), seed) for seed in range(8)]
+        self.face_stream, self.empty_stream = pred.stream(), pred.stream()
+        self.found = pred.predict(door).details["face"] is not None
+        self.times: dict[str, list[float]] = {n: [] for n in ROWS}
+
+    def once(self, i: int, record: bool = True) -> None:
+        pred, face, empty = self.pred, self.moving[i % 16], self.empty[i % 8]
+        calls = {"face, static": lambda: pred.predict(face),
+                 "face, followed": lambda: pred.predict(face, stream=self.face_stream),
+                 "no face, static": lambda: pred.predict(empty),
+                 "no face, door": lambda: pred.predict(empty, stream=self.empty_stream)}  # fmt: skip
+        for name in ROWS:
+            if name == "no face, static" and i % 4:  # the slow row: a quarter of the frames
+                continue
+            ms = timed(calls[name])
+            if record:
+                self.times[name].append(ms)
+
+    def report(self, model: str, threads: int, frames: int) -> None:
+        print(f"{model} ({'+'.join(self.pred.manifest.face['blocks'])}, landmark "
+              f"{self.pred.manifest.face['files']['landmark']}, threads={threads}, 640x480 frames timed in turns): "
+              f"face found: {self.found}; the followed face's detector ran on {self.face_stream.detections} of "
+              f"{frames} frames (the sequence jumps back every 16); no face, door: "
+              f"{self.empty_stream.passes / frames:.1f} detector passes a frame")
+        for name, ms in self.times.items():
+            print(f"  frame -> decision, {name:16s}: p50 {np.percentile(ms, 50):6.2f} ms  p99 "
+                  f"{np.percentile(ms, 99):6.2f} ms  ({len(ms)} frames)")
+
+
+ROWS = ("face, static", "face, followed", "no face, static", "no face, door")
 
 
 def stages(pred, image: np.ndarray, n: int) -> None:
