@@ -162,7 +162,8 @@ def recall(pred, data: Path, n: int) -> None:
     chain = pred.hands
     looks = len(chain.detector.second_looks((480, 640)))
     cycle = math.ceil(looks / max(1, chain.stream().looks_per_frame))
-    photo = plain = first = whole = 0
+    photo = plain = first = 0
+    after = []  # the frame the door path first found each face on (1 = at once)
     for i in pick(labels, n, seed=0):
         frame = door_shift(load(files[i]))
         photo += chain(frame) is not None
@@ -170,10 +171,11 @@ def recall(pred, data: Path, n: int) -> None:
         stream = chain.stream()
         found = [chain.features(frame, stream=stream)[1] is not None for _ in range(cycle)]
         first += found[0]
-        whole += any(found)
+        if any(found):
+            after.append(found.index(True) + 1)
     print(f"  faces found in {n} door-like frames of {data.name} photos: photo path {photo}, its plain pass alone "
-          f"{plain}; door path {first} on the first frame, {whole} within {cycle} frames (a whole cycle of "
-          f"{looks} second looks)")
+          f"{plain}; door path {first} on the first frame, {len(after)} within {cycle} frames (a whole cycle of "
+          f"{looks} second looks; found on frame {np.median(after):.0f} median, {max(after)} at most)")
 
 
 if __name__ == "__main__":

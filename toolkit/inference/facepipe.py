@@ -35,7 +35,8 @@ FEATURE_INPUT = "features"  # the head ONNX file's input name
 # When neither the frame nor the frame zoomed out shows a face, look in overlapping squares of half its shorter
 # side too (FaceDetector's tiles): a ~100 px face in a 640x480 frame is ~20 px at the detector's 128 px, and was
 # found in 23 of 60 smiles photos put through benchmarks/face_data.door_shift without tiles, 53 of 60 with them.
-# Only frames without a face pay for it (15 more detector runs on 640x480).
+# Only frames without a face pay for it (15 more detector runs on 640x480); at the door, where frames come one
+# after another, the looks take turns across frames (toolkit.inference.facetrack, rule 3).
 TILES = True
 __all__ = ["BLOCKS", "FEATURE_VERSION", "NO_FACE", "PIPELINE", "FacePipeline", "face_record", "stack_blocks"]
 

@@ -25,7 +25,10 @@ tests/runtime/test_runtime_facetrack.py):
    shorter side for a face far from the camera) cost 16 more detector passes on every frame without a face.
    At the door they take turns instead: :data:`LOOKS_PER_FRAME` of them after the plain pass on each frame
    without a face, in a fixed cycle, so a face standing anywhere in the frame is found within
-   ``ceil(16 / LOOKS_PER_FRAME)`` frames, and an empty frame costs 1 + LOOKS_PER_FRAME passes, not 17.
+   ``ceil(16 / LOOKS_PER_FRAME)`` frames, and an empty frame costs 1 + LOOKS_PER_FRAME passes, not 17. On 120
+   door-like frames of ``smiles`` photos (``python -m benchmarks.face_chain --recall 120``: a ~25 px face in 64
+   upscaled into a 640x480 frame) the door path found 110 faces within the cycle, the photo path 109, the plain
+   pass alone 40.
 4. A frame of another size (a new camera mode) forgets the face; so do a camera fault and a model reload (the
    door then opens a new stream: :meth:`toolkit.runtime.door.DoorLoop._stream_for`).
 
@@ -43,7 +46,10 @@ from toolkit.inference.detect import Detection, weighted_nms
 from toolkit.inference.facemesh import EYE_CORNERS, Face
 from toolkit.inference.hands import Rect, normalize_radians
 
-LOOKS_PER_FRAME = 2  # second looks after the plain pass on a frame without a face (rule 3)
+# Second looks after the plain pass on a frame without a face (rule 3). 1: an empty frame costs two passes, about
+# what MediaPipe's FaceMesh spends on one (benchmarks.vs_mediapipe, "no face"); a far face is found within 16
+# frames (~0.5-1 s of a camera).
+LOOKS_PER_FRAME = 1
 # Mesh points standing in for BlazeFace's six keypoints on a followed face (eyes as the middle of their corners).
 _KEYPOINTS = ((33, 133), (362, 263), (1,), (13, 14), (234,), (454,))
 
