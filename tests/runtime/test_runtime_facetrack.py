@@ -188,3 +188,34 @@ def test_followed_answers_match_the_static_chain_on_a_moving_face(predictor):
     assert max(drift) < 2.5, drift  # the followed face stays the first frame's face, moved
     assert np.median(per_frame) < 3.0, per_frame  # the parity test's door-frame tolerance
     assert np.mean(dp) < 0.1, dp
+
+
+def test_the_door_follows_the_face_and_a_fault_starts_over():
+    from toolkit.runtime.actuator import LogActuator
+    from toolkit.runtime.camera import FrameSource
+    from toolkit.runtime.core.config import DoorConfig, ModelConfig
+    from toolkit.runtime.core.holder import ModelHolder
+    from toolkit.runtime.door import DoorLoop
+
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+    from make_facemesh_parity import prepare
+
+    door = prepare(ROOT / "tests" / "fixtures" / "facemesh_parity", "door")
+    frames = [np.roll(door, (2 * t, 3 * t), axis=(0, 1)) for t in range(3)]
+
+    class Frames(FrameSource):
+        def open(self) -> None:
+            pass
+
+        def read(self):
+            return frames.pop(0) if frames else None
+
+    loop = DoorLoop(ModelHolder(ModelConfig(FACE_EXPORT)), Frames(), DoorConfig(camera="x"), LogActuator())
+    seen = []
+    loop.watchers.append(lambda event, frame, box: seen.append(box))
+    assert loop.step() and loop.step() and loop.step()
+    stream = loop._stream[1]
+    assert stream.detections == 1 and all(box is not None for box in seen)  # found once, then followed
+    assert seen[2][0] == pytest.approx(seen[1][0] + 3, abs=1.5)  # the page's box moves with the followed face
+    loop.fault("camera stalled")
+    assert loop._stream is None  # the next frame is looked at afresh
