@@ -64,6 +64,7 @@ class FakeDetector:
 
     def __init__(self, mesh: FakeMesh) -> None:
         self.mesh, self.visible, self.hidden_in, self.looked = mesh, True, None, []
+        self.small = False  # True: any square holding the face finds it, the whole frame does not
 
     def _found(self):
         x, y = self.mesh.face
@@ -79,7 +80,13 @@ class FakeDetector:
 
     def look(self, image, which):
         self.looked.append(which)
-        return self._found() if self.mesh.face is not None and which == self.hidden_in else []
+        if self.mesh.face is None:
+            return []
+        if self.small and which is not None:
+            x, y, side = which
+            inside = x <= self.mesh.face[0] < x + side and y <= self.mesh.face[1] < y + side
+            return self._found() if inside else []
+        return self._found() if which == self.hidden_in else []
 
 
 def stream():
@@ -153,6 +160,32 @@ def test_second_looks_take_turns_on_frames_without_a_face():
     assert s.track(FRAME) is not None  # found within the cycle
     looks = len(s.detector.looked)
     assert s.track(FRAME) is not None and len(s.detector.looked) == looks  # then followed: no detector
+
+
+def test_a_lost_small_face_is_looked_for_where_it_was_then_the_cycle_resumes():
+    mesh = FakeMesh()
+    s = FaceStream(mesh, FakeDetector(mesh), looks_per_frame=1)
+    s.detector.visible, s.detector.small, s.detector.hidden_in = False, True, "nowhere"  # a far face: squares only
+    mesh.face = (500.0, 400.0)  # outside the first three cycle squares
+    for _ in range(2):
+        assert s.track(FRAME) is None
+    mesh.face = (300.0, 200.0)  # in the third square (120, 0, 240): found, then followed
+    assert s.track(FRAME) is not None and s.detector.looked[-1] == (120, 0, 240)
+    assert s.track(FRAME) is not None
+    followed = s.rect
+    mesh.face = None  # a blink: lost
+    assert s.track(FRAME) is None
+    around = s.detector.looked[-1]
+    assert around[2] == int(2 * followed.side)  # twice the followed crop, around it
+    assert around[0] <= followed.cx < around[0] + around[2] and around[1] <= followed.cy < around[1] + around[2]
+    mesh.face = (303.0, 200.0)  # back: found at once where it was, not after a cycle of 4 looks
+    assert s.track(FRAME) is not None and s.detector.looked[-1] == around
+    mesh.face = None
+    for _ in range(4):  # lost again: 4 frames around it, then the cycle goes on where it stopped
+        assert s.track(FRAME) is None
+    again = s.detector.looked[-1]
+    assert s.detector.looked[-8:] == ["plain", again] * 4 and again[0] == pytest.approx(around[0] + 3, abs=1)
+    assert s.track(FRAME) is None and s.detector.looked[-1] == (240, 0, 240)
 
 
 @pytest.fixture(scope="module")

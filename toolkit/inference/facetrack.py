@@ -25,7 +25,10 @@ tests/runtime/test_runtime_facetrack.py):
    shorter side for a face far from the camera) cost 16 more detector passes on every frame without a face.
    At the door they take turns instead: :data:`LOOKS_PER_FRAME` of them after the plain pass on each frame
    without a face, in a fixed cycle, so a face standing anywhere in the frame is found within
-   ``ceil(16 / LOOKS_PER_FRAME)`` frames, and an empty frame costs 1 + LOOKS_PER_FRAME passes, not 17. On 120
+   ``ceil(16 / LOOKS_PER_FRAME)`` frames, and an empty frame costs 1 + LOOKS_PER_FRAME passes, not 17. On the
+   frame a followed face is lost and the :data:`AROUND_FRAMES` - 1 after it, the second look is the square
+   around where it was (twice the followed crop's side) instead, so a small face only the tiles see is found
+   again at once when it is still there (a blink, a blurred frame, a quick move). On 120
    door-like frames of ``smiles`` photos (``python -m benchmarks.face_chain --recall 120``: a ~25 px face in 64
    upscaled into a 640x480 frame) the door path found 110 faces within the cycle, the photo path 109, the plain
    pass alone 40.
@@ -50,6 +53,7 @@ from toolkit.inference.hands import Rect, normalize_radians
 # what MediaPipe's FaceMesh spends on one (benchmarks.vs_mediapipe, "no face"); a far face is found within 16
 # frames (~0.5-1 s of a camera).
 LOOKS_PER_FRAME = 1
+AROUND_FRAMES = 4  # frames a lost face is looked for where it was, before the cycle of second looks resumes
 # Mesh points standing in for BlazeFace's six keypoints on a followed face (eyes as the middle of their corners).
 _KEYPOINTS = ((33, 133), (362, 263), (1,), (13, 14), (234,), (454,))
 
@@ -113,12 +117,14 @@ class FaceStream:
         self.where: tuple | None = None  # the detection's crop in its face's own frame (rule 1)
         self.shape: tuple | None = None
         self.cursor = 0  # the next second look in the cycle
+        self.lost: tuple | None = None  # the square around where the face was lost
+        self.lost_frames = 0  # frames left to look there
         self.passes = 0  # detector passes run (for benchmarks and tests)
         self.detections = 0  # frames on which the detector ran
 
     def reset(self) -> None:
         """Forget the face (a gap in the stream: the next frame is looked at afresh)."""
-        self.rect, self.shape, self.cursor = None, None, 0
+        self.rect, self.shape, self.cursor, self.lost_frames = None, None, 0, 0
 
     def track(self, image: np.ndarray) -> Face | None:
         """The face of this frame (HxWx3 RGB uint8), or None."""
@@ -128,7 +134,10 @@ class FaceStream:
             self.shape = image.shape
         face = self._follow(image) if self.rect is not None else None
         if face is None:
-            face = self._find(image)
+            if self.rect is not None:  # just lost: look where it was for a few frames (rule 3)
+                self.lost, self.lost_frames = self._around(image.shape[:2]), AROUND_FRAMES
+            face = self._find(image, self.lost if self.lost_frames > 0 else None)
+            self.lost_frames -= 1
             if face is not None:
                 self.where = anchor(face.points, face.rect)
         self.rect = landmarks_rect(face.points, self.where) if face is not None else None
@@ -144,15 +153,27 @@ class FaceStream:
             return None
         return Face(points, presence, landmarks_detection(points, presence), rect)
 
-    def _find(self, image: np.ndarray) -> Face | None:
+    def _around(self, frame_hw: tuple[int, int]) -> tuple[int, int, int]:
+        """The square (x, y, side) around the followed crop, twice its side, inside the frame (rule 3)."""
+        h, w = frame_hw
+        side = int(min(max(2 * self.rect.side, 1), h, w))
+        x = int(round(min(max(self.rect.cx - side / 2, 0), w - side)))
+        y = int(round(min(max(self.rect.cy - side / 2, 0), h - side)))
+        return x, y, side
+
+    def _find(self, image: np.ndarray, around: tuple | None = None) -> Face | None:
         self.detections += 1
         self.passes += 1
         found = self.detector.detect_pass(image)
-        looks = self.detector.second_looks(image.shape[:2])
-        for _ in range(min(self.looks_per_frame, len(looks)) if not found else 0):
+        if not found and around is not None and self.looks_per_frame > 0:  # the face just lost: where it was
             self.passes += 1
-            found += self.detector.look(image, looks[self.cursor % len(looks)])
-            self.cursor = (self.cursor + 1) % len(looks)
+            found = self.detector.look(image, around)
+        elif not found:
+            looks = self.detector.second_looks(image.shape[:2])
+            for _ in range(min(self.looks_per_frame, len(looks))):
+                self.passes += 1
+                found += self.detector.look(image, looks[self.cursor % len(looks)])
+                self.cursor = (self.cursor + 1) % len(looks)
         if len(found) > 1:  # neighbouring tiles can both hold the face
             found = weighted_nms(np.array([d.score for d in found]), np.array([d.box for d in found]),
                                  np.stack([d.keypoints for d in found]), self.detector.iou)  # fmt: skip
