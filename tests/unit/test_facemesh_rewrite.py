@@ -37,6 +37,11 @@ def test_the_cached_landmark_model_is_rewritten_once_with_the_same_outputs(tmp_p
     assert "PRelu" not in ops and ops.count("Min") == 23
     saved = json.loads((target / "facemesh.json").read_text())
     assert saved["rewrite"]["key"] == "prelu-relu-min-1" and models.landmark.name in models.sha256
+    from toolkit.models.facemesh import copy_face_mesh
+
+    (tmp_path / "export").mkdir()
+    record = copy_face_mesh(tmp_path / "export", models)  # what an export's manifest says of the file
+    assert record["files"]["landmark"] == "face_landmark.relu.onnx" and "PRelu rewritten" in record["source"]
     stamp = models.landmark.stat().st_mtime_ns
     assert ensure_face_mesh().landmark.stat().st_mtime_ns == stamp  # cached: not rewritten again
     x = np.random.default_rng(1).random((1, 192, 192, 3), dtype=np.float32)

@@ -123,7 +123,10 @@ def copy_face_mesh(folder: str | Path, models: FaceMeshModels) -> dict:
     shutil.copy2(models.landmark, folder / models.landmark.name)
     if Path(models.licence).is_file():
         shutil.copy2(models.licence, folder / LICENCE_FILE)
+    source = models.source or source_text()
+    if models.landmark.name == rewritten_path(models.landmark.with_name("face_landmark.onnx")).name:
+        source += f"; PRelu rewritten ({REWRITE}: Relu + slope * Min, same outputs)"
     return {"kind": "mediapipe-face-mesh", "files": {"landmark": models.landmark.name},
             "sha256": {models.landmark.name: sha256_file(folder / models.landmark.name)},
-            "precision": "float32", "source": models.source or source_text(),
+            "precision": "float32", "source": source,
             "licence": LICENCE_FILE, "licence_name": LICENCE_NAME}  # fmt: skip
