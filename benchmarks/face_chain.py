@@ -12,7 +12,9 @@ on one thread, all timed in turns in one run:
 - face, static: each frame judged alone (a photo, ``/predict``, training);
 - face, followed: the door's camera stream (:mod:`toolkit.inference.facetrack`);
 - no face, static: the photo path's every look (the plain pass, the frame zoomed out, 15 tiles);
-- no face, door: the plain pass and the second looks' turn.
+- no face, door: the plain pass and the second looks' turn (8 different frames in turn: a changing scene);
+- no face, door, still: one empty frame with fresh sensor noise each time (a still doorway: once every second look
+  has run on it, the plain pass alone).
 
 Each figure also as this process's CPU time (the work, without the wait for a core on a shared machine). Then
 the stages on their own, and with ``--recall N`` the faces found in N door-like frames of ``smiles`` photos
@@ -95,17 +97,21 @@ class Rows:
         self.pred = pred
         self.moving = [np.roll(door, (2 * t, 3 * t), axis=(0, 1)) for t in range(16)]
         self.empty = [camera_like_frame((480, 640), seed) for seed in range(8)]
-        self.face_stream, self.empty_stream = pred.stream(), pred.stream()
+        rng = np.random.default_rng(0)
+        self.still = [np.clip(self.empty[0] + rng.normal(0, 3, self.empty[0].shape), 0, 255).astype(np.uint8)
+                      for _ in range(8)]  # fmt: skip
+        self.face_stream, self.empty_stream, self.still_stream = pred.stream(), pred.stream(), pred.stream()
         self.found = pred.predict(door).details["face"] is not None
         self.times: dict[str, list[float]] = {n: [] for n in ROWS}
         self.cpu: dict[str, list[float]] = {n: [] for n in ROWS}
 
     def once(self, i: int, record: bool = True) -> None:
-        pred, face, empty = self.pred, self.moving[i % 16], self.empty[i % 8]
+        pred, face, empty, still = self.pred, self.moving[i % 16], self.empty[i % 8], self.still[i % 8]
         calls = {"face, static": lambda: pred.predict(face),
                  "face, followed": lambda: pred.predict(face, stream=self.face_stream),
                  "no face, static": lambda: pred.predict(empty),
-                 "no face, door": lambda: pred.predict(empty, stream=self.empty_stream)}  # fmt: skip
+                 "no face, door": lambda: pred.predict(empty, stream=self.empty_stream),
+                 "no face, door, still": lambda: pred.predict(still, stream=self.still_stream)}  # fmt: skip
         for name in ROWS:
             if name == "no face, static" and i % 4:  # the slow row: a quarter of the frames
                 continue
@@ -119,14 +125,15 @@ class Rows:
               f"{self.pred.manifest.face['files']['landmark']}, threads={threads}, 640x480 frames timed in turns): "
               f"face found: {self.found}; the followed face's detector ran on {self.face_stream.detections} of "
               f"{frames} frames (the sequence jumps back every 16); no face, door: "
-              f"{self.empty_stream.passes / frames:.1f} detector passes a frame")
+              f"{self.empty_stream.passes / frames:.1f} detector passes a frame, still: "
+              f"{self.still_stream.passes / frames:.2f}")
         for name, ms in self.times.items():
-            print(f"  frame -> decision, {name:16s}: p50 {np.percentile(ms, 50):6.2f} ms  p99 "
+            print(f"  frame -> decision, {name:20s}: p50 {np.percentile(ms, 50):6.2f} ms  p99 "
                   f"{np.percentile(ms, 99):6.2f} ms  (CPU p50 {np.percentile(self.cpu[name], 50):6.2f} ms; "
                   f"{len(ms)} frames)")
 
 
-ROWS = ("face, static", "face, followed", "no face, static", "no face, door")
+ROWS = ("face, static", "face, followed", "no face, static", "no face, door", "no face, door, still")
 
 
 def stages(pred, image: np.ndarray, n: int) -> None:

@@ -149,8 +149,8 @@ def test_second_looks_take_turns_on_frames_without_a_face():
     s, mesh = stream()
     s.detector.visible = False
     mesh.face = None
-    for _ in range(3):
-        assert s.track(FRAME) is None
+    for i in range(3):  # a scene that changes (a person walking by, ...)
+        assert s.track(np.full((480, 640, 3), 40 * i, np.uint8)) is None
     looked = s.detector.looked
     # each frame: the plain pass, then two second looks, cycling through all four
     assert looked == ["plain", None, (0, 0, 240), "plain", (120, 0, 240), (240, 0, 240), "plain", None, (0, 0, 240)]
@@ -160,6 +160,23 @@ def test_second_looks_take_turns_on_frames_without_a_face():
     assert s.track(FRAME) is not None  # found within the cycle
     looks = len(s.detector.looked)
     assert s.track(FRAME) is not None and len(s.detector.looked) == looks  # then followed: no detector
+
+
+def test_a_still_scene_has_each_second_look_once_until_it_changes():
+    s, mesh = stream()  # two looks a frame, four looks in all
+    s.detector.visible, mesh.face = False, None
+    noisy = np.random.default_rng(0)
+    frames = [np.clip(100 + noisy.normal(0, 8, (480, 640, 3)), 0, 255).astype(np.uint8) for _ in range(5)]
+    for frame in frames[1:]:
+        frame[200:240, 300:340] = 250  # something came into view on the second frame (and stays)
+    for frame in frames:
+        assert s.track(frame) is None
+    # frame 0: 2 looks; 1 (changed): 2 looks, counted afresh; 2: 2 looks (all 4 on this scene); 3, 4: none
+    assert s.passes == 5 + 6
+    assert s.detector.looked[-2:] == ["plain", "plain"]
+    frames[4][0:40, 0:40] = 0  # a change anywhere: all the looks again
+    s.track(frames[4])
+    assert s.passes == 11 + 3
 
 
 def test_a_lost_small_face_is_looked_for_where_it_was_then_the_cycle_resumes():

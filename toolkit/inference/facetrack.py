@@ -28,7 +28,10 @@ tests/runtime/test_runtime_facetrack.py):
    ``ceil(16 / LOOKS_PER_FRAME)`` frames, and an empty frame costs 1 + LOOKS_PER_FRAME passes, not 17. On the
    frame a followed face is lost and the :data:`AROUND_FRAMES` - 1 after it, the second look is the square
    around where it was (twice the followed crop's side) instead, so a small face only the tiles see is found
-   again at once when it is still there (a blink, a blurred frame, a quick move). On 120
+   again at once when it is still there (a blink, a blurred frame, a quick move). Once every second look has run
+   on one scene (no cell of the frame's thumbnail changed by more than :data:`STILL_LEVELS` since the first of
+   them) and found nothing, they wait until the scene changes: an empty, still doorway costs one pass a frame, as
+   MediaPipe's FaceMesh; a change anywhere starts them all again. On 120
    door-like frames of ``smiles`` photos (``python -m benchmarks.face_chain --recall 120``: a ~25 px face in 64
    upscaled into a 640x480 frame) the door path found 110 faces within the cycle, the photo path 109, the plain
    pass alone 40.
@@ -54,6 +57,11 @@ from toolkit.inference.hands import Rect, normalize_radians
 # passes); a far face is found within 16 frames (~0.5-1 s of a camera).
 LOOKS_PER_FRAME = 1
 AROUND_FRAMES = 4  # frames a lost face is looked for where it was, before the cycle of second looks resumes
+# Every second look having found nothing on one scene, they are not run again until some cell of a 32x24 thumbnail
+# of the frame (a 20x20 px patch of 640x480) changes by more than this many grey levels (sensor noise moves a
+# cell's mean by well under 1; a face coming into view, by tens).
+STILL_LEVELS = 8.0
+THUMB = (32, 24)
 # Mesh points standing in for BlazeFace's six keypoints on a followed face (eyes as the middle of their corners).
 _KEYPOINTS = ((33, 133), (362, 263), (1,), (13, 14), (234,), (454,))
 
@@ -91,6 +99,21 @@ def landmarks_rect(points: np.ndarray, where: tuple[float, float, float, float])
                 side * frame.side, normalize_radians(frame.angle + turn))
 
 
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """The frame's :data:`THUMB` thumbnail (mean of each patch, float32 grey levels per channel)."""
+    from toolkit.inference.detect import opencv
+
+    w, h = THUMB
+    cv2 = opencv()
+    if cv2 is not None:
+        small = cv2.resize(np.ascontiguousarray(image[:, :, :3]), (w, h), interpolation=cv2.INTER_AREA)
+        return small.astype(np.float32)
+    ih, iw = image.shape[:2]
+    ys, xs = np.arange(h + 1) * ih // h, np.arange(w + 1) * iw // w
+    sums = np.add.reduceat(np.add.reduceat(image[:, :, :3].astype(np.float32), ys[:-1], axis=0), xs[:-1], axis=1)
+    return sums / (np.diff(ys)[:, None, None] * np.diff(xs)[None, :, None])
+
+
 def landmarks_detection(points: np.ndarray, score: float) -> Detection:
     """A detection standing for a followed face: the landmarks' box and six keypoints from the mesh."""
     pts = np.asarray(points, np.float32)[:, :2]
@@ -119,12 +142,14 @@ class FaceStream:
         self.cursor = 0  # the next second look in the cycle
         self.lost: tuple | None = None  # the square around where the face was lost
         self.lost_frames = 0  # frames left to look there
+        self.sweep = 0  # second looks run on this scene without a face
+        self.scene: np.ndarray | None = None  # the thumbnail of the scene they ran on (rule 3)
         self.passes = 0  # detector passes run (for benchmarks and tests)
         self.detections = 0  # frames on which the detector ran
 
     def reset(self) -> None:
         """Forget the face (a gap in the stream: the next frame is looked at afresh)."""
-        self.rect, self.shape, self.cursor, self.lost_frames = None, None, 0, 0
+        self.rect, self.shape, self.cursor, self.lost_frames, self.sweep, self.scene = None, None, 0, 0, 0, None
 
     def track(self, image: np.ndarray) -> Face | None:
         """The face of this frame (HxWx3 RGB uint8), or None."""
@@ -168,12 +193,20 @@ class FaceStream:
         if not found and around is not None and self.looks_per_frame > 0:  # the face just lost: where it was
             self.passes += 1
             found = self.detector.look(image, around)
-        elif not found:
+        elif not found and self.looks_per_frame > 0:
             looks = self.detector.second_looks(image.shape[:2])
+            thumb = thumbnail(image)
+            if self.scene is None or np.abs(thumb - self.scene).max() > STILL_LEVELS:
+                self.scene, self.sweep = thumb, 0  # a new scene: each second look again (rule 3)
+            elif self.sweep >= len(looks):
+                return None  # this scene has had every second look
             for _ in range(min(self.looks_per_frame, len(looks))):
                 self.passes += 1
                 found += self.detector.look(image, looks[self.cursor % len(looks)])
                 self.cursor = (self.cursor + 1) % len(looks)
+                self.sweep += 1
+        if found:
+            self.scene, self.sweep = None, 0
         if len(found) > 1:  # neighbouring tiles can both hold the face
             found = weighted_nms(np.array([d.score for d in found]), np.array([d.box for d in found]),
                                  np.stack([d.keypoints for d in found]), self.detector.iou)  # fmt: skip
