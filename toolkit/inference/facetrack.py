@@ -52,9 +52,9 @@ from toolkit.inference.detect import Detection, weighted_nms
 from toolkit.inference.facemesh import EYE_CORNERS, Face
 from toolkit.inference.hands import Rect, normalize_radians
 
-# Second looks after the plain pass on a frame without a face (rule 3). 1: an empty frame costs two passes where
-# MediaPipe's FaceMesh spends one (1.3-1.5x its time pinned to one core, benchmarks.vs_mediapipe "no face"; 2: 3
-# passes); a far face is found within 16 frames (~0.5-1 s of a camera).
+# Second looks after the plain pass on a frame without a face (rule 3). 1: an empty frame costs two passes while
+# the scene changes (MediaPipe's FaceMesh spends one), one on a still scene; a far face is found within 16 frames
+# (~0.5-1 s of a camera).
 LOOKS_PER_FRAME = 1
 AROUND_FRAMES = 4  # frames a lost face is looked for where it was, before the cycle of second looks resumes
 # Every second look having found nothing on one scene, they are not run again until some cell of a 32x24 thumbnail
