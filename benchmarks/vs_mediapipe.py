@@ -1,7 +1,7 @@
 """The toolkit's perception chains against mediapipe 0.10.21's own, timed in turns on the same frames.
 
     python -m benchmarks.vs_mediapipe [--rounds 200] [--modes threads,pinned] [--toolkit-src DIR]
-                                      [--mp-python PATH] [--seed 0]
+                                      [--mp-python PATH] [--seed 0] [--rows "no face,face mesh moving"]
 
 Two worker processes (benchmarks/vs_mediapipe_worker.py), one per side, one chain call per request: the toolkit
 in this interpreter (its chains as the door runs them, one onnxruntime thread), mediapipe in a throwaway Python
@@ -19,7 +19,9 @@ change, ``git archive COMMIT | tar -x -C DIR``): the "before" table.
 Needs the hand models and BlazeFace in the weights cache (``toolkit export`` of a hand export and ``toolkit
 detector`` put them there) and the smiles photos. Prints the table per mode (medians, p90, hands found), the
 toolkit's per-stage times, the load average before and after, and ends with one line per row and mode,
-``ratio <row>[ pinned]: <toolkit / mediapipe>``. A face-mesh row can join once that chain exists (see the worker).
+``ratio <row>[ pinned]: <toolkit / mediapipe>``. The face-mesh rows time the chain up to the landmarks
+(detector + face mesh) against mediapipe's FaceMesh (``refine_landmarks=False``: the same models): moving (the
+door follows the face; FaceMesh video mode), every frame (a photo's; static mode) and no face (video mode).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ HAND = CHECKOUT / "tests" / "fixtures" / "hands_parity" / "5" / "IMG_1123.JPG"  
 FACES = CHECKOUT.parent / "shared" / "datasets" / "smiles" / "smile"
 WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
 MP_NAMES = {"moving hand": "video mode", "palm every frame": "static mode", "no hand": "video mode",
-            "face detector": "FaceDetection short range"}  # fmt: skip
+            "face detector": "FaceDetection short range", "face mesh moving": "FaceMesh video mode",
+            "face mesh every frame": "FaceMesh static mode", "no face": "FaceMesh video mode"}  # fmt: skip
 
 
 def wall(rng: np.random.Generator, h: int = 480, w: int = 640) -> np.ndarray:
@@ -89,9 +92,9 @@ def make_frames(folder: Path, rounds: int, seed: int) -> None:
         return np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
 
     moving = np.stack([noisy(compose(bg, hand, *path(i, rounds))) for i in range(rounds)])
-    rows = {"moving hand": moving, "palm every frame": moving, "no hand": np.stack([noisy(bg) for _ in range(rounds)]),
+    rows = {"moving hand": moving, "no hand": np.stack([noisy(bg) for _ in range(rounds)]),
             "face detector": np.stack([noisy(compose(bg, face, *path(i, rounds))) for i in range(rounds)])}
-    for row, frames in rows.items():
+    for row, frames in rows.items():  # the other rows read these files (vs_mediapipe_worker.SAME_FRAMES)
         np.save(folder / _file(row), frames)
 
 
@@ -148,10 +151,10 @@ def run_mode(mode: str, args, frames: Path, mp_python: str) -> tuple[dict, dict]
     sides = {"toolkit": Worker("toolkit", sys.executable, frames, pin, tk_env),
              "mediapipe": Worker("mediapipe", mp_python, frames, pin, mp_env)}
     rng = np.random.default_rng(args.seed)
-    times = {row: {s: [] for s in sides} for row in ROWS}
-    found = {row: {s: 0 for s in sides} for row in ROWS}
+    times = {row: {s: [] for s in sides} for row in args.rows}
+    found = {row: {s: 0 for s in sides} for row in args.rows}
     try:
-        for row in ROWS:
+        for row in args.rows:
             for i in range(args.rounds):  # in order: the moving rows are sequences
                 for side in rng.permutation(list(sides)):
                     answer = sides[side].ask({"row": row, "i": i})
@@ -170,7 +173,7 @@ def report(mode: str, result: dict, stages: dict, rounds: int) -> list[str]:
     print("| frames | toolkit median (p90) | mediapipe median (p90) | found toolkit / mediapipe | ratio |")
     print("|---|---|---|---|---|")
     lines = []
-    for row in ROWS:
+    for row in result["times"]:
         t, m = (np.asarray(result["times"][row][s]) for s in ("toolkit", "mediapipe"))
         ratio = float(np.median(t) / np.median(m))
         f = result["found"][row]
@@ -189,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--toolkit-src", help="run the toolkit side from this checkout (the 'before' table)")
     parser.add_argument("--mp-python", help="python of a venv with mediapipe 0.10.21 (default: build one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to time (comma-separated, of: {', '.join(ROWS)})")
     args = parser.parse_args(argv)
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if not args.rows or set(args.rows) - set(ROWS):
+        parser.error(f"--rows: pick among {', '.join(ROWS)}")
     mp_python = mediapipe_python(args.mp_python)
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} cores); "
           f"toolkit from {args.toolkit_src or CHECKOUT}")

@@ -12,8 +12,11 @@ Rows (frames from FRAMES_DIR/ROW.npy, in order: the moving rows are sequences):
 - ``palm every frame``: a photo's chain (palm detector on every frame); mediapipe's static mode.
 - ``no hand``: the door's chain on frames without a hand; mediapipe's video mode.
 - ``face detector``: BlazeFace on a face; mediapipe's FaceDetection (short range).
-
-Hook: a face-mesh row (toolkit.inference.facemesh against mp.solutions.face_mesh) goes into both ``_chains``.
+- ``face mesh moving``: the door's face chain up to the landmarks (detector, then the face followed:
+  toolkit.inference.facetrack) on the face moving across the frame; mediapipe's FaceMesh in video mode
+  (``refine_landmarks=False``: the same 468-point model).
+- ``face mesh every frame``: a photo's face chain (detector + face mesh on every frame); FaceMesh static mode.
+- ``no face``: the door's face chain on the wall without a face; FaceMesh video mode.
 """
 
 from __future__ import annotations
@@ -26,11 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROWS = ("moving hand", "palm every frame", "no hand", "face detector")
+ROWS = ("moving hand", "palm every frame", "no hand", "face detector", "face mesh moving", "face mesh every frame",
+        "no face")
+
+
+# Rows that time other chains on another row's frames (one file each on disk and in memory)
+SAME_FRAMES = {"palm every frame": "moving hand", "face mesh moving": "face detector",
+               "face mesh every frame": "face detector", "no face": "no hand"}
 
 
 def _file(row: str) -> str:
-    return row.replace(" ", "_") + ".npy"
+    return SAME_FRAMES.get(row, row).replace(" ", "_") + ".npy"
 
 
 def _mediapipe_chains() -> dict:
@@ -42,7 +51,16 @@ def _mediapipe_chains() -> dict:
 
     video, static, empty = hands(False), hands(True), hands(False)
     faces = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.5)
+
+    def mesh(static: bool):
+        return mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=1, refine_landmarks=False,
+                                               min_detection_confidence=0.5, min_tracking_confidence=0.5)  # fmt: skip
+
+    mesh_video, mesh_static, mesh_empty = mesh(False), mesh(True), mesh(False)
     return {
+        "face mesh moving": lambda f: bool(mesh_video.process(f).multi_face_landmarks),
+        "face mesh every frame": lambda f: bool(mesh_static.process(f).multi_face_landmarks),
+        "no face": lambda f: bool(mesh_empty.process(f).multi_face_landmarks),
         "moving hand": lambda f: bool(video.process(f).multi_hand_landmarks),
         "palm every frame": lambda f: bool(static.process(f).multi_hand_landmarks),
         "no hand": lambda f: bool(empty.process(f).multi_hand_landmarks),
@@ -74,9 +92,30 @@ def _toolkit_chains() -> tuple[dict, object]:
         door_moving, door_empty = door(moving), door(empty)
     except ImportError:
         door_moving = door_empty = photo
+    mesh_chains, mesh = _toolkit_face_mesh()
     chains = {"moving hand": door_moving, "palm every frame": photo, "no hand": door_empty,
-              "face detector": lambda f: bool(faces.detect(f))}  # fmt: skip
-    return chains, (tracker, faces)
+              "face detector": lambda f: bool(faces.detect(f)), **mesh_chains}  # fmt: skip
+    return chains, (tracker, faces, mesh)
+
+
+def _toolkit_face_mesh() -> tuple[dict, object]:
+    """The face chain up to the landmarks: the door's (followed) and a photo's (detector every frame)."""
+    from toolkit.inference.detect import FaceDetector
+    from toolkit.inference.facemesh import FaceMesh
+    from toolkit.inference.facepipe import TILES
+    from toolkit.models.facemesh import ensure_face_mesh
+
+    models = ensure_face_mesh()
+    mesh = FaceMesh(models.landmark, FaceDetector(models.detector, threads=1, tiles=TILES), threads=1)
+    try:  # a checkout from before face tracking judged each frame as a photo
+        from toolkit.inference.facetrack import FaceStream
+
+        moving, empty = FaceStream(mesh, mesh.detector), FaceStream(mesh, mesh.detector)
+        door_moving, door_empty = (lambda f: moving.track(f) is not None), (lambda f: empty.track(f) is not None)
+    except ImportError:
+        door_moving = door_empty = lambda f: mesh.track(f) is not None
+    return {"face mesh moving": door_moving, "face mesh every frame": lambda f: mesh.track(f) is not None,
+            "no face": door_empty}, mesh
 
 
 def _median_ms(fn, reps: int = 25) -> float:
@@ -93,7 +132,7 @@ def toolkit_stages(models, frames: dict) -> dict:
     """Median ms of each stage of the toolkit's chains on the first frame of a row (older checkouts: what exists)."""
     from toolkit.inference import detect, hands
 
-    tracker, faces = models
+    tracker, faces, mesh = models
     frame = frames["moving hand"][0]
     hand = tracker.track(frame)
     out = {}
@@ -125,12 +164,20 @@ def toolkit_stages(models, frames: dict) -> dict:
     out["face letterbox"] = _median_ms(lambda: detect.letterbox(face))
     z = detect.letterbox(face)[0]
     out["face model"] = _median_ms(lambda: faces.session.run([faces._reg, faces._cls], {faces._input: z}))
+    from toolkit.inference import facemesh
+
+    found = mesh.track(face)
+    if found is not None:
+        out["face landmark crop"] = _median_ms(lambda: facemesh.warp(face, found.rect, facemesh.LANDMARK_SIZE))
+        x = (facemesh.warp(face, found.rect, facemesh.LANDMARK_SIZE) / 255.0)[None].astype(np.float32)
+        out["face landmark model"] = _median_ms(lambda: mesh.session.run(None, {mesh._input: x}))
     return out
 
 
 def main(side: str, folder: str) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    frames = {row: np.load(Path(folder) / _file(row)) for row in ROWS}
+    loaded = {name: np.load(Path(folder) / name) for name in {_file(row) for row in ROWS}}
+    frames = {row: loaded[_file(row)] for row in ROWS}
     if side == "mediapipe":
         chains, models = _mediapipe_chains(), None
     else:

@@ -158,6 +158,10 @@ def decode_image(
     Raises:
         ImageError: unreadable, truncated or oversized input; the message names ``name`` or the path.
     """
+    if size is None and isinstance(source, np.ndarray):  # a camera frame: checked, not copied through Pillow twice
+        view = _array_to_rgb(source, name or "array").view()
+        view.flags.writeable = False  # as Pillow's array: the caller's frame is never written through it
+        return view
     img = open_image(source, max_pixels=max_pixels, name=name)
     if size is not None:
         img = resize(img, size)

@@ -88,11 +88,18 @@ def test_no_face_is_none_not_a_guess(mesh):
     assert mesh.track(grey) is None
 
 
-def test_pillow_warp_is_the_numpy_warp_within_a_grey_level():
-    """The fast crop samples where toolkit.inference.hands.warp does, border replicated, inside and outside."""
+@pytest.mark.parametrize("with_opencv", [True, False])
+def test_fast_warp_is_the_numpy_warp_within_a_grey_level(with_opencv, monkeypatch):
+    """The fast crop (OpenCV's warp, or Pillow's without OpenCV) samples where toolkit.inference.hands.warp does,
+    border replicated, inside and outside."""
     from PIL import Image
 
+    from toolkit.inference import detect
     from toolkit.inference.facemesh import warp
+
+    if with_opencv and detect.opencv() is None:
+        pytest.skip("OpenCV not installed")
+    monkeypatch.setattr(detect, "_OPENCV", None if with_opencv else False)
     from toolkit.inference.hands import Rect
     from toolkit.inference.hands import warp as numpy_warp
 

@@ -3,10 +3,13 @@
 The folder (``pipeline: "facemesh"``)::
 
     face_detection_short_range.onnx  BlazeFace: frame -> face box + eye keypoints      } manifest["face"]: files,
-    face_landmark.onnx               MediaPipe face mesh: 192x192 crop -> 468 points   } sha256, sources,
+    face_landmark.relu.onnx          MediaPipe face mesh: 192x192 crop -> 468 points   } sha256, sources,
     expression_<layer>.onnx          fer CNN cut at a layer: aligned 64x64 crop -> features } licences, blocks,
     head.onnx                        blocks side by side -> P(smile) (the ``serve`` entry) } the head unfolded
     LICENSE.mediapipe  LICENSE.fer   manifest.json  report.md
+
+(``face_landmark.relu.onnx``: the converted ``face_landmark.onnx`` with its PRelu nodes rewritten for speed, same
+outputs, :mod:`toolkit.models.facemesh`; exports made before that carry ``face_landmark.onnx``.)
 
 The validation runs :class:`~toolkit.inference.predictor.Predictor` on the held-out photos (image -> detector ->
 mesh -> crop -> expression -> head) and compares its rows with the float pipeline's (the training features through

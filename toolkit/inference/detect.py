@@ -303,23 +303,53 @@ class FaceDetector:
         return out
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an HxWx3 uint8 RGB frame of any size, in frame pixels, best score first."""
-        if rgb.ndim != 3 or rgb.shape[2] < 3 or min(rgb.shape[:2]) < 1:
-            raise ToolkitError(f"face detector: expected an HxWx3 image, got shape {rgb.shape}")
-        found = self._run(rgb) or self._run(rgb, ZOOM_OUT)
-        h, w = rgb.shape[:2]
-        if found or not self.tiles or min(h, w) < 2 * INPUT_SIZE:
+        """Faces in an HxWx3 uint8 RGB frame of any size, in frame pixels, best score first.
+
+        The plain pass, then (nothing found) the frame zoomed out, then (still nothing, ``tiles``) every tile.
+        """
+        found = self.detect_pass(rgb)
+        looks = self.second_looks(rgb.shape[:2]) if not found else []
+        if looks:
+            found = self.look(rgb, looks[0])  # the zoomed-out frame
+        if found or len(looks) < 2:
             return found
-        side, step = min(h, w) // 2, min(h, w) // 4
-        for y in sorted({*range(0, h - side, step), h - side}):
-            for x in sorted({*range(0, w - side, step), w - side}):
-                for d in self._run(rgb[y : y + side, x : x + side]):
-                    box = (d.box[0] + x, d.box[1] + y, d.box[2] + x, d.box[3] + y)
-                    found.append(Detection(d.score, box, d.keypoints + np.array([x, y], dtype=np.float32)))
+        for tile in looks[1:]:
+            found += self.look(rgb, tile)
         if len(found) > 1:  # the tiles overlap: one face can be found in several
             found = weighted_nms(np.array([d.score for d in found]), np.array([d.box for d in found]),
                                  np.stack([d.keypoints for d in found]), self.iou)  # fmt: skip
         return sorted(found, key=lambda d: -d.score)
+
+    def detect_pass(self, rgb: np.ndarray) -> list[Detection]:
+        """The plain pass alone: faces of the whole frame letterboxed to 128 px, best score first."""
+        if rgb.ndim != 3 or rgb.shape[2] < 3 or min(rgb.shape[:2]) < 1:
+            raise ToolkitError(f"face detector: expected an HxWx3 image, got shape {rgb.shape}")
+        return self._run(rgb)
+
+    def second_looks(self, frame_hw: tuple[int, int]) -> list[tuple | None]:
+        """What :meth:`detect` tries after an empty plain pass, in order: None (the frame zoomed out), then with
+        ``tiles`` each (x, y, side) square of half the shorter side, overlapping by half (frames of 256 px and
+        more)."""
+        h, w = frame_hw
+        looks: list[tuple | None] = [None]
+        if not self.tiles or min(h, w) < 2 * INPUT_SIZE:
+            return looks
+        side, step = min(h, w) // 2, min(h, w) // 4
+        for y in sorted({*range(0, h - side, step), h - side}):
+            for x in sorted({*range(0, w - side, step), w - side}):
+                looks.append((x, y, side))
+        return looks
+
+    def look(self, rgb: np.ndarray, which: tuple | None) -> list[Detection]:
+        """One second look of :meth:`second_looks` (None: the frame zoomed out), in frame pixels."""
+        if which is None:
+            return self._run(rgb, ZOOM_OUT)
+        x, y, side = which
+        out = []
+        for d in self._run(rgb[y : y + side, x : x + side]):
+            box = (d.box[0] + x, d.box[1] + y, d.box[2] + x, d.box[3] + y)
+            out.append(Detection(d.score, box, d.keypoints + np.array([x, y], dtype=np.float32)))
+        return out
 
     def box(self, rgb: np.ndarray) -> tuple[int, int, int, int] | None:
         """The square crop (x0, y0, x1, y1) around the largest face, or None when there is none."""

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from toolkit.errors import ToolkitError
-from toolkit.inference.detect import Detection
+from toolkit.inference.detect import Detection, opencv
 from toolkit.inference.hands import Rect, _check, _session, crop_to_image, normalize_radians
 
 LANDMARK_SIZE = 192
@@ -40,7 +40,9 @@ EYE_CORNERS = (33, 263)  # and the outer eye corners (image-left first on a fron
 CROP_SCALE = 1.2
 CROP_SIZE = 64  # the fer CNN's input
 # Bump when track(), features() or aligned_crop() change their numbers: the feature cache key includes it.
-FEATURE_VERSION = "facemesh-1"
+# facemesh-2: crops by OpenCV's warp where installed (vs Pillow's: points 0.28 px median apart, P(smile) 0.005
+# mean and 0.06 at most on 78 smiles faces clean and door-shifted, no answer changed).
+FEATURE_VERSION = "facemesh-2"
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,21 @@ class Face:
 
 def warp(image: np.ndarray, rect: Rect, size: int) -> np.ndarray:
     """Bilinear ``size`` x ``size`` uint8 crop of ``rect`` (corners onto corners, pixel centres on integers,
-    border replicated), by Pillow's affine transform: within one grey level of
-    :func:`toolkit.inference.hands.warp` and several times faster (the door's frame budget).
+    border replicated): within one grey level of :func:`toolkit.inference.hands.warp` and several times faster
+    (the door's frame budget).
 
-    Only the rectangle's bounding box is handed to Pillow; where it leaves the image its rows and columns are
-    the border's, replicated (Pillow itself fills with black).
+    With OpenCV (``.[door]`` and training have it) by its affine warp, as MediaPipe crops; without it (the base
+    install) by Pillow's affine transform, handed only the rectangle's bounding box: where that leaves the image
+    its rows and columns are the border's, replicated (Pillow itself fills with black).
     """
     h, w = image.shape[:2]
     origin, ex, ey = rect.axes(size)
+    cv2 = opencv()
+    if cv2 is not None:  # MediaPipe's own crop (its bilinear warp, fixed point, border replicated), ~4x faster
+        inverse = np.array([[ex[0], ey[0], origin[0]], [ex[1], ey[1], origin[1]]], np.float64)
+        frame = np.ascontiguousarray(image[:, :, :3], dtype=np.uint8)
+        return cv2.warpAffine(frame, inverse, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
     corners = origin + np.array([[0, 0], [1, 0], [0, 1], [1, 1]]) @ np.stack([ex, ey]) * (size - 1)
     x0, y0 = np.floor(corners.min(axis=0)).astype(int) - 1
     x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 2
@@ -124,7 +133,9 @@ class FaceMesh:
     def landmarks(self, image: np.ndarray, rect: Rect) -> tuple[np.ndarray, float]:
         """(468 points in image pixels, presence sigmoid) of the face in ``rect``."""
         crop = warp(image, rect, LANDMARK_SIZE)
-        x = (crop / 255.0)[None].astype(np.float32)
+        # float32 division: the same numbers as (crop / 255.0).astype(float32) for all 256 values, without the
+        # float64 copy
+        x = np.divide(crop, np.float32(255), dtype=np.float32)[None]
         points, logit = self.session.run([self._points, self._presence], {self._input: x})
         raw = points.reshape(NUM_POINTS, 3).astype(np.float64)
         presence = 1.0 / (1.0 + math.exp(-float(np.clip(logit.reshape(-1)[0], -100, 100))))

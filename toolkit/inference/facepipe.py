@@ -35,7 +35,8 @@ FEATURE_INPUT = "features"  # the head ONNX file's input name
 # When neither the frame nor the frame zoomed out shows a face, look in overlapping squares of half its shorter
 # side too (FaceDetector's tiles): a ~100 px face in a 640x480 frame is ~20 px at the detector's 128 px, and was
 # found in 23 of 60 smiles photos put through benchmarks/face_data.door_shift without tiles, 53 of 60 with them.
-# Only frames without a face pay for it (15 more detector runs on 640x480).
+# Only frames without a face pay for it (15 more detector runs on 640x480); at the door, where frames come one
+# after another, the looks take turns across frames (toolkit.inference.facetrack, rule 3).
 TILES = True
 __all__ = ["BLOCKS", "FEATURE_VERSION", "NO_FACE", "PIPELINE", "FacePipeline", "face_record", "stack_blocks"]
 
@@ -89,7 +90,10 @@ class FacePipeline:
         found = self.detector.detect(image)
         if not found:
             return None
-        face = self.mesh.from_detection(image, found[0])
+        return self.blocks_of(image, self.mesh.from_detection(image, found[0]))
+
+    def blocks_of(self, image: np.ndarray, face: Face | None) -> FaceFeatures | None:
+        """Both feature blocks of ``face`` in ``image`` (already upscaled), or None when there is no face."""
         if face is None:
             return None
         blocks = {}
@@ -103,11 +107,22 @@ class FacePipeline:
 
     def features(self, image: np.ndarray, stream=None):
         """(the head's input row (D,) float32 or None when no face is found, the Face or None), like
-        :meth:`toolkit.inference.handpipe.HandPipeline.features` (``stream``: faces are not tracked; ignored)."""
-        got = self(image)
+        :meth:`toolkit.inference.handpipe.HandPipeline.features`; ``stream`` (from :meth:`stream`): a frame of
+        one camera, the face followed from the last frame (:mod:`toolkit.inference.facetrack`)."""
+        if stream is None:
+            got = self(image)
+        else:
+            image = upscale(np.asarray(image, dtype=np.uint8), self.min_side)
+            got = self.blocks_of(image, stream.track(image))
         if got is None:
             return None, None
         return stack_blocks(got.blocks, self.blocks), got.face
+
+    def stream(self):
+        """A new camera stream's state (:class:`~toolkit.inference.facetrack.FaceStream`) over this pipeline."""
+        from toolkit.inference.facetrack import FaceStream
+
+        return FaceStream(self.mesh, self.detector)
 
 
 def open_face_pipeline(folder: Path, record: dict, threads: int = 1) -> FacePipeline:

@@ -240,7 +240,8 @@ class Predictor:
         return np.asarray(out, dtype=np.float32).reshape(batch.shape[0], -1)
 
     def stream(self):
-        """State for one camera stream (a hand-sign export follows the hand across frames), or None."""
+        """State for one camera stream (a hand-sign or face-landmark export follows the hand or face across frames),
+        or None."""
         return self.hands.stream() if self.hands is not None and hasattr(self.hands, "stream") else None
 
     def run_image(self, image: np.ndarray) -> np.ndarray:

@@ -52,8 +52,9 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
         # The export's own face detector runs first, as at the door. The frames hold no face, so this is
         # the detector's worst case (both passes) and the model then runs on the whole frame: an upper bound.
         crop = make_cropper(None, folder, config.threads)
-        # A hand-sign export follows the hand of its camera, as the door does (DoorConfig.track); these frames
-        # hold no hand, so each costs one palm pass.
+        # A hand-sign or face-landmark export follows the hand (face) of its camera, as the door does
+        # (DoorConfig.track); these frames hold none, so each costs the door's search: one palm pass, or the face
+        # detector's plain pass and one second look (toolkit.inference.facetrack).
         stream = pred.stream() if crop is None else None
 
         for f in frames:  # warm-up: first runs allocate
@@ -69,7 +70,7 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
         out(
             f"frame->decision  {pred.name} ({pred.file}, {entry.quantization}, {h}x{w}, "
             f"threads={config.threads}{', detector ' + crop.name if crop is not None else ''}"
-            f"{', hand followed across frames' if stream is not None else ''}): "
+            f"{', followed across frames' if stream is not None else ''}): "
             f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
             f"over {config.frames} frames of {fw}x{fh}"
         )

@@ -137,15 +137,15 @@ class DoorLoop:
         return p.probability if open_on is None else p.probabilities.get(open_on, 0.0)
 
     def _stream_for(self, predictor):
-        """This camera's hand-following state for ``predictor`` (None: each frame alone).
+        """This camera's hand- or face-following state for ``predictor`` (None: each frame alone).
 
         Only whole frames are followed (a face crop moves with the face), and a new model (hot reload) or a
-        gap in the stream (a fault, a reconnect) starts again from the palm detector.
+        gap in the stream (a fault, a reconnect) starts again from the palm (face) detector.
         """
         if not self.config.track or self.cropper is not None:
             return None
         if self._stream is None or self._stream[0] is not predictor:
-            opener = getattr(predictor, "stream", None)  # a hand-sign export's; other models have no state
+            opener = getattr(predictor, "stream", None)  # a landmark export's; other models have no state
             self._stream = (predictor, opener() if opener is not None else None)
         return self._stream[1]
 

@@ -181,9 +181,10 @@ class DoorConfig:
     # None = the export's detector, if any
     face: str | None = setting(None, "Crop the largest face first (no face, no vote). Default: the export's "
                                "detector, if any.", choices=DETECTORS, flag="--detector", aliases=("--face",))
-    # True: MediaPipe's video mode (the palm detector runs only when no hand is followed; toolkit.inference.handtrack)
-    track: bool = setting(True, "Follow a hand from frame to frame (hand-sign exports); --no-track judges each "
-                          "frame alone, like a photo.", flag="--track/--no-track")
+    # True: MediaPipe's video mode (the palm / face detector runs only when no hand / face is followed;
+    # toolkit.inference.handtrack, toolkit.inference.facetrack)
+    track: bool = setting(True, "Follow a hand or face from frame to frame (hand-sign and face-landmark exports); "
+                          "--no-track judges each frame alone, like a photo.", flag="--track/--no-track")
     # >0 caps the frame rate (saves CPU)
     fps: float = setting(0.0, "Cap the frame rate (0 = as fast as frames come).", low=0)
     # JSON lines: time, probability, decision, latency
