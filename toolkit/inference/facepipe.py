@@ -138,6 +138,10 @@ def open_face_pipeline(folder: Path, record: dict, threads: int = 1) -> FacePipe
     if not isinstance(files, dict) or not {"detector", "landmark"} <= set(files) or not blocks:
         raise ToolkitError(f"{where}: field 'face' must name the 'detector' and 'landmark' files and the head's "
                            "'blocks'; re-run 'toolkit export'")
+    got = record.get("feature_version")
+    if got != FEATURE_VERSION:  # the head was fitted on features computed another way: its answers would drift
+        raise ToolkitError(f"{where}: the head reads face features {got or 'of an older toolkit'}, this toolkit "
+                           f"computes {FEATURE_VERSION}; run 'toolkit face-model' (or pipelines/door.toml) again")
     paths = {}
     for role in ("detector", "landmark", "expression"):
         if role not in files:
