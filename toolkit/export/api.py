@@ -59,6 +59,11 @@ def export(config: ExportConfig, log: Callable[[str], None] | None = None) -> Pa
 
         return export_hands(run, model, config, log or (lambda msg: print(msg, file=sys.stderr)))
     if run is not None:
+        from toolkit.export.featurechain import chain_plan, export_feature_chain
+
+        plan = chain_plan(run, model, config, log or (lambda msg: print(msg, file=sys.stderr)))
+        if plan is not None:  # a head on a frozen base's cached features: base.onnx -> head.onnx, adaptable
+            return export_feature_chain(run, model, plan, config, log or (lambda msg: print(msg, file=sys.stderr)))
         splits = run.splits(config.data, config.strict)
         return export_model(
             model,
@@ -169,25 +174,8 @@ def export_model(
             raise GateError("; ".join(failed.values()) + "; nothing written")
 
         source = provenance(source_file, run_dir)
-        data = {
-            "spec": spec_name(data_spec),
-            "kind": data_kind(data_spec),  # what every figure in this manifest was measured on
-            "trained_on": {"spec": spec_name(trained_on), "kind": data_kind(trained_on)},
-            "validation_split": held_out.name,
-            "validation_fingerprint": held_out.fingerprint,
-            "fingerprints": splits.fingerprints(),
-            "threshold": threshold_source,
-            "selection_split": None if selection is None else selection.name,
-            "calibration": None
-            if calibration is None
-            else {
-                "n": int(len(calibration)),
-                "fingerprint": calibration_fp,
-                "split": pool.name if pool is not None else "train",
-                "onnx_method": config.calibration_method,
-                "degrade": list(config.calibration_degrade),
-            },
-        }
+        data = data_record(data_spec, trained_on, held_out, splits, threshold_source, selection, calibration,
+                           calibration_fp, pool, config)
         from toolkit.train.runs import versions
 
         detector_record = {}
@@ -228,6 +216,30 @@ def export_model(
     if failed:  # after the rename: the passing files are there, and the command still says something failed
         raise GateError(f"{out}: wrote {', '.join(entries)}; not {'; not '.join(failed.values())}")
     return out
+
+
+def data_record(data_spec: str, trained_on: str | None, held_out, splits, threshold_source, selection, calibration,
+                calibration_fp, pool, config: ExportConfig) -> dict:
+    """The manifest's ``data``: what every figure in it was measured on, and where calibration came from."""
+    return {
+        "spec": spec_name(data_spec),
+        "kind": data_kind(data_spec),  # what every figure in this manifest was measured on
+        "trained_on": {"spec": spec_name(trained_on), "kind": data_kind(trained_on)},
+        "validation_split": held_out.name,
+        "validation_fingerprint": held_out.fingerprint,
+        "fingerprints": splits.fingerprints(),
+        "threshold": threshold_source,
+        "selection_split": None if selection is None else selection.name,
+        "calibration": None
+        if calibration is None
+        else {
+            "n": int(len(calibration)),
+            "fingerprint": calibration_fp,
+            "split": pool.name if pool is not None else "train",
+            "onnx_method": config.calibration_method,
+            "degrade": list(config.calibration_degrade),
+        },
+    }
 
 
 def _check_file(fmt, ctx, path: Path, config, selection, held_out, x_val, y_val, reference, output_kind: str,
