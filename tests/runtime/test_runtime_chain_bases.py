@@ -1,0 +1,63 @@
+"""A features export holding its base in two precisions: the door runs ``chain.base``, ``file`` picks another."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+import pytest
+from adapt_support import make_chain_export
+from onnx import numpy_helper
+
+from toolkit.errors import ToolkitError
+from toolkit.inference.manifest import load_manifest, sha256_file
+from toolkit.inference.predictor import Predictor
+
+
+def two_bases(folder):
+    """The adapt tests' chain plus ``base_int8.onnx`` (features twice as large: easy to tell apart), served."""
+    export = make_chain_export(folder)
+    proto = onnx.load(str(export / "base.onnx"))
+    for init in proto.graph.initializer:
+        if init.name == "scale":
+            init.CopyFrom(numpy_helper.from_array(np.array(32.0, np.float32), "scale"))
+    onnx.save(proto, str(export / "base_int8.onnx"))
+    m = load_manifest(export)
+    head = m.files["head.onnx"]
+    sums = {name: sha256_file(export / name) for name in ("base.onnx", "base_int8.onnx")}
+    files = {"head.onnx": dataclasses.replace(head, threshold=0.7),
+             "base.onnx": dataclasses.replace(head, sha256=sums["base.onnx"], threshold=0.6),
+             "base_int8.onnx": dataclasses.replace(head, quantization="int8", sha256=sums["base_int8.onnx"],
+                                                   threshold=0.7)}
+    chain = {**m.chain, "base": "base_int8.onnx", "sha256": sums["base_int8.onnx"], "bases": sums}
+    dataclasses.replace(m, files=files, chain=chain).write(export)
+    return export
+
+
+def test_the_door_runs_the_served_base_and_file_picks_another(tmp_path):
+    export = two_bases(tmp_path / "chain")
+    image = np.full((1, 64, 64, 3), 64.0, np.float32)
+    served, float_base = Predictor(export), Predictor(export, "base.onnx")
+    assert served.base_file == "base_int8.onnx" and float_base.base_file == "base.onnx"
+    assert served.file == float_base.file == "head.onnx"  # the head a version replaces stays the serve entry
+    np.testing.assert_allclose(served.chain.run(image), 2 * float_base.chain.run(image), rtol=1e-6)
+    assert served.threshold == 0.7 and float_base.threshold == 0.6  # each chain's own threshold
+    assert float_base.describe()["sha256"] == served.describe()["sha256"]
+
+
+def test_a_changed_base_variant_is_refused_in_one_line(tmp_path):
+    export = two_bases(tmp_path / "chain")
+    with open(export / "base.onnx", "ab") as f:
+        f.write(b"\0")
+    Predictor(export)  # the served base is intact
+    with pytest.raises(ToolkitError, match="sha256 does not match") as err:
+        Predictor(export, "base.onnx")
+    assert "\n" not in str(err.value)
+
+
+def test_an_older_manifest_without_bases_still_loads(tmp_path):
+    export = make_chain_export(tmp_path / "chain")
+    assert "bases" not in json.loads((export / "manifest.json").read_text())["chain"]
+    assert Predictor(export).base_file == "base.onnx"
