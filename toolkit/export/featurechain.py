@@ -72,15 +72,19 @@ def _base_name(fmt) -> str:
     return "base" + ("" if fmt.quantization == "none" else f"_{fmt.quantization}") + fmt.suffix
 
 
-def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str], None]) -> Path:
+def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str], None], *,
+                         check_fused: Callable) -> Path:
     """Write ``config.out`` as a ``features`` chain (module docstring); returns the folder.
+
+    ``check_fused``: how a fused (TFLite) file is validated and gated, :func:`toolkit.export.api._check_file`
+    (the caller's, so both exports hold such files to one rule).
 
     Raises:
         ToolkitError: no held-out images, ``--quantize qat`` for ONNX, a head that does not reproduce the model,
             or every file failing its check (nothing written; a failing file among passing ones is named, exit 2).
     """
     from toolkit._keras import keras, predict_array
-    from toolkit.export import api, automix
+    from toolkit.export import automix, records
     from toolkit.export.formats import Context, select
     from toolkit.export.manifest import build_manifest, choose_serve, provenance
     from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
@@ -97,8 +101,8 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
                            "(--format tflite --quantize qat still writes a fused file)")
     labels = tuple(run.labels)
     splits = run.splits(config.data, config.strict)
-    image_size = api._input_size(model)
-    output_kind = api._output_kind(model, labels)
+    image_size = records._input_size(model)
+    output_kind = records._output_kind(model, labels)
     held_out = splits.test if len(splits.test) else splits.val
     if not len(held_out):
         raise ToolkitError(f"{config.data or run.path}: no test or validation images to validate the export on; "
@@ -118,7 +122,7 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
         from toolkit.models.detector import ensure_detector
 
         detector = ensure_detector()
-    choose, threshold_source = api._threshold_rule(run.path, out, splits, held_out, y_val, output_kind,
+    choose, threshold_source = records._threshold_rule(run.path, out, splits, held_out, y_val, output_kind,
                                                    config.target_far, log)
     pool, selection = automix.selection_split(model, splits, held_out, formats, config)
     calibration, calibration_fp = (
@@ -147,7 +151,7 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
                                - plan.head.predict(features)).max())
         if head_dp > HEAD_ATOL:
             raise ToolkitError(f"{HEAD_FILE}: differs from the numpy head by {head_dp:.2e} > {HEAD_ATOL:g}; a bug")
-        base_record = api._copy_base_licence(staging, run.model_name)
+        base_record = records._copy_base_licence(staging, run.model_name)
         chain = {"layer": plan.layer, "features": int(features.shape[1]), "output": None,
                  "source": f"{run.model_name} up to layer {plan.layer} (frozen; trained weights of "
                            f"{run.model_file.name})",
@@ -178,7 +182,7 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
             try:
                 if fmt.name != "onnx":  # TFLite: the fused model, checked as every fused file is
                     fmt.export_fn(fused, path)
-                    entries[name] = api._check_file(fmt, fused, path, config, selection, held_out, x_val, y_val,
+                    entries[name] = check_fused(fmt, fused, path, config, selection, held_out, x_val, y_val,
                                                     reference, output_kind, choose, log)
                     continue
                 fmt.export_fn(based, path)
@@ -196,7 +200,7 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
         if served is None:
             raise GateError("; ".join(failed.values()) + "; nothing written" if failed else
                             "no base file was written; nothing written")
-        data = api.data_record(config.data or run.config["train"]["data"], run.config["train"]["data"], held_out,
+        data = records.data_record(config.data or run.config["train"]["data"], run.config["train"]["data"], held_out,
                                splits, threshold_source, selection, calibration, calibration_fp, pool, config)
         data["chain_validation"] = "each base file: image -> base -> head.onnx through the door's Predictor"
         e = entries[served]
