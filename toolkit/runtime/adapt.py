@@ -48,6 +48,7 @@ class AdaptConfig:
     switch: bool = True  # make the new version the serving one
     seed: int = 0
     niceness: int = 10  # the fit runs this much nicer than the door (Linux)
+    dry_run: bool = False  # the page's estimate before "Adapt": the CV figures, no version written
 
 
 def labelled_files(data: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict]:
@@ -204,7 +205,7 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
     target = parent.manifest.target_far or DEFAULT_TARGET_FAR
     fitted = fit_head_on_features(x, y, labels, _head_of(parent, x.shape[1]), parent.manifest.output_kind, target,
                                   prior=config.prior, folds=config.folds, seed=config.seed, k=config.k, n=config.n,
-                                  log=log, current_accuracy=current_acc, force=config.force)
+                                  log=log, current_accuracy=current_acc, force=config.force or config.dry_run)
     cv, head, thresholds, interval = fitted["cv"], fitted["head"], fitted["thresholds"], fitted["interval"]
     binary = parent.manifest.output_kind == "sigmoid"
     main = thresholds.get(labels[1]) if binary else None
@@ -223,6 +224,9 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
         "k": config.k, "n": config.n, "forced": bool(config.force), "seconds": None,
     }
     record["seconds"] = round(time.perf_counter() - started, 2)
+    if config.dry_run:  # an estimate: what "Adapt" would fit on these photos, nothing written or switched
+        log(f"estimate only, nothing written ({record['seconds']:.1f} s)")
+        return {**record, "id": None, "dry_run": True}
     folder = versions.write_version(config.state, head, record)
     record = versions.read_version(folder)
     if config.switch:
