@@ -61,3 +61,10 @@ def test_an_older_manifest_without_bases_still_loads(tmp_path):
     export = make_chain_export(tmp_path / "chain")
     assert "bases" not in json.loads((export / "manifest.json").read_text())["chain"]
     assert Predictor(export).base_file == "base.onnx"
+
+
+def test_an_upload_for_a_features_chain_is_decoded_at_its_input_size_not_as_a_full_frame(tmp_path):
+    from toolkit.runtime.uploads import working_size
+
+    predictor = Predictor(make_chain_export(tmp_path / "chain"))
+    assert working_size(predictor, 1920, 1080) == (128, 128)  # twice the 64x64 input, as a one-file export
