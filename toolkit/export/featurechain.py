@@ -189,7 +189,8 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
                 bases[name] = True
                 chain["output"] = chain["output"] or _output_name(path)
                 entries[name] = _check_base(name, fmt, staging, entries, manifest_with, x_val, y_val, reference,
-                                            output_kind, choose, config, held_out, log)
+                                            output_kind, choose, config, held_out, log,
+                                            mix=(based, selection, plan.head))
             except GateError as exc:  # the files that pass are still written; this one is named
                 failed[name] = str(exc)
                 bases.pop(name, None)
@@ -241,31 +242,40 @@ def _output_name(path: Path) -> str:
 
 
 def _check_base(name: str, fmt, staging: Path, entries: dict, manifest_with, x_val, y_val, reference,
-                output_kind: str, choose, config, held_out, log):
+                output_kind: str, choose, config, held_out, log, mix=None):
     """Validate the chain through base file ``name`` with the door's Predictor; its manifest entry.
+
+    An int8 base that misses the gate gets automatic mixed precision first (``mix``: the base's export context,
+    the selection split and the head), as a fused int8 file does: its layers are ranked by the error they cause
+    in the features, and the fewest kept float whose chain answers agree with float on the selection split.
 
     Raises:
         GateError: a float base that does not reproduce the model, or a lossy one past ``--max-drop``.
     """
-    from toolkit.cpu import cpu_count
-    from toolkit.export import mixed
-    from toolkit.export.validate import classes, compare, gate, predict, threshold_at
-    from toolkit.inference.predictor import Predictor
+    from toolkit.export import automix
+    from toolkit.export.validate import allowed_drop, gate, threshold_at
 
-    provisional = {**entries, name: _entry(staging / name, fmt.quantization, {}, None)}
-    manifest_with(provisional, name).write(staging)  # so the door's Predictor can open the folder as it will be
-    predictor = Predictor(staging, name, threads=cpu_count())
-    probs = predict(predictor.run, x_val, what=f"checking the chain through {name}")
-    validation = compare(probs, reference, y_val)
-    validation.update(max_abs_dprob_source=validation["max_abs_dprob"], atol=fmt.atol,
-                      drop=round(validation["float_accuracy"] - validation["accuracy"], 3),
-                      drop_95=mixed.paired_drop(classes(reference), classes(probs), y_val)["drop_95"],
-                      chain=f"image -> {name} -> {HEAD_FILE} (door Predictor)")
-    named = types.SimpleNamespace(filename=name, lossy=fmt.lossy, atol=fmt.atol, quantization=fmt.quantization)
+    named = types.SimpleNamespace(filename=name, lossy=fmt.lossy, atol=fmt.atol, quantization=fmt.quantization,
+                                  name=fmt.name, suffix=fmt.suffix)
+    predictor, probs, validation = _run_chain(name, fmt, staging, entries, manifest_with, x_val, y_val, reference)
+    record = None
+    based, selection, head = mix if mix is not None else (None, None, None)
+    plugged = automix.plug(fmt) if selection is not None else None
+    if (plugged is not None and config.mixed_precision == "auto"
+            and validation["drop"] > allowed_drop(config.max_drop, validation["n"])):
+        plain = {k: validation[k] for k in ("accuracy", "agreement", "max_abs_dprob", "drop", "drop_95")}
+        record, runner = automix.choose(based, named, plugged, staging / name, selection(), needed=True,
+                                        max_drop=config.max_drop, log=log, wrap=lambda r: _headed(r, head))
+        record["plain_int8"] = plain
+        if runner is None:
+            gate(named, validation, config.max_drop, record)
+        predictor, probs, validation = _run_chain(name, fmt, staging, entries, manifest_with, x_val, y_val,
+                                                  reference)
+        record.update(drop=validation["drop"], drop_95=validation["drop_95"])
+        gate(named, validation, config.max_drop, record)
+        log(automix.summary(name, record, plain, validation))
     gate(named, validation, config.max_drop)
     if fmt.lossy:
-        from toolkit.export.validate import allowed_drop
-
         validation["allowed_drop"] = round(allowed_drop(config.max_drop, validation["n"]), 4)
     threshold = None
     if output_kind == "sigmoid":
@@ -277,7 +287,32 @@ def _check_base(name: str, fmt, staging: Path, entries: dict, manifest_with, x_v
         f"max|dp| {validation['max_abs_dprob']:.4f}"
         + (f", drop {validation['drop']:.1f} points (95% interval {validation['drop_95'][0]:.1f} to "
            f"{validation['drop_95'][1]:.1f}, {held_out.name} split)" if fmt.lossy and validation["drop_95"] else ""))
-    return _entry(staging / name, fmt.quantization, validation, threshold)
+    return dataclasses.replace(_entry(staging / name, fmt.quantization, validation, threshold),
+                               mixed_precision=record)
+
+
+def _run_chain(name: str, fmt, staging: Path, entries: dict, manifest_with, x_val, y_val, reference):
+    """(the door's Predictor through base ``name``, its probabilities on the held-out images, their figures)."""
+    from toolkit.cpu import cpu_count
+    from toolkit.export import mixed
+    from toolkit.export.validate import classes, compare, predict
+    from toolkit.inference.predictor import Predictor
+
+    provisional = {**entries, name: _entry(staging / name, fmt.quantization, {}, None)}
+    manifest_with(provisional, name).write(staging)  # so the door's Predictor can open the folder as it will be
+    predictor = Predictor(staging, name, threads=cpu_count())
+    probs = predict(predictor.run, x_val, what=f"checking the chain through {name}")
+    validation = compare(probs, reference, y_val)
+    validation.update(max_abs_dprob_source=validation["max_abs_dprob"], atol=fmt.atol,
+                      drop=round(validation["float_accuracy"] - validation["accuracy"], 3),
+                      drop_95=mixed.paired_drop(classes(reference), classes(probs), y_val)["drop_95"],
+                      chain=f"image -> {name} -> {HEAD_FILE} (door Predictor)")
+    return predictor, probs, validation
+
+
+def _headed(runner, head: HeadFile):
+    """A base file's runner followed by the head: image -> probabilities, as mixed precision judges files."""
+    return lambda x: head.predict(np.asarray(runner(x), np.float64).reshape(len(x), -1)).astype(np.float32)
 
 
 def _chain_md(manifest) -> str:
