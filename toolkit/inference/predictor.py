@@ -374,4 +374,5 @@ def predict_files(folder: str | Path, images: Sequence[str], file: str | None = 
 def cannot_adapt(manifest: Manifest) -> str:
     """One line: why an export whose one file goes from image to answer cannot be refitted on the door."""
     return (f"{manifest.name} is one fully trained model from image to answer (no frozen base + head.onnx chain), "
-            "so the door cannot refit it; fine-tune it on a PC with 'toolkit finetune' and export again")
+            "so the door cannot refit it; on a PC, train a head on a frozen base's cached features ('toolkit "
+            "finetune MODEL --cache-features') and export that run: it becomes base.onnx -> head.onnx")
