@@ -183,7 +183,7 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
                 if fmt.name != "onnx":  # TFLite: the fused model, checked as every fused file is
                     fmt.export_fn(fused, path)
                     entries[name] = check_fused(fmt, fused, path, config, selection, held_out, x_val, y_val,
-                                                    reference, output_kind, choose, log)
+                                                reference, output_kind, choose, log)
                     continue
                 fmt.export_fn(based, path)
                 bases[name] = True
@@ -192,6 +192,8 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
                                             output_kind, choose, config, held_out, log,
                                             mix=(based, selection, plan.head))
             except GateError as exc:  # the files that pass are still written; this one is named
+                # a base cannot take QAT (it would retrain the frozen base): the gate's generic hint must not say so
+                exc = GateError(str(exc).replace("try --quantize qat, ", "try ")) if name in bases else exc
                 failed[name] = str(exc)
                 bases.pop(name, None)
                 entries.pop(name, None)
@@ -202,7 +204,7 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
             raise GateError("; ".join(failed.values()) + "; nothing written" if failed else
                             "no base file was written; nothing written")
         data = records.data_record(config.data or run.config["train"]["data"], run.config["train"]["data"], held_out,
-                               splits, threshold_source, selection, calibration, calibration_fp, pool, config)
+                                   splits, threshold_source, selection, calibration, calibration_fp, pool, config)
         data["chain_validation"] = "each base file: image -> base -> head.onnx through the door's Predictor"
         e = entries[served]
         head_entry = dataclasses.replace(
