@@ -68,3 +68,21 @@ def test_an_upload_for_a_features_chain_is_decoded_at_its_input_size_not_as_a_fu
 
     predictor = Predictor(make_chain_export(tmp_path / "chain"))
     assert working_size(predictor, 1920, 1080) == (128, 128)  # twice the 64x64 input, as a one-file export
+
+
+def test_adapt_takes_the_features_of_the_base_the_door_runs(tmp_path):
+    from adapt_support import write_labelled
+
+    from toolkit.inference import versions
+    from toolkit.runtime.adapt import AdaptConfig, adapt
+
+    export = two_bases(tmp_path / "chain")
+    data = write_labelled(tmp_path / "labelled", ("no_smile", "smile"), 10, cast=90.0)
+    for file in (None, "base.onnx"):
+        state = tmp_path / f"state-{file}"
+        adapt(AdaptConfig(model=export, data=data, state=state, force=True, file=file), log=lambda s: None)
+        cached = [p.name for p in (state / "adapt").glob("features-*.npz")]
+        base = file or "base_int8.onnx"
+        assert len(cached) == 1 and sha256_file(export / base)[:8] in cached[0]  # one cache per base variant
+        p = Predictor(export, file, version=versions.version_dir(state, "v1"))
+        assert p.base_file == base and p.version["id"] == "v1"

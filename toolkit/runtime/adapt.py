@@ -49,6 +49,7 @@ class AdaptConfig:
     seed: int = 0
     niceness: int = 10  # the fit runs this much nicer than the door (Linux)
     dry_run: bool = False  # the page's estimate before "Adapt": the CV figures, no version written
+    file: str | None = None  # the door's --file (a features export's base variant): features as the door sees them
 
 
 def labelled_files(data: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict]:
@@ -184,13 +185,15 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
     started = time.perf_counter()
     _lower_priority(config.niceness)
     versions.check_writable(config.state)  # before minutes of features: say it now
-    parent = predictor or Predictor(config.model)
+    parent = predictor or Predictor(config.model, config.file)
     if not parent.is_chain:
         raise ToolkitError(f"{config.model}: {cannot_adapt(parent.manifest)}")
     labels = tuple(parent.labels)
     files, ys, skipped = labelled_files(config.data, labels)
     chain_id = parent.manifest.files[parent.file].sha256[:16]  # features depend on the frozen files only, but a
-    # re-export may change them: one cache per export head
+    # re-export may change them: one cache per export head (and per base variant of a features export)
+    if getattr(parent, "base_file", None) in parent.manifest.files:
+        chain_id += "-" + parent.manifest.files[parent.base_file].sha256[:8]
     x, found = compute_features(parent, files, log, versions.adapt_root(config.state) / f"features-{chain_id}.npz")
     y = np.asarray(ys, np.int64)[found]
     counts = {lab: int(np.sum(y == i)) for i, lab in enumerate(labels)}
@@ -293,7 +296,7 @@ def _serving(config: AdaptConfig, parent, log):
     from toolkit.inference.predictor import Predictor
 
     try:
-        return Predictor(config.model, version=versions.version_dir(config.state, vid))
+        return Predictor(config.model, config.file, version=versions.version_dir(config.state, vid))
     except ToolkitError as exc:
         log(f"note: the current version {vid} does not load ({exc}); comparing with the export's own head")
         return parent

@@ -62,7 +62,7 @@ class AdaptJob:
             self.status, self.lines, self.message, self.version = "running", [], None, None
             self.started, self.finished = time.time(), None
         config = AdaptConfig(model=self.holder.config.folder, data=self.labelled, state=self.state, force=force,
-                             prior=prior, k=self.k, n=self.n, dry_run=dry_run)
+                             prior=prior, k=self.k, n=self.n, dry_run=dry_run, file=self.holder.config.file)
         self.thread = threading.Thread(target=self._run, args=(config,), name="adapt", daemon=True)
         self.thread.start()
         return self.snapshot()
