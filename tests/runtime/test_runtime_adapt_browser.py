@@ -34,6 +34,10 @@ def test_adapt_card_in_chromium(door):  # noqa: F811
         driver.find_element(By.ID, "use-token").click()
         wait.until(lambda d: "smile: 12 labelled" in d.find_element(By.ID, "adapt-labelled").text)
         assert "export's own head" in driver.find_element(By.ID, "adapt-message").text
+        # before anyone presses "Adapt", the card estimates it on the labelled photos (a dry run, nothing written)
+        wait.until(lambda d: "Estimate on the 24 labelled photos" in d.find_element(By.ID, "adapt-estimate").text)
+        wait.until(lambda d: d.find_element(By.ID, "adapt-button").is_enabled())
+        assert "No version yet" in driver.find_element(By.ID, "adapt-estimate").text
         click(driver, "adapt-button")
         wait.until(lambda d: "v1 ✓" in d.find_element(By.ID, "adapt-versions").text)
         assert "Serving: version v1" in driver.find_element(By.ID, "adapt-message").text

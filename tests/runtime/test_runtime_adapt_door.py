@@ -93,3 +93,20 @@ def test_adapt_from_the_page_switches_between_frames_and_rolls_back(door):
     assert not list((loop.holder.config.state / "adapt").glob("features-*.npz"))  # and they go with a photo
     assert not (loop.snapshots.labelled / "smile" / "snap-000.png").exists()
     assert http_request("DELETE", live.url + "/door/labelled/smile/..%2F..%2Fx", headers=AUTH).status_code == 404
+
+
+def test_a_dry_run_estimates_without_writing_or_switching(door):
+    live, loop = door
+    write_labelled(loop.snapshots.labelled, ("no_smile", "smile"), 12, cast=90.0)
+    started = http_post(live.url + "/door/adapt", json.dumps({"dry_run": True}).encode(), headers=JSON)
+    assert started.status_code == 200 and started.json()["status"] == "running"
+    done = wait_for(lambda: (s := http_get(live.url + "/door/adapt", headers=AUTH).json())["job"]["status"]
+                    != "running" and s)
+    assert done["job"]["status"] == "estimated", done["job"]
+    estimate = done["job"]["estimate"]
+    assert estimate["n"] == 24 and estimate["counts"] == {"no_smile": 12, "smile": 12}
+    assert estimate["accuracy"] >= 0.9 and estimate["current_accuracy"] <= 0.6  # the new camera's red cast
+    assert estimate["interval_95"][0] <= estimate["accuracy"] <= estimate["interval_95"][1]
+    assert done["versions"] == [] and done["serving"] is None and loop.holder.predictor.version is None
+    assert loop.holder.adapt_result is None  # nobody is told of an estimate (MQTT hears adapts only)
+    assert "estimate only, nothing written" in "\n".join(done["job"]["lines"])

@@ -46,5 +46,7 @@ def test_cv_head_run_and_export_threshold_from_out_of_fold_scores(tmp_path, caps
     source = manifest["data"]["threshold"]
     expected = choose_threshold(oof["probs"][:, 1], oof["y"], 0.05)["threshold"]
     assert source["source"] == "out-of-fold cross-validation scores" and source["n"] == cv["n"]
-    assert source["threshold"] == expected and manifest["files"]["model.onnx"]["threshold"] == expected
+    # a head on cached features exports as a features chain (base.onnx -> head.onnx) the door can adapt
+    assert manifest["pipeline"] == "features" and manifest["serve"] == "head.onnx"
+    assert source["threshold"] == expected and manifest["files"]["base.onnx"]["threshold"] == expected
     assert source["far_measured_on"].startswith("test split")

@@ -83,10 +83,13 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
         if entry.format == "tflite" and not _installed("ai_edge_litert"):  # a door install runs ONNX only
             log(f"{name}: skipped, TFLite files need ai-edge-litert (pip install 'door-camera-toolkit[train]')")
             continue
+        chained = manifest.pipeline == "features" and entry.format == "onnx"
+        if chained and name == manifest.serve:  # the head alone takes features: timed inside each base's row
+            continue
         probs = degraded = None
         for t in threads:
             log(f"{name}, {t} thread(s) ...")
-            runner = load_runner(path, threads=t)
+            runner = _chain_runner(folder, name, t) if chained else load_runner(path, threads=t)
             if probs is None:
                 probs = predict(runner, x)
                 degraded = predict(runner, x_degraded) if x_degraded is not None else None
@@ -126,6 +129,13 @@ def benchmark(config: BenchmarkConfig, log: Callable[[str], None] | None = None)
     }
     result["written"] = write_reports(folder, result, log)
     return result
+
+
+def _chain_runner(folder: Path, name: str, threads: int):
+    """A features export's base file as the door runs it: image -> that base -> head.onnx (probabilities)."""
+    from toolkit.inference.predictor import Predictor
+
+    return Predictor(folder, name, threads=threads).run
 
 
 def _installed(module: str) -> bool:

@@ -80,9 +80,13 @@ class Selection:
     reference: np.ndarray  # float Keras probabilities
 
 
-def choose(ctx, fmt, plugged: Plug, path, selection: Selection, *, needed: bool, max_drop: float, log):
+def choose(ctx, fmt, plugged: Plug, path, selection: Selection, *, needed: bool, max_drop: float, log,
+           wrap: Callable | None = None):
     """Rank ``fmt``'s layers on ``selection``; when ``needed``, rebuild ``path`` with the fewest float layers
     whose answers agree with float on all but ``max_drop`` % of the selection images.
+
+    ``wrap``: turns a file's runner into one giving the model's probabilities (a chain's base file, whose output
+    is features, followed by its head); None when the file's output is the answer.
 
     Returns:
         (the manifest's mixed-precision record, the new file's runner or None when ``path`` is unchanged,
@@ -91,7 +95,11 @@ def choose(ctx, fmt, plugged: Plug, path, selection: Selection, *, needed: bool,
     import shutil
     from pathlib import Path
 
-    from toolkit.export.validate import classes, load_runner, predict
+    from toolkit.export.validate import classes, predict
+    from toolkit.export.validate import load_runner as _load
+
+    def load_runner(file):
+        return _load(file) if wrap is None else wrap(_load(file))
 
     path = Path(path)
     take = _take(selection.y, SENSITIVITY_IMAGES)

@@ -42,31 +42,15 @@ FER_LICENCE = "LICENSE.fer"
 
 
 def head_onnx(head, path: Path, opset: int = 17) -> Path:
-    """Write the unfolded head (standardiser + linear layer + sigmoid) as an ONNX graph."""
-    from onnx import TensorProto, helper
+    """Write the unfolded head (standardiser + linear layer + sigmoid) as an ONNX graph
+    (:func:`toolkit.export.linearhead.write_head_onnx`, shared with the features chains)."""
+    from toolkit.export.linearhead import HeadFile, write_head_onnx
+    from toolkit.inference.facepipe import PIPELINE
 
-    from toolkit.export.onnx import save_checked
-    from toolkit.inference.facepipe import FEATURE_INPUT, PIPELINE
-
-    mean = np.asarray(head.mean, np.float32)
-    inv = (1.0 / np.sqrt(np.asarray(head.var, np.float64) + head.eps)).astype(np.float32)
-    coef = np.asarray(head.coef, np.float32).reshape(-1, 1)
-    bias = np.array([head.intercept], np.float32)
-    t = lambda name, a: helper.make_tensor(name, TensorProto.FLOAT, a.shape, a.ravel())  # noqa: E731
-    nodes = [helper.make_node("Sub", [FEATURE_INPUT, "mean"], ["centred"]),
-             helper.make_node("Mul", ["centred", "inv_std"], ["z"]),
-             helper.make_node("MatMul", ["z", "coef"], ["logit0"]),
-             helper.make_node("Add", ["logit0", "intercept"], ["logit"]),
-             helper.make_node("Sigmoid", ["logit"], ["probs"])]  # fmt: skip
-    graph = helper.make_graph(
-        nodes, "face_head", [helper.make_tensor_value_info(FEATURE_INPUT, TensorProto.FLOAT, ["N", len(mean)])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 1])],
-        [t("mean", mean), t("inv_std", inv), t("coef", coef), t("intercept", bias)])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="toolkit")
-    save_checked(proto, path, {"pipeline": PIPELINE})
-    return Path(path)
-
-
+    coef = np.asarray(head.coef, np.float64).reshape(-1, 1)
+    unfolded = HeadFile(np.asarray(head.mean), np.asarray(head.var), float(head.eps), coef,
+                        np.array([head.intercept], np.float64))
+    return write_head_onnx(unfolded, path, opset, {"pipeline": PIPELINE}, name="face_head")
 
 
 def head_record(head) -> dict:

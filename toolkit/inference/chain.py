@@ -5,6 +5,10 @@ An export folder of this pipeline (``manifest["pipeline"] == "features"``) holds
     base ONNX   image [N, H, W, 3] (0-255) -> features [N, D]   } file and sha256 in manifest["chain"]
     head ONNX   features [N, D] -> class probabilities          (the manifest's ``serve`` entry)
 
+``chain["base"]`` is the base the door runs; ``chain["bases"]`` ({file: sha256}) lists every variant the folder
+holds (float, int8, ...), each also a ``files`` entry with its own end-to-end validation and threshold: a
+:class:`~toolkit.inference.predictor.Predictor` given one of them as ``file`` runs the chain through that base.
+
 Only the head depends on the camera: the door refits it from owner-labelled snapshots
 (:mod:`toolkit.inference.versions`) and the base stays as exported.
 """
@@ -20,6 +24,21 @@ from toolkit.errors import ToolkitError
 from toolkit.inference.manifest import sha256_file
 
 PIPELINE = "features"  # manifest["pipeline"] of a base + head chain
+
+
+def bases(record: dict) -> dict[str, str]:
+    """{base file: sha256} of every base variant of a features export (an older manifest: its one base)."""
+    if not isinstance(record, dict):
+        return {}
+    listed = record.get("bases")
+    if isinstance(listed, dict) and listed:
+        return {str(k): str(v) for k, v in listed.items()}
+    return {record["base"]: record.get("sha256")} if isinstance(record.get("base"), str) else {}
+
+
+def with_base(record: dict, name: str) -> dict:
+    """``record`` running the variant ``name`` of :func:`bases` instead of its default base."""
+    return {**record, "base": name, "sha256": bases(record)[name]}
 
 
 class FeatureChain:

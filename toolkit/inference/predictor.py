@@ -93,6 +93,17 @@ class Predictor:
         self.manifest: Manifest = load_manifest(self.folder)
         where = self.folder / MANIFEST_NAME
         self.file = file or self.manifest.serve or _only_onnx(self.manifest, where)
+        # A features export holds its base in several precisions; naming one runs the chain through it, and the
+        # head (the file a version replaces) stays the serve entry.
+        chain_record = self.manifest.chain
+        self.base_file: str | None = None
+        if self.manifest.pipeline == feature_chain.PIPELINE:
+            chosen = self.file if self.file in feature_chain.bases(chain_record) else chain_record.get("base")
+            if self.file != self.manifest.serve and self.file in feature_chain.bases(chain_record):
+                self.file = self.manifest.serve
+            if chosen in feature_chain.bases(chain_record):
+                chain_record = feature_chain.with_base(chain_record, chosen)
+            self.base_file = chosen
         entry = self.manifest.files.get(self.file)
         if entry is None:
             raise ToolkitError(
@@ -114,12 +125,15 @@ class Predictor:
         self.size = self.manifest.input.size
         self.dtype = np.dtype(entry.input_dtype or self.manifest.input.dtype)
         self.max_pixels = max_pixels
+        figures = entry  # a base variant's chain has its own threshold, measured through that base
+        if self.base_file is not None and self.base_file in self.manifest.files:
+            figures = self.manifest.files[self.base_file]
         if self.manifest.output_kind == "sigmoid":
             self.threshold: float | None = float(
                 threshold
                 if threshold is not None
-                else entry.threshold
-                if entry.threshold is not None
+                else figures.threshold
+                if figures.threshold is not None
                 else DEFAULT_THRESHOLD
             )
         else:
@@ -134,8 +148,7 @@ class Predictor:
         if self.is_face:
             self.hands = facepipe.open_face_pipeline(self.folder, self.manifest.face, threads)
         # A features export chains base -> this file (the head on the base's features); images keep their input.
-        self.chain = (feature_chain.FeatureChain(self.folder, self.manifest.chain,
-                                                 lambda p: _open_session(p, threads))
+        self.chain = (feature_chain.FeatureChain(self.folder, chain_record, lambda p: _open_session(p, threads))
                       if self.manifest.pipeline == feature_chain.PIPELINE else None)
         if self.is_chain:
             dim = self.hands.spec.dim if self.is_hands else None  # a face head's width is checked by its blocks
@@ -362,4 +375,5 @@ def predict_files(folder: str | Path, images: Sequence[str], file: str | None = 
 def cannot_adapt(manifest: Manifest) -> str:
     """One line: why an export whose one file goes from image to answer cannot be refitted on the door."""
     return (f"{manifest.name} is one fully trained model from image to answer (no frozen base + head.onnx chain), "
-            "so the door cannot refit it; fine-tune it on a PC with 'toolkit finetune' and export again")
+            "so the door cannot refit it; on a PC, train a head on a frozen base's cached features ('toolkit "
+            "finetune MODEL --cache-features') and export that run: it becomes base.onnx -> head.onnx")

@@ -119,7 +119,13 @@ def _blocks(p: Pipeline, outputs: dict, folder: Path) -> list[tuple]:
         from toolkit.export.validate import load_runner, predict
 
         x, y = run.splits().test.numpy()
-        probs = predict(load_runner(outputs["export"] / manifest.serve), x)
+        if manifest.pipeline == "features":  # the serve file is the head: run the chain the door runs
+            from toolkit.inference.predictor import Predictor
+
+            runner = Predictor(outputs["export"]).run
+        else:
+            runner = load_runner(outputs["export"] / manifest.serve)
+        probs = predict(runner, x)
         p_pos = probs[:, -1] if probs.ndim == 2 else probs
         _far_frr_plot(p_pos, y, serve.threshold, folder / "far_frr.png")
         blocks.append(("h2", "Door threshold"))

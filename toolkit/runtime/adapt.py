@@ -48,6 +48,8 @@ class AdaptConfig:
     switch: bool = True  # make the new version the serving one
     seed: int = 0
     niceness: int = 10  # the fit runs this much nicer than the door (Linux)
+    dry_run: bool = False  # the page's estimate before "Adapt": the CV figures, no version written
+    file: str | None = None  # the door's --file (a features export's base variant): features as the door sees them
 
 
 def labelled_files(data: Path, labels: tuple[str, ...]) -> tuple[list[Path], list[int], dict]:
@@ -183,13 +185,15 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
     started = time.perf_counter()
     _lower_priority(config.niceness)
     versions.check_writable(config.state)  # before minutes of features: say it now
-    parent = predictor or Predictor(config.model)
+    parent = predictor or Predictor(config.model, config.file)
     if not parent.is_chain:
         raise ToolkitError(f"{config.model}: {cannot_adapt(parent.manifest)}")
     labels = tuple(parent.labels)
     files, ys, skipped = labelled_files(config.data, labels)
     chain_id = parent.manifest.files[parent.file].sha256[:16]  # features depend on the frozen files only, but a
-    # re-export may change them: one cache per export head
+    # re-export may change them: one cache per export head (and per base variant of a features export)
+    if getattr(parent, "base_file", None) in parent.manifest.files:
+        chain_id += "-" + parent.manifest.files[parent.base_file].sha256[:8]
     x, found = compute_features(parent, files, log, versions.adapt_root(config.state) / f"features-{chain_id}.npz")
     y = np.asarray(ys, np.int64)[found]
     counts = {lab: int(np.sum(y == i)) for i, lab in enumerate(labels)}
@@ -204,7 +208,7 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
     target = parent.manifest.target_far or DEFAULT_TARGET_FAR
     fitted = fit_head_on_features(x, y, labels, _head_of(parent, x.shape[1]), parent.manifest.output_kind, target,
                                   prior=config.prior, folds=config.folds, seed=config.seed, k=config.k, n=config.n,
-                                  log=log, current_accuracy=current_acc, force=config.force)
+                                  log=log, current_accuracy=current_acc, force=config.force or config.dry_run)
     cv, head, thresholds, interval = fitted["cv"], fitted["head"], fitted["thresholds"], fitted["interval"]
     binary = parent.manifest.output_kind == "sigmoid"
     main = thresholds.get(labels[1]) if binary else None
@@ -223,6 +227,9 @@ def adapt(config: AdaptConfig, log: Callable[[str], None] = print, *, predictor=
         "k": config.k, "n": config.n, "forced": bool(config.force), "seconds": None,
     }
     record["seconds"] = round(time.perf_counter() - started, 2)
+    if config.dry_run:  # an estimate: what "Adapt" would fit on these photos, nothing written or switched
+        log(f"estimate only, nothing written ({record['seconds']:.1f} s)")
+        return {**record, "id": None, "dry_run": True}
     folder = versions.write_version(config.state, head, record)
     record = versions.read_version(folder)
     if config.switch:
@@ -289,7 +296,7 @@ def _serving(config: AdaptConfig, parent, log):
     from toolkit.inference.predictor import Predictor
 
     try:
-        return Predictor(config.model, version=versions.version_dir(config.state, vid))
+        return Predictor(config.model, config.file, version=versions.version_dir(config.state, vid))
     except ToolkitError as exc:
         log(f"note: the current version {vid} does not load ({exc}); comparing with the export's own head")
         return parent

@@ -67,11 +67,17 @@ class DecodeBudget:
             self._cond.notify_all()
 
 
+def _full_frame(manifest) -> bool:
+    """A detector finds the face or hand in the frame (a landmark chain, or a face crop before the model); a
+    ``features`` chain without a detector takes the resized image, as a one-file export does."""
+    return bool(manifest.detector) or manifest.pipeline not in ("", "features")
+
+
 def working_size(predictor, width: int, height: int) -> tuple[int, int]:
     """(width, height) a decode must keep at least: a full frame for a detector chain, else twice the input
     (the final resize still averages several pixels into one, as from a full decode)."""
     manifest = predictor.manifest
-    if manifest.pipeline or manifest.detector:
+    if _full_frame(manifest):
         scale = min(1.0, FULL_FRAME_SIDE / max(width, height))
         return max(1, round(width * scale)), max(1, round(height * scale))
     h, w = predictor.size
@@ -106,7 +112,7 @@ def decode_upload(data: bytes, predictor, budget: DecodeBudget, name: str = "upl
     held = budget.acquire(pixels)
     try:
         img = open_image(data, max_pixels=predictor.max_pixels, name=name, draft=target)
-        if predictor.manifest.pipeline or predictor.manifest.detector:
+        if _full_frame(predictor.manifest):
             if max(img.size) > FULL_FRAME_SIDE:  # a PNG has no draft: reduce it to the frame after decoding
                 img.thumbnail((FULL_FRAME_SIDE, FULL_FRAME_SIDE), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8)

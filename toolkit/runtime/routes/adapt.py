@@ -26,6 +26,7 @@ _CONFLICT = {409: {"description": "no state folder, no labelled folder, or an ad
 class AdaptRequest(BaseModel):
     force: bool = Field(False, description="adapt despite too few photos, a lopsided class or a lower CV estimate")
     prior: Literal["auto", "yes", "no"] = Field("auto", description="pull the fit toward the shipped head")
+    dry_run: bool = Field(False, description="only estimate (CV accuracy on the labelled photos); write nothing")
 
 
 class RollbackRequest(BaseModel):
@@ -89,7 +90,7 @@ def adapt_start(body: AdaptRequest | None = None, ctx: AppContext = Depends(cont
 
         raise HTTPException(409, cannot_adapt(ctx.holder.predictor.manifest))
     try:
-        return job(ctx).start(force=body.force, prior=body.prior)
+        return job(ctx).start(force=body.force, prior=body.prior, dry_run=body.dry_run)
     except ToolkitError as exc:
         raise HTTPException(409, str(exc)) from None
 

@@ -4,6 +4,7 @@
 
 const labelledUrls = new Map(); // "label/name" -> blob: URL, fetched once
 let adaptRunning = false;
+let estimatedFor = null; // the labelled counts the last estimate was asked for (one dry run per change)
 
 function adaptSay(text) { $("adapt-message").textContent = text; }
 
@@ -96,10 +97,14 @@ async function refreshAdapt() {
   else adaptSay(`Serving: ${s.serving ? "version " + s.serving : "the export's own head"}` +
     (s.version_error ? ` (${s.version_error})` : ""));
   const latest = s.versions.find((v) => !v.error);
-  $("adapt-estimate").textContent = latest
+  const est = job.estimate;
+  $("adapt-estimate").textContent = (est
+    ? `Estimate on the ${est.n} labelled photos (before adapting): CV ${num(est.accuracy, 3)} (95 % ` +
+      `${num(est.interval_95[0], 2)}–${num(est.interval_95[1], 2)}); the head deciding now scores ` +
+      `${num(est.current_accuracy, 3)} on them. ` : "") + (latest
     ? `Last CV estimate: ${num(latest.cv_accuracy, 3)} (95 % ${num(latest.cv_interval_95[0], 2)}–` +
       `${num(latest.cv_interval_95[1], 2)}); the head it replaced scored ${num(latest.current_accuracy, 3)} on the same photos.`
-    : "No version yet: label at least 10 photos of each class in Review, then adapt.";
+    : "No version yet: label at least 10 photos of each class in Review, then adapt.");
   const strips = $("adapt-labelled");
   strips.replaceChildren(...Object.entries(s.labelled).map(([label, info]) => photoStrip(label, info)));
   const body = $("adapt-versions").querySelector("tbody");
@@ -107,6 +112,16 @@ async function refreshAdapt() {
   $("adapt-job").textContent = job.status === "idle" ? "" :
     `${job.status}${job.message ? ": " + job.message : ""}\n${job.lines.join("\n")}`;
   if (adaptRunning) setTimeout(refreshAdapt, 1000);
+  else estimateAdapt(s);
+}
+
+// What "Adapt" would reach on the photos labelled now: a dry run (nothing written), once per change of the counts.
+async function estimateAdapt(s) {
+  const counts = JSON.stringify(Object.entries(s.labelled).map(([label, info]) => [label, info.count]));
+  if (!s.can_adapt || !s.state || counts === estimatedFor || !Object.keys(s.labelled).length) return;
+  estimatedFor = counts;
+  const r = await adaptCall("door/adapt", "POST", { dry_run: true });
+  if (r) setTimeout(refreshAdapt, 500);
 }
 
 async function startAdapt() {
