@@ -222,7 +222,7 @@ def test_followed_answers_match_the_static_chain_on_a_moving_face(predictor):
     frames = [np.roll(door, (2 * t, 3 * t), axis=(0, 1)) for t in range(12)]  # grey rolls in: no seam
     chain, s = predictor.hands, predictor.stream()
     first = chain.features(frames[0])[1].points[:, :2]
-    per_frame, drift, dp = [], [], []
+    per_frame, drift, p_static_all, p_followed_all = [], [], [], []
     for t, frame in enumerate(frames):
         p_static = predictor.predict(frame)
         p_followed = predictor.predict(frame, stream=s)
@@ -230,14 +230,23 @@ def test_followed_answers_match_the_static_chain_on_a_moving_face(predictor):
         assert followed is not None and p_followed.details["face"] is not None
         per_frame.append(float(np.abs(followed.points[:, :2] - static.points[:, :2]).max()))
         drift.append(float(np.abs(followed.points[:, :2] - [3 * t, 2 * t] - first).max()))
-        dp.append(abs(p_followed.probability - p_static.probability))
+        p_static_all.append(p_static.probability)
+        p_followed_all.append(p_followed.probability)
     assert s.detections == 1  # found once, followed for 23 frames
     # Tolerances: the static chain itself moves its points up to 6 px between these frames (the detector's box
     # jitters); MediaPipe's own landmarks-to-ROI rule settles on a 10 % larger crop, 4.4 px off and 0.15 off in
     # probability (mean), which these bounds refuse.
     assert max(drift) < 2.5, drift  # the followed face stays the first frame's face, moved
     assert np.median(per_frame) < 3.0, per_frame  # the parity test's door-frame tolerance
-    assert np.mean(dp) < 0.1, dp
+    # The same face moved: the static chain's answer jitters with its detector's box (about 0.1 around its median,
+    # for the committed landmark head); the followed answer must stay within that jitter of the static one, and
+    # jitter less itself.
+    p_static_all, p_followed_all = np.array(p_static_all), np.array(p_followed_all)
+    static_spread = np.mean(np.abs(p_static_all - np.median(p_static_all)))
+    followed_spread = np.mean(np.abs(p_followed_all - np.median(p_followed_all)))
+    gap = np.mean(np.abs(p_followed_all - p_static_all))
+    assert gap < max(0.1, 1.25 * static_spread), (p_static_all, p_followed_all)
+    assert followed_spread <= static_spread, (followed_spread, static_spread)
 
 
 def test_the_door_follows_the_face_and_a_fault_starts_over():
