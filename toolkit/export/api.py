@@ -6,10 +6,7 @@ kept; the folder appears complete (files + manifest.json + report.md) or not at 
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,12 +14,12 @@ import numpy as np
 
 from toolkit import __version__
 from toolkit._keras import predict_array
-from toolkit.errors import ToolkitError, disk_full_error
+from toolkit.errors import ToolkitError
 from toolkit.export import automix, mixed
 from toolkit.export.config import ExportConfig
 from toolkit.export.formats import Context, select
 from toolkit.export.manifest import build_manifest, file_entry, provenance
-from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown  # noqa: F401 - api names
+from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown, staged  # noqa: F401 - api names
 from toolkit.export.quantize import calibration_images, check_images
 from toolkit.export.records import (  # noqa: F401 - api names (tests import _threshold_rule, _copy_base_licence)
     _copy_base_licence,
@@ -152,11 +149,7 @@ def export_model(
         else (None, None)
     )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
-    workdir = Path(tempfile.mkdtemp(prefix=f"toolkit-export-{os.getpid()}-"))
-    try:
+    with staged(out) as (staging, workdir):
         metadata = {
             "labels": list(labels),
             "toolkit_version": __version__,
@@ -210,15 +203,6 @@ def export_model(
         (staging / "report.md").write_text(report_markdown(manifest) + "".join(
             f"\nNot written: {reason}\n" for reason in failed.values()))
         _publish(staging, out, config.overwrite)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        full = disk_full_error(exc, str(out.parent), "nothing was written and an earlier export there is "
-                               "untouched; free some space and export again") if isinstance(exc, Exception) else None
-        if full is not None:
-            raise full from exc
-        raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     log(f"wrote {out} (serve: {manifest.serve})")
     if failed:  # after the rename: the passing files are there, and the command still says something failed
         raise GateError(f"{out}: wrote {', '.join(entries)}; not {'; not '.join(failed.values())}")

@@ -22,9 +22,7 @@ Add(intercept) -> Sigmoid -> ``probs`` [N, 1]: the standardiser and the linear l
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +70,7 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path | Non
     """
     from toolkit import __version__
     from toolkit.export.manifest import build_manifest, file_entry
-    from toolkit.export.publish import _publish, clean_stale, report_markdown
+    from toolkit.export.publish import _publish, report_markdown, staged
     from toolkit.inference.facepipe import MIN_SIDE, PIPELINE, TILES
     from toolkit.inference.manifest import sha256_file
     from toolkit.models.detector import copy_detector
@@ -81,10 +79,7 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path | Non
     from toolkit.train.facemesh import stack
     from toolkit.train.runs import versions
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
-    try:
+    with staged(out) as (staging, _):
         detector = copy_detector(staging, models.detector)
         mesh = copy_face_mesh(staging, models)
         files = {"detector": detector["file"], "landmark": mesh["files"]["landmark"]}
@@ -139,9 +134,6 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path | Non
             f"{validation['agreement']:.1f}%, max|dp| {validation['max_abs_dprob']:.2e}, no face in "
             f"{validation['no_face']} of {validation['n']}")
         _publish(staging, out, config.overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"wrote {out} (serve: {HEAD_FILE}, pipeline: {PIPELINE}, threshold {threshold['threshold']:.4f})")
     return out
 

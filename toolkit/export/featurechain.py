@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ToolkitError, disk_full_error
+from toolkit.errors import ToolkitError
 from toolkit.export.linearhead import HEAD_FILE, HeadFile, fold_keras_head, head_record
 
 PIPELINE = "features"
@@ -87,7 +84,7 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
     from toolkit.export import automix, records
     from toolkit.export.formats import Context, select
     from toolkit.export.manifest import build_manifest, choose_serve, provenance
-    from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
+    from toolkit.export.publish import _check_out, _publish, report_markdown, staged
     from toolkit.export.quantize import calibration_images, check_images
     from toolkit.export.validate import GateError, OnnxRunner
     from toolkit.train.runs import versions
@@ -129,11 +126,7 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
         calibration_images(pool, config.calibration, image_size, config.seed, config.calibration_degrade)
         if any(f.quantization in ("int8", "qat") for f in formats) else (None, None))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
-    workdir = Path(tempfile.mkdtemp(prefix=f"toolkit-export-{os.getpid()}-"))
-    try:
+    with staged(out) as (staging, workdir):
         from toolkit import __version__
 
         metadata = {"labels": list(labels), "toolkit_version": __version__, "output_kind": output_kind,
@@ -215,15 +208,6 @@ def export_feature_chain(run, model, plan: ChainPlan, config, log: Callable[[str
         (staging / "report.md").write_text(report_markdown(manifest) + _chain_md(manifest) + "".join(
             f"\nNot written: {reason}\n" for reason in failed.values()))
         _publish(staging, out, config.overwrite)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        full = disk_full_error(exc, str(out.parent), "nothing was written and an earlier export there is "
-                               "untouched; free some space and export again") if isinstance(exc, Exception) else None
-        if full is not None:
-            raise full from exc
-        raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     log(f"wrote {out} (serve: {HEAD_FILE} on {served}, pipeline: {PIPELINE}; adaptable with 'toolkit door adapt')")
     if failed:
         raise GateError(f"{out}: wrote {', '.join(entries)}; not {'; not '.join(failed.values())}")

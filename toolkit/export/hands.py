@@ -15,9 +15,6 @@ nothing, and the two tracker files are the wheel's float models as converted. Th
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +65,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     from toolkit import __version__
     from toolkit._keras import predict_array
     from toolkit.export.manifest import build_manifest, provenance, spec_name
-    from toolkit.export.publish import _check_out, _publish, clean_stale, report_markdown
+    from toolkit.export.publish import _check_out, _publish, report_markdown, staged
     from toolkit.export.validate import allowed_drop
     from toolkit.inference.handfeatures import FeatureSpec
     from toolkit.inference.handpipe import open_tracker
@@ -110,10 +107,7 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
     reference = with_no_hand(float_found if float_found is not None else np.zeros((0, len(labels))), f.found)
     output_kind = "sigmoid" if len(labels) == 2 else "softmax"
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
-    try:
+    with staged(out) as (staging, _):
         copied = copy_hand_models(staging, models)
         hands = {**copied, "min_side": min_side, "zoom_out": zoom_out, "turns": list(turns),
                  "min_score": 0.5,
@@ -159,9 +153,6 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
             f"(float {validation['float_accuracy']:.1f}%), agreement {validation['agreement']:.1f}%, "
             f"max|dp| {validation['max_abs_dprob']:.2e}, no hand in {validation['no_hand']} of {validation['n']}")
         _publish(staging, out, config.overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"wrote {out} (serve: {manifest.serve}, pipeline: {PIPELINE})")
     return out
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, disk_full_error
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -19,6 +21,30 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ToolkitError(f"{out}: already exists; choose another --out or pass --overwrite")
     if out.exists() and not out.is_dir():
         raise ToolkitError(f"{out}: exists and is not a folder; choose another --out")
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[tuple[Path, Path]]:
+    """``(staging, workdir)`` for writing an export that :func:`_publish` then moves to ``out`` in one rename.
+
+    What a killed export left is cleaned first (:func:`clean_stale`). On any failure the staging folder goes and
+    ``out`` stays as it was (a full disk becomes one line saying so); the work dir always goes.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(out)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-{os.getpid()}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"toolkit-export-{os.getpid()}-"))
+    try:
+        yield staging, workdir
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        full = disk_full_error(exc, str(out.parent), "nothing was written and an earlier export there is "
+                               "untouched; free some space and export again") if isinstance(exc, Exception) else None
+        if full is not None:
+            raise full from exc
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def clean_stale(out: Path) -> None:
