@@ -265,13 +265,20 @@ def running_door(tmp_path: Path, export_dir: Path, token: str, fps: float = 20.0
                         fps=fps, loop=True, snapshots=tmp_path / "snapshots", **door)  # fmt: skip
     holder = ModelHolder(ModelConfig(export_dir))
     loop = DoorLoop(holder, open_source(str(cam), loop=True), config, LogActuator(), cropper=detector)
-    app = create_app(holder, ServeConfig(), door=loop, token=token)
+    with serving(loop, create_app(holder, ServeConfig(), door=loop, token=token)) as live:
+        yield live, loop
+
+
+@contextmanager
+def serving(loop, app):
+    """``loop`` running in a thread and ``app`` served on 127.0.0.1; yields the LiveServer. On exit the loop
+    stops and closes, then the server."""
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     with LiveServer(app) as live:
         thread.start()
         try:
-            yield live, loop
+            yield live
         finally:
             stop.set()
             thread.join(timeout=10)

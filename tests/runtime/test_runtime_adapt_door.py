@@ -4,13 +4,12 @@ the adapt in a background thread while frames keep being judged, the switch in /
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pytest
 from adapt_support import camera_photo, make_chain_export, write_labelled
 from PIL import Image
-from runtime_support import LiveServer, http_get, http_post, http_request
+from runtime_support import http_get, http_post, http_request, serving
 from runtime_support import wait_for as _wait_for
 
 from toolkit.runtime.actuator import LogActuator
@@ -42,17 +41,8 @@ def door(tmp_path):
                         fps=40, loop=True, snapshots=tmp_path / "snapshots", snapshot_every=0.05)
     holder = ModelHolder(ModelConfig(export, state=tmp_path / "state"))
     loop = DoorLoop(holder, open_source(str(cam), loop=True), config, LogActuator())
-    app = create_app(holder, ServeConfig(), door=loop, token=TOKEN)
-    stop = threading.Event()
-    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-    with LiveServer(app) as live:
-        thread.start()
-        try:
-            yield live, loop
-        finally:
-            stop.set()
-            thread.join(timeout=10)
-            loop.close()
+    with serving(loop, create_app(holder, ServeConfig(), door=loop, token=TOKEN)) as live:
+        yield live, loop
 
 
 def test_adapt_from_the_page_switches_between_frames_and_rolls_back(door):
