@@ -25,7 +25,7 @@ from pathlib import Path
 from toolkit.inference.manifest import sha256_file
 from toolkit.models.fetch import WheelFile, fetch_files
 from toolkit.models.hands import _WHEEL, LICENCE_FILE, LICENCE_NAME, OPSET
-from toolkit.models.rewrite import REWRITE, rewritten_path, write_rewritten
+from toolkit.models.rewrite import REWRITE, record_rewrite, rewrite_current, rewritten_path
 
 log = logging.getLogger("toolkit.models")
 
@@ -80,17 +80,11 @@ def ensure_face_mesh(weights: str | None = None, *, force: bool = False) -> Face
                   "sha256": {p.name: sha256_file(p) for p in (onnx, tflite)}}  # fmt: skip
         log.info("face landmark model converted in %s (ONNX vs tflite max |diff| %.2e)", onnx, diff)
     fast = rewritten_path(onnx)
-    rewritten = record.get("rewrite", {})
-    if not fresh or rewritten.get("key") != REWRITE or not fast.is_file() \
-            or rewritten.get("sha256") != sha256_file(fast):  # fmt: skip
+    if not fresh or not rewrite_current(onnx, record):
         # 23 PRelu nodes: the rewritten graph runs in ~0.6x the time, outputs identical (max |diff| 0 measured)
-        fast, diff = write_rewritten(onnx, ATOL)
-        record["rewrite"] = {"key": REWRITE, "file": fast.name, "from": onnx.name, "max_diff": diff,
-                             "sha256": sha256_file(fast)}  # fmt: skip
-        record["sha256"][fast.name] = record["rewrite"]["sha256"]
-        log.info("face landmark model rewritten (%s): %s, max |diff| %g", REWRITE, fast.name, diff)
-    if not fresh or rewritten != record.get("rewrite"):
+        fast, diff = record_rewrite(onnx, record, ATOL)
         record_path.write_text(json.dumps(record, indent=2) + "\n")
+        log.info("face landmark model rewritten (%s): %s, max |diff| %g", REWRITE, fast.name, diff)
     sums = {**record["sha256"], detector.name: sha256_file(detector)}
     return FaceMeshModels(detector, fast, tflite.parent / Path(FACE_LANDMARK.licence).name, sums, record["source"],
                           float(record.get("max_diff", 0.0)))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from toolkit.inference.manifest import sha256_file
 from toolkit.models.fetch import WheelFile, fetch_files
-from toolkit.models.rewrite import REWRITE, rewritten_path, write_rewritten
+from toolkit.models.rewrite import REWRITE, record_rewrite, rewrite_current, rewritten_path
 
 log = logging.getLogger("toolkit.models")
 
@@ -80,9 +80,7 @@ def ensure_hand_models(weights: str | None = None, *, force: bool = False) -> Ha
     record = _read(record_path)
     fresh = all(o.is_file() and record.get("sha256", {}).get(o.name) == sha256_file(o) for o in onnx)
     fast = rewritten_path(onnx[0])
-    rewritten = record.get("rewrite", {})
-    if force or not fresh or rewritten.get("key") != REWRITE or not fast.is_file() \
-            or rewritten.get("sha256") != sha256_file(fast):  # fmt: skip
+    if force or not fresh or not rewrite_current(onnx[0], record):
         fresh = fresh and not force
         record = _convert(palm_tfl, landmark_tfl, onnx, record, fresh, record_path)
     licence = folder / Path(PALM.licence).name
@@ -99,10 +97,7 @@ def _convert(palm_tfl: Path, landmark_tfl: Path, onnx: list, record: dict, fresh
         record = {"source": source_text(), "opset": OPSET, "atol": ATOL, "max_diff": diffs,
                   "sha256": {p.name: sha256_file(p) for p in (*onnx, palm_tfl, landmark_tfl)}}  # fmt: skip
         log.info("hand models converted in %s (ONNX vs tflite max |diff| %s)", folder, diffs)
-    fast, diff = write_rewritten(onnx[0], ATOL)
-    record["rewrite"] = {"key": REWRITE, "file": fast.name, "from": onnx[0].name, "max_diff": diff,
-                         "sha256": sha256_file(fast)}  # fmt: skip
-    record["sha256"][fast.name] = record["rewrite"]["sha256"]
+    fast, diff = record_rewrite(onnx[0], record, ATOL)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     log.info("palm detector rewritten (%s): %s, max |diff| %g", REWRITE, fast.name, diff)
     return record

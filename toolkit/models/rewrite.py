@@ -27,6 +27,29 @@ def rewritten_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name.removesuffix(".onnx") + SUFFIX)
 
 
+def rewrite_current(source: Path, record: dict) -> bool:
+    """Does ``record`` (a converted-models record) hold this rewrite of ``source``, and is its file unchanged?"""
+    from toolkit.inference.manifest import sha256_file
+
+    target, done = rewritten_path(source), record.get("rewrite", {})
+    return done.get("key") == REWRITE and target.is_file() and done.get("sha256") == sha256_file(target)
+
+
+def record_rewrite(source: Path, record: dict, atol: float) -> tuple[Path, float]:
+    """:func:`write_rewritten`, then note it in ``record`` (``rewrite`` and the new file's ``sha256``).
+
+    Returns:
+        (the new file, the largest |difference| of any output).
+    """
+    from toolkit.inference.manifest import sha256_file
+
+    target, diff = write_rewritten(source, atol)
+    record["rewrite"] = {"key": REWRITE, "file": target.name, "from": Path(source).name, "max_diff": diff,
+                         "sha256": sha256_file(target)}  # fmt: skip
+    record.setdefault("sha256", {})[target.name] = record["rewrite"]["sha256"]
+    return target, diff
+
+
 def rewrite_prelu(model):
     """A copy of an ``onnx.ModelProto`` with every PRelu node replaced (see the module docstring)."""
     import onnx
