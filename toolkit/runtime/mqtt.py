@@ -38,11 +38,11 @@ import threading
 import time
 from pathlib import Path
 
-from toolkit import __version__
 from toolkit.errors import ToolkitError
 from toolkit.runtime.actuator import RelayError
 from toolkit.runtime.core.config import MqttConfig
 from toolkit.runtime.guard import RefusalLog
+from toolkit.runtime.mqtt_discovery import discovery
 from toolkit.runtime.security import UnlockLimiter, retry_seconds, tokens_match
 
 log = logging.getLogger("toolkit.runtime")
@@ -244,7 +244,7 @@ class MqttBridge:
         log.info("mqtt: connected to %s:%d", *self.config.address)
         client.subscribe(self.topics["command"], qos=1)
         client.publish(self.topics["availability"], "online", qos=1, retain=True)
-        for topic, config in self.discovery().items():
+        for topic, config in discovery(self.config, self.topics, self.door).items():
             client.publish(topic, json.dumps(config), qos=1, retain=True)
         with self._lock:
             self._seen = None  # re-sent on the next decision
@@ -318,43 +318,6 @@ class MqttBridge:
             self.refusals.note(re.sub(r"[0-9]+ s$", "# s", reason))  # summarised: 2,000 guesses are not 2,000 lines
         payload = {"time": round(time.time(), 3), "result": result, "reason": reason}
         self._put(self.topics["unlock"], json.dumps(payload), retain=False)
-
-    # --- Home Assistant ---------------------------------------------------------------------------
-    def discovery(self) -> dict[str, dict]:
-        """{config topic: config} for Home Assistant's MQTT discovery: a lock and a binary sensor."""
-        prefix, cid = self.config.mqtt_discovery_prefix, self.config.mqtt_client_id
-        if not prefix:
-            return {}
-        predictor = self.door.holder.predictor
-        node = re.sub(r"[^A-Za-z0-9_-]", "_", cid)  # discovery topics allow only these in the node id
-        device = {"identifiers": [cid], "name": f"Door {cid}", "manufacturer": "toolkit",
-                  "model": predictor.name, "sw_version": __version__}  # fmt: skip
-        common = {"device": device, "availability_topic": self.topics["availability"], "qos": 1,
-                  "origin": {"name": "toolkit", "sw_version": __version__}}  # fmt: skip
-        lock = {
-            **common,
-            "name": "Lock",
-            "unique_id": f"{node}_lock",
-            "state_topic": self.topics["state"],
-            "command_topic": self.topics["command"],
-            "state_locked": "locked",
-            "state_unlocked": "open",
-            "state_jammed": "fault",  # locked by a fault: the reason is on P/fault
-            "payload_lock": "LOCK",
-            "payload_unlock": "UNLOCK",
-            # Home Assistant asks for a code and puts it in the command: the code is the door's token.
-            "code_format": "^.+$",
-            "command_template": "{{ {'action': value, 'token': code} | to_json }}",
-        }
-        seen = {
-            **common,
-            "name": f"{self.door.config.policy.open_on or predictor.positive_label} seen",  # --open-on: that sign
-            "unique_id": f"{node}_seen",
-            "state_topic": self.topics["seen"],
-            "payload_on": "ON",
-            "payload_off": "OFF",
-        }
-        return {f"{prefix}/lock/{node}/door/config": lock, f"{prefix}/binary_sensor/{node}/seen/config": seen}
 
 
 def connect_error(exc: BaseException | None) -> str:
