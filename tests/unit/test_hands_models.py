@@ -11,6 +11,7 @@ import pytest
 from toolkit.errors import ToolkitError
 from toolkit.models import fetch
 from toolkit.models import hands as MH
+from toolkit.models import rewrite as rewrites
 
 PALM, LANDMARK = b"fake palm tflite", b"fake landmark tflite"
 
@@ -47,7 +48,7 @@ def fake(tmp_path, monkeypatch, mediapipe_wheel):
 
     monkeypatch.setattr(fetch, "_pip_download", pip)
     monkeypatch.setattr(MH, "convert", convert)
-    monkeypatch.setattr(MH, "write_rewritten", rewrite)
+    monkeypatch.setattr(rewrites, "write_rewritten", rewrite)  # record_rewrite writes through it
     return wheel, calls
 
 
