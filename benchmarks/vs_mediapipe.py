@@ -4,7 +4,7 @@
                                       [--mp-python PATH] [--seed 0] [--rows "no face,face mesh moving"]
 
 Two worker processes (benchmarks/vs_mediapipe_worker.py), one per side, one chain call per request: the toolkit
-in this interpreter (its chains as the door runs them, one onnxruntime thread), mediapipe in a throwaway Python
+in this interpreter (its chains as the door runs them, one thread per model), mediapipe in a throwaway Python
 3.11 venv with numpy<2 (mediapipe pins it; never a dependency of the project): created once under
 ``$TOOLKIT_CACHE/venvs/mediapipe-0.10.21`` from the wheel in the weights cache unless ``--mp-python`` names one.
 Per frame the two sides run one after the other, in a random order. Modes: ``threads`` (one thread each, as
@@ -180,8 +180,12 @@ def report(mode: str, result: dict, stages: dict, rounds: int) -> list[str]:
         print(f"| {row} | {np.median(t):.2f} ms ({np.percentile(t, 90):.2f}) | {np.median(m):.2f} ms "
               f"({np.percentile(m, 90):.2f}, {MP_NAMES[row]}) | {f['toolkit']} / {f['mediapipe']} | {ratio:.2f} |")
         lines.append(f"ratio {row}{' pinned' if mode == 'pinned' else ''}: {ratio:.3f}")
+    times = {k: v for k, v in stages.items() if not isinstance(v, str)}
     print("toolkit per-stage medians (ms, first frame of the row, 25 runs): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+          + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
+    runtimes = {k.removeprefix("runtime "): v for k, v in stages.items() if isinstance(v, str)}
+    if runtimes:
+        print("toolkit runtimes: " + ", ".join(f"{k} {v}" for k, v in runtimes.items()))
     return lines
 
 

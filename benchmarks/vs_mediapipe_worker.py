@@ -74,8 +74,12 @@ def _toolkit_chains() -> tuple[dict, object]:
     from toolkit.models.hands import ensure_hand_models
 
     models = ensure_hand_models()
-    tracker = handpipe.open_tracker(models.palm, models.landmark, threads=1)
-    faces = FaceDetector(cached_detector_path(), threads=1)
+    # The door's runtimes: each model's .tflite under LiteRT when the checkout has them (toolkit.inference.litert)
+    twins = getattr(models, "twins", None)
+    tracker = handpipe.open_tracker(models.palm, models.landmark, threads=1, **({"twins": twins} if twins else {}))
+    mesh_chains, mesh = _toolkit_face_mesh()
+    detector_twin = getattr(mesh.detector.session, "path", None) if hasattr(models, "twins") else None
+    faces = FaceDetector(cached_detector_path(), threads=1, **({"twin": detector_twin} if detector_twin else {}))
 
     def photo(f):
         return handpipe.hand_features(tracker, f, handpipe.MIN_SIDE, handpipe.ZOOM_OUT)[0] is not None
@@ -92,7 +96,6 @@ def _toolkit_chains() -> tuple[dict, object]:
         door_moving, door_empty = door(moving), door(empty)
     except ImportError:
         door_moving = door_empty = photo
-    mesh_chains, mesh = _toolkit_face_mesh()
     chains = {"moving hand": door_moving, "palm every frame": photo, "no hand": door_empty,
               "face detector": lambda f: bool(faces.detect(f)), **mesh_chains}  # fmt: skip
     return chains, (tracker, faces, mesh)
@@ -106,7 +109,12 @@ def _toolkit_face_mesh() -> tuple[dict, object]:
     from toolkit.models.facemesh import ensure_face_mesh
 
     models = ensure_face_mesh()
-    mesh = FaceMesh(models.landmark, FaceDetector(models.detector, threads=1, tiles=TILES), threads=1)
+    twins = getattr(models, "twins", None)
+    if twins is None:  # a checkout from before the LiteRT twins
+        mesh = FaceMesh(models.landmark, FaceDetector(models.detector, threads=1, tiles=TILES), threads=1)
+    else:
+        detector = FaceDetector(models.detector, threads=1, tiles=TILES, twin=twins.get("detector"))
+        mesh = FaceMesh(models.landmark, detector, threads=1, twin=twins.get("landmark"))
     try:  # a checkout from before face tracking judged each frame as a photo
         from toolkit.inference.facetrack import FaceStream
 
@@ -171,6 +179,9 @@ def toolkit_stages(models, frames: dict) -> dict:
         out["face landmark crop"] = _median_ms(lambda: facemesh.warp(face, found.rect, facemesh.LANDMARK_SIZE))
         x = (facemesh.warp(face, found.rect, facemesh.LANDMARK_SIZE) / 255.0)[None].astype(np.float32)
         out["face landmark model"] = _median_ms(lambda: mesh.session.run(None, {mesh._input: x}))
+    for name, session in (("palm", tracker.palm), ("hand landmarks", tracker.landmark), ("face detector",
+                          faces.session), ("face mesh detector", mesh.detector.session), ("face mesh", mesh.session)):
+        out[f"runtime {name}"] = getattr(session, "runtime", "onnxruntime")  # older checkouts: onnxruntime only
     return out
 
 

@@ -186,7 +186,7 @@ def fake_hand_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=hand
 def test_a_hand_sign_export_refits_and_no_hand_photos_are_not_training_data(tmp_path, monkeypatch):
     from test_runtime_hands import make_hands_export
 
-    monkeypatch.setattr(handpipe, "open_tracker", lambda palm, landmark, threads=1, min_score=0.5: object())
+    monkeypatch.setattr(handpipe, "open_tracker", lambda palm, landmark, threads=1, min_score=0.5, twins=None: object())
     monkeypatch.setattr(handpipe, "hand_features", fake_hand_features)
     signs = ("0", "5", "9")
     export = make_hands_export(tmp_path / "signs", labels=signs)

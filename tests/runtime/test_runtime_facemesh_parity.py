@@ -19,6 +19,7 @@ from facemesh_support import real_face_mesh
 
 from toolkit.inference.detect import FaceDetector
 from toolkit.inference.facemesh import FaceMesh, features
+from toolkit.inference.litert import litert_available
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
@@ -35,13 +36,22 @@ TOLERANCE_PX = 1.5
 DOOR_TOLERANCE_PX = 3.0
 
 
-@pytest.fixture(scope="module")
-def mesh():
+@pytest.fixture(scope="module", params=["onnxruntime", "litert"])
+def mesh(request):
+    """The ONNX files under onnxruntime, and the wheel's own .tflite files under LiteRT (what the door runs)."""
     models = real_face_mesh()
     if models is None:
         pytest.skip("no face mesh: set TOOLKIT_MEDIAPIPE_WHEEL to mediapipe 0.10.21's wheel, or convert it once")
     detector, landmark = models
-    return FaceMesh(landmark, FaceDetector(detector))
+    twins = {"detector": None, "landmark": None}
+    if request.param == "litert":
+        twins = {"detector": landmark.with_name("face_detection_short_range.tflite"),
+                 "landmark": landmark.with_suffix(".tflite")}
+        if not litert_available() or not all(p.is_file() for p in twins.values()):
+            pytest.skip("no ai-edge-litert or no .tflite files beside the ONNX")
+    out = FaceMesh(landmark, FaceDetector(detector, twin=twins["detector"]), twin=twins["landmark"])
+    assert (out.session.runtime, out.detector.session.runtime) == (request.param, request.param)
+    return out
 
 
 def test_landmarks_match_mediapipe_on_the_astronaut(mesh):
@@ -63,7 +73,7 @@ def test_landmarks_match_mediapipe_on_the_astronaut(mesh):
         # z: relative depth on x's scale; its zero (the face's centre of mass) is the model's, so compare shape
         dz = (face.points[:, 2] - face.points[:, 2].mean()) - (want[:, 2] - want[:, 2].mean())
         assert np.abs(dz).max() < 2 * TOLERANCE_PX, record["variant"]
-    print(f"\nface mesh parity: worst landmark error {worst['photo']:.2f} px on the photos ({where['photo']}), "
+    print(f"\nface mesh parity ({mesh.session.runtime}): worst landmark error {worst['photo']:.2f} px on the photos ({where['photo']}), "
           f"{worst['door']:.2f} px on the door frame; median point error per input {np.median(errors):.2f} px; "
           f"{len(fixture['photos'])} inputs, mediapipe {fixture['mediapipe']}")
     assert worst["photo"] < TOLERANCE_PX and worst["door"] < DOOR_TOLERANCE_PX

@@ -44,7 +44,7 @@ def fake_features(tracker, image, min_side=handpipe.MIN_SIDE, zoom_out=handpipe.
 
 @pytest.fixture(autouse=True)
 def fake_tracker(monkeypatch):
-    monkeypatch.setattr(handpipe, "open_tracker", lambda palm, landmark, threads=1, min_score=0.5: object())
+    monkeypatch.setattr(handpipe, "open_tracker", lambda palm, landmark, threads=1, min_score=0.5, twins=None: object())
     monkeypatch.setattr(handpipe, "hand_features", fake_features)
     # The door follows the hand of a camera stream: the same fake judges each of its frames.
     monkeypatch.setattr(handpipe, "stream_features", lambda stream, image, min_side=handpipe.MIN_SIDE, spec=None:

@@ -17,6 +17,7 @@ import pytest
 from hands_support import real_hand_models
 
 from toolkit.inference.hands import HandTracker
+from toolkit.inference.litert import litert_available
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
@@ -30,11 +31,19 @@ SIGNS = ROOT / "tests" / "fixtures" / "hands_parity"  # the fixture's photos, as
 TOLERANCE_PX = 1.5
 
 
-def test_landmarks_match_mediapipe_on_sign_digits():
+@pytest.mark.parametrize("runtime", ["onnxruntime", "litert"])
+def test_landmarks_match_mediapipe_on_sign_digits(runtime):
+    """The ONNX files under onnxruntime, and the wheel's own .tflite files under LiteRT (what the door runs)."""
     models = real_hand_models()
     if models is None:
         pytest.skip("no hand models: set TOOLKIT_MEDIAPIPE_WHEEL to mediapipe 0.10.21's wheel, or convert them once")
-    tracker = HandTracker(*models)
+    twins = None
+    if runtime == "litert":
+        twins = {"palm": models[0].parent / "palm_detection_full.tflite", "landmark": models[1].with_suffix(".tflite")}
+        if not litert_available() or not all(p.is_file() for p in twins.values()):
+            pytest.skip("no ai-edge-litert or no .tflite files beside the ONNX")
+    tracker = HandTracker(*models, twins=twins)
+    assert (tracker.palm.runtime, tracker.landmark.runtime) == (runtime, runtime)
     fixture = json.loads(FIXTURE.read_text())
     worst, where = 0.0, ""
     for record in fixture["photos"]:
@@ -50,6 +59,6 @@ def test_landmarks_match_mediapipe_on_sign_digits():
         assert hand.handedness == record["hand"]["handedness"]
         assert hand.handedness_score == pytest.approx(record["hand"]["handedness_score"], abs=0.01)
         assert np.abs(hand.points[:, 2] - want[:, 2]).max() < 2 * TOLERANCE_PX  # z: relative depth, same scale
-    print(f"\nhands parity: worst landmark error {worst:.2f} px ({where}) over {len(fixture['photos'])} inputs, "
+    print(f"\nhands parity ({runtime}): worst landmark error {worst:.2f} px ({where}) over {len(fixture['photos'])} inputs, "
           f"mediapipe {fixture['mediapipe']}")
     assert worst < TOLERANCE_PX

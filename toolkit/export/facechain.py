@@ -83,6 +83,10 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path | Non
         detector = copy_detector(staging, models.detector)
         mesh = copy_face_mesh(staging, models)
         files = {"detector": detector["file"], "landmark": mesh["files"]["landmark"]}
+        twins = dict(mesh["tflite"])  # what LiteRT runs at the door (toolkit.inference.litert)
+        if "detector" in models.twins:
+            shutil.copy2(models.twins["detector"], staging / models.twins["detector"].name)
+            twins["detector"] = models.twins["detector"].name
         sources = {"detector": {k: detector[k] for k in ("source", "licence", "licence_name", "precision")},
                    "landmark": {k: mesh[k] for k in ("source", "licence", "licence_name", "precision")}}
         if "expression" in head.blocks:  # the expression CNN travels only when the head reads its features
@@ -95,8 +99,9 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path | Non
             sources["expression"] = {"source": f"{FER.package}=={FER.version}: {FER.member}, cut at "
                                      f"{expression.stem.removeprefix('expression_')}", "licence": FER_LICENCE,
                                      "licence_name": "MIT", "precision": "float32"}  # fmt: skip
-        face = {"kind": "face-landmarks", "files": files,
-                "sha256": {name: sha256_file(staging / name) for name in files.values()}, "sources": sources,
+        face = {"kind": "face-landmarks", "files": files, "tflite": twins,
+                "sha256": {name: sha256_file(staging / name) for name in (*files.values(), *twins.values())},
+                "sources": sources,
                 "blocks": list(head.blocks), "min_side": MIN_SIDE, "min_score": detector["min_score"],
                 "nms_iou": detector["nms_iou"], "tiles": TILES, "min_presence": 0.5,
                 "feature_version": _feature_version(), "head": head_record(head),

@@ -257,6 +257,7 @@ class FaceDetector:
         threads: onnxruntime intra-op threads (1 at the door, beside the classifier).
         tiles: when neither the frame nor the frame zoomed out shows a face, also look in overlapping squares
             of half the shorter side (a face far from the camera is ~4 px wide once a 640 px frame is 128).
+        twin: the detector's ``.tflite`` for LiteRT to run instead of the ONNX (:mod:`toolkit.inference.litert`).
 
     Raises:
         ToolkitError: the file is missing, not ONNX, or not a BlazeFace-shaped model.
@@ -265,19 +266,14 @@ class FaceDetector:
     name = "blazeface"
 
     def __init__(self, path: str | Path, *, min_score: float = MIN_SCORE, iou: float = NMS_IOU,
-                 margin: float = MARGIN, threads: int = 1, tiles: bool = False) -> None:  # fmt: skip
-        import onnxruntime as ort
+                 margin: float = MARGIN, threads: int = 1, tiles: bool = False,
+                 twin: str | Path | None = None) -> None:  # fmt: skip
+        from toolkit.inference.litert import open_model
 
         self.path = Path(path)
         if not self.path.is_file():
             raise ToolkitError(f"{self.path}: detector file not found; re-export with --detector blazeface")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise ToolkitError(f"{self.path}: cannot load the detector ({str(exc).splitlines()[0][:200]})") from exc
+        self.session = open_model(self.path, threads, "detector", twin)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         shapes = {o.name: tuple(o.shape) for o in outputs}
         self._reg = next((n for n, s in shapes.items() if s[-2:] == (NUM_ANCHORS, NUM_COORDS)), None)

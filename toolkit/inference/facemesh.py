@@ -115,14 +115,15 @@ class FaceMesh:
             use :meth:`from_detection` only.
         threads: onnxruntime intra-op threads.
         min_presence: lowest presence sigmoid accepted (below: no face, never a guess).
+        twin: the model's ``.tflite`` for LiteRT to run instead of the ONNX (:mod:`toolkit.inference.litert`).
 
     Raises:
         ToolkitError: the file is missing, not ONNX, or not the face landmark model.
     """
 
     def __init__(self, landmark: str | Path, detector=None, threads: int = 1,
-                 min_presence: float = MIN_PRESENCE) -> None:  # fmt: skip
-        self.session = _session(landmark, threads, "face landmark model")
+                 min_presence: float = MIN_PRESENCE, twin: str | Path | None = None) -> None:  # fmt: skip
+        self.session = _session(landmark, threads, "face landmark model", twin)
         _check(self.session, landmark, LANDMARK_SIZE, [(1, 1, 3 * NUM_POINTS), (1, 1, 1)], "face landmark model")
         outputs = self.session.get_outputs()
         self._points, self._presence = outputs[0].name, outputs[1].name

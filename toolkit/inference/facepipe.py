@@ -61,20 +61,22 @@ class FacePipeline:
         detector: a :class:`~toolkit.inference.detect.FaceDetector` (the door's own: one pass per frame).
         landmark: the face landmark ONNX. expression: the expression-feature ONNX (input ``image`` 64x64 RGB).
         blocks: the blocks to compute (the expression CNN is not run when only landmarks are read).
+        twin: the landmark model's ``.tflite``, for LiteRT to run instead (:mod:`toolkit.inference.litert`).
 
     Raises:
         ToolkitError: a file missing or not of the expected model.
     """
 
     def __init__(self, detector, landmark: str | Path, expression: str | Path | None, *, threads: int = 1,
-                 blocks: tuple[str, ...] = BLOCKS, min_side: int = MIN_SIDE) -> None:  # fmt: skip
+                 blocks: tuple[str, ...] = BLOCKS, min_side: int = MIN_SIDE,
+                 twin: str | Path | None = None) -> None:  # fmt: skip
         from toolkit.inference.hands import _session
 
         unknown = [b for b in blocks if b not in BLOCKS]
         if unknown or not blocks:
             raise ToolkitError(f"face pipeline: feature blocks must be among {', '.join(BLOCKS)}, got {blocks}")
         self.detector = detector
-        self.mesh = FaceMesh(landmark, detector, threads=threads)
+        self.mesh = FaceMesh(landmark, detector, threads=threads, twin=twin)
         self.blocks = tuple(blocks)
         self.min_side = min_side
         self.expression = None
@@ -156,9 +158,11 @@ def open_face_pipeline(folder: Path, record: dict, threads: int = 1) -> FacePipe
                                "export, re-run 'toolkit export'")
         paths[role] = path
     from toolkit.inference.detect import MIN_SCORE, NMS_IOU, FaceDetector
+    from toolkit.inference.litert import export_twins
 
+    twins = export_twins(folder, record, where, "face")
     detector = FaceDetector(paths["detector"], min_score=float(record.get("min_score", MIN_SCORE)),
                             iou=float(record.get("nms_iou", NMS_IOU)), threads=threads,
-                            tiles=bool(record.get("tiles", TILES)))
+                            tiles=bool(record.get("tiles", TILES)), twin=twins.get("detector"))
     return FacePipeline(detector, paths["landmark"], paths.get("expression"), threads=threads, blocks=blocks,
-                        min_side=int(record.get("min_side", MIN_SIDE)))
+                        min_side=int(record.get("min_side", MIN_SIDE)), twin=twins.get("landmark"))

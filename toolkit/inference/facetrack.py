@@ -63,6 +63,7 @@ AROUND_FRAMES = 4  # frames a lost face is looked for where it was, before the c
 # cell's mean by well under 1; a face coming into view, by tens).
 STILL_LEVELS = 8.0
 THUMB = (32, 24)
+THUMB_ROWS = 4  # the thumbnail reads every 4th row: 100 pixels a cell of 640x480 (0.07 ms instead of 0.27)
 # Mesh points standing in for BlazeFace's six keypoints on a followed face (eyes as the middle of their corners).
 _KEYPOINTS = ((33, 133), (362, 263), (1,), (13, 14), (234,), (454,))
 
@@ -101,14 +102,16 @@ def landmarks_rect(points: np.ndarray, where: tuple[float, float, float, float])
 
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
-    """The frame's :data:`THUMB` thumbnail (mean of each patch, float32 grey levels per channel)."""
+    """The frame's :data:`THUMB` thumbnail (mean of each patch over every :data:`THUMB_ROWS`-th row, float32 grey
+    levels per channel)."""
     from toolkit.inference.detect import opencv
 
     w, h = THUMB
+    if image.shape[0] >= THUMB_ROWS * h:
+        image = image[::THUMB_ROWS]  # a view: OpenCV reads strided rows without a copy
     cv2 = opencv()
-    if cv2 is not None:
-        small = cv2.resize(np.ascontiguousarray(image[:, :, :3]), (w, h), interpolation=cv2.INTER_AREA)
-        return small.astype(np.float32)
+    if cv2 is not None and image.shape[2] == 3 and image.dtype == np.uint8:
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
     ih, iw = image.shape[:2]
     ys, xs = np.arange(h + 1) * ih // h, np.arange(w + 1) * iw // w
     sums = np.add.reduceat(np.add.reduceat(image[:, :, :3].astype(np.float32), ys[:-1], axis=0), xs[:-1], axis=1)

@@ -68,11 +68,12 @@ def upscale(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
     return np.asarray(resize(Image.fromarray(image), size), dtype=np.uint8)
 
 
-def open_tracker(palm: Path, landmark: Path, threads: int = 1, min_score: float = 0.5):
-    """The numpy/onnxruntime hand tracker over two ONNX files (a function, so tests can put a fake in its place)."""
+def open_tracker(palm: Path, landmark: Path, threads: int = 1, min_score: float = 0.5, twins: dict | None = None):
+    """The hand tracker over two ONNX files and their ``.tflite`` twins if any ({role: path}; see
+    :mod:`toolkit.inference.litert`); a function, so tests can put a fake in its place."""
     from toolkit.inference.hands import HandTracker
 
-    return HandTracker(palm, landmark, threads=threads, min_score=min_score)
+    return HandTracker(palm, landmark, threads=threads, min_score=min_score, twins=twins)
 
 
 def hand_features(tracker, image: np.ndarray, min_side: int = MIN_SIDE, zoom_out: float = ZOOM_OUT, spec=None,
@@ -162,7 +163,11 @@ class HandPipeline:
         self.min_side = int(record.get("min_side", MIN_SIDE))
         self.zoom_out = float(record.get("zoom_out", 0.0))  # exports from before the second look had none
         self.turns = turns_of(record, str(where))  # nor turned looks, before those
-        self.tracker = open_tracker(paths["palm"], paths["landmark"], threads, float(record.get("min_score", 0.5)))
+        from toolkit.inference.litert import export_twins
+
+        twins = export_twins(folder, record, where, "hands")
+        self.tracker = open_tracker(paths["palm"], paths["landmark"], threads, float(record.get("min_score", 0.5)),
+                                    twins=twins or None)
 
     def features(self, image: np.ndarray, stream=None):
         """(features or None, Hand or None) for one RGB image of any size; a frame of ``stream`` if given."""

@@ -139,19 +139,12 @@ def image_to_crop(points: np.ndarray, rect: Rect, size: int = LANDMARK_SIZE) -> 
     return out
 
 
-def _session(path: str | Path, threads: int, what: str):
-    import onnxruntime as ort
+def _session(path: str | Path, threads: int, what: str, twin: str | Path | None = None):
+    """The model's session: its ``.tflite`` twin under LiteRT or the ONNX under onnxruntime
+    (:func:`toolkit.inference.litert.open_model`)."""
+    from toolkit.inference.litert import open_model
 
-    path = Path(path)
-    if not path.is_file():
-        raise ToolkitError(f"{path}: {what} file not found; fetch the hand models first ('toolkit export' does)")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        raise ToolkitError(f"{path}: cannot load the {what} ({str(exc).splitlines()[0][:200]})") from exc
+    return open_model(path, threads, what, twin)
 
 
 def _check(session, path, size: int, outputs: list[tuple], what: str) -> None:
@@ -166,17 +159,21 @@ class HandTracker:
 
     Args:
         palm: the palm detector ONNX. landmark: the hand landmark ONNX.
-        threads: onnxruntime intra-op threads for each model.
+        threads: threads for each model.
         min_score: lowest palm score and hand presence accepted.
+        twins: {"palm" | "landmark": the model's ``.tflite``} for LiteRT to run instead of the ONNX
+            (:mod:`toolkit.inference.litert`); each session's ``runtime`` says which ran.
 
     Raises:
         ToolkitError: a file is missing, not ONNX, or not of the expected model.
     """
 
-    def __init__(self, palm: Path, landmark: Path, threads: int = 1, min_score: float = MIN_SCORE) -> None:
-        self.palm = _session(palm, threads, "palm detector")
+    def __init__(self, palm: Path, landmark: Path, threads: int = 1, min_score: float = MIN_SCORE,
+                 twins: dict | None = None) -> None:  # fmt: skip
+        twins = twins or {}
+        self.palm = _session(palm, threads, "palm detector", twins.get("palm"))
         _check(self.palm, palm, PALM_SIZE, [(NUM_ANCHORS, 4 + 2 * NUM_KEYPOINTS), (NUM_ANCHORS, 1)], "palm detector")
-        self.landmark = _session(landmark, threads, "hand landmark model")
+        self.landmark = _session(landmark, threads, "hand landmark model", twins.get("landmark"))
         _check(self.landmark, landmark, LANDMARK_SIZE, [(3 * NUM_POINTS,), (1,), (1,), (3 * NUM_POINTS,)],
                "hand landmark model")  # fmt: skip
         self._palm_input = self.palm.get_inputs()[0].name

@@ -49,6 +49,15 @@ class FaceMeshModels:
     source: str = ""
     max_diff: float = 0.0  # the landmark ONNX's check against its .tflite
 
+    @property
+    def twins(self) -> dict:
+        """{role: the ``.tflite`` the ONNX was converted from} (:mod:`toolkit.inference.litert` runs them)."""
+        from toolkit.models.detector import BLAZEFACE
+
+        folder = Path(self.licence).parent
+        named = {"landmark": Path(FACE_LANDMARK.member).name, "detector": Path(BLAZEFACE.member).name}
+        return {role: folder / name for role, name in named.items() if (folder / name).is_file()}
+
 
 def source_text() -> str:
     return f"{FACE_LANDMARK.package}=={FACE_LANDMARK.version} ({FACE_LANDMARK.wheel}): {FACE_LANDMARK.member}"
@@ -109,18 +118,24 @@ def convert(tflite: Path, onnx_path: Path, opset: int = OPSET) -> float:
 
 
 def copy_face_mesh(folder: str | Path, models: FaceMeshModels) -> dict:
-    """Copy the landmark ONNX and the wheel's licence into an export ``folder``; returns the manifest's record.
+    """Copy the landmark ONNX, its ``.tflite`` twin and the wheel's licence into an export ``folder``; returns
+    the manifest's record.
 
     The detector travels as the export's ``detector`` record (:func:`toolkit.models.detector.copy_detector`).
     """
     folder = Path(folder)
     shutil.copy2(models.landmark, folder / models.landmark.name)
+    twin = models.twins.get("landmark")
+    if twin is not None:
+        shutil.copy2(twin, folder / twin.name)
     if Path(models.licence).is_file():
         shutil.copy2(models.licence, folder / LICENCE_FILE)
     source = models.source or source_text()
     if models.landmark.name == rewritten_path(models.landmark.with_name("face_landmark.onnx")).name:
         source += f"; PRelu rewritten ({REWRITE}: Relu + slope * Min, same outputs)"
+    names = [models.landmark.name, *([twin.name] if twin is not None else [])]
     return {"kind": "mediapipe-face-mesh", "files": {"landmark": models.landmark.name},
-            "sha256": {models.landmark.name: sha256_file(folder / models.landmark.name)},
+            "tflite": {"landmark": twin.name} if twin is not None else {},
+            "sha256": {name: sha256_file(folder / name) for name in names},
             "precision": "float32", "source": source,
             "licence": LICENCE_FILE, "licence_name": LICENCE_NAME}  # fmt: skip

@@ -56,6 +56,13 @@ class HandModels:
     sha256: dict = field(default_factory=dict)  # file name -> sha256 (the ONNX files and their .tflite sources)
     source: str = ""
 
+    @property
+    def twins(self) -> dict:
+        """{role: the ``.tflite`` each ONNX was converted from} (:mod:`toolkit.inference.litert` runs them)."""
+        folder = Path(self.licence).parent
+        return {role: folder / Path(spec.member).name for role, spec in (("palm", PALM), ("landmark", LANDMARK))
+                if (folder / Path(spec.member).name).is_file()}  # fmt: skip
+
 
 def source_text() -> str:
     return f"{PALM.package}=={PALM.version} ({PALM.wheel}): {PALM.member}, {LANDMARK.member}"
@@ -125,18 +132,21 @@ def convert(tflite: Path, onnx_path: Path, opset: int = OPSET) -> float:
 
 
 def copy_hand_models(folder: str | Path, models: HandModels) -> dict:
-    """Copy both ONNX files and the wheel's licence into an export ``folder``; returns the manifest's record.
+    """Copy both ONNX files, their ``.tflite`` twins and the wheel's licence into an export ``folder``; returns
+    the manifest's record.
 
-    The record names the files (palm detector first: it finds the hand the landmark model then reads), their
-    sha256, the precision and where they came from.
+    The record names the files (palm detector first: it finds the hand the landmark model then reads), the twins
+    (``tflite``: what LiteRT runs at the door, :mod:`toolkit.inference.litert`), every file's sha256, the precision
+    and where they came from.
     """
     folder = Path(folder)
     files = {"palm": models.palm.name, "landmark": models.landmark.name}
-    for src in (models.palm, models.landmark):
+    twins = {role: path.name for role, path in models.twins.items()}
+    for src in (models.palm, models.landmark, *models.twins.values()):
         shutil.copy2(src, folder / src.name)
     if Path(models.licence).is_file():
         shutil.copy2(models.licence, folder / LICENCE_FILE)
-    return {"kind": "mediapipe-hands", "files": files,
-            "sha256": {name: sha256_file(folder / name) for name in files.values()},
+    return {"kind": "mediapipe-hands", "files": files, "tflite": twins,
+            "sha256": {name: sha256_file(folder / name) for name in (*files.values(), *twins.values())},
             "precision": "float32", "source": models.source or source_text(),
             "licence": LICENCE_FILE, "licence_name": LICENCE_NAME}  # fmt: skip
