@@ -73,7 +73,8 @@ def test_landmarks_match_mediapipe_on_the_astronaut(mesh):
         # z: relative depth on x's scale; its zero (the face's centre of mass) is the model's, so compare shape
         dz = (face.points[:, 2] - face.points[:, 2].mean()) - (want[:, 2] - want[:, 2].mean())
         assert np.abs(dz).max() < 2 * TOLERANCE_PX, record["variant"]
-    print(f"\nface mesh parity ({mesh.session.runtime}): worst landmark error {worst['photo']:.2f} px on the photos ({where['photo']}), "
+    print(f"\nface mesh parity ({mesh.session.runtime}): worst landmark error {worst['photo']:.2f} px on the "
+          f"photos ({where['photo']}), "
           f"{worst['door']:.2f} px on the door frame; median point error per input {np.median(errors):.2f} px; "
           f"{len(fixture['photos'])} inputs, mediapipe {fixture['mediapipe']}")
     assert worst["photo"] < TOLERANCE_PX and worst["door"] < DOOR_TOLERANCE_PX

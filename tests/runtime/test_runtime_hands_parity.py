@@ -59,6 +59,6 @@ def test_landmarks_match_mediapipe_on_sign_digits(runtime):
         assert hand.handedness == record["hand"]["handedness"]
         assert hand.handedness_score == pytest.approx(record["hand"]["handedness_score"], abs=0.01)
         assert np.abs(hand.points[:, 2] - want[:, 2]).max() < 2 * TOLERANCE_PX  # z: relative depth, same scale
-    print(f"\nhands parity ({runtime}): worst landmark error {worst:.2f} px ({where}) over {len(fixture['photos'])} inputs, "
-          f"mediapipe {fixture['mediapipe']}")
+    print(f"\nhands parity ({runtime}): worst landmark error {worst:.2f} px ({where}) over "
+          f"{len(fixture['photos'])} inputs, mediapipe {fixture['mediapipe']}")
     assert worst < TOLERANCE_PX

@@ -66,7 +66,10 @@ def face_export(tmp_path_factory):
     from toolkit.models.facemesh import FaceMeshModels
 
     detector, landmark = models
-    pipeline = FacePipeline(FaceDetector(detector), landmark, None, blocks=("landmarks",))
+    fm = FaceMeshModels(detector, landmark, landmark.parent / "LICENSE", {}, "mediapipe==0.10.21")
+    twins = fm.twins  # the features as the door computes them (LiteRT on the .tflite files when installed)
+    pipeline = FacePipeline(FaceDetector(detector, twin=twins.get("detector")), landmark, None, blocks=("landmarks",),
+                            twin=twins.get("landmark"))  # fmt: skip
     images = [prepare(PHOTOS, v) for v in VARIANTS] + [np.full((120, 160, 3), 90, np.uint8)]
     y = np.array([1, 0, 1, 0, 1, 0, 1, 1])
     got = [pipeline(im) for im in images]
@@ -78,7 +81,6 @@ def face_export(tmp_path_factory):
                     1.0, np.zeros(1), np.zeros(1), np.zeros(1, bool), 3)
     out = tmp_path_factory.mktemp("face") / "happy"
     config = type("C", (), {"name": None, "target_far": 0.05, "overwrite": False})()
-    fm = FaceMeshModels(detector, landmark, landmark.parent / "LICENSE", {}, "mediapipe==0.10.21")
     write_face_export(out, head=head, labels=("no_smile", "smile"), models=fm, expression=None,
                       data={"spec": "parity", "kind": "photos", "threshold": {}, "test_figures": {}},
                       threshold={"threshold": 0.5, "far": 0.0, "frr": 0.0, "source": "test"}, clean=clean,

@@ -109,6 +109,9 @@ def test_copy_into_an_export_folder(fake, tmp_path):
     out.mkdir()
     record = MH.copy_hand_models(out, models)
     assert record["files"] == {"palm": "palm_detection_full.relu.onnx", "landmark": "hand_landmark_full.onnx"}
-    assert record["sha256"] == {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in record["files"].values()}
+    # each .tflite travels beside its ONNX (LiteRT runs it at the door), every file with its sha256
+    assert record["tflite"] == {"palm": "palm_detection_full.tflite", "landmark": "hand_landmark_full.tflite"}
+    names = [*record["files"].values(), *record["tflite"].values()]
+    assert record["sha256"] == {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in names}
     assert record["precision"] == "float32" and record["source"] == models.source
     assert (out / record["licence"]).read_text().startswith("Apache") and record["licence_name"] == "Apache-2.0"

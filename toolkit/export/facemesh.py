@@ -72,9 +72,13 @@ def build_face_model(config: FaceModelConfig, log: Callable[[str], None] = print
         raise ToolkitError(f"{config.data}: a door model has 2 classes (no_smile, smile), got {labels}")
     models = ensure_face_mesh()
     expression = ensure_expression_base()
-    pipeline = FacePipeline(FaceDetector(models.detector, tiles=TILES), models.landmark, expression)
+    twins = models.twins  # the door's runtime (LiteRT on the .tflite files when installed): no train/serve skew
+    pipeline = FacePipeline(FaceDetector(models.detector, tiles=TILES, twin=twins.get("detector")), models.landmark,
+                            expression, twin=twins.get("landmark"))  # fmt: skip
     sums = {"landmark": models.sha256[models.landmark.name], "detector": models.sha256[models.detector.name],
             "expression": _sha(expression), "tiles": TILES}
+    if set(pipeline.runtimes().values()) != {"onnxruntime"}:  # onnxruntime's features keep their old keys
+        sums["runtimes"] = pipeline.runtimes()
     take = np.arange(len(train))
     if len(take) > config.cv_max_images:
         take = np.sort(np.random.default_rng(config.seed).permutation(len(take))[: config.cv_max_images])

@@ -95,10 +95,10 @@ def export_hands(run, head, config, log: Callable[[str], None]) -> Path:
         raise ToolkitError(f"{run.path}: no test or validation images to validate the export on; pass --data")
     labels = run.labels
     min_side = int(record.get("min_side", min(run.image_size)))
-    tracker = open_tracker(models.palm, models.landmark, threads=1)
+    tracker = open_tracker(models.palm, models.landmark, threads=1, twins=getattr(models, "twins", None) or None)
     zoom_out = float(record.get("zoom_out", 0.0))
     turns = turns_of(record, str(run.path / "config.json"))  # runs from before the turned looks had none
-    f = landmark_features(tracker, held, key_base=models_key(models), min_side=min_side, zoom_out=zoom_out,
+    f = landmark_features(tracker, held, key_base=models_key(models, tracker), min_side=min_side, zoom_out=zoom_out,
                           orientation=spec.orientation, turns=turns)
     f = dataclasses.replace(f, x=head_columns(f.x, spec))  # what the head reads of the cached full vector
     from toolkit import metrics

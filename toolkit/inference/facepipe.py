@@ -120,6 +120,13 @@ class FacePipeline:
             return None, None
         return stack_blocks(got.blocks, self.blocks), got.face
 
+    def runtimes(self) -> dict:
+        """{model: the runtime serving it} (:mod:`toolkit.inference.litert`)."""
+        out = {"face detector": self.detector.session.runtime, "face mesh": self.mesh.session.runtime}
+        if self.expression is not None:
+            out["expression CNN"] = self.expression.runtime
+        return out
+
     def stream(self):
         """A new camera stream's state (:class:`~toolkit.inference.facetrack.FaceStream`) over this pipeline."""
         from toolkit.inference.facetrack import FaceStream

@@ -175,6 +175,11 @@ class HandPipeline:
             return stream_features(stream, image, self.min_side, self.spec)
         return hand_features(self.tracker, image, self.min_side, self.zoom_out, self.spec, turns=self.turns)
 
+    def runtimes(self) -> dict:
+        """{model: the runtime serving it} (:mod:`toolkit.inference.litert`)."""
+        sessions = {"palm": getattr(self.tracker, "palm", None), "hand landmarks": getattr(self.tracker, "landmark", None)}
+        return {k: s.runtime for k, s in sessions.items() if hasattr(s, "runtime")}  # a test's fake tracker: none
+
     def stream(self):
         """A new camera stream's state (:class:`~toolkit.inference.handtrack.HandStream`) over this tracker."""
         from toolkit.inference.handtrack import HandStream

@@ -345,6 +345,12 @@ class Predictor:
             "output": {"name": self.output_name, "shape": [-1, self.output_width]},
         }
 
+    def runtimes(self) -> dict:
+        """{model of the chain: the runtime serving it}: MediaPipe's models run their ``.tflite`` under LiteRT when
+        the export carries it (:mod:`toolkit.inference.litert`); heads and single-file exports, onnxruntime."""
+        chain = self.hands.runtimes() if self.hands is not None and hasattr(self.hands, "runtimes") else {}
+        return {**chain, "head" if chain else "model": "onnxruntime"}
+
     @property
     def output_width(self) -> int:
         if self.is_hands or self.is_face:  # one column per label, then P(no hand / no face)

@@ -72,9 +72,9 @@ def run_bench(config: BenchConfig, out: Callable[[str], None] = print) -> dict:
             f"threads={config.threads}{', detector ' + crop.name if crop is not None else ''}"
             f"{', followed across frames' if stream is not None else ''}): "
             f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
-            f"over {config.frames} frames of {fw}x{fh}"
+            f"over {config.frames} frames of {fw}x{fh}; {', '.join(f'{k} {v}' for k, v in pred.runtimes().items())}"
         )
-        results["models"][str(model)] = {"p50_ms": p50, "p99_ms": p99}
+        results["models"][str(model)] = {"p50_ms": p50, "p99_ms": p99, "runtimes": pred.runtimes()}
     if config.http:
         with ServerProcess(config.models[0], config.threads) as server:
             results["http"] = _http_overhead(config, server.url, out, server.proc.pid)

@@ -115,6 +115,7 @@ def run_door(
         p.name, p.file, loop.policy.threshold, door.camera, getattr(cropper, "name", "none"), actuator.name,
         policy.k, policy.n, policy.open_on or p.positive_label,
     )  # fmt: skip
+    log.info("door: runtimes %s", ", ".join(f"{k} {v}" for k, v in p.runtimes().items()))
     entry = p.manifest.files.get(p.file)
     if entry is not None and entry.far is not None and door.policy.threshold is None:
         log.info("door: %s", far_line(entry, policy.k, policy.n, p.manifest.figures_kind))

@@ -52,12 +52,16 @@ class HandFeatures:
         return [n for n, f in zip(self.names, self.found, strict=True) if not f]
 
 
-def models_key(models) -> str:
-    """What the features depend on besides the data: both models' sha256 and the feature computation's version."""
+def models_key(models, tracker=None) -> str:
+    """What the features depend on besides the data: both models' sha256, the feature computation's version and
+    (when not onnxruntime) the runtime that ran them (``tracker``'s sessions: :mod:`toolkit.inference.litert`)."""
     from toolkit.inference.handfeatures import FEATURE_VERSION
 
     fields = {role: model_sha256(models, role) for role in ("palm", "landmark")}
     fields["features"] = FEATURE_VERSION
+    runtime = getattr(getattr(tracker, "palm", None), "runtime", "onnxruntime")
+    if runtime != "onnxruntime":  # onnxruntime's features keep the keys they had before LiteRT
+        fields["runtime"] = runtime
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -222,8 +226,9 @@ def finetune_hands(config, data=None):
     ds, splits = fit.load_splits(config, size, data)
     labels = tuple(ds.labels)
     min_side = min(splits.train.image_size)
-    tracker = open_tracker(models.palm, models.landmark, threads=1)
-    key_base = models_key(models)
+    # the door's runtime (LiteRT on the .tflite files when installed): features as the door will compute them
+    tracker = open_tracker(models.palm, models.landmark, threads=1, twins=getattr(models, "twins", None) or None)
+    key_base = models_key(models, tracker)
     orientation = "kept" if config.keep_orientation else "upright"
     parts = {s.name: landmark_features(tracker, s, key_base=key_base, min_side=min_side, orientation=orientation)
              for s in (splits.train, splits.val, splits.test) if len(s)}
