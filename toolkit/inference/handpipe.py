@@ -177,7 +177,8 @@ class HandPipeline:
 
     def runtimes(self) -> dict:
         """{model: the runtime serving it} (:mod:`toolkit.inference.litert`)."""
-        sessions = {"palm": getattr(self.tracker, "palm", None), "hand landmarks": getattr(self.tracker, "landmark", None)}
+        tracker = self.tracker
+        sessions = {"palm": getattr(tracker, "palm", None), "hand landmarks": getattr(tracker, "landmark", None)}
         return {k: s.runtime for k, s in sessions.items() if hasattr(s, "runtime")}  # a test's fake tracker: none
 
     def stream(self):
