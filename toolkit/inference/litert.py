@@ -22,8 +22,10 @@ one interpreter per concurrent caller (the door's loop and an upload to ``/predi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -118,6 +120,13 @@ class LiteSession:
     def _interpreter(self):
         from ai_edge_litert.interpreter import Interpreter
 
+        global _ANNOUNCED
+        if not _ANNOUNCED:  # LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate" line, once a process
+            _ANNOUNCED = True
+            with _quiet_native_stderr():
+                interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
+                interpreter.allocate_tensors()
+            return interpreter
         interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
         interpreter.allocate_tensors()
         return interpreter
@@ -143,6 +152,24 @@ class LiteSession:
             return [interpreter.get_tensor(self._out[n]) for n in names]
         finally:
             self._pool.put(interpreter)
+
+
+_ANNOUNCED = False  # whether LiteRT has printed its one start-up line in this process
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Native code's writes to file descriptor 2 go nowhere for the block (LiteRT's start-up line ignores every
+    logging setting). Only around the process's first interpreter: a model load, before the door's threads."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _type(dtype) -> str:
