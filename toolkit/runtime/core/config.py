@@ -27,7 +27,7 @@ class ModelConfig:
                            "face-model'; the committed door model: exported/happy-face).", flag="--model")
     file: str | None = setting(None, "ONNX file in the folder (default: the manifest's 'serve' file).")
     # 1 keeps latency steady on a 4-core Pi sharing a camera
-    threads: int = setting(1, "onnxruntime intra-op threads.", low=1)
+    threads: int = setting(1, "Threads per model (onnxruntime intra-op; LiteRT interpreter).", low=1)
     # Refuse larger photos before decoding (decompression bombs); 25 MP = ~75 MB of RGB per request.
     max_pixels: int = setting(min(DEFAULT_MAX_PIXELS, 25_000_000), "Largest decoded image accepted.", low=1)
     # >0: poll the folder and hot-reload on change (SIGHUP always reloads)
