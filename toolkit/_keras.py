@@ -8,11 +8,11 @@ TensorFlow-free.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
 from toolkit.errors import ToolkitError
+from toolkit.native import quiet_native_stderr
 
 INSTALL_HINT = "TensorFlow is not installed: install the training extra with pip install 'door-camera-toolkit[train]'"
 
@@ -22,25 +22,6 @@ def _setup_env() -> None:
         raise RuntimeError("tensorflow was imported before toolkit._keras: import TensorFlow through toolkit._keras")
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ start-up chatter off the console
-
-
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence native lines that ignore TF_CPP_MIN_LOG_LEVEL: TensorFlow's start-up (oneDNN, CUDA probing), the
-    TFLite quantizer's per-call settings dump.
-
-    Python exceptions are unaffected: they are raised after the descriptor is restored.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def tf():

@@ -120,7 +120,7 @@ def bench(
     model: list[Path] = typer.Option(
         ..., "--model", help="Export folder, or FOLDER/FILE.onnx for one of its files; repeat to compare."
     ),
-    threads: int = typer.Option(1, "--threads", min=1, help="Threads per model (onnxruntime intra-op; LiteRT interpreter)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="Threads per model (onnxruntime or LiteRT)."),
     frames: int = typer.Option(200, "--frames", min=1, help="Frames (and /predict requests) per measurement."),
     http: bool = typer.Option(True, "--http/--no-http", help="Measure /predict overhead over the Predictor."),
     n: int = typer.Option(None, "--n", min=1, hidden=True),  # old spelling of --frames

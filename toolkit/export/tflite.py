@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit._keras import quiet_native_stderr
 from toolkit.errors import ToolkitError
 from toolkit.export.config import one_line
+from toolkit.native import quiet_native_stderr
 
 # Calibration is the slow step (every image through the float graph with every activation recorded); a
 # mixed-precision search converts the same model with a dozen deny lists, so its result is kept per model.
@@ -152,7 +152,8 @@ def quantize_calibrated(calibrated_model: bytes, float_nodes: list[str], uint8_i
     """int8 from a calibrated flatbuffer, the ops whose output tensors are ``float_nodes`` left float32."""
     from tensorflow.lite.python import convert as lite_convert
 
-    from toolkit._keras import quiet_native_stderr, tf
+    from toolkit._keras import tf
+    from toolkit.native import quiet_native_stderr
 
     tf = tf()
     io = tf.uint8 if uint8_io else tf.float32

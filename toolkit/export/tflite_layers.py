@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from toolkit._keras import quiet_native_stderr
+from toolkit.native import quiet_native_stderr
 
 
 def keras_layers(model) -> dict[str, tuple[int, int]]:

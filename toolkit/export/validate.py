@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import metrics
-from toolkit._keras import quiet_native_stderr
 from toolkit.cpu import cpu_count
 from toolkit.errors import ToolkitError
 from toolkit.export.config import one_line
 from toolkit.metrics import far_frr, wilson_interval
+from toolkit.native import quiet_native_stderr
 
 
 class OnnxRunner:

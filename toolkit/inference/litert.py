@@ -22,16 +22,15 @@ one interpreter per concurrent caller (the door's loop and an upload to ``/predi
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from toolkit.errors import ToolkitError
+from toolkit.native import quiet_native_stderr
 
 RUNTIME_ENV = "TOOLKIT_RUNTIME"
 RUNTIMES = ("auto", "onnxruntime", "litert")
@@ -123,7 +122,7 @@ class LiteSession:
         global _ANNOUNCED
         if not _ANNOUNCED:  # LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate" line, once a process
             _ANNOUNCED = True
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
                 interpreter.allocate_tensors()
             return interpreter
@@ -155,21 +154,6 @@ class LiteSession:
 
 
 _ANNOUNCED = False  # whether LiteRT has printed its one start-up line in this process
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Native code's writes to file descriptor 2 go nowhere for the block (LiteRT's start-up line ignores every
-    logging setting). Only around the process's first interpreter: a model load, before the door's threads."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _type(dtype) -> str:

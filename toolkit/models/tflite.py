@@ -71,7 +71,8 @@ def _tf2onnx_from_tflite(tflite: Path, out: Path, opset: int) -> None:
 
     from ai_edge_litert.interpreter import Interpreter
 
-    from toolkit._keras import quiet_native_stderr, tf
+    from toolkit._keras import tf
+    from toolkit.native import quiet_native_stderr
 
     tf()
     import tf2onnx
@@ -96,7 +97,7 @@ def compare_outputs(tflite: Path, onnx_path: Path, *, value_range: tuple[float, 
     from ai_edge_litert.interpreter import Interpreter
     from PIL import Image
 
-    from toolkit._keras import quiet_native_stderr
+    from toolkit.native import quiet_native_stderr
 
     with quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate", once per file
         interp = Interpreter(model_path=str(tflite))
