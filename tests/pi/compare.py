@@ -32,7 +32,6 @@ TRAIN_SIDE = (
     "tensorflow-model-optimization",
     "tf2onnx",
     "tensorboard",
-    "ai-edge-litert",
     "h5py",
 )
 # Door-runtime distributions and the module each one must import as.
@@ -49,6 +48,7 @@ DOOR_MODULES = {
     "python-multipart": "multipart",
     "prometheus-client": "prometheus_client",
     "gpiozero": "gpiozero",
+    "ai-edge-litert": "ai_edge_litert.interpreter",  # MediaPipe's .tflite files at the door (docs/runtimes.md)
     "typer": "typer",
 }
 

@@ -43,6 +43,10 @@ step "toolkit door bench on the wheel's [door] install, as the README runs it on
 # Before any test tool is installed: a dev package (httpx) once hid a door command that needed it.
 "$VENV/bin/toolkit" door bench --model exported/happy --threads 1 --frames 20 | tee "$LOGS/door-bench.log"
 grep -q '^/predict overhead' "$LOGS/door-bench.log" || { echo "error: door bench printed no /predict overhead" >&2; exit 1; }
+# The face-landmark door model: BlazeFace and the face mesh run their .tflite under LiteRT (docs/runtimes.md)
+"$VENV/bin/toolkit" door bench --model exported/happy-face --threads 1 --frames 10 --no-http \
+  | tee "$LOGS/door-bench-face.log"
+grep -q 'face mesh litert' "$LOGS/door-bench-face.log" || { echo "error: LiteRT did not serve the face mesh" >&2; exit 1; }
 
 step "test tools from the dev extra (pytest; onnx builds the tests' tiny models)"
 # Not httpx or tritonclient: the tests run here talk HTTP with the standard library, as a door install must.
