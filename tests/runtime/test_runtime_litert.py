@@ -40,8 +40,9 @@ def test_the_setting_picks_the_runtime(tmp_path, monkeypatch):
     assert choose(twin, "m") == "onnxruntime"
     monkeypatch.setenv(RUNTIME_ENV, "LiteRT")
     assert choose(twin, "m") == "litert"
-    with pytest.raises(ToolkitError, match="no .tflite beside its ONNX"):
+    with pytest.raises(ToolkitError, match="the export has no .tflite for it"):
         choose(None, "m")
+    assert choose(None, "m", mediapipe=False) == "onnxruntime"  # an ONNX-only model (the expression CNN)
     monkeypatch.setattr(litert, "litert_available", lambda: False)
     with pytest.raises(ToolkitError, match="ai-edge-litert is not installed"):
         choose(twin, "m")

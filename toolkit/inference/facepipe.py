@@ -83,7 +83,7 @@ class FacePipeline:
         if "expression" in self.blocks:
             if expression is None:
                 raise ToolkitError("face pipeline: the expression block needs the expression ONNX file")
-            self.expression = _session(expression, threads, "expression CNN")
+            self.expression = _session(expression, threads, "expression CNN", mediapipe=False)  # fer's: ONNX only
             self._expression_input = self.expression.get_inputs()[0].name
 
     def __call__(self, image: np.ndarray) -> FaceFeatures | None:

@@ -139,12 +139,12 @@ def image_to_crop(points: np.ndarray, rect: Rect, size: int = LANDMARK_SIZE) -> 
     return out
 
 
-def _session(path: str | Path, threads: int, what: str, twin: str | Path | None = None):
+def _session(path: str | Path, threads: int, what: str, twin: str | Path | None = None, mediapipe: bool = True):
     """The model's session: its ``.tflite`` twin under LiteRT or the ONNX under onnxruntime
     (:func:`toolkit.inference.litert.open_model`)."""
     from toolkit.inference.litert import open_model
 
-    return open_model(path, threads, what, twin)
+    return open_model(path, threads, what, twin, mediapipe)
 
 
 def _check(session, path, size: int, outputs: list[tuple], what: str) -> None:

@@ -65,20 +65,24 @@ def runtime_setting() -> str:
     return value
 
 
-def choose(twin: Path | None, what: str) -> str:
+def choose(twin: Path | None, what: str, mediapipe: bool = True) -> str:
     """``litert`` or ``onnxruntime`` for a model whose ``.tflite`` twin is ``twin`` (None: it has none).
+
+    ``mediapipe``: the model is one of MediaPipe's (it has a ``.tflite`` somewhere); False for models that only
+    exist as ONNX (the expression CNN), which run under onnxruntime whatever the setting.
 
     Raises:
         ToolkitError: ``TOOLKIT_RUNTIME=litert`` and the twin or ai-edge-litert is missing.
     """
     setting = runtime_setting()
-    if setting == "onnxruntime":
+    if setting == "onnxruntime" or not mediapipe:
         return "onnxruntime"
     has_twin = twin is not None and Path(twin).is_file()
     if setting == "litert":
         if not has_twin:
-            raise ToolkitError(f"{what}: {RUNTIME_ENV}=litert but there is no .tflite beside its ONNX (an export "
-                               "from before the twins); re-run 'toolkit export' or unset it")
+            raise ToolkitError(f"{what}: {RUNTIME_ENV}=litert but the export has no .tflite for it (made before "
+                               "exports carried them, or a pixel export's detector); re-run 'toolkit export' or "
+                               f"set {RUNTIME_ENV}=auto")
         if not litert_available():
             raise ToolkitError(f"{RUNTIME_ENV}=litert but ai-edge-litert is not installed; pip install "
                                "'door-camera-toolkit[door]' or unset it")
@@ -187,9 +191,9 @@ def export_twins(folder: str | Path, record: dict, where: str | Path, field: str
     return out
 
 
-def open_model(path: str | Path, threads: int, what: str, twin: str | Path | None = None):
-    """The session a chain runs one MediaPipe model with: the twin under LiteRT or the ONNX under onnxruntime
-    (:func:`choose`). The session's ``runtime`` attribute says which (onnxruntime sessions get one).
+def open_model(path: str | Path, threads: int, what: str, twin: str | Path | None = None, mediapipe: bool = True):
+    """The session a chain runs one model with: the twin under LiteRT or the ONNX under onnxruntime
+    (:func:`choose`; ``mediapipe`` False: an ONNX-only model). The session's ``runtime`` attribute says which.
 
     Raises:
         ToolkitError: the ONNX (or the twin chosen) is missing or cannot be loaded.
@@ -199,7 +203,7 @@ def open_model(path: str | Path, threads: int, what: str, twin: str | Path | Non
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"{path}: {what} file not found; fetch the models first ('toolkit export' does)")
-    if choose(Path(twin) if twin is not None else None, f"{path}") == "litert":
+    if choose(Path(twin) if twin is not None else None, f"{path}", mediapipe) == "litert":
         return LiteSession(twin, threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, int(threads))
