@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from toolkit.cli import main
 from toolkit.errors import ToolkitError
 from toolkit.inference.detect import (
     ASSETS,
+    ONNX_NAME,
     SHIPPED_SHA256,
     FaceDetector,
     decode,
@@ -242,3 +244,30 @@ def test_collect_with_a_detector_keeps_room_for_the_face_mesh(tmp_path, monkeypa
     again = FaceDetector(detector_path()).detect(np.asarray(Image.open(saved).convert("RGB")))
     assert again and ROOM * side * 0.8 < again[0].box[0] < again[0].box[2] < (1 + ROOM * 1.2) * side  # room kept
     assert not (tmp_path / "empty").exists()
+
+
+def test_the_shipped_tflite_and_an_exports_detector_twin(tmp_path, monkeypatch):
+    """The toolkit ships the wheel's own .tflite beside the detector ONNX; an export carries it with its sha256,
+    and the door's detector runs it under LiteRT when installed (docs/runtimes.md)."""
+    from toolkit.inference import litert
+    from toolkit.inference.detect import TFLITE_SHA256, shipped_twin_path
+
+    twin = shipped_twin_path()
+    assert twin is not None and sha256_file(twin) == TFLITE_SHA256
+    monkeypatch.delenv(litert.RUNTIME_ENV, raising=False)
+    want = "litert" if litert.litert_available() else "onnxruntime"
+    assert load_detector(None).session.runtime == want
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "manifest.json").write_text("{}")
+    shutil.copy2(ASSETS / ONNX_NAME, folder / ONNX_NAME)
+    shutil.copy2(twin, folder / twin.name)
+    record = {"file": ONNX_NAME, "sha256": sha256_file(folder / ONNX_NAME), "tflite": twin.name,
+              "tflite_sha256": TFLITE_SHA256}  # fmt: skip
+    monkeypatch.setattr("toolkit.inference.detect.manifest_detector", lambda f: record)
+    assert load_detector(folder).session.runtime == want
+    monkeypatch.setenv(litert.RUNTIME_ENV, "onnxruntime")
+    assert load_detector(folder).session.runtime == "onnxruntime"
+    (folder / twin.name).write_bytes(b"changed")
+    with pytest.raises(ToolkitError, match="not the detector .tflite its manifest names"):
+        load_detector(folder)

@@ -46,6 +46,10 @@ LICENSE_NAME = "LICENSE.mediapipe"
 # outputs match the wheel's .tflite to 7.9e-6), so a door-only install (no TensorFlow, no tf2onnx) has it.
 ASSETS = Path(__file__).resolve().with_name("assets")
 SHIPPED_SHA256 = "c7e791913445823014e6ddaa3f962162b1b4e3a07a5d6777abc0b1f61d00833f"
+# Beside it, the wheel's own .tflite it was converted from (the wheel member's sha256): LiteRT runs it when
+# installed (toolkit.inference.litert, docs/runtimes.md).
+TFLITE_NAME = "face_detection_short_range.tflite"
+TFLITE_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
 
 
 def cached_detector_path() -> Path:
@@ -66,6 +70,14 @@ def shipped_detector_path() -> Path:
         raise ToolkitError(f"{path}: missing or not the face detector this toolkit shipped (sha256); reinstall "
                            "the toolkit")
     return path
+
+
+def shipped_twin_path() -> Path | None:
+    """The shipped ``.tflite`` of the detector when it is there and intact (else None: onnxruntime serves)."""
+    from toolkit.inference.manifest import sha256_file
+
+    path = ASSETS / TFLITE_NAME
+    return path if path.is_file() and sha256_file(path) == TFLITE_SHA256 else None
 
 
 def detector_path() -> Path:
@@ -386,7 +398,13 @@ def load_detector(folder: str | Path | None = None, threads: int = 1) -> FaceDet
         if not path.is_file() or sha256_file(path) != record.get("sha256"):
             raise ToolkitError(f"{path}: missing or not the detector its manifest names (sha256); re-run 'toolkit "
                                "export --detector blazeface'")
+        twin = None
+        if record.get("tflite"):  # exports since the twins (docs/runtimes.md); older ones run the ONNX
+            twin = Path(folder) / str(record["tflite"])
+            if not twin.is_file() or sha256_file(twin) != record.get("tflite_sha256"):
+                raise ToolkitError(f"{twin}: missing or not the detector .tflite its manifest names (sha256); re-run "
+                                   "'toolkit export --detector blazeface'")
         return FaceDetector(path, min_score=float(record.get("min_score", MIN_SCORE)),
                             iou=float(record.get("nms_iou", NMS_IOU)), margin=float(record.get("margin", MARGIN)),
-                            threads=threads)  # fmt: skip
-    return FaceDetector(detector_path(), threads=threads)
+                            threads=threads, twin=twin)  # fmt: skip
+    return FaceDetector(detector_path(), threads=threads, twin=shipped_twin_path())

@@ -110,15 +110,21 @@ def ensure_detector(wheel: str | Path | None = None, *, find_links: str | None =
 
 
 def copy_detector(folder: Path, source: Path | None = None) -> dict:
-    """Copy the detector ONNX and its licence into an export ``folder``; returns the manifest's record."""
-    from toolkit.inference.detect import MARGIN, MIN_SCORE, NMS_IOU
+    """Copy the detector ONNX, the ``.tflite`` it was converted from (LiteRT runs it at the door: docs/runtimes.md)
+    and the licence into an export ``folder``; returns the manifest's record."""
+    from toolkit.inference.detect import MARGIN, MIN_SCORE, NMS_IOU, TFLITE_NAME, shipped_twin_path
 
     source = Path(source or cached_detector_path())
     shutil.copy2(source, folder / ONNX_NAME)
     licence = source.parent / LICENSE_NAME
     if licence.is_file():
         shutil.copy2(licence, folder / LICENSE_NAME)
-    return {"kind": "blazeface", "file": ONNX_NAME, "sha256": sha256_file(folder / ONNX_NAME),
+    twin = shipped_twin_path()  # the wheel member every conversion starts from (same sha256)
+    twin_record = {}
+    if twin is not None:
+        shutil.copy2(twin, folder / TFLITE_NAME)
+        twin_record = {"tflite": TFLITE_NAME, "tflite_sha256": sha256_file(folder / TFLITE_NAME)}
+    return {"kind": "blazeface", "file": ONNX_NAME, "sha256": sha256_file(folder / ONNX_NAME), **twin_record,
             "licence": LICENSE_NAME, "licence_name": LICENCE_SPDX,
             "source": f"{BLAZEFACE.package}=={BLAZEFACE.version}:{BLAZEFACE.member}",
             "input_size": INPUT_SIZE, "min_score": MIN_SCORE, "nms_iou": NMS_IOU, "margin": MARGIN,
