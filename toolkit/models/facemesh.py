@@ -51,12 +51,16 @@ class FaceMeshModels:
 
     @property
     def twins(self) -> dict:
-        """{role: the ``.tflite`` the ONNX was converted from} (:mod:`toolkit.inference.litert` runs them)."""
-        from toolkit.models.detector import BLAZEFACE
+        """{role: the ``.tflite`` the ONNX was converted from} (:mod:`toolkit.inference.litert` runs them): the
+        wheel's file beside a landmark ONNX converted in the weights cache, and the detector's own
+        (:func:`toolkit.inference.detect.twin_of`); an ONNX from elsewhere has none."""
+        from toolkit.inference.detect import twin_of
 
         folder = Path(self.licence).parent
-        named = {"landmark": Path(FACE_LANDMARK.member).name, "detector": Path(BLAZEFACE.member).name}
-        return {role: folder / name for role, name in named.items() if (folder / name).is_file()}
+        twin = folder / Path(FACE_LANDMARK.member).name
+        out = {"landmark": twin} if Path(self.landmark).parent == folder and twin.is_file() else {}
+        detector = twin_of(Path(self.detector))
+        return {**out, "detector": detector} if detector is not None else out
 
 
 def source_text() -> str:

@@ -58,10 +58,12 @@ class HandModels:
 
     @property
     def twins(self) -> dict:
-        """{role: the ``.tflite`` each ONNX was converted from} (:mod:`toolkit.inference.litert` runs them)."""
+        """{role: the ``.tflite`` each ONNX was converted from} (:mod:`toolkit.inference.litert` runs them): the
+        wheel's file beside an ONNX converted in the weights cache (an ONNX from elsewhere has none)."""
         folder = Path(self.licence).parent
-        return {role: folder / Path(spec.member).name for role, spec in (("palm", PALM), ("landmark", LANDMARK))
-                if (folder / Path(spec.member).name).is_file()}  # fmt: skip
+        pairs = (("palm", PALM, self.palm), ("landmark", LANDMARK, self.landmark))
+        return {role: folder / Path(spec.member).name for role, spec, onnx in pairs
+                if Path(onnx).parent == folder and (folder / Path(spec.member).name).is_file()}  # fmt: skip
 
 
 def source_text() -> str:
