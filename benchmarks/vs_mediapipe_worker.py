@@ -70,7 +70,8 @@ def _mediapipe_chains() -> dict:
 
 def _toolkit_chains() -> tuple[dict, object]:
     from toolkit.inference import handpipe
-    from toolkit.inference.detect import FaceDetector, cached_detector_path
+    from toolkit.inference.detect import FaceDetector
+    from toolkit.inference.detector_files import cached_detector_path
     from toolkit.models.hands import ensure_hand_models
 
     models = ensure_hand_models()

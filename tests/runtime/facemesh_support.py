@@ -16,7 +16,7 @@ from hands_support import convert_from_wheel
 def real_face_mesh() -> tuple[Path, Path] | None:
     """(detector, landmark) ONNX paths, or None. Converted at most once per session (then cached on disk)."""
     from toolkit.inference.cache import weights_root
-    from toolkit.inference.detect import cached_detector_path
+    from toolkit.inference.detector_files import cached_detector_path
 
     landmark = weights_root() / "mediapipe-0.10.21" / "face_landmark.onnx"
     detector = cached_detector_path()

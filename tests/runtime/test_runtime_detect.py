@@ -14,20 +14,8 @@ from runtime_support import FACE_ANCHOR, build_fake_detector, make_export
 
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
-from toolkit.inference.detect import (
-    ASSETS,
-    ONNX_NAME,
-    SHIPPED_SHA256,
-    FaceDetector,
-    decode,
-    iou,
-    letterbox,
-    load_detector,
-    manifest_detector,
-    square_crop_box,
-    ssd_anchors,
-    weighted_nms,
-)
+from toolkit.inference.detect import FaceDetector, decode, iou, letterbox, square_crop_box, ssd_anchors, weighted_nms
+from toolkit.inference.detector_files import ASSETS, ONNX_NAME, SHIPPED_SHA256, load_detector, manifest_detector
 from toolkit.inference.manifest import load_manifest, sha256_file
 from toolkit.runtime.camera import make_cropper
 
@@ -139,7 +127,7 @@ def test_the_shipped_detector_is_the_committed_exports_with_its_licence(tmp_path
     assert licence.read_text().lstrip().startswith("Apache License") and "Version 2.0" in licence.read_text()
     monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "empty"))
     assert load_detector(None).path == onnx  # nothing cached, no 'toolkit detector' step
-    monkeypatch.setattr("toolkit.inference.detect.SHIPPED_SHA256", "0" * 64)
+    monkeypatch.setattr("toolkit.inference.detector_files.SHIPPED_SHA256", "0" * 64)
     with pytest.raises(ToolkitError, match="not the face detector this toolkit shipped.*reinstall"):
         load_detector(None)
 
@@ -221,7 +209,8 @@ def test_collect_with_a_detector_keeps_room_for_the_face_mesh(tmp_path, monkeypa
 
     from PIL import Image
 
-    from toolkit.inference.detect import FaceDetector, detector_path
+    from toolkit.inference.detect import FaceDetector
+    from toolkit.inference.detector_files import detector_path
     from toolkit.runtime.collect import ROOM
 
     monkeypatch.setenv("TOOLKIT_CACHE", str(tmp_path / "empty"))  # the shipped detector, nothing fetched
@@ -250,7 +239,7 @@ def test_the_shipped_tflite_and_an_exports_detector_twin(tmp_path, monkeypatch):
     """The toolkit ships the wheel's own .tflite beside the detector ONNX; an export carries it with its sha256,
     and the door's detector runs it under LiteRT when installed (docs/runtimes.md)."""
     from toolkit.inference import litert
-    from toolkit.inference.detect import TFLITE_SHA256, shipped_twin_path
+    from toolkit.inference.detector_files import TFLITE_SHA256, shipped_twin_path
 
     twin = shipped_twin_path()
     assert twin is not None and sha256_file(twin) == TFLITE_SHA256
@@ -264,7 +253,7 @@ def test_the_shipped_tflite_and_an_exports_detector_twin(tmp_path, monkeypatch):
     shutil.copy2(twin, folder / twin.name)
     record = {"file": ONNX_NAME, "sha256": sha256_file(folder / ONNX_NAME), "tflite": twin.name,
               "tflite_sha256": TFLITE_SHA256}  # fmt: skip
-    monkeypatch.setattr("toolkit.inference.detect.manifest_detector", lambda f: record)
+    monkeypatch.setattr("toolkit.inference.detector_files.manifest_detector", lambda f: record)
     assert load_detector(folder).session.runtime == want
     monkeypatch.setenv(litert.RUNTIME_ENV, "onnxruntime")
     assert load_detector(folder).session.runtime == "onnxruntime"

@@ -12,7 +12,7 @@ from runtime_support import build_fake_detector  # tests/runtime's helper, impor
 from toolkit.data import load_data
 from toolkit.data.spec import parse_spec
 from toolkit.errors import ToolkitError
-from toolkit.inference.detect import ASSETS, cached_detector_path, load_detector
+from toolkit.inference.detector_files import ASSETS, cached_detector_path, load_detector
 
 
 def _photos(root: Path) -> Path:

@@ -94,7 +94,7 @@ def _renamed(path, name):
 
 def test_export_option_and_copy_into_the_folder(tmp_path, monkeypatch):
     from toolkit.export.config import ExportConfig
-    from toolkit.inference.detect import cached_detector_path
+    from toolkit.inference.detector_files import cached_detector_path
     from toolkit.settings import SettingError
 
     assert ExportConfig(source="run", out="x", detector="blazeface").detector == "blazeface"

@@ -57,7 +57,7 @@ def detector_cmd(
 ) -> None:
     """Where the BlazeFace face detector (ONNX, Apache-2.0) is; --force / --wheel convert it from the mediapipe
     wheel into the weights cache (needs the train extra), though the toolkit ships it converted."""
-    from toolkit.inference.detect import ASSETS, SHIPPED_SHA256
+    from toolkit.inference.detector_files import ASSETS, SHIPPED_SHA256
     from toolkit.models.detector import ensure_detector
 
     path = ensure_detector(wheel, find_links=find_links, force=force)

@@ -216,6 +216,6 @@ def load_data(
 
 def _face_crop(spec: Spec):
     """The door's face detector (BlazeFace: the cache's converted copy, else the shipped one), as the door crops."""
-    from toolkit.inference.detect import load_detector
+    from toolkit.inference.detector_files import load_detector
 
     return load_detector(None)

@@ -17,11 +17,12 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from toolkit.inference.detect import (
+from toolkit.inference.detect import INPUT_SIZE
+from toolkit.inference.detector_files import (
     ASSETS,
-    INPUT_SIZE,
     LICENSE_NAME,
     ONNX_NAME,
+    TFLITE_SHA256,
     cached_detector_path,
     shipped_detector_path,
 )
@@ -37,7 +38,7 @@ BLAZEFACE = WheelFile(
     wheel="mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
     wheel_sha256="05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
     member="mediapipe/modules/face_detection/face_detection_short_range.tflite",
-    sha256="bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    sha256=TFLITE_SHA256,  # the file the toolkit also ships (toolkit.inference.detector_files)
     licence="mediapipe-0.10.21.dist-info/LICENSE",
     platform="manylinux_2_28_x86_64",
     python="3.11",
@@ -112,7 +113,8 @@ def ensure_detector(wheel: str | Path | None = None, *, find_links: str | None =
 def copy_detector(folder: Path, source: Path | None = None) -> dict:
     """Copy the detector ONNX, the ``.tflite`` it was converted from (LiteRT runs it at the door: docs/runtimes.md)
     and the licence into an export ``folder``; returns the manifest's record."""
-    from toolkit.inference.detect import MARGIN, MIN_SCORE, NMS_IOU, TFLITE_NAME, twin_of
+    from toolkit.inference.detect import MARGIN, MIN_SCORE, NMS_IOU
+    from toolkit.inference.detector_files import TFLITE_NAME, twin_of
 
     source = Path(source or cached_detector_path())
     shutil.copy2(source, folder / ONNX_NAME)

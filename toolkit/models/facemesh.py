@@ -54,7 +54,7 @@ class FaceMeshModels:
         """{role: the ``.tflite`` the ONNX was converted from} (:mod:`toolkit.inference.litert` runs them): the
         wheel's file beside a landmark ONNX converted in the weights cache, and the detector's own
         (:func:`toolkit.inference.detect.twin_of`); an ONNX from elsewhere has none."""
-        from toolkit.inference.detect import twin_of
+        from toolkit.inference.detector_files import twin_of
 
         folder = Path(self.licence).parent
         twin = folder / Path(FACE_LANDMARK.member).name

@@ -248,7 +248,7 @@ def make_cropper(kind: str | None, model: str | Path | None = None, threads: int
         ToolkitError: an unknown kind; blazeface with no detector file in the export nor in the cache.
     """
     if kind is None:
-        from toolkit.inference.detect import manifest_detector
+        from toolkit.inference.detector_files import manifest_detector
 
         kind = "blazeface" if model is not None and manifest_detector(model) else "none"
     if kind == "none":
@@ -256,7 +256,7 @@ def make_cropper(kind: str | None, model: str | Path | None = None, threads: int
     if kind == "haar":
         return HaarFaceCropper()
     if kind == "blazeface":
-        from toolkit.inference.detect import load_detector
+        from toolkit.inference.detector_files import load_detector
 
         return load_detector(model, threads=threads)
     raise ToolkitError(f"--detector {kind!r}: choose 'none', 'haar' or 'blazeface'")

@@ -12,7 +12,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from toolkit.errors import ImageError, ToolkitError
-from toolkit.inference.detect import load_detector, square_crop_box
+from toolkit.inference.detect import square_crop_box
+from toolkit.inference.detector_files import load_detector
 from toolkit.runtime import schemas
 from toolkit.runtime.http_limits import error_response
 from toolkit.runtime.routes.context import ERRORS, AppContext, context
