@@ -84,9 +84,8 @@ def write_face_export(out: Path, *, head, labels, models, expression: Path | Non
         mesh = copy_face_mesh(staging, models)
         files = {"detector": detector["file"], "landmark": mesh["files"]["landmark"]}
         twins = dict(mesh["tflite"])  # what LiteRT runs at the door (toolkit.inference.litert)
-        if "detector" in models.twins:
-            shutil.copy2(models.twins["detector"], staging / models.twins["detector"].name)
-            twins["detector"] = models.twins["detector"].name
+        if detector.get("tflite"):  # copy_detector put the detector's own beside its ONNX
+            twins["detector"] = detector["tflite"]
         sources = {"detector": {k: detector[k] for k in ("source", "licence", "licence_name", "precision")},
                    "landmark": {k: mesh[k] for k in ("source", "licence", "licence_name", "precision")}}
         if "expression" in head.blocks:  # the expression CNN travels only when the head reads its features

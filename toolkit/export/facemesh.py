@@ -77,8 +77,9 @@ def build_face_model(config: FaceModelConfig, log: Callable[[str], None] = print
                             expression, twin=twins.get("landmark"))  # fmt: skip
     sums = {"landmark": models.sha256[models.landmark.name], "detector": models.sha256[models.detector.name],
             "expression": _sha(expression), "tiles": TILES}
-    if set(pipeline.runtimes().values()) != {"onnxruntime"}:  # onnxruntime's features keep their old keys
-        sums["runtimes"] = pipeline.runtimes()
+    runtimes = pipeline.runtimes()
+    if set(runtimes.values()) != {"onnxruntime"}:  # onnxruntime's features keep their old keys
+        sums["runtimes"] = runtimes
     take = np.arange(len(train))
     if len(take) > config.cv_max_images:
         take = np.sort(np.random.default_rng(config.seed).permutation(len(take))[: config.cv_max_images])

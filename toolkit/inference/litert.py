@@ -11,9 +11,9 @@ sha256 in the manifest beside the ONNX's), and the door runs the twin when ai-ed
 
 ``TOOLKIT_RUNTIME`` chooses: ``auto`` (the default: the twin under LiteRT when both are there, else the ONNX
 under onnxruntime), ``onnxruntime`` (always the ONNX), ``litert`` (the twin, or a one-line error naming what is
-missing). Training and an export's feature cache read the ONNX under onnxruntime, as before; the outputs of the
-two runtimes differ by ~1e-5 (checked at conversion and in tests/runtime/test_runtime_litert.py), and an export's
-end-to-end validation runs the door's own choice.
+missing). Training and an export's features are computed with the same choice (the weights cache holds the
+``.tflite`` files beside the ONNX), so a head is fitted on the numbers the door computes; the two runtimes' outputs
+differ by ~1e-6 (tests/runtime/test_runtime_litert.py, ``python -m benchmarks.runtimes``).
 
 :class:`LiteSession` puts a ``.tflite`` behind the part of ``onnxruntime.InferenceSession`` the chains use
 (``get_inputs``, ``get_outputs``, ``run``). An interpreter is not thread-safe; the session keeps a small pool,
@@ -22,6 +22,7 @@ one interpreter per concurrent caller (the door's loop and an upload to ``/predi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 from pathlib import Path
@@ -124,14 +125,12 @@ class LiteSession:
         from ai_edge_litert.interpreter import Interpreter
 
         global _ANNOUNCED
-        if not _ANNOUNCED:  # LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate" line, once a process
-            _ANNOUNCED = True
-            with quiet_native_stderr():
-                interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
-                interpreter.allocate_tensors()
-            return interpreter
-        interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
-        interpreter.allocate_tensors()
+        # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" once a process: around the first interpreter
+        quiet = contextlib.nullcontext() if _ANNOUNCED else quiet_native_stderr()
+        _ANNOUNCED = True
+        with quiet:
+            interpreter = Interpreter(model_content=self._content, num_threads=self._threads)
+            interpreter.allocate_tensors()
         return interpreter
 
     def get_inputs(self) -> list[Arg]:
